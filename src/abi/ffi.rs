@@ -1,0 +1,196 @@
+//! Raw declarations of Envoy's dynamic-module C ABI, pinned to the Envoy in `envoy-version.env`.
+//!
+//! Only the callbacks llm-edge calls are declared: a Rust cdylib binds every imported symbol when
+//! Envoy loads it, so declaring one the target Envoy lacks would stop the module from loading.
+//! `make test` checks every `envoy_dynamic_module_*` import against the Envoy binary's exports.
+//!
+//! Envoy's C enums travel as `u32`; their values are the constants below.
+
+use std::ffi::c_void;
+
+/// Envoy's per-stream filter object; valid from `http_filter_new` to `http_filter_destroy`, and
+/// only on that stream's worker thread.
+pub type FilterEnvoyPtr = *mut c_void;
+
+/// A `(pointer, length)` byte view, passed by value in both directions. Views from Envoy are
+/// borrowed for the duration of the hook; views to Envoy are copied during the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Buffer {
+    /// First byte; may be null when `len` is 0.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Buffer {
+    /// A view of `bytes`, valid while `bytes` is.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// A view of nothing.
+    pub const EMPTY: Self = Self {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// The bytes behind the view; `(null, 0)`, which C passes routinely, is the empty slice.
+    ///
+    /// # Safety
+    /// `ptr` must be null with `len == 0`, or point to `len` readable bytes that outlive `'a`.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.len == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null, and the caller vouches for `len` bytes living for 'a.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+    }
+}
+
+/// One header as two byte views, the layout of both `envoy_http_header` and `module_http_header`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HttpHeader {
+    /// Header name bytes.
+    pub key_ptr: *const u8,
+    /// Header name length.
+    pub key_len: usize,
+    /// Header value bytes.
+    pub value_ptr: *const u8,
+    /// Header value length.
+    pub value_len: usize,
+}
+
+impl HttpHeader {
+    /// A header view of `(name, value)`, valid while both strings are.
+    pub fn of(name: &str, value: &str) -> Self {
+        Self {
+            key_ptr: name.as_ptr(),
+            key_len: name.len(),
+            value_ptr: value.as_ptr(),
+            value_len: value.len(),
+        }
+    }
+}
+
+/// `envoy_dynamic_module_type_http_header_type`.
+pub mod header_map {
+    /// The request headers.
+    pub const REQUEST: u32 = 0;
+}
+
+/// `envoy_dynamic_module_type_http_body_type`.
+pub mod body {
+    /// The request chunk delivered with the current call.
+    pub const RECEIVED_REQUEST: u32 = 0;
+    /// The request chunks buffered by earlier calls.
+    pub const BUFFERED_REQUEST: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_on_http_filter_request_headers_status` (and response headers).
+pub mod headers_status {
+    /// Continue to the next filter.
+    pub const CONTINUE: u32 = 0;
+    /// Hold the headers.
+    pub const STOP_ITERATION: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_on_http_filter_request_body_status` (and response body).
+pub mod body_status {
+    /// Continue to the next filter.
+    pub const CONTINUE: u32 = 0;
+    /// Buffer the chunk and wait for more.
+    pub const STOP_ITERATION_AND_BUFFER: u32 = 1;
+    /// Stop without buffering.
+    pub const STOP_ITERATION_NO_BUFFER: u32 = 3;
+}
+
+/// `envoy_dynamic_module_type_on_http_filter_request_trailers_status` (and response trailers).
+pub mod trailers_status {
+    /// Continue to the next filter.
+    pub const CONTINUE: u32 = 0;
+    /// Hold the trailers.
+    pub const STOP_ITERATION: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_http_filter_stream_reset_reason`.
+pub mod reset_reason {
+    /// A local reset of the stream.
+    pub const LOCAL_RESET: u32 = 0;
+}
+
+unsafe extern "C" {
+    /// Logs `message` under Envoy's `dynamic_modules` logger with a source location.
+    pub fn envoy_dynamic_module_callback_log_v2(
+        level: u32,
+        message: Buffer,
+        source_file: Buffer,
+        source_line: u32,
+    );
+
+    /// Whether the `dynamic_modules` logger would print at `level`.
+    pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+
+    /// Reads value number `index` of header `key`; `count` receives how many values it has.
+    pub fn envoy_dynamic_module_callback_http_get_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: Buffer,
+        result: *mut Buffer,
+        index: usize,
+        count: *mut usize,
+    ) -> bool;
+
+    /// Bytes in one body view.
+    pub fn envoy_dynamic_module_callback_http_get_body_size(
+        filter: FilterEnvoyPtr,
+        body_type: u32,
+    ) -> usize;
+
+    /// Number of slices in one body view.
+    pub fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        filter: FilterEnvoyPtr,
+        body_type: u32,
+    ) -> usize;
+
+    /// Fills a caller-allocated array with the slices of one body view (no copy).
+    pub fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter: FilterEnvoyPtr,
+        body_type: u32,
+        out: *mut Buffer,
+    ) -> bool;
+
+    /// True when this filter receives a body that an earlier filter buffered: the received and
+    /// buffered views are then the same bytes.
+    pub fn envoy_dynamic_module_callback_http_received_buffered_request_body(
+        filter: FilterEnvoyPtr,
+    ) -> bool;
+
+    /// The stream's buffer limit in bytes.
+    pub fn envoy_dynamic_module_callback_http_get_buffer_limit(filter: FilterEnvoyPtr) -> u64;
+
+    /// Sets the stream's buffer limit in bytes.
+    pub fn envoy_dynamic_module_callback_http_set_buffer_limit(filter: FilterEnvoyPtr, limit: u64);
+
+    /// Sends a complete local reply; Envoy computes `content-length`.
+    pub fn envoy_dynamic_module_callback_http_send_response(
+        filter: FilterEnvoyPtr,
+        status: u32,
+        headers: *const HttpHeader,
+        headers_len: usize,
+        body: Buffer,
+        details: Buffer,
+    );
+
+    /// Resets the stream, for failures after the response has started.
+    pub fn envoy_dynamic_module_callback_http_filter_reset_stream(
+        filter: FilterEnvoyPtr,
+        reason: u32,
+        details: Buffer,
+    );
+}

@@ -1,0 +1,466 @@
+//! The hooks Envoy calls: one-line trampolines into [`Filter`], each behind a panic guard.
+//!
+//! Failing closed, by phase:
+//! - request path: answer OpenAI's 500, or reset the stream if a reply already started;
+//! - response path: reset the stream, since headers may already be downstream;
+//! - config creation: refuse the config (null);
+//! - cleanup: log only.
+//!
+//! After a panic the stream is poisoned: later hooks do nothing but let Envoy finish it.
+//!
+//! Envoy 1.40 refuses a module that lacks any of these hooks, including the ones llm-edge does not
+//! use yet (callouts, HTTP streams, watermarks); those are no-ops.
+
+use std::ffi::{c_char, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::config::FilterConfig;
+use crate::filter::{Filter, TrailersStatus};
+use crate::host::{BodyStatus, HeadersStatus};
+use crate::version::ENVOY_ABI_VERSION;
+
+use super::envoy_host::EnvoyHost;
+use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
+use super::logger;
+
+/// The only `filter_name` this module serves (an empty name means the same).
+const FILTER_NAME: &str = "llm_edge";
+
+/// `%RESPONSE_CODE_DETAILS%` of a stream reset after a contained panic.
+const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
+
+/// What a stream's module pointer points to.
+struct Stream {
+    filter: Filter,
+    poisoned: bool,
+}
+
+/// The NUL-terminated ABI version string; `build.rs` takes it from the pin file.
+static ABI_VERSION: &str = concat!(env!("LLM_EDGE_ENVOY_ABI_VERSION"), "\0");
+
+/// Called once per process, before any config: installs logging and names our ABI version.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    match catch_unwind(logger::install) {
+        Ok(()) => {
+            log::debug!("llm_edge: built for Envoy ABI {ENVOY_ABI_VERSION}");
+            ABI_VERSION.as_ptr().cast()
+        }
+        Err(_) => std::ptr::null(),
+    }
+}
+
+/// Parses the `filter_config` once, on the main thread; null refuses the config.
+///
+/// # Safety
+/// `name` and `config` must be valid byte views for the duration of the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    _config_envoy: *mut c_void,
+    name: Buffer,
+    config: Buffer,
+) -> *const c_void {
+    let created = catch_unwind(|| {
+        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+        if !name.is_empty() && name != FILTER_NAME.as_bytes() {
+            log::error!(
+                "llm_edge: invalid filter_name {:?}; allowed: \"{FILTER_NAME}\"",
+                String::from_utf8_lossy(name)
+            );
+            return std::ptr::null();
+        }
+        match FilterConfig::from_json(config) {
+            Ok(config) => {
+                log::info!(
+                    "llm_edge: filter config accepted: mode {:?}, chat completions at {}",
+                    config.mode,
+                    config.chat_completions_path
+                );
+                Box::into_raw(Box::new(Arc::new(config)))
+                    .cast_const()
+                    .cast()
+            }
+            Err(error) => {
+                log::error!("llm_edge: {error}");
+                std::ptr::null()
+            }
+        }
+    });
+    created.unwrap_or(std::ptr::null())
+}
+
+/// Frees a config made by `config_new`, on the main thread, after its streams are gone.
+///
+/// # Safety
+/// `config` must come from `envoy_dynamic_module_on_http_filter_config_new`, freed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if config.is_null() {
+        return;
+    }
+    // SAFETY: made by Box::into_raw in config_new; Envoy destroys it exactly once.
+    let config = unsafe { Box::from_raw(config.cast::<Arc<FilterConfig>>().cast_mut()) };
+    if catch_unwind(AssertUnwindSafe(|| drop(config))).is_err() {
+        log::error!("llm_edge: panic while freeing a filter config");
+    }
+}
+
+/// Creates the per-stream filter on the stream's worker thread.
+///
+/// # Safety
+/// `config` must be a live pointer returned by `config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: FilterEnvoyPtr,
+) -> *const c_void {
+    if config.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
+    let config = unsafe { &*config.cast::<Arc<FilterConfig>>() };
+    let created = catch_unwind(|| {
+        let stream = Stream {
+            filter: Filter::new(Arc::clone(config)),
+            poisoned: false,
+        };
+        Box::into_raw(Box::new(stream)).cast_const().cast()
+    });
+    // A null stream pointer makes Envoy 1.40 answer 500 without calling any other hook.
+    created.unwrap_or(std::ptr::null())
+}
+
+/// Frees the per-stream filter.
+///
+/// # Safety
+/// `stream` must come from `envoy_dynamic_module_on_http_filter_new`, freed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: made by Box::into_raw in filter_new; Envoy destroys it exactly once.
+    let stream = unsafe { Box::from_raw(stream.cast::<Stream>().cast_mut()) };
+    if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
+        log::error!("llm_edge: panic while freeing a stream");
+    }
+}
+
+/// Runs a request-path hook. A panic answers 500 (or resets a stream whose reply started).
+///
+/// # Safety
+/// `filter_envoy` and `stream` must be the live pointers of the current hook call.
+unsafe fn on_request(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    hook: &str,
+    pass: u32,
+    stop: u32,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
+) -> u32 {
+    // Envoy before 1.40 runs hooks with a null stream when filter_new failed: stay out of the way.
+    let Some(stream) = (unsafe { stream.cast::<Stream>().cast_mut().as_mut() }) else {
+        return pass;
+    };
+    if stream.poisoned {
+        return stop;
+    }
+    // SAFETY: the caller passes this hook's live filter pointer.
+    let mut host = unsafe { EnvoyHost::new(filter_envoy) };
+    match catch_unwind(AssertUnwindSafe(|| run(&mut stream.filter, &mut host))) {
+        Ok(status) => status,
+        Err(_) => {
+            log::error!("llm_edge: panic in {hook}; failing the request closed");
+            stream.poisoned = true;
+            let answered = stream.filter.has_answered();
+            let sent = !answered
+                && catch_unwind(AssertUnwindSafe(|| stream.filter.fail_closed(&mut host))).is_ok();
+            if !sent {
+                host.reset_stream(PANIC_RESET_DETAILS);
+            }
+            stop
+        }
+    }
+}
+
+/// Runs a response-path hook. A panic resets the stream: headers may already be downstream.
+///
+/// # Safety
+/// `filter_envoy` and `stream` must be the live pointers of the current hook call.
+unsafe fn on_response(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    hook: &str,
+    run: impl FnOnce(&mut Filter) -> u32,
+) -> u32 {
+    const CONTINUE: u32 = 0;
+    let Some(stream) = (unsafe { stream.cast::<Stream>().cast_mut().as_mut() }) else {
+        return CONTINUE;
+    };
+    if stream.poisoned {
+        return CONTINUE;
+    }
+    match catch_unwind(AssertUnwindSafe(|| run(&mut stream.filter))) {
+        Ok(status) => status,
+        Err(_) => {
+            log::error!("llm_edge: panic in {hook}; resetting the stream");
+            stream.poisoned = true;
+            // SAFETY: the caller passes this hook's live filter pointer.
+            unsafe { EnvoyHost::new(filter_envoy) }.reset_stream(PANIC_RESET_DETAILS);
+            CONTINUE
+        }
+    }
+}
+
+fn headers_status(status: HeadersStatus) -> u32 {
+    match status {
+        HeadersStatus::Continue => ffi::headers_status::CONTINUE,
+        HeadersStatus::StopIteration => ffi::headers_status::STOP_ITERATION,
+    }
+}
+
+fn body_status(status: BodyStatus) -> u32 {
+    match status {
+        BodyStatus::Continue => ffi::body_status::CONTINUE,
+        BodyStatus::StopIterationAndBuffer => ffi::body_status::STOP_ITERATION_AND_BUFFER,
+        BodyStatus::StopIterationNoBuffer => ffi::body_status::STOP_ITERATION_NO_BUFFER,
+    }
+}
+
+fn trailers_status(status: TrailersStatus) -> u32 {
+    match status {
+        TrailersStatus::Continue => ffi::trailers_status::CONTINUE,
+        TrailersStatus::StopIteration => ffi::trailers_status::STOP_ITERATION,
+    }
+}
+
+/// Request headers.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let (pass, stop) = (
+        ffi::headers_status::CONTINUE,
+        ffi::headers_status::STOP_ITERATION,
+    );
+    unsafe {
+        on_request(
+            filter_envoy,
+            stream,
+            "request_headers",
+            pass,
+            stop,
+            |filter, host| headers_status(filter.on_request_headers(host, end_of_stream)),
+        )
+    }
+}
+
+/// A request body chunk.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let (pass, stop) = (
+        ffi::body_status::CONTINUE,
+        ffi::body_status::STOP_ITERATION_NO_BUFFER,
+    );
+    unsafe {
+        on_request(
+            filter_envoy,
+            stream,
+            "request_body",
+            pass,
+            stop,
+            |filter, host| body_status(filter.on_request_body(host, end_of_stream)),
+        )
+    }
+}
+
+/// Request trailers.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+) -> u32 {
+    let (pass, stop) = (
+        ffi::trailers_status::CONTINUE,
+        ffi::trailers_status::STOP_ITERATION,
+    );
+    unsafe {
+        on_request(
+            filter_envoy,
+            stream,
+            "request_trailers",
+            pass,
+            stop,
+            |filter, host| trailers_status(filter.on_request_trailers(host)),
+        )
+    }
+}
+
+/// Response headers: passed through untouched.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    unsafe {
+        on_response(filter_envoy, stream, "response_headers", |_| {
+            ffi::headers_status::CONTINUE
+        })
+    }
+}
+
+/// Response body: passed through untouched.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    unsafe {
+        on_response(filter_envoy, stream, "response_body", |_| {
+            ffi::body_status::CONTINUE
+        })
+    }
+}
+
+/// Response trailers: passed through untouched.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+) -> u32 {
+    unsafe {
+        on_response(filter_envoy, stream, "response_trailers", |_| {
+            ffi::trailers_status::CONTINUE
+        })
+    }
+}
+
+/// The stream is finished (before access logging and destroy). Nothing to do yet.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+) {
+}
+
+/// A scheduler event for this stream. llm-edge schedules none yet.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _event_id: u64,
+) {
+}
+
+/// An HTTP callout finished. llm-edge starts none.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const HttpHeader,
+    _headers_len: usize,
+    _body_chunks: *const Buffer,
+    _body_chunks_len: usize,
+) {
+}
+
+/// Headers of an HTTP stream started by the module. llm-edge starts none.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _headers: *const HttpHeader,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+/// Data of an HTTP stream started by the module. llm-edge starts none.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _data: *const Buffer,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+/// Trailers of an HTTP stream started by the module. llm-edge starts none.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _trailers: *const HttpHeader,
+    _trailers_len: usize,
+) {
+}
+
+/// End of an HTTP stream started by the module. llm-edge starts none.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+/// Reset of an HTTP stream started by the module. llm-edge starts none.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+/// The client's write buffer filled up. Local replies are written whole, so nothing to pause.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+) {
+}
+
+/// The client's write buffer drained.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+) {
+}

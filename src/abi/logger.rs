@@ -1,0 +1,58 @@
+//! Routes the `log` crate and panic messages to Envoy's logger (`dynamic_modules`), so they land
+//! in Envoy's log with their Rust source location instead of on stderr.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use super::ffi::{self, Buffer};
+
+struct EnvoyLogger;
+
+static LOGGER: EnvoyLogger = EnvoyLogger;
+
+/// Envoy's `envoy_dynamic_module_type_log_level` for a `log` level.
+fn envoy_level(level: Level) -> u32 {
+    match level {
+        Level::Trace => 0,
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
+    }
+}
+
+impl Log for EnvoyLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // SAFETY: a plain query with no pointers; callable from any thread.
+        unsafe { ffi::envoy_dynamic_module_callback_log_enabled(envoy_level(metadata.level())) }
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let file = record.file().unwrap_or_default();
+        // SAFETY: the buffers are read during the call only; log_v2 is callable from any thread.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_log_v2(
+                envoy_level(record.level()),
+                Buffer::of(message.as_bytes()),
+                Buffer::of(file.as_bytes()),
+                record.line().unwrap_or(0),
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the Envoy logger and a panic hook that reports through it. Idempotent.
+pub(super) fn install() {
+    if log::set_logger(&LOGGER).is_ok() {
+        // Envoy decides what is printed (`--component-log-level dynamic_modules:debug`).
+        log::set_max_level(LevelFilter::Trace);
+        std::panic::set_hook(Box::new(|info| {
+            log::error!("llm_edge: {info}; the request fails closed and Envoy keeps serving");
+        }));
+    }
+}

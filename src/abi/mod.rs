@@ -1,0 +1,16 @@
+//! The binding to Envoy's dynamic-module C ABI: the one module allowed to hold `unsafe` code.
+//!
+//! - `ffi`: our own declarations of the C types and of the Envoy callbacks we call;
+//! - `hooks`: the `envoy_dynamic_module_on_*` functions Envoy calls, each behind a panic guard;
+//! - `envoy_host`: [`crate::host::Host`] implemented over the callbacks;
+//! - `logger`: the `log` crate and panics routed into Envoy's log.
+//!
+//! The declarations follow what was verified against the pinned Envoy binary (see
+//! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
+
+#![allow(unsafe_code)]
+
+mod envoy_host;
+mod ffi;
+mod hooks;
+mod logger;

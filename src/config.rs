@@ -1,0 +1,290 @@
+//! The `filter_config`: JSON carried in a `google.protobuf.StringValue`, parsed and validated once,
+//! when Envoy creates the filter config.
+//!
+//! Parsing happens in two stages: serde reads the raw JSON (unknown fields rejected), then
+//! [`FilterConfig::from_json`] checks values and precomputes what every request would otherwise
+//! recompute. Errors name the field, the bad value and what is allowed.
+//!
+//! ```json
+//! {
+//!   "mode": "mock",
+//!   "api_base_path": "/v1",
+//!   "max_request_body_bytes": 1048576,
+//!   "mock": { "content": { "mode": "echo" } }
+//! }
+//! ```
+//!
+//! An empty config, or `{}`, means exactly the defaults above.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
+pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
+const DEFAULT_API_BASE_PATH: &str = "/v1";
+
+/// A validated filter configuration, shared read-only by every stream of every worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// What the filter does with the requests it handles.
+    pub mode: Mode,
+    /// The full path answered as chat completions, `api_base_path` + `/chat/completions`.
+    pub chat_completions_path: String,
+    /// Bodies larger than this get an OpenAI-shaped 413.
+    pub max_request_body_bytes: u64,
+    /// What the mock answers.
+    pub mock: MockConfig,
+}
+
+/// What the filter does with the requests it handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Answer inside Envoy, with no upstream.
+    #[default]
+    Mock,
+}
+
+/// Settings of the mock.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockConfig {
+    /// Where the reply text comes from.
+    #[serde(default)]
+    pub content: ContentMode,
+}
+
+/// Where the mock's reply text comes from. A request's `"httpbun": {"content": …}` overrides it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ContentMode {
+    /// Reply with the text of the last user message.
+    // A struct variant, so that serde rejects unknown fields beside `"mode": "echo"` too.
+    Echo {},
+    /// Reply with the same configured text every time.
+    Fixed {
+        /// The reply text.
+        text: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "default_api_base_path")]
+    api_base_path: String,
+    #[serde(default = "default_max_request_body_bytes")]
+    max_request_body_bytes: u64,
+    #[serde(default)]
+    mock: MockConfig,
+}
+
+impl Default for ContentMode {
+    fn default() -> Self {
+        Self::Echo {}
+    }
+}
+
+fn default_api_base_path() -> String {
+    DEFAULT_API_BASE_PATH.to_owned()
+}
+
+fn default_max_request_body_bytes() -> u64 {
+    DEFAULT_MAX_REQUEST_BODY_BYTES
+}
+
+/// A rejected `filter_config`: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's path, such as `mock.content.mode`, or `.` for the document itself.
+    pub field: String,
+    /// What is wrong: the bad value and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid filter_config: field `{}`: {}",
+            self.field, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self::from_json(b"").expect("the defaults are valid")
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the `filter_config` bytes. Empty or blank input means all defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ConfigError::new(".", format!("not UTF-8 ({e}); expected JSON text")))?;
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        // serde would also accept a JSON array as a struct, by position; only an object is valid.
+        if !text.trim_start().starts_with('{') {
+            return Err(ConfigError::new(
+                ".",
+                format!("expected a JSON object, got {text:?}"),
+            ));
+        }
+
+        let deserializer = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| ConfigError::new(&e.path().to_string(), e.inner().to_string()))?;
+
+        validate_api_base_path(&raw.api_base_path)?;
+        if !(1..=MAX_REQUEST_BODY_LIMIT).contains(&raw.max_request_body_bytes) {
+            return Err(ConfigError::new(
+                "max_request_body_bytes",
+                format!(
+                    "{} is out of range; allowed: 1 to {MAX_REQUEST_BODY_LIMIT}",
+                    raw.max_request_body_bytes
+                ),
+            ));
+        }
+
+        Ok(Self {
+            mode: raw.mode,
+            chat_completions_path: format!("{}/chat/completions", raw.api_base_path),
+            max_request_body_bytes: raw.max_request_body_bytes,
+            mock: raw.mock,
+        })
+    }
+}
+
+fn validate_api_base_path(path: &str) -> Result<(), ConfigError> {
+    let well_formed = path.is_empty()
+        || (path.starts_with('/')
+            && !path.ends_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#'));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "api_base_path",
+            format!(
+                "{path:?} is not a path prefix; allowed: \"\" or a path that starts with '/', \
+                 does not end with '/', and has no spaces, '?' or '#' (for example \"/v1\")"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(json: &str) -> ConfigError {
+        FilterConfig::from_json(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn empty_and_blank_and_empty_object_mean_defaults() {
+        for text in ["", "  \n", "{}"] {
+            let config = FilterConfig::from_json(text.as_bytes()).unwrap();
+            assert_eq!(config.mode, Mode::Mock);
+            assert_eq!(config.chat_completions_path, "/v1/chat/completions");
+            assert_eq!(config.max_request_body_bytes, 1024 * 1024);
+            assert_eq!(config.mock.content, ContentMode::Echo {});
+        }
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let config = FilterConfig::from_json(
+            br#"{"mode": "mock", "api_base_path": "/llm", "max_request_body_bytes": 4096,
+                 "mock": {"content": {"mode": "fixed", "text": "hi"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.chat_completions_path, "/llm/chat/completions");
+        assert_eq!(config.max_request_body_bytes, 4096);
+        assert_eq!(
+            config.mock.content,
+            ContentMode::Fixed { text: "hi".into() }
+        );
+    }
+
+    #[test]
+    fn an_empty_base_path_serves_at_the_root() {
+        let config = FilterConfig::from_json(br#"{"api_base_path": ""}"#).unwrap();
+        assert_eq!(config.chat_completions_path, "/chat/completions");
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_what_is_allowed() {
+        let err = error_of(r#"{"mokc": {}}"#);
+        assert_eq!(err.field, "mokc");
+        assert!(err.message.contains("unknown field `mokc`"), "{err}");
+        assert!(err.message.contains("`mock`"), "{err}");
+
+        let err = error_of(r#"{"mock": {"content": {"mode": "echo", "txt": "x"}}}"#);
+        assert_eq!(err.field, "mock.content");
+        assert!(err.message.contains("unknown field `txt`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_what_is_allowed() {
+        let err = error_of(r#"{"mock": {"content": {"mode": "lorme"}}}"#);
+        assert_eq!(err.field, "mock.content.mode");
+        assert!(err.message.contains("`lorme`"), "{err}");
+        assert!(err.message.contains("`echo`"), "{err}");
+
+        let err = error_of(r#"{"mode": "proxy"}"#);
+        assert_eq!(err.field, "mode");
+        assert!(err.message.contains("`proxy`") && err.message.contains("`mock`"));
+
+        let err = error_of(r#"{"max_request_body_bytes": "big"}"#);
+        assert_eq!(err.field, "max_request_body_bytes");
+        assert!(err.message.contains("\"big\""), "{err}");
+
+        let err = error_of(r#"{"mock": {"content": {"mode": "fixed"}}}"#);
+        assert!(err.message.contains("missing field `text`"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_say_the_range() {
+        let err = error_of(r#"{"max_request_body_bytes": 0}"#);
+        assert_eq!(
+            err.to_string(),
+            "invalid filter_config: field `max_request_body_bytes`: 0 is out of range; \
+             allowed: 1 to 67108864"
+        );
+        for bad in ["v1", "/v1/", "/v 1", "/v1?x"] {
+            let err = error_of(&format!(r#"{{"api_base_path": "{bad}"}}"#));
+            assert_eq!(err.field, "api_base_path");
+            assert!(err.message.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_and_non_utf8_are_rejected() {
+        let err = error_of("{");
+        assert!(err.message.contains("EOF"), "{err}");
+        let err = FilterConfig::from_json(b"\xff").unwrap_err();
+        assert!(err.message.contains("not UTF-8"), "{err}");
+        let err = error_of("[]");
+        assert_eq!(err.field, ".");
+    }
+}

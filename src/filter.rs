@@ -1,0 +1,520 @@
+//! The per-stream logic: decide whether a request is ours, buffer its body, answer it.
+//!
+//! Written against [`Host`], never against Envoy, so every path here is unit-tested in memory.
+//! Body hooks see the body **in chunks**: a call with `end_of_stream == false` is not the whole
+//! body, and HTTP/1.1 ends with an extra empty call that carries `end_of_stream == true`.
+
+use std::sync::Arc;
+
+use crate::config::{FilterConfig, Mode};
+use crate::host::{BodyStatus, HeadersStatus, Host};
+use crate::mock;
+use crate::openai::ApiError;
+use crate::openai::chat::ChatRequest;
+
+/// What to do with request trailers after the filter has seen them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailersStatus {
+    /// Pass the trailers on.
+    Continue,
+    /// Hold them: the filter has answered the request.
+    StopIteration,
+}
+
+/// Where a stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Headers not seen yet.
+    Start,
+    /// Not a request we handle: everything passes through untouched.
+    PassThrough,
+    /// A handled request whose body is being buffered.
+    Buffering,
+    /// A local reply has been sent; nothing more goes upstream.
+    Answered,
+}
+
+/// `%RESPONSE_CODE_DETAILS%` of the local replies, one per outcome.
+mod details {
+    pub const MOCK: &str = "llm_edge_mock";
+    pub const INVALID_REQUEST: &str = "llm_edge_invalid_request";
+    pub const TOO_LARGE: &str = "llm_edge_request_too_large";
+    pub const METHOD_NOT_ALLOWED: &str = "llm_edge_method_not_allowed";
+    pub const INTERNAL_ERROR: &str = "llm_edge_internal_error";
+}
+
+/// One HTTP stream's filter.
+#[derive(Debug)]
+pub struct Filter {
+    config: Arc<FilterConfig>,
+    state: State,
+}
+
+impl Filter {
+    /// A filter for a new stream, sharing the listener's config.
+    pub fn new(config: Arc<FilterConfig>) -> Self {
+        Self {
+            config,
+            state: State::Start,
+        }
+    }
+
+    /// Whether this stream has already been answered locally.
+    pub fn has_answered(&self) -> bool {
+        self.state == State::Answered
+    }
+
+    /// Request headers: claim `POST {api_base_path}/chat/completions`, pass everything else.
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> HeadersStatus {
+        let path = host.request_header(":path").unwrap_or_default();
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        if path != self.config.chat_completions_path.as_bytes() {
+            self.state = State::PassThrough;
+            return HeadersStatus::Continue;
+        }
+        if host.request_header(":method") != Some(b"POST") {
+            let method =
+                String::from_utf8_lossy(host.request_header(":method").unwrap_or_default())
+                    .into_owned();
+            let error = ApiError::method_not_allowed(&method, &self.config.chat_completions_path);
+            self.send_error(
+                host,
+                &error,
+                &[("allow", "POST")],
+                details::METHOD_NOT_ALLOWED,
+            );
+            return HeadersStatus::StopIteration;
+        }
+        let limit = self.config.max_request_body_bytes;
+        if content_length(host).is_some_and(|declared| declared > limit) {
+            self.send_error(
+                host,
+                &ApiError::request_too_large(limit),
+                &[],
+                details::TOO_LARGE,
+            );
+            return HeadersStatus::StopIteration;
+        }
+        if end_of_stream {
+            self.answer(host, &[]);
+        } else {
+            host.ensure_buffer_limit(limit);
+            self.state = State::Buffering;
+        }
+        HeadersStatus::StopIteration
+    }
+
+    /// A request body chunk: buffer until the end, then answer.
+    pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
+        match self.state {
+            State::Start | State::PassThrough => BodyStatus::Continue,
+            State::Answered => BodyStatus::StopIterationNoBuffer,
+            State::Buffering => {
+                let limit = self.config.max_request_body_bytes;
+                // Checked before Envoy adds the chunk to its buffer, so our 413 always wins.
+                if host.request_body_len() as u64 > limit {
+                    self.send_error(
+                        host,
+                        &ApiError::request_too_large(limit),
+                        &[],
+                        details::TOO_LARGE,
+                    );
+                    return BodyStatus::StopIterationNoBuffer;
+                }
+                if !end_of_stream {
+                    return BodyStatus::StopIterationAndBuffer;
+                }
+                self.answer_buffered(host);
+                BodyStatus::StopIterationNoBuffer
+            }
+        }
+    }
+
+    /// Request trailers end the body of a request that has them.
+    pub fn on_request_trailers(&mut self, host: &mut impl Host) -> TrailersStatus {
+        match self.state {
+            State::Start | State::PassThrough => TrailersStatus::Continue,
+            State::Answered => TrailersStatus::StopIteration,
+            State::Buffering => {
+                self.answer_buffered(host);
+                TrailersStatus::StopIteration
+            }
+        }
+    }
+
+    /// Answers with OpenAI's 500 after a bug, unless a reply already went out.
+    pub fn fail_closed(&mut self, host: &mut impl Host) {
+        if !self.has_answered() {
+            self.send_error(host, &ApiError::internal(), &[], details::INTERNAL_ERROR);
+        }
+    }
+
+    fn answer_buffered(&mut self, host: &mut impl Host) {
+        let mut body = Vec::with_capacity(host.request_body_len());
+        host.read_request_body(&mut body);
+        self.answer(host, &body);
+    }
+
+    fn answer(&mut self, host: &mut impl Host, body: &[u8]) {
+        let request = match ChatRequest::parse(body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.send_error(host, &error, &[], details::INVALID_REQUEST);
+                return;
+            }
+        };
+        match self.config.mode {
+            Mode::Mock => {
+                let reply = mock::chat_completion(&self.config.mock, &request);
+                host.send_response(
+                    200,
+                    &[("content-type", reply.content_type)],
+                    &reply.body,
+                    details::MOCK,
+                );
+            }
+        }
+        self.state = State::Answered;
+    }
+
+    fn send_error(
+        &mut self,
+        host: &mut impl Host,
+        error: &ApiError,
+        extra_headers: &[(&str, &str)],
+        details: &str,
+    ) {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend_from_slice(extra_headers);
+        host.send_response(error.status, &headers, &error.to_json(), details);
+        self.state = State::Answered;
+    }
+}
+
+/// The declared `content-length`, when present and numeric.
+fn content_length(host: &impl Host) -> Option<u64> {
+    let value = host.request_header("content-length")?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// An in-memory stream: request headers, body chunks, and what the filter sent back.
+    #[derive(Default)]
+    struct FakeHost {
+        headers: Vec<(String, Vec<u8>)>,
+        buffered: Vec<u8>,
+        received: Vec<u8>,
+        buffer_limit: u64,
+        sent: Vec<Sent>,
+    }
+
+    #[derive(Debug)]
+    struct Sent {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        details: String,
+    }
+
+    impl Sent {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap()
+        }
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    impl FakeHost {
+        fn request(method: &str, path: &str) -> Self {
+            Self {
+                headers: vec![
+                    (":method".into(), method.into()),
+                    (":path".into(), path.into()),
+                ],
+                buffer_limit: 1024 * 1024,
+                ..Self::default()
+            }
+        }
+
+        fn with_header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+
+        /// Delivers one body chunk the way Envoy does: earlier chunks move to the buffer.
+        fn deliver(&mut self, chunk: &[u8]) {
+            let earlier = std::mem::take(&mut self.received);
+            self.buffered.extend_from_slice(&earlier);
+            self.received = chunk.to_vec();
+        }
+
+        fn only_reply(&self) -> &Sent {
+            assert_eq!(
+                self.sent.len(),
+                1,
+                "expected exactly one reply: {:?}",
+                self.sent
+            );
+            &self.sent[0]
+        }
+    }
+
+    impl Host for FakeHost {
+        fn request_header(&self, name: &str) -> Option<&[u8]> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_slice())
+        }
+        fn request_body_len(&self) -> usize {
+            self.buffered.len() + self.received.len()
+        }
+        fn read_request_body(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.buffered);
+            out.extend_from_slice(&self.received);
+        }
+        fn ensure_buffer_limit(&mut self, bytes: u64) {
+            self.buffer_limit = self.buffer_limit.max(bytes);
+        }
+        fn send_response(
+            &mut self,
+            status: u16,
+            headers: &[(&str, &str)],
+            body: &[u8],
+            details: &str,
+        ) {
+            self.sent.push(Sent {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.to_vec(),
+                details: details.to_owned(),
+            });
+        }
+    }
+
+    fn filter_with(config: &str) -> Filter {
+        Filter::new(Arc::new(
+            FilterConfig::from_json(config.as_bytes()).unwrap(),
+        ))
+    }
+
+    const CHAT: &str = "/v1/chat/completions";
+    const HELLO: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
+
+    /// Runs a POST through the filter in the given chunks, ending with Envoy's empty EOS call.
+    fn post(filter: &mut Filter, host: &mut FakeHost, chunks: &[&[u8]]) -> Vec<BodyStatus> {
+        assert_eq!(
+            filter.on_request_headers(host, false),
+            HeadersStatus::StopIteration
+        );
+        let mut statuses = Vec::new();
+        for chunk in chunks {
+            host.deliver(chunk);
+            statuses.push(filter.on_request_body(host, false));
+        }
+        host.deliver(b"");
+        statuses.push(filter.on_request_body(host, true));
+        statuses
+    }
+
+    #[test]
+    fn answers_a_chat_completion_from_a_chunked_body() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        let (head, tail) = HELLO.split_at(20);
+        let statuses = post(&mut filter, &mut host, &[head, tail]);
+        assert_eq!(
+            statuses,
+            [
+                BodyStatus::StopIterationAndBuffer,
+                BodyStatus::StopIterationAndBuffer,
+                BodyStatus::StopIterationNoBuffer
+            ]
+        );
+        let reply = host.only_reply();
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (200, "llm_edge_mock")
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], "hello");
+        assert!(filter.has_answered());
+    }
+
+    #[test]
+    fn other_paths_and_query_strings_are_handled_correctly() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", "/v1/embeddings");
+        assert_eq!(
+            filter.on_request_headers(&mut host, false),
+            HeadersStatus::Continue
+        );
+        assert_eq!(
+            filter.on_request_body(&mut host, true),
+            BodyStatus::Continue
+        );
+        assert_eq!(
+            filter.on_request_trailers(&mut host),
+            TrailersStatus::Continue
+        );
+        assert!(host.sent.is_empty());
+
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", "/v1/chat/completions?api-version=1");
+        post(&mut filter, &mut host, &[HELLO]);
+        assert_eq!(host.only_reply().status, 200);
+    }
+
+    #[test]
+    fn base_path_moves_the_endpoint() {
+        let mut filter = filter_with(r#"{"api_base_path": "/llm"}"#);
+        let mut host = FakeHost::request("POST", CHAT);
+        assert_eq!(
+            filter.on_request_headers(&mut host, false),
+            HeadersStatus::Continue
+        );
+
+        let mut host = FakeHost::request("POST", "/llm/chat/completions");
+        let mut filter = filter_with(r#"{"api_base_path": "/llm"}"#);
+        post(&mut filter, &mut host, &[HELLO]);
+        assert_eq!(host.only_reply().status, 200);
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("GET", CHAT);
+        assert_eq!(
+            filter.on_request_headers(&mut host, true),
+            HeadersStatus::StopIteration
+        );
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.header("allow"), Some("POST"));
+        assert_eq!(
+            reply.json()["error"]["message"],
+            "Invalid method for URL (GET /v1/chat/completions)"
+        );
+    }
+
+    #[test]
+    fn a_post_without_body_is_invalid_json() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        assert_eq!(
+            filter.on_request_headers(&mut host, true),
+            HeadersStatus::StopIteration
+        );
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn bad_input_gets_the_openai_error() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        post(
+            &mut filter,
+            &mut host,
+            &[br#"{"model": 1, "messages": []}"#],
+        );
+        let reply = host.only_reply();
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (400, "llm_edge_invalid_request")
+        );
+        assert_eq!(reply.json()["error"]["param"], "model");
+    }
+
+    #[test]
+    fn declared_oversize_body_is_refused_before_it_is_read() {
+        let mut filter = filter_with(r#"{"max_request_body_bytes": 100}"#);
+        let mut host = FakeHost::request("POST", CHAT).with_header("content-length", "101");
+        assert_eq!(
+            filter.on_request_headers(&mut host, false),
+            HeadersStatus::StopIteration
+        );
+        assert_eq!(
+            filter.on_request_body(&mut host, false),
+            BodyStatus::StopIterationNoBuffer
+        );
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.json()["error"]["code"], "request_too_large");
+    }
+
+    #[test]
+    fn streamed_oversize_body_is_refused_once_it_crosses_the_limit() {
+        let mut filter = filter_with(r#"{"max_request_body_bytes": 100}"#);
+        let mut host = FakeHost::request("POST", CHAT);
+        let statuses = post(
+            &mut filter,
+            &mut host,
+            &[&[b' '; 60], &[b' '; 60], &[b' '; 60]],
+        );
+        assert_eq!(
+            statuses,
+            [
+                BodyStatus::StopIterationAndBuffer,
+                BodyStatus::StopIterationNoBuffer,
+                BodyStatus::StopIterationNoBuffer,
+                BodyStatus::StopIterationNoBuffer
+            ]
+        );
+        assert_eq!(host.only_reply().status, 413);
+    }
+
+    #[test]
+    fn buffering_raises_envoys_limit_to_ours() {
+        let mut filter = filter_with(r#"{"max_request_body_bytes": 8388608}"#);
+        let mut host = FakeHost::request("POST", CHAT);
+        filter.on_request_headers(&mut host, false);
+        assert_eq!(host.buffer_limit, 8_388_608);
+    }
+
+    #[test]
+    fn trailers_end_the_body() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        filter.on_request_headers(&mut host, false);
+        host.deliver(HELLO);
+        assert_eq!(
+            filter.on_request_body(&mut host, false),
+            BodyStatus::StopIterationAndBuffer
+        );
+        host.deliver(b"");
+        assert_eq!(
+            filter.on_request_trailers(&mut host),
+            TrailersStatus::StopIteration
+        );
+        assert_eq!(host.only_reply().status, 200);
+    }
+
+    #[test]
+    fn fail_closed_sends_500_once() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        filter.on_request_headers(&mut host, false);
+        filter.fail_closed(&mut host);
+        filter.fail_closed(&mut host);
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.json()["error"]["type"], "server_error");
+    }
+}

@@ -1,0 +1,50 @@
+//! The seam between the per-stream filter logic and Envoy.
+//!
+//! [`Host`] is the small set of things a stream needs from its proxy. The ABI layer implements it
+//! over Envoy's C callbacks; tests implement it in memory. Nothing here knows about Envoy's types.
+
+/// What to do with the request headers after the filter has seen them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersStatus {
+    /// Pass the headers on to the next filter.
+    Continue,
+    /// Hold the headers: the filter will answer locally or release them later.
+    StopIteration,
+}
+
+/// What to do with a request body chunk after the filter has seen it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStatus {
+    /// Pass the chunk on to the next filter.
+    Continue,
+    /// Keep the chunk in Envoy's buffer and call again with the next one.
+    StopIterationAndBuffer,
+    /// Stop without buffering: the filter has already answered the request.
+    StopIterationNoBuffer,
+}
+
+/// One response header, as a name and a value.
+pub type Header<'a> = (&'a str, &'a str);
+
+/// What a stream can ask of its proxy.
+///
+/// Borrowed results (header values) live only as long as the shared borrow of the host, so they
+/// cannot be held across a call that changes the stream, exactly as Envoy requires.
+pub trait Host {
+    /// The first value of request header `name` (lower-case; pseudo-headers such as `:path` work).
+    fn request_header(&self, name: &str) -> Option<&[u8]>;
+
+    /// The request body seen so far: the chunks Envoy buffered earlier plus the one just received.
+    fn request_body_len(&self) -> usize;
+
+    /// Appends the whole request body seen so far (buffered, then just received) to `out`.
+    fn read_request_body(&self, out: &mut Vec<u8>);
+
+    /// Raises Envoy's per-stream buffer limit to at least `bytes`, so that a body the filter
+    /// accepts is never refused by Envoy first.
+    fn ensure_buffer_limit(&mut self, bytes: u64);
+
+    /// Sends a complete local reply; Envoy sets `content-length` itself. `details` shows up as
+    /// `%RESPONSE_CODE_DETAILS%` in access logs.
+    fn send_response(&mut self, status: u16, headers: &[Header<'_>], body: &[u8], details: &str);
+}

@@ -1,0 +1,31 @@
+//! llm-edge: an Envoy dynamic module that makes Envoy speak LLM.
+//!
+//! The crate builds `libllm_edge.so`, which Envoy 1.40 loads through its dynamic-module HTTP filter
+//! (`dynamic_module_config.name: llm_edge`). It answers OpenAI-compatible requests inside the proxy
+//! with schema-exact mock responses, configured by JSON carried in a `google.protobuf.StringValue`.
+//!
+//! The layout is a pure core and a thin shell:
+//!
+//! ```text
+//!   Envoy ──C ABI──▶ abi (all unsafe code) ──Host trait──▶ filter ──▶ openai / mock / tokens
+//!                    EnvoyHost implements Host            per-stream    pure: bytes in, bytes out
+//! ```
+//!
+//! - [`config`] parses and validates the `filter_config` once, at load.
+//! - [`filter`] holds the per-stream logic, written against the [`host::Host`] trait so that it is
+//!   unit-tested against an in-memory fake.
+//! - [`openai`] parses requests and renders responses and errors in OpenAI's exact wire shape.
+//! - [`mock`] decides what the mock says; [`tokens`] counts tokens for `usage`.
+//! - `abi` (private) binds Envoy's C ABI: the only module allowed to hold `unsafe` code.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod abi;
+pub mod config;
+pub mod filter;
+pub mod host;
+pub mod mock;
+pub mod openai;
+pub mod tokens;
+pub mod version;

@@ -1,0 +1,734 @@
+//! `POST /v1/chat/completions`: the request we read and the responses we write.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::json::type_phrase;
+
+/// The roles OpenAI accepts in `messages[].role`, in the order its errors list them.
+const ROLES: [&str; 6] = [
+    "system",
+    "assistant",
+    "user",
+    "function",
+    "tool",
+    "developer",
+];
+
+/// The parts of a chat completion request that llm-edge reads. Every other field is accepted and
+/// ignored, as OpenAI-compatible servers do, so SDK `extra_body` fields pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    /// The requested model, echoed back in the response.
+    pub model: String,
+    /// The conversation, at least one message.
+    pub messages: Vec<ChatMessage>,
+    /// `stream: true` asks for server-sent events.
+    pub stream: bool,
+    /// `stream_options.include_usage`: a final usage chunk before `[DONE]`.
+    pub include_usage: bool,
+    /// httpbun's override, `"httpbun": {"content": "..."}`: the exact reply text.
+    pub content_override: Option<String>,
+}
+
+/// One message of the conversation, reduced to what the mock needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant`, `tool` or `function`.
+    pub role: String,
+    /// The text of `content`: the string itself, or its `text` parts joined.
+    pub text: String,
+}
+
+impl ChatRequest {
+    /// Parses and validates a request body, answering malformed input with the error OpenAI gives.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+        let Value::Object(mut fields) = value else {
+            return Err(ApiError::invalid_json(format_args!(
+                "expected an object, but got {}",
+                type_phrase(&value)
+            )));
+        };
+
+        let model = match fields.remove("model") {
+            Some(Value::String(model)) => model,
+            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
+            Some(other) => {
+                return Err(ApiError::invalid_type(
+                    "model",
+                    "a string",
+                    type_phrase(&other),
+                ));
+            }
+        };
+        let messages = parse_messages(fields.remove("messages"))?;
+        let stream = optional_bool(&fields, "stream")?.unwrap_or(false);
+        let include_usage = parse_stream_options(&fields, stream)?;
+        let content_override = parse_httpbun(&fields)?;
+
+        Ok(Self {
+            model,
+            messages,
+            stream,
+            include_usage,
+            content_override,
+        })
+    }
+
+    /// The text of the last `user` message, or `""` when there is none.
+    pub fn last_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map_or("", |m| m.text.as_str())
+    }
+}
+
+fn parse_messages(value: Option<Value>) -> Result<Vec<ChatMessage>, ApiError> {
+    let items = match value {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => return Err(ApiError::missing_parameter("messages")),
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "messages",
+                "an array",
+                type_phrase(&other),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::empty_array("messages"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| parse_message(i, item))
+        .collect()
+}
+
+fn parse_message(index: usize, item: Value) -> Result<ChatMessage, ApiError> {
+    let at = |field: &str| format!("messages[{index}].{field}");
+    let Value::Object(mut fields) = item else {
+        return Err(ApiError::invalid_type(
+            &format!("messages[{index}]"),
+            "an object",
+            type_phrase(&item),
+        ));
+    };
+    let role = match fields.remove("role") {
+        Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role,
+        Some(Value::String(role)) => {
+            return Err(ApiError::invalid_value(&at("role"), &role, &ROLES));
+        }
+        None | Some(Value::Null) => return Err(ApiError::missing_parameter(&at("role"))),
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                &at("role"),
+                "a string",
+                type_phrase(&other),
+            ));
+        }
+    };
+    let text = match fields.remove("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text,
+        Some(Value::Array(parts)) => content_parts_text(index, parts)?,
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                &at("content"),
+                "a string or an array of content parts",
+                type_phrase(&other),
+            ));
+        }
+    };
+    Ok(ChatMessage { role, text })
+}
+
+/// Joins the `text` of every `{"type":"text"}` part; images, audio and files carry no text.
+fn content_parts_text(index: usize, parts: Vec<Value>) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for (j, part) in parts.into_iter().enumerate() {
+        let param = format!("messages[{index}].content[{j}]");
+        let Value::Object(part) = part else {
+            return Err(ApiError::invalid_type(
+                &param,
+                "an object",
+                type_phrase(&part),
+            ));
+        };
+        if part.get("type").and_then(Value::as_str) != Some("text") {
+            continue;
+        }
+        match part.get("text") {
+            Some(Value::String(s)) => text.push_str(s),
+            None => return Err(ApiError::missing_parameter(&format!("{param}.text"))),
+            Some(other) => {
+                return Err(ApiError::invalid_type(
+                    &format!("{param}.text"),
+                    "a string",
+                    type_phrase(other),
+                ));
+            }
+        }
+    }
+    Ok(text)
+}
+
+fn optional_bool(fields: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ApiError::invalid_type(
+            name,
+            "a boolean",
+            type_phrase(other),
+        )),
+    }
+}
+
+fn parse_stream_options(fields: &Map<String, Value>, stream: bool) -> Result<bool, ApiError> {
+    let options = match fields.get("stream_options") {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Object(options)) => options,
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "stream_options",
+                "an object",
+                type_phrase(other),
+            ));
+        }
+    };
+    if !stream {
+        return Err(ApiError {
+            param: Some("stream_options".to_owned()),
+            code: Some("invalid_value"),
+            message: "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+                .to_owned(),
+            ..ApiError::missing_parameter("stream_options")
+        });
+    }
+    match options.get("include_usage") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ApiError::invalid_type(
+            "stream_options.include_usage",
+            "a boolean",
+            type_phrase(other),
+        )),
+    }
+}
+
+fn parse_httpbun(fields: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    let options = match fields.get("httpbun") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(options)) => options,
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "httpbun",
+                "an object",
+                type_phrase(other),
+            ));
+        }
+    };
+    match options.get("content") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(content)) => Ok(Some(content.clone())),
+        Some(other) => Err(ApiError::invalid_type(
+            "httpbun.content",
+            "a string",
+            type_phrase(other),
+        )),
+    }
+}
+
+/// Token counts reported in `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the prompt, chat formatting included.
+    pub prompt_tokens: u32,
+    /// Tokens in the reply.
+    pub completion_tokens: u32,
+}
+
+/// Everything needed to render one mock chat completion, streamed or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// `chatcmpl-…`, shared by every chunk of a stream.
+    pub id: &'a str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model named in the response.
+    pub model: &'a str,
+    /// The assistant's reply.
+    pub content: &'a str,
+    /// The token counts.
+    pub usage: Usage,
+}
+
+#[derive(Serialize)]
+struct UsageJson {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+    prompt_tokens_details: PromptTokensDetails,
+    completion_tokens_details: CompletionTokensDetails,
+}
+
+#[derive(Serialize)]
+struct PromptTokensDetails {
+    cached_tokens: u32,
+    audio_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct CompletionTokensDetails {
+    reasoning_tokens: u32,
+    audio_tokens: u32,
+    accepted_prediction_tokens: u32,
+    rejected_prediction_tokens: u32,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(usage: Usage) -> Self {
+        Self {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: 0,
+                audio_tokens: 0,
+            },
+            completion_tokens_details: CompletionTokensDetails {
+                reasoning_tokens: 0,
+                audio_tokens: 0,
+                accepted_prediction_tokens: 0,
+                rejected_prediction_tokens: 0,
+            },
+        }
+    }
+}
+
+/// `CreateChatCompletionResponse`.
+#[derive(Serialize)]
+struct ChatCompletionJson<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceJson<'a>; 1],
+    usage: UsageJson,
+    service_tier: &'static str,
+}
+
+#[derive(Serialize)]
+struct ChoiceJson<'a> {
+    index: u32,
+    message: MessageJson<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+/// `ChatCompletionResponseMessage`: `content` and `refusal` are required even when null.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<&'a str>,
+    annotations: [(); 0],
+}
+
+/// `CreateChatCompletionStreamResponse`.
+#[derive(Serialize)]
+struct ChunkJson<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoiceJson<'a>],
+    service_tier: &'static str,
+    #[serde(skip_serializing_if = "UsageField::is_absent")]
+    usage: UsageField,
+}
+
+/// A chunk's `usage`: absent unless usage was requested, then null on every chunk but the last.
+enum UsageField {
+    Absent,
+    Null,
+    Present(UsageJson),
+}
+
+impl UsageField {
+    fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+}
+
+impl Serialize for UsageField {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Present(usage) => usage.serialize(serializer),
+            Self::Absent | Self::Null => serializer.serialize_none(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkChoiceJson<'a> {
+    index: u32,
+    delta: DeltaJson<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// Renders a complete `chat.completion` object.
+pub fn render_completion(completion: &Completion<'_>) -> Vec<u8> {
+    let body = ChatCompletionJson {
+        id: completion.id,
+        object: "chat.completion",
+        created: completion.created,
+        model: completion.model,
+        choices: [ChoiceJson {
+            index: 0,
+            message: MessageJson {
+                role: "assistant",
+                content: completion.content,
+                refusal: None,
+                annotations: [],
+            },
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: completion.usage.into(),
+        service_tier: "default",
+    };
+    serde_json::to_vec(&body).expect("serializing plain data cannot fail")
+}
+
+/// Renders the whole server-sent-event stream for a completion: a role chunk, one chunk per word,
+/// a `finish_reason` chunk, the usage chunk when asked for, then `data: [DONE]`.
+pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + completion.content.len() * 4);
+    let usage_placeholder = || {
+        if include_usage {
+            UsageField::Null
+        } else {
+            UsageField::Absent
+        }
+    };
+    let mut push = |choices: &[ChunkChoiceJson<'_>], usage: UsageField| {
+        let chunk = ChunkJson {
+            id: completion.id,
+            object: "chat.completion.chunk",
+            created: completion.created,
+            model: completion.model,
+            choices,
+            service_tier: "default",
+            usage,
+        };
+        out.extend_from_slice(b"data: ");
+        serde_json::to_writer(&mut out, &chunk).expect("serializing plain data cannot fail");
+        out.extend_from_slice(b"\n\n");
+    };
+    let choice = |delta, finish_reason| ChunkChoiceJson {
+        index: 0,
+        delta,
+        logprobs: None,
+        finish_reason,
+    };
+
+    let role = DeltaJson {
+        role: Some("assistant"),
+        content: Some(""),
+    };
+    push(&[choice(role, None)], usage_placeholder());
+    for piece in words(completion.content) {
+        let delta = DeltaJson {
+            content: Some(piece),
+            ..DeltaJson::default()
+        };
+        push(&[choice(delta, None)], usage_placeholder());
+    }
+    push(
+        &[choice(DeltaJson::default(), Some("stop"))],
+        usage_placeholder(),
+    );
+    if include_usage {
+        push(&[], UsageField::Present(completion.usage.into()));
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}
+
+/// Splits text into words, each carrying the whitespace before it, so the pieces concatenate
+/// back to exactly the original text.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let word_start = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        let end = rest[word_start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| word_start + i);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: Value) -> Result<ChatRequest, ApiError> {
+        ChatRequest::parse(body.to_string().as_bytes())
+    }
+
+    fn param_of(body: Value) -> (u16, Option<String>, Option<&'static str>) {
+        let err = parse(body).unwrap_err();
+        (err.status, err.param, err.code)
+    }
+
+    #[test]
+    fn parses_a_minimal_request() {
+        let req = parse(json!({"model": "gpt-4o", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello"}]}))
+        .unwrap();
+        assert_eq!(req.model, "gpt-4o");
+        assert_eq!(req.messages.len(), 2);
+        assert_eq!(req.last_user_text(), "hello");
+        assert!(!req.stream);
+        assert_eq!(req.content_override, None);
+    }
+
+    #[test]
+    fn joins_text_parts_and_skips_images() {
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "look "},
+            {"type": "image_url", "image_url": {"url": "data:,"}},
+            {"type": "text", "text": "here"}]}]}),
+        )
+        .unwrap();
+        assert_eq!(req.last_user_text(), "look here");
+    }
+
+    #[test]
+    fn last_user_text_is_empty_without_a_user_message() {
+        let req = parse(json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}));
+        assert_eq!(req.unwrap().last_user_text(), "");
+    }
+
+    #[test]
+    fn reads_the_httpbun_override_and_stream_options() {
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "q"}],
+            "stream": true, "stream_options": {"include_usage": true},
+            "httpbun": {"content": "fixed"}}),
+        )
+        .unwrap();
+        assert!(req.stream && req.include_usage);
+        assert_eq!(req.content_override.as_deref(), Some("fixed"));
+    }
+
+    #[test]
+    fn malformed_truncated_and_empty_bodies_are_invalid_json() {
+        for body in [
+            &b"{"[..],
+            b"",
+            b"{\"model\": \"m\",",
+            b"not json",
+            b"\xff\xfe",
+        ] {
+            let err = ChatRequest::parse(body).unwrap_err();
+            assert_eq!((err.status, err.param, err.code), (400, None, None));
+            assert!(err.message.starts_with("We could not parse the JSON body"));
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_inside_a_string_is_invalid_json() {
+        let err = ChatRequest::parse(b"{\"model\": \"\xc3\x28\"}").unwrap_err();
+        assert_eq!(err.status, 400);
+    }
+
+    #[test]
+    fn a_non_object_body_is_rejected() {
+        let err = parse(json!([1, 2])).unwrap_err();
+        assert!(err.message.contains("expected an object, but got an array"));
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_name_the_param() {
+        let user = json!([{"role": "user", "content": "q"}]);
+        let cases = [
+            (
+                json!({"messages": user}),
+                "model",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": 7, "messages": user}),
+                "model",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m"}),
+                "messages",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": "m", "messages": "hi"}),
+                "messages",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": []}),
+                "messages",
+                "empty_array",
+            ),
+            (
+                json!({"model": "m", "messages": ["hi"]}),
+                "messages[0]",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": [{"content": "x"}]}),
+                "messages[0].role",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "robot"}]}),
+                "messages[0].role",
+                "invalid_value",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": [3]}]}),
+                "messages[0].content[0]",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": user, "stream": "yes"}),
+                "stream",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": user, "stream_options": {}}),
+                "stream_options",
+                "invalid_value",
+            ),
+            (
+                json!({"model": "m", "messages": user, "httpbun": {"content": 1}}),
+                "httpbun.content",
+                "invalid_type",
+            ),
+        ];
+        for (body, param, code) in cases {
+            assert_eq!(
+                param_of(body.clone()),
+                (400, Some(param.to_owned()), Some(code)),
+                "{body}"
+            );
+        }
+    }
+
+    fn sample() -> Completion<'static> {
+        Completion {
+            id: "chatcmpl-abc",
+            created: 1_700_000_000,
+            model: "gpt-4o",
+            content: "Hello there,  friend!",
+            usage: Usage {
+                prompt_tokens: 9,
+                completion_tokens: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn completion_has_every_required_field() {
+        let body: Value = serde_json::from_slice(&render_completion(&sample())).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "id": "chatcmpl-abc", "object": "chat.completion", "created": 1_700_000_000,
+                "model": "gpt-4o", "service_tier": "default",
+                "choices": [{"index": 0, "logprobs": null, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello there,  friend!",
+                                "refusal": null, "annotations": []}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14,
+                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                        "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+            })
+        );
+    }
+
+    fn events(stream: &[u8]) -> Vec<String> {
+        let text = std::str::from_utf8(stream).unwrap();
+        assert!(text.ends_with("\n\n"));
+        text.split_terminator("\n\n")
+            .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn stream_deltas_concatenate_to_the_content() {
+        let events = events(&render_stream(&sample(), false));
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, sample().content);
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+        assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-abc"
+            && c["object"] == "chat.completion.chunk"
+            && c.get("usage").is_none()));
+    }
+
+    #[test]
+    fn stream_usage_chunk_comes_last_with_no_choices() {
+        let events = events(&render_stream(&sample(), true));
+        let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 14);
+        let first: Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!(first["usage"], Value::Null);
+        assert!(first.get("usage").is_some());
+    }
+
+    #[test]
+    fn words_keep_every_byte() {
+        let pieces: Vec<&str> = words("  a bc\n d ").collect();
+        assert_eq!(pieces, ["  a", " bc", "\n d", " "]);
+        assert_eq!(words("").count(), 0);
+    }
+}

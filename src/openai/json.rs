@@ -1,0 +1,33 @@
+//! Small helpers for reading untrusted JSON and describing what was found.
+
+use serde_json::Value;
+
+/// The phrase OpenAI uses for a JSON value's type in `got …` error messages.
+pub(crate) fn type_phrase(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn phrases_follow_openai_wording() {
+        assert_eq!(type_phrase(&json!(1)), "an integer");
+        assert_eq!(type_phrase(&json!(1.5)), "a decimal");
+        assert_eq!(type_phrase(&json!("x")), "a string");
+        assert_eq!(type_phrase(&json!([])), "an array");
+        assert_eq!(type_phrase(&json!({})), "an object");
+        assert_eq!(type_phrase(&json!(null)), "null");
+        assert_eq!(type_phrase(&json!(true)), "a boolean");
+    }
+}

@@ -1,0 +1,10 @@
+//! OpenAI's wire format: request parsing, response rendering and the error envelope.
+//!
+//! Everything here is pure: bytes in, bytes out. Shapes follow the official OpenAI OpenAPI schema,
+//! including the fields it requires even when they are null (`logprobs`, `refusal`).
+
+pub mod chat;
+pub mod error;
+mod json;
+
+pub use error::ApiError;
