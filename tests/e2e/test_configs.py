@@ -1,0 +1,59 @@
+"""Configs: every shipped config validates, and a bad `filter_config` is refused with a log line
+that names the field, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ENVOY_DIR, MOCK_CONFIG, Envoy, render_config, validate
+
+SHIPPED_CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
+
+
+def test_there_are_configs_to_validate():
+    assert MOCK_CONFIG in SHIPPED_CONFIGS
+
+
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_validates(config):
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"configuration '{config}' OK" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("filter_config", "expected"),
+    [
+        ('{"mokc": {}}', "field `mokc`: unknown field `mokc`, expected one of"),
+        ('{"mode": "proxy"}', "field `mode`: unknown variant `proxy`, expected `mock`"),
+        ('{"mock": {"content": {"mode": "lorme"}}}', "field `mock.content.mode`: unknown variant `lorme`"),
+        ('{"mock": {"content": {"mode": "fixed"}}}', "field `mock.content`: missing field `text`"),
+        ('{"max_request_body_bytes": -5}', "field `max_request_body_bytes`: invalid value: integer `-5`"),
+        ('{"max_request_body_bytes": 0}', "field `max_request_body_bytes`: 0 is out of range; allowed: 1 to"),
+        ('{"api_base_path": "v1/"}', 'field `api_base_path`: "v1/" is not a path prefix; allowed:'),
+        ('{"mock": ', "field `mock`: EOF while parsing a value"),
+        ("[]", "field `.`: expected a JSON object"),
+    ],
+)
+def test_bad_filter_config_is_refused_with_the_reason(tmp_path, filter_config, expected):
+    config = render_config(MOCK_CONFIG, tmp_path / "bad.yaml", filter_config)
+    result = validate(config)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "llm_edge: invalid filter_config: " in output, output
+    assert expected in output, output
+    assert "Failed to initialize dynamic module" in output
+
+
+def test_envoy_refuses_to_start_with_a_bad_config(tmp_path):
+    config = render_config(MOCK_CONFIG, tmp_path / "bad.yaml", '{"unknown_knob": true}')
+    with pytest.raises(RuntimeError, match="unknown field `unknown_knob`"):
+        Envoy(config, tmp_path)
+
+
+def test_an_unknown_filter_name_is_refused(tmp_path):
+    config = render_config(MOCK_CONFIG, tmp_path / "envoy.yaml")
+    config.write_text(config.read_text().replace("filter_name: llm_edge", "filter_name: llm_other"))
+    result = validate(config)
+    assert result.returncode != 0
+    assert 'invalid filter_name "llm_other"; allowed: "llm_edge"' in result.stdout + result.stderr

@@ -1,0 +1,89 @@
+"""The official `openai` Python SDK, our reference client, against llm-edge in Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+MESSAGES = [
+    {"role": "system", "content": "You are a test."},
+    {"role": "user", "content": "Say hi to the SDK."},
+]
+
+
+@pytest.fixture()
+def sdk(mock_envoy):
+    with openai.OpenAI(base_url=mock_envoy.base_url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
+    assert mock_envoy.alive()
+
+
+def test_create_returns_a_typed_completion(sdk):
+    completion = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert completion.object == "chat.completion"
+    assert completion.model == "gpt-4o"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "Say hi to the SDK."
+    assert choice.message.refusal is None
+    assert choice.finish_reason == "stop"
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_raw_response_parses_strictly(sdk):
+    raw = sdk.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.status_code == 200
+    # model_validate (unlike the SDK's lenient construct) rejects any field of the wrong type.
+    openai.types.chat.ChatCompletion.model_validate(raw.http_response.json(), strict=True)
+
+
+def test_stream_with_usage(sdk):
+    stream = sdk.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "Say hi to the SDK."
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+    assert {chunk.id for chunk in chunks} == {chunks[0].id}
+
+
+def test_extra_body_httpbun_override(sdk):
+    completion = sdk.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, extra_body={"httpbun": {"content": "From extra_body."}}
+    )
+    assert completion.choices[0].message.content == "From extra_body."
+
+
+def test_errors_raise_the_sdk_exception_with_param(sdk):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="gpt-4o", messages=[])
+    assert raised.value.status_code == 400
+    assert raised.value.param == "messages"
+    assert raised.value.code == "empty_array"
+    assert raised.value.type == "invalid_request_error"
+    # And the next request is served.
+    assert sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
+
+
+def test_too_large_maps_to_a_413_error(sdk):
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x" * (2 << 20)}]
+        )
+    assert raised.value.status_code == 413
+    assert raised.value.code == "request_too_large"
+
+
+async def _async_roundtrip(base_url: str) -> str:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        completion = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        return completion.choices[0].message.content
+
+
+def test_async_client(mock_envoy):
+    assert asyncio.run(_async_roundtrip(mock_envoy.base_url + "/v1")) == "Say hi to the SDK."
