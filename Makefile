@@ -7,13 +7,15 @@ VENV        := .venv
 PYTHON      := $(VENV)/bin/python
 ENVOY       := $(VENV)/bin/envoy
 MODULE_DIR  := $(abspath target/release)
+# The test-only build with the panic trigger (feature fault-injection), kept apart from the real one.
+FAULT_TARGET_DIR := target/fault-injection
 # Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 TEST_STAMP  := $(VENV)/.test-requirements
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build test lint unit e2e clean
+.PHONY: run build build-fault-injection test lint unit e2e clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
 run: build $(ENVOY_STAMP)
@@ -23,18 +25,22 @@ run: build $(ENVOY_STAMP)
 build:
 	cargo build --release
 
+build-fault-injection:
+	cargo build --release --features fault-injection --target-dir $(FAULT_TARGET_DIR)
+
 ## test: formatting, lints, unit tests, then end-to-end and client tests against the real Envoy
 test: lint unit e2e
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features fault-injection -- -D warnings
 
 unit:
 	cargo test
 
-e2e: build $(ENVOY_STAMP) $(TEST_STAMP)
-	$(PYTHON) -m pytest tests/e2e
+e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
+	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/release $(PYTHON) -m pytest tests/e2e
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

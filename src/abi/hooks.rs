@@ -169,7 +169,11 @@ unsafe fn on_request(
     }
     // SAFETY: the caller passes this hook's live filter pointer.
     let mut host = unsafe { EnvoyHost::new(filter_envoy) };
-    match catch_unwind(AssertUnwindSafe(|| run(&mut stream.filter, &mut host))) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        inject_panic(&host, hook);
+        run(&mut stream.filter, &mut host)
+    }));
+    match outcome {
         Ok(status) => status,
         Err(_) => {
             log::error!("llm_edge: panic in {hook}; failing the request closed");
@@ -202,17 +206,35 @@ unsafe fn on_response(
     if stream.poisoned {
         return CONTINUE;
     }
-    match catch_unwind(AssertUnwindSafe(|| run(&mut stream.filter))) {
+    // SAFETY: the caller passes this hook's live filter pointer.
+    let mut host = unsafe { EnvoyHost::new(filter_envoy) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        inject_panic(&host, hook);
+        run(&mut stream.filter)
+    }));
+    match outcome {
         Ok(status) => status,
         Err(_) => {
             log::error!("llm_edge: panic in {hook}; resetting the stream");
             stream.poisoned = true;
-            // SAFETY: the caller passes this hook's live filter pointer.
-            unsafe { EnvoyHost::new(filter_envoy) }.reset_stream(PANIC_RESET_DETAILS);
+            host.reset_stream(PANIC_RESET_DETAILS);
             CONTINUE
         }
     }
 }
+
+/// Test-only: panics in the hook named by the `x-llm-edge-test-panic` request header, so that the
+/// end-to-end tests can prove every hook contains panics. Only the `fault-injection` build has it.
+#[cfg(feature = "fault-injection")]
+fn inject_panic(host: &EnvoyHost, hook: &str) {
+    use crate::host::Host;
+    if host.request_header("x-llm-edge-test-panic") == Some(hook.as_bytes()) {
+        panic!("injected panic in {hook}");
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn inject_panic(_host: &EnvoyHost, _hook: &str) {}
 
 fn headers_status(status: HeadersStatus) -> u32 {
     match status {

