@@ -64,7 +64,8 @@ impl ChatRequest {
             }
         };
         let messages = parse_messages(fields.remove("messages"))?;
-        let stream = optional_bool(&fields, "stream")?.unwrap_or(false);
+        let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
+        let stream = stream.unwrap_or(false);
         let include_usage = parse_stream_options(&fields, stream)?;
         let content_override = parse_httpbun(&fields)?;
 
@@ -177,71 +178,57 @@ fn content_parts_text(index: usize, parts: Vec<Value>) -> Result<String, ApiErro
     Ok(text)
 }
 
-fn optional_bool(fields: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiError> {
-    match fields.get(name) {
+/// Reads optional field `key` (called `param` in errors) with `extract`; null counts as absent.
+fn optional<'a, T>(
+    fields: &'a Map<String, Value>,
+    key: &str,
+    param: &str,
+    expected: &str,
+    extract: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ApiError::invalid_type(
-            name,
-            "a boolean",
-            type_phrase(other),
-        )),
+        Some(value) => extract(value)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_type(param, expected, type_phrase(value))),
     }
 }
 
 fn parse_stream_options(fields: &Map<String, Value>, stream: bool) -> Result<bool, ApiError> {
-    let options = match fields.get("stream_options") {
-        None | Some(Value::Null) => return Ok(false),
-        Some(Value::Object(options)) => options,
-        Some(other) => {
-            return Err(ApiError::invalid_type(
-                "stream_options",
-                "an object",
-                type_phrase(other),
-            ));
-        }
+    let param = "stream_options";
+    let Some(options) = optional(fields, param, param, "an object", Value::as_object)? else {
+        return Ok(false);
     };
     if !stream {
-        return Err(ApiError {
-            param: Some("stream_options".to_owned()),
-            code: Some("invalid_value"),
-            message: "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-                .to_owned(),
-            ..ApiError::missing_parameter("stream_options")
-        });
+        return Err(ApiError::bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".to_owned(),
+            Some(param),
+            Some("invalid_value"),
+        ));
     }
-    match options.get("include_usage") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ApiError::invalid_type(
-            "stream_options.include_usage",
-            "a boolean",
-            type_phrase(other),
-        )),
-    }
+    let include_usage = optional(
+        options,
+        "include_usage",
+        "stream_options.include_usage",
+        "a boolean",
+        Value::as_bool,
+    )?;
+    Ok(include_usage.unwrap_or(false))
 }
 
 fn parse_httpbun(fields: &Map<String, Value>) -> Result<Option<String>, ApiError> {
-    let options = match fields.get("httpbun") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(options)) => options,
-        Some(other) => {
-            return Err(ApiError::invalid_type(
-                "httpbun",
-                "an object",
-                type_phrase(other),
-            ));
-        }
+    let Some(options) = optional(fields, "httpbun", "httpbun", "an object", Value::as_object)?
+    else {
+        return Ok(None);
     };
-    match options.get("content") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(content)) => Ok(Some(content.clone())),
-        Some(other) => Err(ApiError::invalid_type(
-            "httpbun.content",
-            "a string",
-            type_phrase(other),
-        )),
-    }
+    let content = optional(
+        options,
+        "content",
+        "httpbun.content",
+        "a string",
+        Value::as_str,
+    )?;
+    Ok(content.map(str::to_owned))
 }
 
 /// Token counts reported in `usage`.

@@ -111,7 +111,8 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: String, param: Option<&str>, code: Option<&'static str>) -> Self {
+    /// 400 with a message of its own, for rules that fit none of the constructors above.
+    pub fn bad_request(message: String, param: Option<&str>, code: Option<&'static str>) -> Self {
         Self {
             status: 400,
             message,
