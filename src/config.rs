@@ -10,6 +10,7 @@
 //!   "mode": "mock",
 //!   "api_base_path": "/v1",
 //!   "max_request_body_bytes": 1048576,
+//!   "tokenizer": "exact",
 //!   "mock": { "content": { "mode": "echo" } }
 //! }
 //! ```
@@ -19,6 +20,8 @@
 use std::fmt;
 
 use serde::Deserialize;
+
+use crate::tokens::Tokenizer;
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -37,6 +40,8 @@ pub struct FilterConfig {
     pub max_request_body_bytes: u64,
     /// What the mock answers.
     pub mock: MockConfig,
+    /// How tokens are counted for `usage`, streamed deltas and `max_tokens`.
+    pub tokenizer: Tokenizer,
 }
 
 /// What the filter does with the requests it handles.
@@ -82,6 +87,8 @@ struct RawConfig {
     max_request_body_bytes: u64,
     #[serde(default)]
     mock: MockConfig,
+    #[serde(default)]
+    tokenizer: Tokenizer,
 }
 
 impl Default for ContentMode {
@@ -163,11 +170,13 @@ impl FilterConfig {
             ));
         }
 
+        raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
             chat_completions_path: format!("{}/chat/completions", raw.api_base_path),
             max_request_body_bytes: raw.max_request_body_bytes,
             mock: raw.mock,
+            tokenizer: raw.tokenizer,
         })
     }
 }

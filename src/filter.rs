@@ -169,7 +169,8 @@ impl Filter {
         };
         match self.config.mode {
             Mode::Mock => {
-                let reply = mock::chat_completion(&self.config.mock, &request);
+                let reply =
+                    mock::chat_completion(&self.config.mock, self.config.tokenizer, &request);
                 host.send_response(
                     200,
                     &[("content-type", reply.content_type)],

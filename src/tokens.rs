@@ -1,50 +1,251 @@
-//! Token counting for `usage`.
+//! Token counting for `usage`, and token boundaries for streamed deltas and `max_tokens`.
 //!
-//! This is the approximate counter: about four characters of English per token, the rule of thumb
-//! OpenAI documents. It is cheap and dependency-free; chat formatting overhead is counted the way
-//! OpenAI counts it (3 tokens per message, 3 to prime the reply).
+//! Exact counting uses OpenAI's own BPE vocabularies through tiktoken-rs: `o200k_base` for the
+//! gpt-4o / 4.1 / 4.5 / 5 / o-series generation (and, as the modern default, for models OpenAI
+//! does not name), `cl100k_base` for gpt-4, gpt-3.5 and the ada/3 embedding models. Chat
+//! formatting is counted the way OpenAI counts it: 3 tokens per message, 1 more for a `name`,
+//! and 3 to prime the reply. Approximate counting (one token per four characters) skips the BPE.
+
+use serde::Deserialize;
+use tiktoken_rs::CoreBPE;
 
 use crate::openai::chat::ChatMessage;
 
 /// Tokens added around every chat message by the chat format.
 const TOKENS_PER_MESSAGE: u32 = 3;
+/// Tokens added when a message has a `name`.
+const TOKENS_PER_NAME: u32 = 1;
 /// Tokens that prime the assistant's reply (`<|start|>assistant<|message|>`).
 const TOKENS_PER_REPLY: u32 = 3;
+/// Characters per token in approximate counting.
+const APPROX_CHARS_PER_TOKEN: usize = 4;
 
-/// Approximate tokens in `text`: one per four characters, rounded up.
-pub fn approx_text_tokens(text: &str) -> u32 {
-    let chars = text.chars().count();
-    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
+/// How tokens are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenizer {
+    /// OpenAI's BPE for the model's family: counts match tiktoken's.
+    #[default]
+    Exact,
+    /// About four characters per token: no vocabulary, cheaper per request.
+    Approx,
 }
 
-/// Approximate prompt tokens of a chat conversation, formatting overhead included.
-pub fn approx_prompt_tokens(messages: &[ChatMessage]) -> u32 {
-    messages.iter().fold(TOKENS_PER_REPLY, |sum, message| {
-        sum.saturating_add(TOKENS_PER_MESSAGE)
-            .saturating_add(approx_text_tokens(&message.role))
-            .saturating_add(approx_text_tokens(&message.text))
-    })
+/// A piece of text that is one token, or a few tokens that only together make whole characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// The text, a slice of the original.
+    pub text: &'a str,
+    /// How many tokens it is.
+    pub tokens: u32,
+}
+
+impl Tokenizer {
+    /// Loads the vocabularies now, at config time, so no request pays for it.
+    pub fn warm(self) {
+        if self == Self::Exact {
+            tiktoken_rs::o200k_base_singleton();
+            tiktoken_rs::cl100k_base_singleton();
+        }
+    }
+
+    /// Tokens in `text` for `model`.
+    pub fn count(self, model: &str, text: &str) -> u32 {
+        let count = match self {
+            Self::Exact => bpe_for(model).encode_ordinary(text).len(),
+            Self::Approx => text.chars().count().div_ceil(APPROX_CHARS_PER_TOKEN),
+        };
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Prompt tokens of a chat conversation for `model`, formatting overhead included.
+    pub fn prompt_tokens(self, model: &str, messages: &[ChatMessage]) -> u32 {
+        messages.iter().fold(TOKENS_PER_REPLY, |sum, message| {
+            let name = message.name.as_deref().map_or(0, |name| {
+                TOKENS_PER_NAME.saturating_add(self.count(model, name))
+            });
+            sum.saturating_add(TOKENS_PER_MESSAGE)
+                .saturating_add(self.count(model, &message.role))
+                .saturating_add(self.count(model, &message.text))
+                .saturating_add(name)
+        })
+    }
+
+    /// Splits `text` at token boundaries; the pieces concatenate back to exactly `text`.
+    pub fn pieces<'a>(self, model: &str, text: &'a str) -> Vec<Piece<'a>> {
+        match self {
+            Self::Exact => exact_pieces(bpe_for(model), text),
+            Self::Approx => approx_pieces(text),
+        }
+    }
+}
+
+/// The vocabulary OpenAI uses for `model`.
+fn bpe_for(model: &str) -> &'static CoreBPE {
+    const CL100K_FAMILIES: [&str; 4] =
+        ["gpt-4", "gpt-3.5", "text-embedding-ada", "text-embedding-3"];
+    const O200K_FAMILIES: [&str; 3] = ["gpt-4o", "gpt-4.1", "gpt-4.5"];
+    let model = model.rsplit('/').next().unwrap_or(model);
+    let is_o200k = O200K_FAMILIES
+        .iter()
+        .any(|family| model.starts_with(family));
+    let is_cl100k = CL100K_FAMILIES
+        .iter()
+        .any(|family| model.starts_with(family));
+    if is_cl100k && !is_o200k {
+        tiktoken_rs::cl100k_base_singleton()
+    } else {
+        tiktoken_rs::o200k_base_singleton()
+    }
+}
+
+fn exact_pieces<'a>(bpe: &CoreBPE, text: &'a str) -> Vec<Piece<'a>> {
+    let mut pieces = Vec::new();
+    let (mut start, mut end, mut tokens) = (0, 0, 0);
+    for token in bpe.encode_ordinary(text) {
+        end += bpe.decode_bytes(&[token]).map_or(0, |bytes| bytes.len());
+        tokens += 1;
+        // A token may end inside a multi-byte character: carry on until the text is whole.
+        if text.is_char_boundary(end) {
+            pieces.push(Piece {
+                text: &text[start..end],
+                tokens,
+            });
+            (start, tokens) = (end, 0);
+        }
+    }
+    if start < text.len() {
+        pieces.push(Piece {
+            text: &text[start..],
+            tokens: tokens.max(1),
+        });
+    }
+    pieces
+}
+
+fn approx_pieces(text: &str) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest
+            .char_indices()
+            .nth(APPROX_CHARS_PER_TOKEN)
+            .map_or(rest.len(), |(i, _)| i);
+        let (text, tail) = rest.split_at(end);
+        pieces.push(Piece { text, tokens: 1 });
+        rest = tail;
+    }
+    pieces
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn four_characters_make_a_token() {
-        assert_eq!(approx_text_tokens(""), 0);
-        assert_eq!(approx_text_tokens("abcd"), 1);
-        assert_eq!(approx_text_tokens("abcde"), 2);
-        assert_eq!(approx_text_tokens("héllo"), 2);
+    fn message(role: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            text: text.into(),
+            name: None,
+        }
     }
 
     #[test]
-    fn prompt_counts_formatting_overhead() {
-        let messages = [ChatMessage {
-            role: "user".into(),
-            text: "hello world!".into(),
-        }];
-        // 3 (reply) + 3 (message) + 1 ("user") + 3 ("hello world!")
-        assert_eq!(approx_prompt_tokens(&messages), 10);
+    fn exact_counts_match_tiktoken() {
+        // Reference counts from OpenAI's tiktoken for the same strings.
+        assert_eq!(Tokenizer::Exact.count("gpt-4o", "hello world"), 2);
+        assert_eq!(Tokenizer::Exact.count("gpt-4", "hello world"), 2);
+        assert_eq!(Tokenizer::Exact.count("gpt-4o", ""), 0);
+        let text = "tiktoken is great!";
+        assert_eq!(
+            Tokenizer::Exact.count("gpt-3.5-turbo", text),
+            tiktoken_rs::cl100k_base_singleton()
+                .encode_ordinary(text)
+                .len() as u32
+        );
+    }
+
+    #[test]
+    fn model_families_pick_their_vocabulary() {
+        let o200k: *const CoreBPE = tiktoken_rs::o200k_base_singleton();
+        let cl100k: *const CoreBPE = tiktoken_rs::cl100k_base_singleton();
+        for model in [
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-5",
+            "o3-mini",
+            "llama-3.1-8b",
+            "openai/gpt-4o",
+        ] {
+            assert_eq!(bpe_for(model) as *const _, o200k, "{model}");
+        }
+        for model in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-3.5-turbo",
+            "text-embedding-3-small",
+        ] {
+            assert_eq!(bpe_for(model) as *const _, cl100k, "{model}");
+        }
+    }
+
+    #[test]
+    fn prompt_tokens_follow_openais_chat_formula() {
+        let messages = [
+            message("system", "You are terse."),
+            message("user", "hello world"),
+        ];
+        let bpe = tiktoken_rs::o200k_base_singleton();
+        let content: usize = ["system", "You are terse.", "user", "hello world"]
+            .iter()
+            .map(|t| bpe.encode_ordinary(t).len())
+            .sum();
+        assert_eq!(
+            Tokenizer::Exact.prompt_tokens("gpt-4o", &messages),
+            3 + 2 * 3 + content as u32
+        );
+        let mut named = message("user", "hi");
+        named.name = Some("alice".into());
+        let unnamed = Tokenizer::Exact.prompt_tokens("gpt-4o", &[message("user", "hi")]);
+        assert_eq!(
+            Tokenizer::Exact.prompt_tokens("gpt-4o", &[named]),
+            unnamed + 2
+        );
+    }
+
+    #[test]
+    fn exact_pieces_are_tokens_and_rebuild_the_text() {
+        for text in [
+            "Hello, streaming world!",
+            "naïve café 日本語 🦀🦀",
+            " spaces   here\n",
+        ] {
+            let pieces = Tokenizer::Exact.pieces("gpt-4o", text);
+            let rebuilt: String = pieces.iter().map(|p| p.text).collect();
+            assert_eq!(rebuilt, text);
+            let tokens: u32 = pieces.iter().map(|p| p.tokens).sum();
+            assert_eq!(tokens, Tokenizer::Exact.count("gpt-4o", text));
+        }
+        let pieces = Tokenizer::Exact.pieces("gpt-4o", "hello world");
+        assert_eq!(
+            pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
+            ["hello", " world"]
+        );
+    }
+
+    #[test]
+    fn approx_counts_four_characters_per_token() {
+        assert_eq!(Tokenizer::Approx.count("m", ""), 0);
+        assert_eq!(Tokenizer::Approx.count("m", "abcd"), 1);
+        assert_eq!(Tokenizer::Approx.count("m", "héllo"), 2);
+        let pieces = Tokenizer::Approx.pieces("m", "héllo wörld");
+        assert_eq!(
+            pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
+            ["héll", "o wö", "rld"]
+        );
+        assert_eq!(
+            pieces.len() as u32,
+            Tokenizer::Approx.count("m", "héllo wörld")
+        );
     }
 }

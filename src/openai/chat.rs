@@ -6,6 +6,11 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::json::type_phrase;
 
+/// The most choices OpenAI generates for one request.
+const MAX_CHOICES: u32 = 128;
+/// The most `stop` sequences OpenAI accepts.
+const MAX_STOP_SEQUENCES: usize = 4;
+
 /// The roles OpenAI accepts in `messages[].role`, in the order its errors list them.
 const ROLES: [&str; 6] = [
     "system",
@@ -30,6 +35,12 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// httpbun's override, `"httpbun": {"content": "..."}`: the exact reply text.
     pub content_override: Option<String>,
+    /// How many choices to generate (`n`, 1 to 128).
+    pub n: u32,
+    /// The reply's token limit: `max_completion_tokens`, else the older `max_tokens`.
+    pub max_tokens: Option<u32>,
+    /// Up to four `stop` sequences; the reply ends before the first one it contains.
+    pub stop: Vec<String>,
 }
 
 /// One message of the conversation, reduced to what the mock needs.
@@ -39,6 +50,8 @@ pub struct ChatMessage {
     pub role: String,
     /// The text of `content`: the string itself, or its `text` parts joined.
     pub text: String,
+    /// The participant's `name`, which the chat format counts too.
+    pub name: Option<String>,
 }
 
 impl ChatRequest {
@@ -68,6 +81,12 @@ impl ChatRequest {
         let stream = stream.unwrap_or(false);
         let include_usage = parse_stream_options(&fields, stream)?;
         let content_override = parse_httpbun(&fields)?;
+        let n = bounded_integer(&fields, "n", 1, MAX_CHOICES)?.unwrap_or(1);
+        let max_tokens = match bounded_integer(&fields, "max_completion_tokens", 1, u32::MAX)? {
+            Some(limit) => Some(limit),
+            None => bounded_integer(&fields, "max_tokens", 1, u32::MAX)?,
+        };
+        let stop = parse_stop(&fields)?;
 
         Ok(Self {
             model,
@@ -75,6 +94,9 @@ impl ChatRequest {
             stream,
             include_usage,
             content_override,
+            n,
+            max_tokens,
+            stop,
         })
     }
 
@@ -145,7 +167,18 @@ fn parse_message(index: usize, item: Value) -> Result<ChatMessage, ApiError> {
             ));
         }
     };
-    Ok(ChatMessage { role, text })
+    let name = match fields.remove("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                &at("name"),
+                "a string",
+                type_phrase(&other),
+            ));
+        }
+    };
+    Ok(ChatMessage { role, text, name })
 }
 
 /// Joins the `text` of every `{"type":"text"}` part; images, audio and files carry no text.
@@ -194,6 +227,79 @@ fn optional<'a, T>(
     }
 }
 
+/// Reads an optional integer field that must lie in `min..=max`.
+fn bounded_integer(
+    fields: &Map<String, Value>,
+    key: &str,
+    min: u32,
+    max: u32,
+) -> Result<Option<u32>, ApiError> {
+    let Some(value) = optional(fields, key, key, "an integer", Value::as_i64)? else {
+        return Ok(None);
+    };
+    if value < i64::from(min) {
+        return Err(ApiError::bad_request(
+            format!(
+                "Invalid '{key}': integer below minimum value. \
+                 Expected a value >= {min}, but got {value} instead."
+            ),
+            Some(key),
+            Some("integer_below_min_value"),
+        ));
+    }
+    u32::try_from(value)
+        .ok()
+        .filter(|&value| value <= max)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!(
+                    "Invalid '{key}': integer above maximum value. \
+                     Expected a value <= {max}, but got {value} instead."
+                ),
+                Some(key),
+                Some("integer_above_max_value"),
+            )
+        })
+}
+
+/// `stop`: null, one string, or an array of up to four strings. Empty strings never match.
+fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let expected = "a string or an array of strings";
+    let sequences = match fields.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_STOP_SEQUENCES {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "Invalid 'stop': array too long. Expected an array with maximum length \
+                         {MAX_STOP_SEQUENCES}, but got an array with length {} instead.",
+                        items.len()
+                    ),
+                    Some("stop"),
+                    Some("array_above_max_length"),
+                ));
+            }
+            let mut sequences = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let Value::String(sequence) = item else {
+                    let param = format!("stop[{i}]");
+                    return Err(ApiError::invalid_type(
+                        &param,
+                        "a string",
+                        type_phrase(item),
+                    ));
+                };
+                sequences.push(sequence.clone());
+            }
+            sequences
+        }
+        Some(other) => return Err(ApiError::invalid_type("stop", expected, type_phrase(other))),
+    };
+    Ok(sequences.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
 fn parse_stream_options(fields: &Map<String, Value>, stream: bool) -> Result<bool, ApiError> {
     let param = "stream_options";
     let Some(options) = optional(fields, param, param, "an object", Value::as_object)? else {
@@ -240,6 +346,35 @@ pub struct Usage {
     pub completion_tokens: u32,
 }
 
+/// Why a choice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The reply is complete, or reached a `stop` sequence.
+    Stop,
+    /// The reply hit `max_tokens`.
+    Length,
+}
+
+impl FinishReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// One choice's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceText<'a> {
+    /// The whole reply text.
+    pub content: &'a str,
+    /// The reply cut at token boundaries, one streamed delta each; they concatenate to `content`.
+    pub deltas: Vec<&'a str>,
+    /// Why the reply ended.
+    pub finish_reason: FinishReason,
+}
+
 /// Everything needed to render one mock chat completion, streamed or not.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion<'a> {
@@ -249,9 +384,9 @@ pub struct Completion<'a> {
     pub created: u64,
     /// The model named in the response.
     pub model: &'a str,
-    /// The assistant's reply.
-    pub content: &'a str,
-    /// The token counts.
+    /// The choices, indexed from 0.
+    pub choices: &'a [ChoiceText<'a>],
+    /// The token counts, all choices together.
     pub usage: Usage,
 }
 
@@ -305,7 +440,7 @@ struct ChatCompletionJson<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [ChoiceJson<'a>; 1],
+    choices: Vec<ChoiceJson<'a>>,
     usage: UsageJson,
     service_tier: &'static str,
 }
@@ -385,27 +520,32 @@ pub fn render_completion(completion: &Completion<'_>) -> Vec<u8> {
         object: "chat.completion",
         created: completion.created,
         model: completion.model,
-        choices: [ChoiceJson {
-            index: 0,
-            message: MessageJson {
-                role: "assistant",
-                content: completion.content,
-                refusal: None,
-                annotations: [],
-            },
-            logprobs: None,
-            finish_reason: "stop",
-        }],
+        choices: completion
+            .choices
+            .iter()
+            .zip(0..)
+            .map(|(choice, index)| ChoiceJson {
+                index,
+                message: MessageJson {
+                    role: "assistant",
+                    content: choice.content,
+                    refusal: None,
+                    annotations: [],
+                },
+                logprobs: None,
+                finish_reason: choice.finish_reason.as_str(),
+            })
+            .collect(),
         usage: completion.usage.into(),
         service_tier: "default",
     };
     serde_json::to_vec(&body).expect("serializing plain data cannot fail")
 }
 
-/// Renders the whole server-sent-event stream for a completion: a role chunk, one chunk per word,
-/// a `finish_reason` chunk, the usage chunk when asked for, then `data: [DONE]`.
-pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + completion.content.len() * 4);
+/// Renders a completion as server-sent events, each `data: …\n\n`: a role chunk per choice, one
+/// chunk per token piece (choices interleaved), a `finish_reason` chunk per choice, the usage chunk
+/// when asked for, then `data: [DONE]`.
+pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let usage_placeholder = || {
         if include_usage {
             UsageField::Null
@@ -413,68 +553,73 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<u8
             UsageField::Absent
         }
     };
-    let mut push = |choices: &[ChunkChoiceJson<'_>], usage: UsageField| {
-        let chunk = ChunkJson {
-            id: completion.id,
-            object: "chat.completion.chunk",
-            created: completion.created,
-            model: completion.model,
-            choices,
-            service_tier: "default",
-            usage,
+    let event = |index: u32, delta: DeltaJson<'_>, finish_reason: Option<FinishReason>| {
+        let choice = ChunkChoiceJson {
+            index,
+            delta,
+            logprobs: None,
+            finish_reason: finish_reason.map(FinishReason::as_str),
         };
-        out.extend_from_slice(b"data: ");
-        serde_json::to_writer(&mut out, &chunk).expect("serializing plain data cannot fail");
-        out.extend_from_slice(b"\n\n");
+        chunk_event(completion, &[choice], usage_placeholder())
     };
-    let choice = |delta, finish_reason| ChunkChoiceJson {
-        index: 0,
-        delta,
-        logprobs: None,
-        finish_reason,
-    };
+    let indexed = || completion.choices.iter().zip(0..);
 
-    let role = DeltaJson {
-        role: Some("assistant"),
-        content: Some(""),
-    };
-    push(&[choice(role, None)], usage_placeholder());
-    for piece in words(completion.content) {
-        let delta = DeltaJson {
-            content: Some(piece),
-            ..DeltaJson::default()
+    let mut events = Vec::new();
+    for (_, index) in indexed() {
+        let role = DeltaJson {
+            role: Some("assistant"),
+            content: Some(""),
         };
-        push(&[choice(delta, None)], usage_placeholder());
+        events.push(event(index, role, None));
     }
-    push(
-        &[choice(DeltaJson::default(), Some("stop"))],
-        usage_placeholder(),
-    );
+    let longest = indexed().map(|(c, _)| c.deltas.len()).max().unwrap_or(0);
+    for step in 0..longest {
+        for (choice, index) in indexed() {
+            if let Some(&piece) = choice.deltas.get(step) {
+                let delta = DeltaJson {
+                    content: Some(piece),
+                    ..DeltaJson::default()
+                };
+                events.push(event(index, delta, None));
+            }
+        }
+    }
+    for (choice, index) in indexed() {
+        events.push(event(
+            index,
+            DeltaJson::default(),
+            Some(choice.finish_reason),
+        ));
+    }
     if include_usage {
-        push(&[], UsageField::Present(completion.usage.into()));
+        events.push(chunk_event(
+            completion,
+            &[],
+            UsageField::Present(completion.usage.into()),
+        ));
     }
-    out.extend_from_slice(b"data: [DONE]\n\n");
-    out
+    events.push(b"data: [DONE]\n\n".to_vec());
+    events
 }
 
-/// Splits text into words, each carrying the whitespace before it, so the pieces concatenate
-/// back to exactly the original text.
-fn words(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let word_start = rest
-            .find(|c: char| !c.is_whitespace())
-            .unwrap_or(rest.len());
-        let end = rest[word_start..]
-            .find(char::is_whitespace)
-            .map_or(rest.len(), |i| word_start + i);
-        let (piece, tail) = rest.split_at(end);
-        rest = tail;
-        Some(piece)
-    })
+fn chunk_event(
+    completion: &Completion<'_>,
+    choices: &[ChunkChoiceJson<'_>],
+    usage: UsageField,
+) -> Vec<u8> {
+    let chunk = ChunkJson {
+        id: completion.id,
+        object: "chat.completion.chunk",
+        created: completion.created,
+        model: completion.model,
+        choices,
+        service_tier: "default",
+        usage,
+    };
+    let mut event = b"data: ".to_vec();
+    serde_json::to_writer(&mut event, &chunk).expect("serializing plain data cannot fail");
+    event.extend_from_slice(b"\n\n");
+    event
 }
 
 #[cfg(test)]
@@ -532,6 +677,27 @@ mod tests {
         .unwrap();
         assert!(req.stream && req.include_usage);
         assert_eq!(req.content_override.as_deref(), Some("fixed"));
+    }
+
+    #[test]
+    fn reads_generation_controls() {
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "q", "name": "ann"}],
+            "n": 3, "max_tokens": 50, "max_completion_tokens": 7, "stop": ["\n", ""]}),
+        )
+        .unwrap();
+        assert_eq!((req.n, req.max_tokens), (3, Some(7)));
+        assert_eq!(req.stop, ["\n"]);
+        assert_eq!(req.messages[0].name.as_deref(), Some("ann"));
+
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user"}], "max_tokens": 9, "stop": "END"}),
+        );
+        let req = req.unwrap();
+        assert_eq!(
+            (req.n, req.max_tokens, req.stop),
+            (1, Some(9), vec!["END".to_owned()])
+        );
     }
 
     #[test]
@@ -640,12 +806,23 @@ mod tests {
         }
     }
 
-    fn sample() -> Completion<'static> {
+    const CONTENT: &str = "Hello there,  friend!";
+
+    fn choices(n: usize, finish_reason: FinishReason) -> Vec<ChoiceText<'static>> {
+        let choice = ChoiceText {
+            content: CONTENT,
+            deltas: vec!["Hello", " there", ",", "  friend", "!"],
+            finish_reason,
+        };
+        vec![choice; n]
+    }
+
+    fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
         Completion {
             id: "chatcmpl-abc",
             created: 1_700_000_000,
             model: "gpt-4o",
-            content: "Hello there,  friend!",
+            choices,
             usage: Usage {
                 prompt_tokens: 9,
                 completion_tokens: 5,
@@ -655,7 +832,8 @@ mod tests {
 
     #[test]
     fn completion_has_every_required_field() {
-        let body: Value = serde_json::from_slice(&render_completion(&sample())).unwrap();
+        let choices = choices(1, FinishReason::Stop);
+        let body: Value = serde_json::from_slice(&render_completion(&sample(&choices))).unwrap();
         assert_eq!(
             body,
             json!({
@@ -672,28 +850,49 @@ mod tests {
         );
     }
 
-    fn events(stream: &[u8]) -> Vec<String> {
-        let text = std::str::from_utf8(stream).unwrap();
-        assert!(text.ends_with("\n\n"));
-        text.split_terminator("\n\n")
-            .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
+    #[test]
+    fn completion_numbers_its_choices() {
+        let choices = choices(3, FinishReason::Length);
+        let body: Value = serde_json::from_slice(&render_completion(&sample(&choices))).unwrap();
+        let indexes: Vec<_> = body["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["index"].clone())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2]);
+        assert_eq!(body["choices"][2]["finish_reason"], "length");
+    }
+
+    /// The JSON of every event but `[DONE]`, which must come last.
+    fn chunks(events: &[Vec<u8>]) -> Vec<Value> {
+        let (done, chunks) = events.split_last().unwrap();
+        assert_eq!(done, b"data: [DONE]\n\n");
+        chunks
+            .iter()
+            .map(|event| {
+                let text = std::str::from_utf8(event).unwrap();
+                let json = text
+                    .strip_prefix("data: ")
+                    .unwrap()
+                    .strip_suffix("\n\n")
+                    .unwrap();
+                serde_json::from_str(json).unwrap()
+            })
             .collect()
     }
 
     #[test]
     fn stream_deltas_concatenate_to_the_content() {
-        let events = events(&render_stream(&sample(), false));
-        assert_eq!(events.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
+        let choices = choices(1, FinishReason::Stop);
+        let chunks = chunks(&render_stream(&sample(&choices), false));
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         let text: String = chunks
             .iter()
             .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
             .collect();
-        assert_eq!(text, sample().content);
+        assert_eq!(text, CONTENT);
+        assert_eq!(chunks.len(), 1 + 5 + 1);
         let last = chunks.last().unwrap();
         assert_eq!(last["choices"][0]["finish_reason"], "stop");
         assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-abc"
@@ -702,20 +901,33 @@ mod tests {
     }
 
     #[test]
-    fn stream_usage_chunk_comes_last_with_no_choices() {
-        let events = events(&render_stream(&sample(), true));
-        let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
-        assert_eq!(usage["choices"], json!([]));
-        assert_eq!(usage["usage"]["total_tokens"], 14);
-        let first: Value = serde_json::from_str(&events[0]).unwrap();
-        assert_eq!(first["usage"], Value::Null);
-        assert!(first.get("usage").is_some());
+    fn stream_interleaves_choices_and_finishes_each() {
+        let choices = choices(2, FinishReason::Length);
+        let chunks = chunks(&render_stream(&sample(&choices), false));
+        let index = |c: &Value| c["choices"][0]["index"].as_u64().unwrap();
+        assert_eq!(
+            chunks.iter().map(index).collect::<Vec<_>>(),
+            [0, 1].repeat(7)
+        );
+        for i in 0..2 {
+            let text: String = chunks
+                .iter()
+                .filter(|c| index(c) == i)
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            assert_eq!(text, CONTENT);
+        }
+        assert_eq!(chunks[13]["choices"][0]["finish_reason"], "length");
     }
 
     #[test]
-    fn words_keep_every_byte() {
-        let pieces: Vec<&str> = words("  a bc\n d ").collect();
-        assert_eq!(pieces, ["  a", " bc", "\n d", " "]);
-        assert_eq!(words("").count(), 0);
+    fn stream_usage_chunk_comes_last_with_no_choices() {
+        let choices = choices(1, FinishReason::Stop);
+        let chunks = chunks(&render_stream(&sample(&choices), true));
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 14);
+        assert_eq!(chunks[0]["usage"], Value::Null);
+        assert!(chunks[0].get("usage").is_some());
     }
 }

@@ -87,3 +87,33 @@ async def _async_roundtrip(base_url: str) -> str:
 
 def test_async_client(mock_envoy):
     assert asyncio.run(_async_roundtrip(mock_envoy.base_url + "/v1")) == "Say hi to the SDK."
+
+
+def test_max_tokens_one_gives_length_and_one_token(sdk):
+    completion = sdk.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_completion_tokens=1
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.content == "Say"
+    assert completion.usage.completion_tokens == 1
+
+
+def test_stop_sequence_truncates_streamed_and_not(sdk):
+    completion = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES, stop=[" to"])
+    assert completion.choices[0].message.content == "Say hi"
+    assert completion.choices[0].finish_reason == "stop"
+    stream = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES, stop=" to", stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Say hi"
+
+
+def test_n_choices(sdk):
+    completion = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES, n=3)
+    assert [choice.index for choice in completion.choices] == [0, 1, 2]
+    assert {choice.message.content for choice in completion.choices} == {"Say hi to the SDK."}
+
+
+def test_usage_is_exact_for_the_model_family(sdk):
+    # o200k_base: "Say hi to the SDK." is 6 tokens; prompt = 3 + 2 * 3 + "system" 1 +
+    # "You are a test." 5 + "user" 1 + 6 = 22.
+    completion = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (22, 6)
