@@ -30,7 +30,7 @@ const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
 const DEFAULT_API_BASE_PATH: &str = "/v1";
 
 /// A validated filter configuration, shared read-only by every stream of every worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilterConfig {
     /// What the filter does with the requests it handles.
     pub mode: Mode,
@@ -54,13 +54,38 @@ pub enum Mode {
 }
 
 /// Settings of the mock.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockConfig {
     /// Where the reply text comes from.
     #[serde(default)]
     pub content: ContentMode,
+    /// How fast the reply comes.
+    #[serde(default)]
+    pub latency: LatencyConfig,
 }
+
+/// How fast the mock answers: time to first token, then one token every `inter_token_ms`.
+/// A non-streamed reply waits as long as the same stream would take. All zero means at once.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    /// Milliseconds before the first token (per request: header `x-llm-edge-ttft-ms`).
+    #[serde(default)]
+    pub time_to_first_token_ms: u64,
+    /// Milliseconds between tokens (per request: header `x-llm-edge-itl-ms`).
+    #[serde(default)]
+    pub inter_token_ms: u64,
+    /// Each delay varies uniformly by up to this fraction of itself, 0 to 1.
+    #[serde(default)]
+    pub jitter: f64,
+    /// Seeds the jitter, so that runs repeat exactly; unseeded jitter differs per request.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// The longest delay a config or a request header may ask for, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 600_000;
 
 /// Where the mock's reply text comes from. A request's `"httpbun": {"content": …}` overrides it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -170,6 +195,7 @@ impl FilterConfig {
             ));
         }
 
+        validate_latency(&raw.mock.latency)?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -179,6 +205,30 @@ impl FilterConfig {
             tokenizer: raw.tokenizer,
         })
     }
+}
+
+fn validate_latency(latency: &LatencyConfig) -> Result<(), ConfigError> {
+    for (field, value) in [
+        (
+            "mock.latency.time_to_first_token_ms",
+            latency.time_to_first_token_ms,
+        ),
+        ("mock.latency.inter_token_ms", latency.inter_token_ms),
+    ] {
+        if value > MAX_DELAY_MS {
+            return Err(ConfigError::new(
+                field,
+                format!("{value} is out of range; allowed: 0 to {MAX_DELAY_MS}"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&latency.jitter) {
+        return Err(ConfigError::new(
+            "mock.latency.jitter",
+            format!("{} is out of range; allowed: 0 to 1", latency.jitter),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_api_base_path(path: &str) -> Result<(), ConfigError> {
@@ -224,7 +274,10 @@ mod tests {
     fn reads_every_field() {
         let config = FilterConfig::from_json(
             br#"{"mode": "mock", "api_base_path": "/llm", "max_request_body_bytes": 4096,
-                 "mock": {"content": {"mode": "fixed", "text": "hi"}}}"#,
+                 "tokenizer": "approx",
+                 "mock": {"content": {"mode": "fixed", "text": "hi"},
+                          "latency": {"time_to_first_token_ms": 200, "inter_token_ms": 20,
+                                      "jitter": 0.1, "seed": 7}}}"#,
         )
         .unwrap();
         assert_eq!(config.chat_completions_path, "/llm/chat/completions");
@@ -233,6 +286,13 @@ mod tests {
             config.mock.content,
             ContentMode::Fixed { text: "hi".into() }
         );
+        assert_eq!(config.tokenizer, Tokenizer::Approx);
+        let latency = &config.mock.latency;
+        assert_eq!(
+            (latency.time_to_first_token_ms, latency.inter_token_ms),
+            (200, 20)
+        );
+        assert_eq!((latency.jitter, latency.seed), (0.1, Some(7)));
     }
 
     #[test]
@@ -280,6 +340,16 @@ mod tests {
             "invalid filter_config: field `max_request_body_bytes`: 0 is out of range; \
              allowed: 1 to 67108864"
         );
+        let err = error_of(r#"{"mock": {"latency": {"inter_token_ms": 600001}}}"#);
+        assert_eq!(err.field, "mock.latency.inter_token_ms");
+        assert!(
+            err.message
+                .contains("600001 is out of range; allowed: 0 to 600000")
+        );
+        let err = error_of(r#"{"mock": {"latency": {"jitter": 1.5}}}"#);
+        assert_eq!(err.field, "mock.latency.jitter");
+        let err = error_of(r#"{"mock": {"latency": {"time_to_first_token_ms": -1}}}"#);
+        assert_eq!(err.field, "mock.latency.time_to_first_token_ms");
         for bad in ["v1", "/v1/", "/v 1", "/v1?x"] {
             let err = error_of(&format!(r#"{{"api_base_path": "{bad}"}}"#));
             assert_eq!(err.field, "api_base_path");

@@ -5,12 +5,38 @@
 //! body, and HTTP/1.1 ends with an extra empty call that carries `end_of_stream == true`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{FilterConfig, Mode};
+use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::mock;
+use crate::mock::{self, MockReply, Timing};
 use crate::openai::ApiError;
 use crate::openai::chat::ChatRequest;
+use crate::pacing::{Pacer, PacingHandle};
+
+/// Request header overriding the configured time to first token, in milliseconds.
+pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
+/// Request header overriding the configured inter-token latency, in milliseconds.
+pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
+
+/// What every stream of one filter config shares: the validated config and its pacing timer.
+#[derive(Debug)]
+pub struct FilterContext {
+    /// The validated `filter_config`.
+    pub config: FilterConfig,
+    /// The timer that paces this config's replies.
+    pub pacer: Pacer,
+}
+
+impl FilterContext {
+    /// The context of a freshly validated config; its timer thread starts when first needed.
+    pub fn new(config: FilterConfig) -> Self {
+        Self {
+            config,
+            pacer: Pacer::default(),
+        }
+    }
+}
 
 /// What to do with request trailers after the filter has seen them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +48,7 @@ pub enum TrailersStatus {
 }
 
 /// Where a stream stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum State {
     /// Headers not seen yet.
     Start,
@@ -30,6 +56,16 @@ enum State {
     PassThrough,
     /// A handled request whose body is being buffered.
     Buffering,
+    /// A whole reply waits for its due time; nothing has been sent yet.
+    Delayed {
+        reply: MockReply,
+        _pacing: PacingHandle,
+    },
+    /// A streamed reply's headers are out; step `i` goes out at `on_scheduled(i)`.
+    Streaming {
+        steps: Vec<Vec<u8>>,
+        _pacing: PacingHandle,
+    },
     /// A local reply has been sent; nothing more goes upstream.
     Answered,
 }
@@ -46,22 +82,26 @@ mod details {
 /// One HTTP stream's filter.
 #[derive(Debug)]
 pub struct Filter {
-    config: Arc<FilterConfig>,
+    context: Arc<FilterContext>,
     state: State,
 }
 
 impl Filter {
-    /// A filter for a new stream, sharing the listener's config.
-    pub fn new(config: Arc<FilterConfig>) -> Self {
+    /// A filter for a new stream, sharing its config's context.
+    pub fn new(context: Arc<FilterContext>) -> Self {
         Self {
-            config,
+            context,
             state: State::Start,
         }
     }
 
-    /// Whether this stream has already been answered locally.
+    /// Whether a local reply to this stream has started: after that, failing means a reset.
     pub fn has_answered(&self) -> bool {
-        self.state == State::Answered
+        matches!(self.state, State::Answered | State::Streaming { .. })
+    }
+
+    fn config(&self) -> &FilterConfig {
+        &self.context.config
     }
 
     /// Request headers: claim `POST {api_base_path}/chat/completions`, pass everything else.
@@ -72,7 +112,7 @@ impl Filter {
     ) -> HeadersStatus {
         let path = host.request_header(":path").unwrap_or_default();
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-        if path != self.config.chat_completions_path.as_bytes() {
+        if path != self.config().chat_completions_path.as_bytes() {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
         }
@@ -80,7 +120,7 @@ impl Filter {
             let method =
                 String::from_utf8_lossy(host.request_header(":method").unwrap_or_default())
                     .into_owned();
-            let error = ApiError::method_not_allowed(&method, &self.config.chat_completions_path);
+            let error = ApiError::method_not_allowed(&method, &self.config().chat_completions_path);
             self.send_error(
                 host,
                 &error,
@@ -89,7 +129,7 @@ impl Filter {
             );
             return HeadersStatus::StopIteration;
         }
-        let limit = self.config.max_request_body_bytes;
+        let limit = self.config().max_request_body_bytes;
         if content_length(host).is_some_and(|declared| declared > limit) {
             self.send_error(
                 host,
@@ -112,9 +152,11 @@ impl Filter {
     pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
         match self.state {
             State::Start | State::PassThrough => BodyStatus::Continue,
-            State::Answered => BodyStatus::StopIterationNoBuffer,
+            State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
+                BodyStatus::StopIterationNoBuffer
+            }
             State::Buffering => {
-                let limit = self.config.max_request_body_bytes;
+                let limit = self.config().max_request_body_bytes;
                 // Checked before Envoy adds the chunk to its buffer, so our 413 always wins.
                 if host.request_body_len() as u64 > limit {
                     self.send_error(
@@ -138,7 +180,9 @@ impl Filter {
     pub fn on_request_trailers(&mut self, host: &mut impl Host) -> TrailersStatus {
         match self.state {
             State::Start | State::PassThrough => TrailersStatus::Continue,
-            State::Answered => TrailersStatus::StopIteration,
+            State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
+                TrailersStatus::StopIteration
+            }
             State::Buffering => {
                 self.answer_buffered(host);
                 TrailersStatus::StopIteration
@@ -167,19 +211,92 @@ impl Filter {
                 return;
             }
         };
-        match self.config.mode {
+        let timing = match self.timing(host) {
+            Ok(timing) => timing,
+            Err(error) => {
+                self.send_error(host, &error, &[], details::INVALID_REQUEST);
+                return;
+            }
+        };
+        match self.config().mode {
             Mode::Mock => {
+                let config = self.config();
                 let reply =
-                    mock::chat_completion(&self.config.mock, self.config.tokenizer, &request);
-                host.send_response(
-                    200,
-                    &[("content-type", reply.content_type)],
-                    &reply.body,
-                    details::MOCK,
-                );
+                    mock::chat_completion(&config.mock, config.tokenizer, &timing, &request);
+                self.send_reply(host, reply);
             }
         }
+    }
+
+    /// Sends a mock reply at once, or hands it to the pacer.
+    fn send_reply(&mut self, host: &mut impl Host, reply: MockReply) {
+        let headers = [("content-type", reply.content_type)];
+        let streamed = reply.content_type == "text/event-stream";
+        if !reply.offsets.is_empty() {
+            if streamed {
+                host.send_response_headers(200, &[headers[0], ("cache-control", "no-cache")]);
+            }
+            if let Some(pacing) = host.pace(&self.context.pacer, &reply.offsets) {
+                self.state = if streamed {
+                    State::Streaming {
+                        steps: reply.steps,
+                        _pacing: pacing,
+                    }
+                } else {
+                    State::Delayed {
+                        reply,
+                        _pacing: pacing,
+                    }
+                };
+                return;
+            }
+            log::warn!("llm_edge: the proxy could not pace a reply; sending it at once");
+            if streamed {
+                host.send_response_data(&reply.steps.concat(), true);
+                self.state = State::Answered;
+                return;
+            }
+        }
+        host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
         self.state = State::Answered;
+    }
+
+    /// A paced reply's step is due: send it, and finish the reply after the last one.
+    pub fn on_scheduled(&mut self, host: &mut impl Host, event: u64) {
+        match &mut self.state {
+            State::Streaming { steps, .. } => {
+                let Some(index) = usize::try_from(event).ok().filter(|&i| i < steps.len()) else {
+                    return;
+                };
+                let last = index + 1 == steps.len();
+                let step = std::mem::take(&mut steps[index]);
+                host.send_response_data(&step, last);
+                if last {
+                    self.state = State::Answered;
+                }
+            }
+            State::Delayed { .. } => {
+                if let State::Delayed { reply, .. } =
+                    std::mem::replace(&mut self.state, State::Answered)
+                {
+                    let headers = [("content-type", reply.content_type)];
+                    host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
+                }
+            }
+            State::Start | State::PassThrough | State::Buffering | State::Answered => {}
+        }
+    }
+
+    /// The configured timing, with the request's header overrides.
+    fn timing(&self, host: &impl Host) -> Result<Timing, ApiError> {
+        let mut timing = Timing::from_config(&self.config().mock.latency);
+        if let Some(ttft) = delay_header(host, TTFT_HEADER)? {
+            timing.time_to_first_token = ttft;
+        }
+        if let Some(itl) = delay_header(host, ITL_HEADER)? {
+            timing.inter_token = itl;
+        }
+        Ok(timing)
     }
 
     fn send_error(
@@ -196,6 +313,29 @@ impl Filter {
     }
 }
 
+/// A delay in milliseconds from a request header, 0 to [`MAX_DELAY_MS`].
+fn delay_header(host: &impl Host, name: &str) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = host.request_header(name) else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|&ms| ms <= MAX_DELAY_MS)
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!(
+                    "Invalid value for header '{name}': {:?}. Expected whole milliseconds \
+                     from 0 to {MAX_DELAY_MS}.",
+                    String::from_utf8_lossy(value)
+                ),
+                None,
+                Some("invalid_value"),
+            )
+        })
+}
+
 /// The declared `content-length`, when present and numeric.
 fn content_length(host: &impl Host) -> Option<u64> {
     let value = host.request_header("content-length")?;
@@ -206,6 +346,7 @@ fn content_length(host: &impl Host) -> Option<u64> {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::time::Duration;
 
     /// An in-memory stream: request headers, body chunks, and what the filter sent back.
     #[derive(Default)]
@@ -215,6 +356,11 @@ mod tests {
         received: Vec<u8>,
         buffer_limit: u64,
         sent: Vec<Sent>,
+        /// A streamed reply: its status and headers, then its data pieces and end flags.
+        stream_head: Option<(u16, Vec<(String, String)>)>,
+        stream_data: Vec<(Vec<u8>, bool)>,
+        /// The offsets the filter asked to be paced at.
+        paced: Vec<Duration>,
     }
 
     #[derive(Debug)]
@@ -298,20 +444,43 @@ mod tests {
         ) {
             self.sent.push(Sent {
                 status,
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
+                headers: owned(headers),
                 body: body.to_vec(),
                 details: details.to_owned(),
             });
         }
+        fn send_response_headers(&mut self, status: u16, headers: &[(&str, &str)]) {
+            assert!(self.stream_head.is_none(), "headers sent twice");
+            self.stream_head = Some((status, owned(headers)));
+        }
+        fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
+            assert!(self.stream_head.is_some(), "data before headers");
+            self.stream_data.push((data.to_vec(), end_stream));
+        }
+        fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
+            self.paced = offsets.to_vec();
+            // The test delivers `on_scheduled` itself; this handle only has to exist.
+            Some(pacer.pace(Box::new(NoWakeup), std::time::Instant::now(), &[]))
+        }
+    }
+
+    struct NoWakeup;
+
+    impl crate::pacing::Wakeup for NoWakeup {
+        fn wake(&mut self, _event: u64) {}
+        fn finish(self: Box<Self>) {}
+    }
+
+    fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn filter_with(config: &str) -> Filter {
-        Filter::new(Arc::new(
-            FilterConfig::from_json(config.as_bytes()).unwrap(),
-        ))
+        let config = FilterConfig::from_json(config.as_bytes()).unwrap();
+        Filter::new(Arc::new(FilterContext::new(config)))
     }
 
     const CHAT: &str = "/v1/chat/completions";
@@ -505,6 +674,102 @@ mod tests {
             TrailersStatus::StopIteration
         );
         assert_eq!(host.only_reply().status, 200);
+    }
+
+    const PACED: &str =
+        r#"{"mock": {"latency": {"time_to_first_token_ms": 50, "inter_token_ms": 5}}}"#;
+
+    #[test]
+    fn a_paced_stream_sends_headers_now_and_each_step_when_scheduled() {
+        let mut filter = filter_with(PACED);
+        let mut host = FakeHost::request("POST", CHAT);
+        let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+        post(&mut filter, &mut host, &[body]);
+        assert!(host.sent.is_empty());
+        let (status, headers) = host.stream_head.clone().unwrap();
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+        let ms = Duration::from_millis;
+        assert_eq!(host.paced, [ms(50), ms(55), ms(60)]);
+        assert!(filter.has_answered());
+
+        for event in 0..3 {
+            filter.on_scheduled(&mut host, event);
+        }
+        let ends: Vec<bool> = host.stream_data.iter().map(|(_, end)| *end).collect();
+        assert_eq!(ends, [false, false, true]);
+        let stream: Vec<u8> = host
+            .stream_data
+            .iter()
+            .flat_map(|(d, _)| d.clone())
+            .collect();
+        assert!(stream.ends_with(b"data: [DONE]\n\n"));
+        // Late or unknown events do nothing.
+        filter.on_scheduled(&mut host, 3);
+        filter.on_scheduled(&mut host, 0);
+        assert_eq!(host.stream_data.len(), 3);
+    }
+
+    #[test]
+    fn a_paced_whole_reply_waits_for_the_last_token() {
+        let mut filter = filter_with(PACED);
+        let mut host = FakeHost::request("POST", CHAT);
+        post(&mut filter, &mut host, &[HELLO]);
+        assert!(host.sent.is_empty() && host.stream_head.is_none());
+        assert_eq!(host.paced, [Duration::from_millis(50)]);
+        assert!(!filter.has_answered());
+        filter.on_scheduled(&mut host, 0);
+        assert_eq!(
+            host.only_reply().json()["choices"][0]["message"]["content"],
+            "hello"
+        );
+        assert!(filter.has_answered());
+    }
+
+    #[test]
+    fn headers_override_the_configured_latency() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT)
+            .with_header(TTFT_HEADER, "20")
+            .with_header(ITL_HEADER, "3");
+        let body =
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two"}]}"#;
+        post(&mut filter, &mut host, &[body]);
+        assert_eq!(
+            host.paced,
+            [Duration::from_millis(20), Duration::from_millis(23)]
+        );
+    }
+
+    #[test]
+    fn a_bad_latency_header_is_a_400() {
+        for value in ["soon", "-1", "600001"] {
+            let mut filter = filter_with("");
+            let mut host = FakeHost::request("POST", CHAT).with_header(ITL_HEADER, value);
+            post(&mut filter, &mut host, &[HELLO]);
+            let reply = host.only_reply();
+            assert_eq!(reply.status, 400);
+            assert!(
+                reply.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(ITL_HEADER)
+            );
+        }
+    }
+
+    #[test]
+    fn zero_latency_answers_at_once() {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT);
+        let body =
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        post(&mut filter, &mut host, &[body]);
+        assert!(host.paced.is_empty() && host.stream_head.is_none());
+        assert_eq!(
+            host.only_reply().header("content-type"),
+            Some("text/event-stream")
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! [`Host`] is the small set of things a stream needs from its proxy. The ABI layer implements it
 //! over Envoy's C callbacks; tests implement it in memory. Nothing here knows about Envoy's types.
 
+use std::time::Duration;
+
+use crate::pacing::{Pacer, PacingHandle};
+
 /// What to do with the request headers after the filter has seen them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadersStatus {
@@ -47,4 +51,16 @@ pub trait Host {
     /// Sends a complete local reply; Envoy sets `content-length` itself. `details` shows up as
     /// `%RESPONSE_CODE_DETAILS%` in access logs.
     fn send_response(&mut self, status: u16, headers: &[Header<'_>], body: &[u8], details: &str);
+
+    /// Starts a streamed local reply: status and headers go out now, the body in
+    /// [`Host::send_response_data`] calls.
+    fn send_response_headers(&mut self, status: u16, headers: &[Header<'_>]);
+
+    /// Sends the next piece of a streamed local reply; `end_stream` completes it.
+    fn send_response_data(&mut self, data: &[u8], end_stream: bool);
+
+    /// Has `pacer` run the filter's `on_scheduled(i)`, on this stream's own thread, once
+    /// `offsets[i]` from now is due. Dropping the handle cancels what is left; `None` means the
+    /// proxy could not schedule anything.
+    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle>;
 }

@@ -1,24 +1,82 @@
 //! What the mock answers: picks the reply text, counts usage and renders the response.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{ContentMode, MockConfig};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::config::{ContentMode, LatencyConfig, MockConfig};
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
 use crate::tokens::Tokenizer;
 
-/// A rendered mock response, ready to send.
+/// A rendered mock response, ready to send at once or paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockReply {
     /// The `content-type` header.
     pub content_type: &'static str,
-    /// The complete body: JSON, or the whole server-sent-event stream.
-    pub body: Vec<u8>,
+    /// The body in the pieces that go out together: one piece of JSON, or the SSE stream's steps.
+    pub steps: Vec<Vec<u8>>,
+    /// When each step is due, from the start of the reply; empty to send everything at once.
+    pub offsets: Vec<Duration>,
+}
+
+/// How long a reply takes: the first token after `time_to_first_token`, then one every
+/// `inter_token`, each delay varied by up to `jitter` of itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Delay before the first token.
+    pub time_to_first_token: Duration,
+    /// Delay between tokens.
+    pub inter_token: Duration,
+    /// Fraction, 0 to 1, by which each delay varies uniformly.
+    pub jitter: f64,
+    /// Seed of the jitter; `None` draws a fresh one per reply.
+    pub seed: Option<u64>,
+}
+
+impl Timing {
+    /// The configured timing.
+    pub fn from_config(latency: &LatencyConfig) -> Self {
+        Self {
+            time_to_first_token: Duration::from_millis(latency.time_to_first_token_ms),
+            inter_token: Duration::from_millis(latency.inter_token_ms),
+            jitter: latency.jitter,
+            seed: latency.seed,
+        }
+    }
+
+    /// Whether replies go out at once.
+    pub fn is_instant(&self) -> bool {
+        self.time_to_first_token.is_zero() && self.inter_token.is_zero()
+    }
+
+    /// When each of `steps` token steps is due, measured from the start of the reply.
+    pub fn offsets(&self, steps: usize) -> Vec<Duration> {
+        let mut rng = StdRng::seed_from_u64(self.seed.unwrap_or_else(rand::random));
+        let mut jittered = |delay: Duration| {
+            if self.jitter == 0.0 || delay.is_zero() {
+                delay
+            } else {
+                delay.mul_f64(1.0 + self.jitter * rng.random_range(-1.0..=1.0))
+            }
+        };
+        let mut due = jittered(self.time_to_first_token);
+        let mut offsets = Vec::with_capacity(steps);
+        for step in 0..steps {
+            if step > 0 {
+                due += jittered(self.inter_token);
+            }
+            offsets.push(due);
+        }
+        offsets
+    }
 }
 
 /// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked.
 pub fn chat_completion(
     config: &MockConfig,
     tokenizer: Tokenizer,
+    timing: &Timing,
     request: &ChatRequest,
 ) -> MockReply {
     let text = reply_text(config, request);
@@ -41,15 +99,29 @@ pub fn chat_completion(
             completion_tokens: completion_tokens.saturating_mul(request.n),
         },
     };
+    let token_steps = choices
+        .iter()
+        .map(|c| c.deltas.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let offsets = if timing.is_instant() {
+        Vec::new()
+    } else {
+        timing.offsets(token_steps)
+    };
     if request.stream {
         MockReply {
             content_type: "text/event-stream",
-            body: chat::render_stream(&completion, request.include_usage).concat(),
+            steps: chat::render_stream(&completion, request.include_usage),
+            offsets,
         }
     } else {
         MockReply {
             content_type: "application/json",
-            body: chat::render_completion(&completion),
+            steps: vec![chat::render_completion(&completion)],
+            // A whole reply comes when the last token would have.
+            offsets: offsets.last().copied().into_iter().collect(),
         }
     }
 }
@@ -121,9 +193,10 @@ mod tests {
     }
 
     fn answer(config: &MockConfig, body: &str) -> Value {
-        let reply = chat_completion(config, Tokenizer::Exact, &request(body));
+        let reply = chat_completion(config, Tokenizer::Exact, &instant(), &request(body));
         assert_eq!(reply.content_type, "application/json");
-        serde_json::from_slice(&reply.body).unwrap()
+        assert!(reply.offsets.is_empty());
+        serde_json::from_slice(&reply.steps.concat()).unwrap()
     }
 
     const HELLO: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
@@ -149,6 +222,7 @@ mod tests {
             content: ContentMode::Fixed {
                 text: "configured".into(),
             },
+            ..MockConfig::default()
         };
         assert_eq!(
             answer(&fixed, HELLO)["choices"][0]["message"]["content"],
@@ -237,9 +311,65 @@ mod tests {
         let reply = chat_completion(
             &MockConfig::default(),
             Tokenizer::Exact,
+            &instant(),
             &request(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
         );
         assert_eq!(reply.content_type, "text/event-stream");
-        assert!(reply.body.ends_with(b"data: [DONE]\n\n"));
+        assert!(reply.steps.concat().ends_with(b"data: [DONE]\n\n"));
+    }
+
+    fn instant() -> Timing {
+        Timing::from_config(&LatencyConfig::default())
+    }
+
+    fn paced(jitter: f64, seed: Option<u64>) -> Timing {
+        Timing::from_config(&LatencyConfig {
+            time_to_first_token_ms: 100,
+            inter_token_ms: 10,
+            jitter,
+            seed,
+        })
+    }
+
+    #[test]
+    fn offsets_follow_ttft_then_inter_token_gaps() {
+        let ms = Duration::from_millis;
+        assert_eq!(paced(0.0, None).offsets(3), [ms(100), ms(110), ms(120)]);
+        assert!(paced(0.0, None).offsets(0).is_empty());
+        assert!(instant().is_instant() && !paced(0.0, None).is_instant());
+    }
+
+    #[test]
+    fn seeded_jitter_repeats_and_stays_in_bounds() {
+        let a = paced(0.5, Some(42)).offsets(50);
+        assert_eq!(a, paced(0.5, Some(42)).offsets(50));
+        assert_ne!(a, paced(0.5, Some(43)).offsets(50));
+        assert!((50..=150).contains(&a[0].as_millis()));
+        for gap in a.windows(2).map(|w| w[1] - w[0]) {
+            assert!((5..=15).contains(&gap.as_millis()), "{gap:?}");
+        }
+    }
+
+    #[test]
+    fn paced_stream_has_one_offset_per_step_and_a_whole_reply_one() {
+        let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+        let reply = chat_completion(
+            &MockConfig::default(),
+            Tokenizer::Exact,
+            &paced(0.0, None),
+            &request(body),
+        );
+        assert_eq!(reply.steps.len(), 3);
+        assert_eq!(reply.offsets.len(), 3);
+
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"one two three"}]}"#;
+        let reply = chat_completion(
+            &MockConfig::default(),
+            Tokenizer::Exact,
+            &paced(0.0, None),
+            &request(body),
+        );
+        assert_eq!(reply.steps.len(), 1);
+        assert_eq!(reply.offsets, [Duration::from_millis(120)]);
     }
 }

@@ -1,8 +1,39 @@
 //! [`Host`] over Envoy's callbacks: the production side of the seam.
 
+use std::ffi::c_void;
+use std::time::{Duration, Instant};
+
 use crate::host::{Header, Host};
+use crate::pacing::{Pacer, PacingHandle, Wakeup};
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
+
+/// A stream's Envoy scheduler, driven from the pacing thread: the one Envoy pointer that may
+/// cross threads. Each wake commits an event; `finish` deletes the scheduler, exactly once.
+struct EnvoyScheduler(*mut c_void);
+
+// SAFETY: Envoy documents scheduler commit and delete as safe from any thread, and this type
+// offers nothing else.
+unsafe impl Send for EnvoyScheduler {}
+
+impl Wakeup for EnvoyScheduler {
+    fn wake(&mut self, event: u64) {
+        // SAFETY: the scheduler is live until `finish`; a commit to a finished stream is a no-op.
+        unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event) }
+    }
+
+    fn finish(self: Box<Self>) {
+        // SAFETY: called once, after the last commit; consumes the only owner.
+        unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+    }
+}
+
+fn header_views(headers: &[Header<'_>]) -> Vec<HttpHeader> {
+    headers
+        .iter()
+        .map(|&(name, value)| HttpHeader::of(name, value))
+        .collect()
+}
 
 /// A stream's view of Envoy, valid for the duration of one hook call.
 pub(super) struct EnvoyHost {
@@ -105,10 +136,7 @@ impl Host for EnvoyHost {
     }
 
     fn send_response(&mut self, status: u16, headers: &[Header<'_>], body: &[u8], details: &str) {
-        let headers: Vec<HttpHeader> = headers
-            .iter()
-            .map(|&(name, value)| HttpHeader::of(name, value))
-            .collect();
+        let headers = header_views(headers);
         // SAFETY: live filter pointer; headers, body and details are copied during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_send_response(
@@ -120,5 +148,41 @@ impl Host for EnvoyHost {
                 Buffer::of(details.as_bytes()),
             );
         }
+    }
+
+    fn send_response_headers(&mut self, status: u16, headers: &[Header<'_>]) {
+        let status = status.to_string();
+        let mut views = vec![HttpHeader::of(":status", &status)];
+        views.extend(header_views(headers));
+        // SAFETY: live filter pointer; the headers are copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_send_response_headers(
+                self.filter,
+                views.as_ptr(),
+                views.len(),
+                false,
+            );
+        }
+    }
+
+    fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
+        // SAFETY: live filter pointer; the data is copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_send_response_data(
+                self.filter,
+                Buffer::of(data),
+                end_stream,
+            );
+        }
+    }
+
+    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
+        // SAFETY: live filter pointer, on the stream's worker thread inside a hook.
+        let scheduler =
+            unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_new(self.filter) };
+        if scheduler.is_null() {
+            return None;
+        }
+        Some(pacer.pace(Box::new(EnvoyScheduler(scheduler)), Instant::now(), offsets))
     }
 }

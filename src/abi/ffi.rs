@@ -187,6 +187,36 @@ unsafe extern "C" {
         details: Buffer,
     );
 
+    /// Starts a streamed local reply; `headers` must include `:status`.
+    pub fn envoy_dynamic_module_callback_http_send_response_headers(
+        filter: FilterEnvoyPtr,
+        headers: *const HttpHeader,
+        headers_len: usize,
+        end_stream: bool,
+    );
+
+    /// Sends a piece of a streamed local reply; `end_stream` completes it.
+    pub fn envoy_dynamic_module_callback_http_send_response_data(
+        filter: FilterEnvoyPtr,
+        data: Buffer,
+        end_stream: bool,
+    );
+
+    /// Creates a scheduler for the stream; the module owns it and deletes it once.
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_new(
+        filter: FilterEnvoyPtr,
+    ) -> *mut c_void;
+
+    /// From any thread: runs `on_http_filter_scheduled(event_id)` on the stream's worker. A no-op
+    /// once the stream is gone.
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+        scheduler: *mut c_void,
+        event_id: u64,
+    );
+
+    /// From any thread, after the last commit: frees the scheduler.
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
+
     /// Resets the stream, for failures after the response has started.
     pub fn envoy_dynamic_module_callback_http_filter_reset_stream(
         filter: FilterEnvoyPtr,

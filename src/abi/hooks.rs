@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::config::FilterConfig;
-use crate::filter::{Filter, TrailersStatus};
+use crate::filter::{Filter, FilterContext, TrailersStatus};
 use crate::host::{BodyStatus, HeadersStatus};
 use crate::version::ENVOY_ABI_VERSION;
 
@@ -34,6 +34,50 @@ const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
 struct Stream {
     filter: Filter,
     poisoned: bool,
+}
+
+// The module objects behind Envoy's opaque pointers. Each crossing goes through one of these
+// typed pairs, so a pointer can only ever be read back as the type it was made from.
+
+/// What Envoy's config pointer owns: the config shared, by `Arc`, with every stream.
+type ConfigObject = Arc<FilterContext>;
+
+fn config_into_raw(config: ConfigObject) -> *const c_void {
+    Box::into_raw(Box::new(config)).cast_const().cast()
+}
+
+/// # Safety
+/// `ptr` must come from [`config_into_raw`] and not have been reclaimed yet.
+unsafe fn config_from_raw(ptr: *const c_void) -> Box<ConfigObject> {
+    // SAFETY: per the contract, a live Box<ConfigObject> made by config_into_raw.
+    unsafe { Box::from_raw(ptr.cast::<ConfigObject>().cast_mut()) }
+}
+
+/// # Safety
+/// `ptr` must come from [`config_into_raw`] and stay live for `'a`.
+unsafe fn config_ref<'a>(ptr: *const c_void) -> &'a ConfigObject {
+    // SAFETY: per the contract.
+    unsafe { &*ptr.cast::<ConfigObject>() }
+}
+
+fn stream_into_raw(stream: Stream) -> *const c_void {
+    Box::into_raw(Box::new(stream)).cast_const().cast()
+}
+
+/// # Safety
+/// `ptr` must come from [`stream_into_raw`] and not have been reclaimed yet.
+unsafe fn stream_from_raw(ptr: *const c_void) -> Box<Stream> {
+    // SAFETY: per the contract.
+    unsafe { Box::from_raw(ptr.cast::<Stream>().cast_mut()) }
+}
+
+/// The stream behind Envoy's pointer, or `None` for the null pointer older Envoys pass.
+///
+/// # Safety
+/// `ptr` must be null or come from [`stream_into_raw`], live, and used on its worker only.
+unsafe fn stream_mut<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
+    // SAFETY: per the contract.
+    unsafe { ptr.cast::<Stream>().cast_mut().as_mut() }
 }
 
 /// The NUL-terminated ABI version string; `build.rs` takes it from the pin file.
@@ -78,9 +122,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     config.mode,
                     config.chat_completions_path
                 );
-                Box::into_raw(Box::new(Arc::new(config)))
-                    .cast_const()
-                    .cast()
+                config_into_raw(Arc::new(FilterContext::new(config)))
             }
             Err(error) => {
                 log::error!("llm_edge: {error}");
@@ -91,7 +133,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     created.unwrap_or(std::ptr::null())
 }
 
-/// Frees a config made by `config_new`, on the main thread, after its streams are gone.
+/// Frees a config made by `config_new`, on the main thread, after its streams are gone; this
+/// stops and joins its pacing thread.
 ///
 /// # Safety
 /// `config` must come from `envoy_dynamic_module_on_http_filter_config_new`, freed once.
@@ -100,8 +143,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(conf
     if config.is_null() {
         return;
     }
-    // SAFETY: made by Box::into_raw in config_new; Envoy destroys it exactly once.
-    let config = unsafe { Box::from_raw(config.cast::<Arc<FilterConfig>>().cast_mut()) };
+    // SAFETY: made by config_new; Envoy destroys it exactly once.
+    let config = unsafe { config_from_raw(config) };
     if catch_unwind(AssertUnwindSafe(|| drop(config))).is_err() {
         log::error!("llm_edge: panic while freeing a filter config");
     }
@@ -120,13 +163,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         return std::ptr::null();
     }
     // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
-    let config = unsafe { &*config.cast::<Arc<FilterConfig>>() };
+    let context = unsafe { config_ref(config) };
     let created = catch_unwind(|| {
         let stream = Stream {
-            filter: Filter::new(Arc::clone(config)),
+            filter: Filter::new(Arc::clone(context)),
             poisoned: false,
         };
-        Box::into_raw(Box::new(stream)).cast_const().cast()
+        stream_into_raw(stream)
     });
     // A null stream pointer makes Envoy 1.40 answer 500 without calling any other hook.
     created.unwrap_or(std::ptr::null())
@@ -141,8 +184,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
     if stream.is_null() {
         return;
     }
-    // SAFETY: made by Box::into_raw in filter_new; Envoy destroys it exactly once.
-    let stream = unsafe { Box::from_raw(stream.cast::<Stream>().cast_mut()) };
+    // SAFETY: made by filter_new; Envoy destroys it exactly once.
+    let stream = unsafe { stream_from_raw(stream) };
     if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
         log::error!("llm_edge: panic while freeing a stream");
     }
@@ -161,7 +204,7 @@ unsafe fn on_request(
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     // Envoy before 1.40 runs hooks with a null stream when filter_new failed: stay out of the way.
-    let Some(stream) = (unsafe { stream.cast::<Stream>().cast_mut().as_mut() }) else {
+    let Some(stream) = (unsafe { stream_mut(stream) }) else {
         return pass;
     };
     if stream.poisoned {
@@ -200,7 +243,7 @@ unsafe fn on_response(
     run: impl FnOnce(&mut Filter) -> u32,
 ) -> u32 {
     const CONTINUE: u32 = 0;
-    let Some(stream) = (unsafe { stream.cast::<Stream>().cast_mut().as_mut() }) else {
+    let Some(stream) = (unsafe { stream_mut(stream) }) else {
         return CONTINUE;
     };
     if stream.poisoned {
@@ -393,13 +436,23 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
 }
 
-/// A scheduler event for this stream. llm-edge schedules none yet.
+/// A paced reply's step is due (committed by the pacing thread), on the stream's worker.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
-    _event_id: u64,
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    event_id: u64,
 ) {
+    // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
+    unsafe {
+        on_request(filter_envoy, stream, "scheduled", 0, 0, |filter, host| {
+            filter.on_scheduled(host, event_id);
+            0
+        });
+    }
 }
 
 /// An HTTP callout finished. llm-edge starts none.

@@ -542,9 +542,10 @@ pub fn render_completion(completion: &Completion<'_>) -> Vec<u8> {
     serde_json::to_vec(&body).expect("serializing plain data cannot fail")
 }
 
-/// Renders a completion as server-sent events, each `data: …\n\n`: a role chunk per choice, one
-/// chunk per token piece (choices interleaved), a `finish_reason` chunk per choice, the usage chunk
-/// when asked for, then `data: [DONE]`.
+/// Renders a completion as server-sent events, each `data: …\n\n`, grouped in timed steps: step
+/// `k` carries the `k`-th token piece of every choice (choices interleaved by `index`). The first
+/// step also opens with a role chunk per choice; the last also carries a `finish_reason` chunk per
+/// choice, the usage chunk when asked for, and `data: [DONE]`.
 pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let usage_placeholder = || {
         if include_usage {
@@ -553,60 +554,60 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Ve
             UsageField::Absent
         }
     };
-    let event = |index: u32, delta: DeltaJson<'_>, finish_reason: Option<FinishReason>| {
+    let event = |out: &mut Vec<u8>, index: u32, delta, finish_reason: Option<FinishReason>| {
         let choice = ChunkChoiceJson {
             index,
             delta,
             logprobs: None,
             finish_reason: finish_reason.map(FinishReason::as_str),
         };
-        chunk_event(completion, &[choice], usage_placeholder())
+        write_chunk(out, completion, &[choice], usage_placeholder());
     };
     let indexed = || completion.choices.iter().zip(0..);
+    let longest = indexed().map(|(c, _)| c.deltas.len()).max().unwrap_or(0);
+    let mut steps = vec![Vec::new(); longest.max(1)];
 
-    let mut events = Vec::new();
     for (_, index) in indexed() {
         let role = DeltaJson {
             role: Some("assistant"),
             content: Some(""),
         };
-        events.push(event(index, role, None));
+        event(&mut steps[0], index, role, None);
     }
-    let longest = indexed().map(|(c, _)| c.deltas.len()).max().unwrap_or(0);
-    for step in 0..longest {
+    for (k, step) in steps.iter_mut().enumerate().take(longest) {
         for (choice, index) in indexed() {
-            if let Some(&piece) = choice.deltas.get(step) {
+            if let Some(&piece) = choice.deltas.get(k) {
                 let delta = DeltaJson {
                     content: Some(piece),
                     ..DeltaJson::default()
                 };
-                events.push(event(index, delta, None));
+                event(step, index, delta, None);
             }
         }
     }
+    let last = steps.last_mut().expect("at least one step");
     for (choice, index) in indexed() {
-        events.push(event(
+        event(
+            last,
             index,
             DeltaJson::default(),
             Some(choice.finish_reason),
-        ));
+        );
     }
     if include_usage {
-        events.push(chunk_event(
-            completion,
-            &[],
-            UsageField::Present(completion.usage.into()),
-        ));
+        let usage = UsageField::Present(completion.usage.into());
+        write_chunk(last, completion, &[], usage);
     }
-    events.push(b"data: [DONE]\n\n".to_vec());
-    events
+    last.extend_from_slice(b"data: [DONE]\n\n");
+    steps
 }
 
-fn chunk_event(
+fn write_chunk(
+    out: &mut Vec<u8>,
     completion: &Completion<'_>,
     choices: &[ChunkChoiceJson<'_>],
     usage: UsageField,
-) -> Vec<u8> {
+) {
     let chunk = ChunkJson {
         id: completion.id,
         object: "chat.completion.chunk",
@@ -616,10 +617,9 @@ fn chunk_event(
         service_tier: "default",
         usage,
     };
-    let mut event = b"data: ".to_vec();
-    serde_json::to_writer(&mut event, &chunk).expect("serializing plain data cannot fail");
-    event.extend_from_slice(b"\n\n");
-    event
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut *out, &chunk).expect("serializing plain data cannot fail");
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
@@ -865,21 +865,38 @@ mod tests {
     }
 
     /// The JSON of every event but `[DONE]`, which must come last.
-    fn chunks(events: &[Vec<u8>]) -> Vec<Value> {
+    fn chunks(steps: &[Vec<u8>]) -> Vec<Value> {
+        let stream = String::from_utf8(steps.concat()).unwrap();
+        let events: Vec<&str> = stream.split_terminator("\n\n").collect();
         let (done, chunks) = events.split_last().unwrap();
-        assert_eq!(done, b"data: [DONE]\n\n");
+        assert_eq!(*done, "data: [DONE]");
         chunks
             .iter()
-            .map(|event| {
-                let text = std::str::from_utf8(event).unwrap();
-                let json = text
-                    .strip_prefix("data: ")
-                    .unwrap()
-                    .strip_suffix("\n\n")
-                    .unwrap();
-                serde_json::from_str(json).unwrap()
-            })
+            .map(|event| serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn stream_steps_carry_one_token_per_choice() {
+        let choices = choices(2, FinishReason::Stop);
+        let steps = render_stream(&sample(&choices), true);
+        assert_eq!(steps.len(), 5);
+        let count = |step: &Vec<u8>| String::from_utf8_lossy(step).matches("data: ").count();
+        // Step 0: two role chunks and two tokens; then two tokens a step; the last step adds two
+        // finish chunks, the usage chunk and [DONE].
+        assert_eq!(steps.iter().map(count).collect::<Vec<_>>(), [4, 2, 2, 2, 6]);
+    }
+
+    #[test]
+    fn an_empty_reply_streams_in_one_step() {
+        let empty = [ChoiceText {
+            content: "",
+            deltas: vec![],
+            finish_reason: FinishReason::Stop,
+        }];
+        let steps = render_stream(&sample(&empty), false);
+        assert_eq!(steps.len(), 1);
+        assert_eq!(chunks(&steps).len(), 2);
     }
 
     #[test]

@@ -87,7 +87,9 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
 class Envoy:
     """One running Envoy, started from a config file, stopped by `stop()`."""
 
-    def __init__(self, config: Path, workdir: Path, module_dir: Path = MODULE_DIR):
+    def __init__(
+        self, config: Path, workdir: Path, module_dir: Path = MODULE_DIR, concurrency: int = 1
+    ):
         self.config = config
         self.log_path = workdir / "envoy.log"
         admin_path = workdir / "admin-address"
@@ -98,7 +100,7 @@ class Envoy:
                 "-c", str(config),
                 "--admin-address-path", str(admin_path),
                 "--disable-hot-restart",
-                "--concurrency", "1",
+                "--concurrency", str(concurrency),
                 "--component-log-level", "dynamic_modules:debug",
             ],
             env=envoy_env(module_dir),
@@ -137,6 +139,22 @@ class Envoy:
         with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as reply:
             return reply.read().decode()
 
+    def stat(self, name: str) -> int:
+        """The value of one counter or gauge from the admin API."""
+        for line in self.admin_get(f"/stats?filter=^{name}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        raise KeyError(name)
+
+    def wait_for_stat(self, name: str, expected: int, timeout_s: float = 10.0) -> None:
+        """Polls a stat until it reads `expected`; fails with the last value after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while (value := self.stat(name)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} is {value}, expected {expected}")
+            time.sleep(0.02)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -171,10 +189,11 @@ def start_envoy(tmp_path_factory):
         source: Path = MOCK_CONFIG,
         filter_config: str | None = None,
         module_dir: Path = MODULE_DIR,
+        concurrency: int = 1,
     ) -> Envoy:
         workdir = tmp_path_factory.mktemp("envoy")
         config = render_config(source, workdir / "envoy.yaml", filter_config)
-        instance = Envoy(config, workdir, module_dir)
+        instance = Envoy(config, workdir, module_dir, concurrency)
         started.append(instance)
         return instance
 

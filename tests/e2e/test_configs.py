@@ -32,6 +32,8 @@ def test_shipped_config_validates(config):
         ('{"max_request_body_bytes": 0}', "field `max_request_body_bytes`: 0 is out of range; allowed: 1 to"),
         ('{"api_base_path": "v1/"}', 'field `api_base_path`: "v1/" is not a path prefix; allowed:'),
         ('{"mock": ', "field `mock`: EOF while parsing a value"),
+        ('{"mock": {"latency": {"jitter": 2}}}', "field `mock.latency.jitter`: 2 is out of range; allowed: 0 to 1"),
+        ('{"mock": {"latency": {"inter_token_ms": -10}}}', "field `mock.latency.inter_token_ms`: invalid value: integer `-10`"),
         ('{"tokenizer": "bpe"}', "field `tokenizer`: unknown variant `bpe`, expected `exact` or `approx`"),
         ("[]", "field `.`: expected a JSON object"),
     ],
