@@ -21,6 +21,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::faults::{FaultDice, FaultsConfig};
 use crate::tokens::Tokenizer;
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
@@ -63,6 +64,9 @@ pub struct MockConfig {
     /// How fast the reply comes.
     #[serde(default)]
     pub latency: LatencyConfig,
+    /// How often the reply is an error instead.
+    #[serde(default)]
+    pub faults: FaultsConfig,
 }
 
 /// How fast the mock answers: time to first token, then one token every `inter_token_ms`.
@@ -196,6 +200,8 @@ impl FilterConfig {
         }
 
         validate_latency(&raw.mock.latency)?;
+        FaultDice::new(&raw.mock.faults)
+            .map_err(|(field, message)| ConfigError { field, message })?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,

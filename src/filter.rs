@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
+use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::mock::{self, MockReply, Timing};
 use crate::openai::ApiError;
@@ -19,21 +20,27 @@ pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
 /// Request header overriding the configured inter-token latency, in milliseconds.
 pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
 
-/// What every stream of one filter config shares: the validated config and its pacing timer.
+/// What every stream of one filter config shares: the validated config, its pacing timer and
+/// its fault dice.
 #[derive(Debug)]
 pub struct FilterContext {
     /// The validated `filter_config`.
     pub config: FilterConfig,
     /// The timer that paces this config's replies.
     pub pacer: Pacer,
+    /// Draws the configured fault rates.
+    pub fault_dice: FaultDice,
 }
 
 impl FilterContext {
-    /// The context of a freshly validated config; its timer thread starts when first needed.
+    /// The context of a validated config; its timer thread starts when first needed.
     pub fn new(config: FilterConfig) -> Self {
+        let fault_dice = FaultDice::new(&config.mock.faults)
+            .expect("FilterConfig::from_json validated the rates");
         Self {
             config,
             pacer: Pacer::default(),
+            fault_dice,
         }
     }
 }
@@ -64,10 +71,95 @@ enum State {
     /// A streamed reply's headers are out; step `i` goes out at `on_scheduled(i)`.
     Streaming {
         steps: Vec<Vec<u8>>,
+        end: StreamEnd,
         _pacing: PacingHandle,
     },
     /// A local reply has been sent; nothing more goes upstream.
     Answered,
+}
+
+/// How a streamed reply ends after its last step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    /// The last step ends the stream.
+    Complete,
+    /// The stream is reset (a `reset` fault).
+    Reset,
+    /// The stream stays open with nothing more to come (a `stall` fault).
+    Stall,
+}
+
+/// What the request's headers and the fault dice decided, before the reply is made.
+struct Plan {
+    timing: Timing,
+    stream_fault: Option<StreamFault>,
+}
+
+/// An error reply that ends a request before the mock answers it.
+struct Refusal {
+    reply: ErrorReply,
+    details: &'static str,
+}
+
+/// Applies a stream fault to a reply's steps and their due times.
+fn break_stream(
+    mut steps: Vec<Vec<u8>>,
+    mut offsets: Vec<Duration>,
+    fault: Option<StreamFault>,
+) -> (Vec<Vec<u8>>, Vec<Duration>, StreamEnd) {
+    let (keep, end) = match fault {
+        None => return (steps, offsets, StreamEnd::Complete),
+        Some(StreamFault::Malformed(at)) => {
+            let at = at.min(steps.len().saturating_sub(1));
+            if let Some(step) = steps.get_mut(at) {
+                step.splice(0..0, faults::MALFORMED_EVENT.iter().copied());
+            }
+            return (steps, offsets, StreamEnd::Complete);
+        }
+        Some(StreamFault::Truncate(keep)) => (keep, StreamEnd::Complete),
+        Some(StreamFault::Reset(keep)) => (keep, StreamEnd::Reset),
+        Some(StreamFault::Stall(keep)) => (keep, StreamEnd::Stall),
+    };
+    steps.truncate(keep);
+    offsets.truncate(keep);
+    (steps, offsets, end)
+}
+
+/// The status a request asks to fail with: `x-test-scenario` or `x-llm-edge-fault`.
+fn requested_fault(host: &impl Host) -> Result<Option<u16>, ApiError> {
+    if let Some(value) = host.request_header(faults::SCENARIO_HEADER) {
+        return match value.to_ascii_lowercase().as_slice() {
+            b"rate-limit" => Ok(Some(429)),
+            b"error" => Ok(Some(500)),
+            _ => Err(invalid_header(
+                faults::SCENARIO_HEADER,
+                &String::from_utf8_lossy(value),
+                "rate-limit or error",
+            )),
+        };
+    }
+    let Some(value) = host.request_header(faults::STATUS_HEADER) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(value);
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|status| faults::FAULT_STATUSES.contains(status))
+        .map(Some)
+        .ok_or_else(|| {
+            let allowed = faults::FAULT_STATUSES.map(|s| s.to_string()).join(", ");
+            invalid_header(faults::STATUS_HEADER, &text, &allowed)
+        })
+}
+
+/// 400 for a control header with a value llm-edge does not understand.
+fn invalid_header(name: &str, value: &str, allowed: &str) -> ApiError {
+    ApiError::bad_request(
+        format!("Invalid value for header '{name}': {value:?}. Expected {allowed}."),
+        None,
+        Some("invalid_value"),
+    )
 }
 
 /// `%RESPONSE_CODE_DETAILS%` of the local replies, one per outcome.
@@ -77,6 +169,7 @@ mod details {
     pub const TOO_LARGE: &str = "llm_edge_request_too_large";
     pub const METHOD_NOT_ALLOWED: &str = "llm_edge_method_not_allowed";
     pub const INTERNAL_ERROR: &str = "llm_edge_internal_error";
+    pub const FAULT: &str = "llm_edge_fault_injected";
 }
 
 /// One HTTP stream's filter.
@@ -211,10 +304,11 @@ impl Filter {
                 return;
             }
         };
-        let timing = match self.timing(host) {
-            Ok(timing) => timing,
-            Err(error) => {
-                self.send_error(host, &error, &[], details::INVALID_REQUEST);
+        let plan = match self.plan(host, &request.model) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                let Refusal { reply, details } = *refusal;
+                self.send_error(host, &reply.error, &reply.headers, details);
                 return;
             }
         };
@@ -222,63 +316,138 @@ impl Filter {
             Mode::Mock => {
                 let config = self.config();
                 let reply =
-                    mock::chat_completion(&config.mock, config.tokenizer, &timing, &request);
-                self.send_reply(host, reply);
+                    mock::chat_completion(&config.mock, config.tokenizer, &plan.timing, &request);
+                let fault = plan.stream_fault.filter(|_| request.stream);
+                self.send_reply(host, reply, fault);
             }
         }
     }
 
-    /// Sends a mock reply at once, or hands it to the pacer.
-    fn send_reply(&mut self, host: &mut impl Host, reply: MockReply) {
-        let headers = [("content-type", reply.content_type)];
-        let streamed = reply.content_type == "text/event-stream";
-        if !reply.offsets.is_empty() {
-            if streamed {
-                host.send_response_headers(200, &[headers[0], ("cache-control", "no-cache")]);
+    /// Reads how this request is to be answered from its headers and the fault dice: an error
+    /// reply (with its `details`) ends it here.
+    fn plan(&self, host: &impl Host, model: &str) -> Result<Plan, Box<Refusal>> {
+        let invalid = |error| {
+            let reply = ErrorReply {
+                error,
+                headers: Vec::new(),
+            };
+            Box::new(Refusal {
+                reply,
+                details: details::INVALID_REQUEST,
+            })
+        };
+        let timing = self.timing(host).map_err(invalid)?;
+        let requested = requested_fault(host).map_err(invalid)?;
+        if let Some(status) = requested.or_else(|| self.context.fault_dice.roll()) {
+            let reply = faults::error_for_status(status, model)
+                .expect("every fault status has an OpenAI error");
+            return Err(Box::new(Refusal {
+                reply,
+                details: details::FAULT,
+            }));
+        }
+        let stream_fault = match host.request_header(faults::STREAM_HEADER) {
+            None => None,
+            Some(value) => {
+                let value = String::from_utf8_lossy(value);
+                let fault = StreamFault::parse(&value).ok_or_else(|| {
+                    invalid(invalid_header(
+                        faults::STREAM_HEADER,
+                        &value,
+                        "truncate:<n>, reset:<n>, malformed:<n> or stall:<n>",
+                    ))
+                })?;
+                Some(fault)
             }
+        };
+        Ok(Plan {
+            timing,
+            stream_fault,
+        })
+    }
+
+    /// Sends a mock reply: at once, paced, or broken as a stream fault asks.
+    fn send_reply(&mut self, host: &mut impl Host, reply: MockReply, fault: Option<StreamFault>) {
+        if reply.content_type != mock::EVENT_STREAM {
+            self.send_whole(host, reply);
+            return;
+        }
+        if fault.is_none() && reply.offsets.is_empty() {
+            let headers = [("content-type", reply.content_type)];
+            host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
+            self.state = State::Answered;
+            return;
+        }
+        let (steps, offsets, end) = break_stream(reply.steps, reply.offsets, fault);
+        let headers = [
+            ("content-type", reply.content_type),
+            ("cache-control", "no-cache"),
+        ];
+        host.send_response_headers(200, &headers);
+        if !offsets.is_empty() {
+            if let Some(pacing) = host.pace(&self.context.pacer, &offsets) {
+                self.state = State::Streaming {
+                    steps,
+                    end,
+                    _pacing: pacing,
+                };
+                return;
+            }
+            log::warn!("llm_edge: the proxy could not pace a stream; sending it at once");
+        }
+        let count = steps.len();
+        for (index, step) in steps.iter().enumerate() {
+            host.send_response_data(step, end == StreamEnd::Complete && index + 1 == count);
+        }
+        if count == 0 && end == StreamEnd::Complete {
+            host.send_response_data(b"", true);
+        }
+        self.end_stream(host, end);
+    }
+
+    /// Sends a whole reply at once, or when the pacer says it is due.
+    fn send_whole(&mut self, host: &mut impl Host, reply: MockReply) {
+        if !reply.offsets.is_empty() {
             if let Some(pacing) = host.pace(&self.context.pacer, &reply.offsets) {
-                self.state = if streamed {
-                    State::Streaming {
-                        steps: reply.steps,
-                        _pacing: pacing,
-                    }
-                } else {
-                    State::Delayed {
-                        reply,
-                        _pacing: pacing,
-                    }
+                self.state = State::Delayed {
+                    reply,
+                    _pacing: pacing,
                 };
                 return;
             }
             log::warn!("llm_edge: the proxy could not pace a reply; sending it at once");
-            if streamed {
-                host.send_response_data(&reply.steps.concat(), true);
-                self.state = State::Answered;
-                return;
-            }
         }
+        let headers = [("content-type", reply.content_type)];
         host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
         self.state = State::Answered;
     }
 
-    /// A paced reply's step is due: send it, and finish the reply after the last one.
+    /// After a stream's last step: reset it if the fault says so; a stall just stops.
+    fn end_stream(&mut self, host: &mut impl Host, end: StreamEnd) {
+        if end == StreamEnd::Reset {
+            host.reset_stream(details::FAULT);
+        }
+        self.state = State::Answered;
+    }
+
+    /// A paced reply's step is due: send it, and end the reply after the last one.
     pub fn on_scheduled(&mut self, host: &mut impl Host, event: u64) {
         match &mut self.state {
-            State::Streaming { steps, .. } => {
+            State::Streaming { steps, end, .. } => {
                 let Some(index) = usize::try_from(event).ok().filter(|&i| i < steps.len()) else {
                     return;
                 };
                 let last = index + 1 == steps.len();
+                let end = *end;
                 let step = std::mem::take(&mut steps[index]);
-                host.send_response_data(&step, last);
+                host.send_response_data(&step, last && end == StreamEnd::Complete);
                 if last {
-                    self.state = State::Answered;
+                    self.end_stream(host, end);
                 }
             }
             State::Delayed { .. } => {
-                if let State::Delayed { reply, .. } =
-                    std::mem::replace(&mut self.state, State::Answered)
-                {
+                let state = std::mem::replace(&mut self.state, State::Answered);
+                if let State::Delayed { reply, .. } = state {
                     let headers = [("content-type", reply.content_type)];
                     host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
                 }
@@ -324,15 +493,8 @@ fn delay_header(host: &impl Host, name: &str) -> Result<Option<Duration>, ApiErr
         .filter(|&ms| ms <= MAX_DELAY_MS)
         .map(|ms| Some(Duration::from_millis(ms)))
         .ok_or_else(|| {
-            ApiError::bad_request(
-                format!(
-                    "Invalid value for header '{name}': {:?}. Expected whole milliseconds \
-                     from 0 to {MAX_DELAY_MS}.",
-                    String::from_utf8_lossy(value)
-                ),
-                None,
-                Some("invalid_value"),
-            )
+            let expected = format!("whole milliseconds from 0 to {MAX_DELAY_MS}");
+            invalid_header(name, &String::from_utf8_lossy(value), &expected)
         })
 }
 
@@ -361,6 +523,8 @@ mod tests {
         stream_data: Vec<(Vec<u8>, bool)>,
         /// The offsets the filter asked to be paced at.
         paced: Vec<Duration>,
+        /// Stream resets, by details.
+        resets: Vec<String>,
     }
 
     #[derive(Debug)]
@@ -456,6 +620,9 @@ mod tests {
         fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
             assert!(self.stream_head.is_some(), "data before headers");
             self.stream_data.push((data.to_vec(), end_stream));
+        }
+        fn reset_stream(&mut self, details: &str) {
+            self.resets.push(details.to_owned());
         }
         fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
             self.paced = offsets.to_vec();
@@ -770,6 +937,138 @@ mod tests {
             host.only_reply().header("content-type"),
             Some("text/event-stream")
         );
+    }
+
+    fn post_with(config: &str, headers: &[(&str, &str)], body: &[u8]) -> FakeHost {
+        let mut filter = filter_with(config);
+        let mut host = FakeHost::request("POST", CHAT);
+        for (name, value) in headers {
+            host = host.with_header(name, value);
+        }
+        post(&mut filter, &mut host, &[body]);
+        host
+    }
+
+    #[test]
+    fn test_scenarios_answer_rate_limit_and_error() {
+        let host = post_with("", &[("x-test-scenario", "rate-limit")], HELLO);
+        let reply = host.only_reply();
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (429, "llm_edge_fault_injected")
+        );
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+
+        let host = post_with("", &[("x-test-scenario", "Error")], HELLO);
+        assert_eq!(host.only_reply().status, 500);
+    }
+
+    #[test]
+    fn a_fault_status_header_answers_that_status() {
+        let host = post_with("", &[("x-llm-edge-fault", "404")], HELLO);
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 404);
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`gpt-4o`")
+        );
+    }
+
+    #[test]
+    fn unknown_fault_headers_are_a_400_naming_the_header() {
+        for (name, value) in [
+            ("x-test-scenario", "meteor"),
+            ("x-llm-edge-fault", "418"),
+            ("x-llm-edge-stream-fault", "explode:1"),
+        ] {
+            let host = post_with("", &[(name, value)], HELLO);
+            let reply = host.only_reply();
+            assert_eq!(reply.status, 400);
+            assert!(
+                reply.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(name)
+            );
+        }
+    }
+
+    #[test]
+    fn configured_rates_fail_requests() {
+        let config = r#"{"mock": {"faults": {"rates": {"503": 1.0}, "seed": 1}}}"#;
+        assert_eq!(post_with(config, &[], HELLO).only_reply().status, 503);
+    }
+
+    const STREAM_BODY: &[u8] =
+        br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+
+    fn stream_text(host: &FakeHost) -> String {
+        host.stream_data
+            .iter()
+            .map(|(data, _)| String::from_utf8_lossy(data))
+            .collect()
+    }
+
+    #[test]
+    fn truncate_ends_the_stream_early_without_done() {
+        let host = post_with(
+            "",
+            &[("x-llm-edge-stream-fault", "truncate:2")],
+            STREAM_BODY,
+        );
+        assert!(host.sent.is_empty());
+        let ends: Vec<bool> = host.stream_data.iter().map(|(_, end)| *end).collect();
+        assert_eq!(ends, [false, true]);
+        assert!(!stream_text(&host).contains("[DONE]"));
+        assert!(host.resets.is_empty());
+    }
+
+    #[test]
+    fn reset_and_stall_stop_after_n_steps() {
+        let host = post_with("", &[("x-llm-edge-stream-fault", "reset:1")], STREAM_BODY);
+        assert_eq!(host.stream_data.len(), 1);
+        assert_eq!(host.resets, ["llm_edge_fault_injected"]);
+
+        let host = post_with("", &[("x-llm-edge-stream-fault", "stall:1")], STREAM_BODY);
+        assert_eq!(host.stream_data, [(host.stream_data[0].0.clone(), false)]);
+        assert!(host.resets.is_empty());
+    }
+
+    #[test]
+    fn malformed_inserts_a_broken_event_and_carries_on() {
+        let host = post_with(
+            "",
+            &[("x-llm-edge-stream-fault", "malformed:1")],
+            STREAM_BODY,
+        );
+        let text = stream_text(&host);
+        assert!(text.contains("chat.completion.ch\n\n"));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert!(host.stream_data.last().unwrap().1);
+    }
+
+    #[test]
+    fn a_paced_reset_happens_after_the_last_kept_step() {
+        let mut filter = filter_with(PACED);
+        let mut host =
+            FakeHost::request("POST", CHAT).with_header("x-llm-edge-stream-fault", "reset:2");
+        post(&mut filter, &mut host, &[STREAM_BODY]);
+        assert_eq!(host.paced.len(), 2);
+        filter.on_scheduled(&mut host, 0);
+        assert!(host.resets.is_empty());
+        filter.on_scheduled(&mut host, 1);
+        assert_eq!(host.resets.len(), 1);
+        assert!(host.stream_data.iter().all(|(_, end)| !end));
+    }
+
+    #[test]
+    fn stream_faults_do_not_touch_whole_replies() {
+        let host = post_with("", &[("x-llm-edge-stream-fault", "reset:0")], HELLO);
+        assert_eq!(host.only_reply().status, 200);
+        assert!(host.resets.is_empty());
     }
 
     #[test]

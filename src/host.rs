@@ -59,6 +59,9 @@ pub trait Host {
     /// Sends the next piece of a streamed local reply; `end_stream` completes it.
     fn send_response_data(&mut self, data: &[u8], end_stream: bool);
 
+    /// Resets the stream: the client sees the connection (HTTP/1.1) or stream (HTTP/2) cut.
+    fn reset_stream(&mut self, details: &str);
+
     /// Has `pacer` run the filter's `on_scheduled(i)`, on this stream's own thread, once
     /// `offsets[i]` from now is due. Dropping the handle cancels what is left; `None` means the
     /// proxy could not schedule anything.

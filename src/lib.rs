@@ -15,7 +15,7 @@
 //! - [`filter`] holds the per-stream logic, written against the [`host::Host`] trait so that it is
 //!   unit-tested against an in-memory fake.
 //! - [`openai`] parses requests and renders responses and errors in OpenAI's exact wire shape.
-//! - [`mock`] decides what the mock says and when; [`tokens`] counts tokens for `usage`;
+//! - [`mock`] decides what the mock says and when; [`faults`] breaks it on request; [`tokens`] counts tokens for `usage`;
 //!   [`pacing`] runs the one timer thread that paces replies without blocking a worker.
 //! - `abi` (private) binds Envoy's C ABI: the only module allowed to hold `unsafe` code.
 
@@ -24,6 +24,7 @@
 
 mod abi;
 pub mod config;
+pub mod faults;
 pub mod filter;
 pub mod host;
 pub mod mock;

@@ -9,6 +9,9 @@ use crate::config::{ContentMode, LatencyConfig, MockConfig};
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
 use crate::tokens::Tokenizer;
 
+/// The content type of streamed replies.
+pub const EVENT_STREAM: &str = "text/event-stream";
+
 /// A rendered mock response, ready to send at once or paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockReply {
@@ -112,7 +115,7 @@ pub fn chat_completion(
     };
     if request.stream {
         MockReply {
-            content_type: "text/event-stream",
+            content_type: EVENT_STREAM,
             steps: chat::render_stream(&completion, request.include_usage),
             offsets,
         }

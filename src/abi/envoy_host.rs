@@ -58,18 +58,6 @@ impl EnvoyHost {
             &[ffi::body::BUFFERED_REQUEST, ffi::body::RECEIVED_REQUEST]
         }
     }
-
-    /// Resets the stream, for a failure after the response has started.
-    pub(super) fn reset_stream(&mut self, details: &str) {
-        // SAFETY: live filter pointer; `details` is copied during the call.
-        unsafe {
-            ffi::envoy_dynamic_module_callback_http_filter_reset_stream(
-                self.filter,
-                ffi::reset_reason::LOCAL_RESET,
-                Buffer::of(details.as_bytes()),
-            );
-        }
-    }
 }
 
 impl Host for EnvoyHost {
@@ -172,6 +160,17 @@ impl Host for EnvoyHost {
                 self.filter,
                 Buffer::of(data),
                 end_stream,
+            );
+        }
+    }
+
+    fn reset_stream(&mut self, details: &str) {
+        // SAFETY: live filter pointer; `details` is copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_filter_reset_stream(
+                self.filter,
+                ffi::reset_reason::LOCAL_RESET,
+                Buffer::of(details.as_bytes()),
             );
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::config::FilterConfig;
 use crate::filter::{Filter, FilterContext, TrailersStatus};
-use crate::host::{BodyStatus, HeadersStatus};
+use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::version::ENVOY_ABI_VERSION;
 
 use super::envoy_host::EnvoyHost;

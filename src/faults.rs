@@ -1,0 +1,288 @@
+//! Faults a test can ask the mock for: an OpenAI error instead of a reply, or a stream that breaks.
+//!
+//! Asked per request by header, or drawn at configured rates from a seeded generator:
+//!
+//! | header | effect |
+//! |---|---|
+//! | `x-test-scenario: rate-limit` | 429 `rate_limit_exceeded` with `retry-after` and `x-ratelimit-*` |
+//! | `x-test-scenario: error` | 500 `server_error` |
+//! | `x-llm-edge-fault: <status>` | that status (400, 401, 403, 404, 429, 500, 503) with OpenAI's body |
+//! | `x-llm-edge-stream-fault: <kind>:<n>` | after `n` stream steps: `truncate` (end without `[DONE]`), `reset` (reset the stream), `malformed` (a broken event, then the rest), `stall` (stop sending, keep the stream open) |
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Deserialize;
+
+use crate::openai::ApiError;
+
+/// Header of the scenarios that the WireMock mock-openai tutorial scripts use.
+pub const SCENARIO_HEADER: &str = "x-test-scenario";
+/// Header asking for an error status.
+pub const STATUS_HEADER: &str = "x-llm-edge-fault";
+/// Header asking for a broken stream.
+pub const STREAM_HEADER: &str = "x-llm-edge-stream-fault";
+
+/// The statuses a fault can answer with.
+pub const FAULT_STATUSES: [u16; 7] = [400, 401, 403, 404, 429, 500, 503];
+
+/// An error reply: the OpenAI error and the headers that come with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// The status and body.
+    pub error: ApiError,
+    /// Extra headers, such as `retry-after`.
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+/// The error OpenAI answers with for `status`, about `model`.
+pub fn error_for_status(status: u16, model: &str) -> Option<ErrorReply> {
+    let error = |message: String, kind: &'static str, code: Option<&'static str>| ApiError {
+        status,
+        message,
+        kind,
+        param: None,
+        code,
+    };
+    let mut headers = Vec::new();
+    let error = match status {
+        400 => error(
+            "The request was invalid (fault injected by llm-edge).".to_owned(),
+            "invalid_request_error",
+            None,
+        ),
+        401 => error(
+            "Incorrect API key provided. You can find your API key at \
+             https://platform.openai.com/account/api-keys."
+                .to_owned(),
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        403 => error(
+            "Country, region, or territory not supported".to_owned(),
+            "request_forbidden",
+            Some("unsupported_country_region_territory"),
+        ),
+        404 => error(
+            format!("The model `{model}` does not exist or you do not have access to it."),
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
+        429 => {
+            headers = vec![
+                ("retry-after", "1"),
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1s"),
+                ("x-ratelimit-limit-tokens", "150000"),
+                ("x-ratelimit-remaining-tokens", "150000"),
+                ("x-ratelimit-reset-tokens", "0s"),
+            ];
+            error(
+                format!(
+                    "Rate limit reached for {model} on requests per min (RPM): Limit 60, Used 60, \
+                     Requested 1. Please try again in 1s."
+                ),
+                "requests",
+                Some("rate_limit_exceeded"),
+            )
+        }
+        500 => ApiError::internal(),
+        503 => error(
+            "The engine is currently overloaded, please try again later.".to_owned(),
+            "server_error",
+            None,
+        ),
+        _ => return None,
+    };
+    Some(ErrorReply { error, headers })
+}
+
+/// How a stream breaks, after how many of its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFault {
+    /// End the stream cleanly after `n` steps, without `[DONE]`.
+    Truncate(usize),
+    /// Reset the stream after `n` steps.
+    Reset(usize),
+    /// Send a broken event after `n` steps, then the rest.
+    Malformed(usize),
+    /// Stop sending after `n` steps and leave the stream open.
+    Stall(usize),
+}
+
+impl StreamFault {
+    /// Parses `kind:n`, as in the `x-llm-edge-stream-fault` header.
+    pub fn parse(value: &str) -> Option<Self> {
+        let (kind, steps) = value.trim().split_once(':')?;
+        let steps = steps.trim().parse().ok()?;
+        match kind.trim() {
+            "truncate" => Some(Self::Truncate(steps)),
+            "reset" => Some(Self::Reset(steps)),
+            "malformed" => Some(Self::Malformed(steps)),
+            "stall" => Some(Self::Stall(steps)),
+            _ => None,
+        }
+    }
+}
+
+/// An event that is not valid JSON, as a broken upstream would send.
+pub const MALFORMED_EVENT: &[u8] =
+    b"data: {\"id\":\"chatcmpl-broken\",\"object\":\"chat.completion.ch\n\n";
+
+/// Configured fault rates: `mock.faults`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// Probability, 0 to 1, of answering each status instead of a reply (keys are statuses).
+    #[serde(default)]
+    pub rates: BTreeMap<String, f64>,
+    /// Seeds the draws, so that a run repeats exactly.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Draws configured faults, one draw per request, from a generator shared by all workers.
+#[derive(Debug)]
+pub struct FaultDice {
+    /// `(cumulative probability, status)`, ascending.
+    thresholds: Vec<(f64, u16)>,
+    rng: Mutex<StdRng>,
+}
+
+impl FaultDice {
+    /// Validates rates (known statuses, each 0 to 1, summing to at most 1) and seeds the draws.
+    /// Returns `(field, message)` on a bad rate.
+    pub fn new(config: &FaultsConfig) -> Result<Self, (String, String)> {
+        let mut thresholds = Vec::new();
+        let mut total = 0.0;
+        for (status, &rate) in &config.rates {
+            let field = format!("mock.faults.rates.{status}");
+            let code = status
+                .parse::<u16>()
+                .ok()
+                .filter(|code| FAULT_STATUSES.contains(code))
+                .ok_or_else(|| {
+                    let allowed = FAULT_STATUSES.map(|s| s.to_string()).join(", ");
+                    (
+                        field.clone(),
+                        format!("{status:?} is not a fault status; allowed: {allowed}"),
+                    )
+                })?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err((field, format!("{rate} is out of range; allowed: 0 to 1")));
+            }
+            total += rate;
+            thresholds.push((total, code));
+        }
+        if total > 1.0 {
+            return Err((
+                "mock.faults.rates".to_owned(),
+                format!("the rates add up to {total}; allowed: at most 1"),
+            ));
+        }
+        let seed = config.seed.unwrap_or_else(rand::random);
+        Ok(Self {
+            thresholds,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        })
+    }
+
+    /// The status to fail this request with, if the dice say so.
+    pub fn roll(&self) -> Option<u16> {
+        if self.thresholds.is_empty() {
+            return None;
+        }
+        let draw: f64 = self
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .random();
+        self.thresholds
+            .iter()
+            .find(|(threshold, _)| draw < *threshold)
+            .map(|&(_, status)| status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_status_has_an_openai_error() {
+        for status in FAULT_STATUSES {
+            let reply = error_for_status(status, "gpt-4o").unwrap();
+            assert_eq!(reply.error.status, status);
+        }
+        assert!(error_for_status(418, "m").is_none());
+    }
+
+    #[test]
+    fn rate_limit_carries_openais_headers_and_code() {
+        let reply = error_for_status(429, "gpt-4o").unwrap();
+        assert_eq!(reply.error.code, Some("rate_limit_exceeded"));
+        assert!(reply.error.message.contains("gpt-4o"));
+        let names: Vec<_> = reply.headers.iter().map(|(name, _)| *name).collect();
+        assert!(names.contains(&"retry-after"));
+        assert!(names.contains(&"x-ratelimit-remaining-requests"));
+    }
+
+    #[test]
+    fn stream_faults_parse() {
+        assert_eq!(
+            StreamFault::parse("truncate:3"),
+            Some(StreamFault::Truncate(3))
+        );
+        assert_eq!(
+            StreamFault::parse(" reset : 0 "),
+            Some(StreamFault::Reset(0))
+        );
+        assert_eq!(
+            StreamFault::parse("malformed:2"),
+            Some(StreamFault::Malformed(2))
+        );
+        assert_eq!(StreamFault::parse("stall:1"), Some(StreamFault::Stall(1)));
+        for bad in ["truncate", "explode:1", "stall:-1", "reset:x", ""] {
+            assert_eq!(StreamFault::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn dice(rates: &[(&str, f64)], seed: u64) -> Result<FaultDice, (String, String)> {
+        FaultDice::new(&FaultsConfig {
+            rates: rates.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            seed: Some(seed),
+        })
+    }
+
+    #[test]
+    fn seeded_rates_repeat_and_roughly_hold() {
+        let rolls = |seed| {
+            let dice = dice(&[("429", 0.2), ("500", 0.1)], seed).unwrap();
+            (0..10_000).map(|_| dice.roll()).collect::<Vec<_>>()
+        };
+        let a = rolls(1);
+        assert_eq!(a, rolls(1));
+        let count = |status| a.iter().filter(|r| **r == Some(status)).count();
+        assert!((1_700..2_300).contains(&count(429)), "{}", count(429));
+        assert!((800..1_200).contains(&count(500)), "{}", count(500));
+    }
+
+    #[test]
+    fn no_rates_never_fail_and_bad_rates_are_named() {
+        assert_eq!(dice(&[], 0).unwrap().roll(), None);
+        assert_eq!(
+            dice(&[("418", 0.1)], 0).unwrap_err().0,
+            "mock.faults.rates.418"
+        );
+        assert_eq!(
+            dice(&[("500", 1.5)], 0).unwrap_err().0,
+            "mock.faults.rates.500"
+        );
+        let (field, message) = dice(&[("500", 0.6), ("503", 0.6)], 0).unwrap_err();
+        assert_eq!(field, "mock.faults.rates");
+        assert!(message.contains("at most 1"));
+    }
+}
