@@ -31,7 +31,7 @@ const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
 const DEFAULT_API_BASE_PATH: &str = "/v1";
 
 /// A validated filter configuration, shared read-only by every stream of every worker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FilterConfig {
     /// What the filter does with the requests it handles.
     pub mode: Mode,
@@ -55,10 +55,13 @@ pub enum Mode {
 }
 
 /// Settings of the mock.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockConfig {
-    /// Where the reply text comes from.
+    /// Scripted replies, tried in order before `content`; the first that matches answers.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Where the reply text comes from when no rule matches.
     #[serde(default)]
     pub content: ContentMode,
     /// How fast the reply comes.
@@ -103,6 +106,80 @@ pub enum ContentMode {
         /// The reply text.
         text: String,
     },
+    /// Reply with filler sentences: as long as the request's `max_tokens` allows (ending with
+    /// `finish_reason: "length"`), else between `min_tokens` and `max_tokens` tokens. A request
+    /// `seed` repeats the text.
+    Lorem {
+        /// The shortest reply, in tokens.
+        #[serde(default = "default_lorem_min_tokens")]
+        min_tokens: u32,
+        /// The longest reply, in tokens.
+        #[serde(default = "default_lorem_max_tokens")]
+        max_tokens: u32,
+    },
+}
+
+/// The longest lorem reply a config may ask for, in tokens.
+pub const MAX_LOREM_TOKENS: u32 = 100_000;
+
+fn default_lorem_min_tokens() -> u32 {
+    20
+}
+
+fn default_lorem_max_tokens() -> u32 {
+    120
+}
+
+/// A scripted reply: when every condition in `when` holds, answer with `reply`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The conditions; none at all matches every request.
+    #[serde(default)]
+    pub when: RuleMatch,
+    /// The reply text.
+    pub reply: String,
+}
+
+/// The conditions of a [`Rule`]; every one given must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    /// The request's `model`, exactly.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A regular expression that must match the last user message (linear-time engine).
+    #[serde(default, deserialize_with = "deserialize_regex")]
+    pub user_message_regex: Option<regex::Regex>,
+    /// A request header that must have this exact value.
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+}
+
+/// A request header and its expected value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// The header name; matched case-insensitively.
+    pub name: String,
+    /// The exact value.
+    pub value: String,
+}
+
+/// The largest compiled regex a rule may use, in bytes: a bound on memory and matching time.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn deserialize_regex<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<regex::Regex>, D::Error> {
+    let Some(pattern) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    regex::RegexBuilder::new(&pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid regex {pattern:?}: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -200,17 +277,45 @@ impl FilterConfig {
         }
 
         validate_latency(&raw.mock.latency)?;
-        FaultDice::new(&raw.mock.faults)
-            .map_err(|(field, message)| ConfigError { field, message })?;
+        validate_content(&raw.mock.content)?;
+        let mut mock = raw.mock;
+        for rule in &mut mock.rules {
+            if let Some(header) = &mut rule.when.header {
+                header.name.make_ascii_lowercase();
+            }
+        }
+        FaultDice::new(&mock.faults).map_err(|(field, message)| ConfigError { field, message })?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
             chat_completions_path: format!("{}/chat/completions", raw.api_base_path),
             max_request_body_bytes: raw.max_request_body_bytes,
-            mock: raw.mock,
+            mock,
             tokenizer: raw.tokenizer,
         })
     }
+}
+
+fn validate_content(content: &ContentMode) -> Result<(), ConfigError> {
+    if let ContentMode::Lorem {
+        min_tokens,
+        max_tokens,
+    } = *content
+    {
+        if !(1..=MAX_LOREM_TOKENS).contains(&max_tokens) {
+            return Err(ConfigError::new(
+                "mock.content.max_tokens",
+                format!("{max_tokens} is out of range; allowed: 1 to {MAX_LOREM_TOKENS}"),
+            ));
+        }
+        if !(1..=max_tokens).contains(&min_tokens) {
+            return Err(ConfigError::new(
+                "mock.content.min_tokens",
+                format!("{min_tokens} is out of range; allowed: 1 to max_tokens ({max_tokens})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_latency(latency: &LatencyConfig) -> Result<(), ConfigError> {
@@ -299,6 +404,54 @@ mod tests {
             (200, 20)
         );
         assert_eq!((latency.jitter, latency.seed), (0.1, Some(7)));
+    }
+
+    #[test]
+    fn reads_lorem_and_rules() {
+        let config = FilterConfig::from_json(
+            br#"{"mock": {"content": {"mode": "lorem", "max_tokens": 50},
+                 "rules": [{"when": {"model": "m", "user_message_regex": "(?i)weather",
+                                     "header": {"name": "X-Tenant", "value": "acme"}},
+                            "reply": "Sunny."},
+                           {"reply": "catch-all"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.mock.content,
+            ContentMode::Lorem {
+                min_tokens: 20,
+                max_tokens: 50
+            }
+        );
+        let rule = &config.mock.rules[0];
+        assert!(
+            rule.when
+                .user_message_regex
+                .as_ref()
+                .unwrap()
+                .is_match("WEATHER?")
+        );
+        assert_eq!(rule.when.header.as_ref().unwrap().name, "x-tenant");
+        assert!(config.mock.rules[1].when.model.is_none());
+    }
+
+    #[test]
+    fn bad_rules_and_lorem_bounds_are_named() {
+        let err = error_of(
+            r#"{"mock": {"rules": [{"when": {"user_message_regex": "(unclosed"}, "reply": "x"}]}}"#,
+        );
+        assert_eq!(err.field, "mock.rules[0].when.user_message_regex");
+        assert!(err.message.contains("invalid regex \"(unclosed\""), "{err}");
+        let err = error_of(r#"{"mock": {"rules": [{"when": {}}]}}"#);
+        assert!(err.message.contains("missing field `reply`"), "{err}");
+        let err = error_of(
+            r#"{"mock": {"content": {"mode": "lorem", "min_tokens": 50, "max_tokens": 10}}}"#,
+        );
+        assert_eq!(err.field, "mock.content.min_tokens");
+        let err = error_of(r#"{"mock": {"content": {"mode": "lorem", "max_tokens": 0}}}"#);
+        assert_eq!(err.field, "mock.content.max_tokens");
+        let huge = r#"{"mock": {"rules": [{"when": {"user_message_regex": "\\w{5000}{5000}"}, "reply": "x"}]}}"#;
+        assert!(error_of(huge).message.contains("invalid regex"));
     }
 
     #[test]

@@ -315,8 +315,14 @@ impl Filter {
         match self.config().mode {
             Mode::Mock => {
                 let config = self.config();
-                let reply =
-                    mock::chat_completion(&config.mock, config.tokenizer, &plan.timing, &request);
+                let header = |name: &str| host.request_header(name);
+                let reply = mock::chat_completion(
+                    &config.mock,
+                    config.tokenizer,
+                    &plan.timing,
+                    &request,
+                    header,
+                );
                 let fault = plan.stream_fault.filter(|_| request.stream);
                 self.send_reply(host, reply, fault);
             }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod faults;
 pub mod filter;
 pub mod host;
+pub mod lorem;
 pub mod mock;
 pub mod openai;
 pub mod pacing;

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::{ContentMode, LatencyConfig, MockConfig};
+use std::borrow::Cow;
+
+use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
+use crate::lorem;
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
 use crate::tokens::Tokenizer;
 
@@ -76,21 +79,30 @@ impl Timing {
 }
 
 /// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked.
-pub fn chat_completion(
+/// `header` reads the request's headers, for rules that match on one.
+pub fn chat_completion<'h>(
     config: &MockConfig,
     tokenizer: Tokenizer,
     timing: &Timing,
     request: &ChatRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
 ) -> MockReply {
-    let text = reply_text(config, request);
-    let (choice, completion_tokens) = shape_reply(
-        tokenizer,
-        &request.model,
-        text,
-        &request.stop,
-        request.max_tokens,
-    );
-    let choices = vec![choice; request.n as usize];
+    let texts = reply_texts(config, tokenizer, request, header);
+    let mut completion_tokens = 0u32;
+    let choices: Vec<ChoiceText<'_>> = texts
+        .iter()
+        .map(|text| {
+            let (choice, tokens) = shape_reply(
+                tokenizer,
+                &request.model,
+                text,
+                &request.stop,
+                request.max_tokens,
+            );
+            completion_tokens = completion_tokens.saturating_add(tokens);
+            choice
+        })
+        .collect();
     let id = completion_id();
     let completion = Completion {
         id: &id,
@@ -99,7 +111,7 @@ pub fn chat_completion(
         choices: &choices,
         usage: Usage {
             prompt_tokens: tokenizer.prompt_tokens(&request.model, &request.messages),
-            completion_tokens: completion_tokens.saturating_mul(request.n),
+            completion_tokens,
         },
     };
     let token_steps = choices
@@ -164,15 +176,84 @@ fn shape_reply<'a>(
     (choice, tokens)
 }
 
-/// The reply text: the request's httpbun override, else the configured content mode.
-fn reply_text<'a>(config: &'a MockConfig, request: &'a ChatRequest) -> &'a str {
+/// The reply text of each of the `n` choices: the request's httpbun override, else the first
+/// matching rule, else the configured content mode. Only lorem differs between choices.
+fn reply_texts<'a, 'h>(
+    config: &'a MockConfig,
+    tokenizer: Tokenizer,
+    request: &'a ChatRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Vec<Cow<'a, str>> {
+    let n = request.n as usize;
+    let same = |text: &'a str| vec![Cow::Borrowed(text); n];
     if let Some(text) = &request.content_override {
-        return text;
+        return same(text);
+    }
+    if let Some(rule) = config
+        .rules
+        .iter()
+        .find(|rule| matches(&rule.when, request, &header))
+    {
+        return same(&rule.reply);
     }
     match &config.content {
-        ContentMode::Echo {} => request.last_user_text(),
-        ContentMode::Fixed { text } => text,
+        ContentMode::Echo {} => same(request.last_user_text()),
+        ContentMode::Fixed { text } => same(text),
+        ContentMode::Lorem {
+            min_tokens,
+            max_tokens,
+        } => {
+            let seed = request.seed.map_or_else(rand::random, |seed| seed as u64);
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..n)
+                .map(|_| {
+                    let text = match request.max_tokens {
+                        // More words than tokens allowed: the reply is cut with "length".
+                        Some(limit) => lorem::filler(&mut rng, limit as usize + 1),
+                        None => {
+                            let tokens = rng.random_range(*min_tokens..=*max_tokens);
+                            sentence_of_tokens(tokenizer, &request.model, &mut rng, tokens)
+                        }
+                    };
+                    Cow::Owned(text)
+                })
+                .collect()
+        }
     }
+}
+
+/// Filler of about `tokens` tokens that ends a sentence, so the reply stops naturally.
+fn sentence_of_tokens(tokenizer: Tokenizer, model: &str, rng: &mut StdRng, tokens: u32) -> String {
+    let text = lorem::filler(rng, tokens as usize);
+    let end: usize = tokenizer
+        .pieces(model, &text)
+        .iter()
+        .scan(0u32, |count, piece| {
+            *count += piece.tokens;
+            (*count <= tokens).then_some(piece.text.len())
+        })
+        .sum();
+    let kept = text[..end].trim_end_matches([' ', ',', '.']);
+    format!("{kept}.")
+}
+
+/// Whether every condition of a rule holds for this request.
+fn matches<'h>(
+    when: &RuleMatch,
+    request: &ChatRequest,
+    header: &impl Fn(&str) -> Option<&'h [u8]>,
+) -> bool {
+    when.model
+        .as_ref()
+        .is_none_or(|model| *model == request.model)
+        && when
+            .user_message_regex
+            .as_ref()
+            .is_none_or(|regex| regex.is_match(request.last_user_text()))
+        && when
+            .header
+            .as_ref()
+            .is_none_or(|expected| header(&expected.name) == Some(expected.value.as_bytes()))
 }
 
 /// `chatcmpl-` and 32 random hex digits.
@@ -196,7 +277,13 @@ mod tests {
     }
 
     fn answer(config: &MockConfig, body: &str) -> Value {
-        let reply = chat_completion(config, Tokenizer::Exact, &instant(), &request(body));
+        let reply = chat_completion(
+            config,
+            Tokenizer::Exact,
+            &instant(),
+            &request(body),
+            no_headers,
+        );
         assert_eq!(reply.content_type, "application/json");
         assert!(reply.offsets.is_empty());
         serde_json::from_slice(&reply.steps.concat()).unwrap()
@@ -316,9 +403,119 @@ mod tests {
             Tokenizer::Exact,
             &instant(),
             &request(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
+            no_headers,
         );
         assert_eq!(reply.content_type, "text/event-stream");
         assert!(reply.steps.concat().ends_with(b"data: [DONE]\n\n"));
+    }
+
+    fn no_headers(_: &str) -> Option<&'static [u8]> {
+        None
+    }
+
+    fn config(json: &str) -> MockConfig {
+        crate::config::FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .mock
+    }
+
+    fn content_with(
+        config: &MockConfig,
+        body: &str,
+        headers: &[(&str, &'static str)],
+    ) -> Vec<String> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_bytes())
+        };
+        let reply = chat_completion(config, Tokenizer::Exact, &instant(), &request(body), header);
+        let body: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
+        body["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["message"]["content"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_matching_rule_answers() {
+        let rules = config(
+            r#"{"mock": {"rules": [
+                {"when": {"model": "gpt-4o", "user_message_regex": "(?i)weather"}, "reply": "Sunny."},
+                {"when": {"header": {"name": "x-tenant", "value": "acme"}}, "reply": "Hello, Acme."}
+            ]}}"#,
+        );
+        let weather =
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"What's the Weather?"}]}"#;
+        assert_eq!(content_with(&rules, weather, &[]), ["Sunny."]);
+        let other_model = weather.replace("gpt-4o", "gpt-5");
+        assert_eq!(
+            content_with(&rules, &other_model, &[]),
+            ["What's the Weather?"]
+        );
+        assert_eq!(
+            content_with(&rules, &other_model, &[("x-tenant", "acme")]),
+            ["Hello, Acme."]
+        );
+        assert_eq!(
+            content_with(&rules, &other_model, &[("x-tenant", "other")]),
+            ["What's the Weather?"]
+        );
+    }
+
+    #[test]
+    fn lorem_fills_to_max_tokens_and_repeats_with_a_seed() {
+        let lorem = config(r#"{"mock": {"content": {"mode": "lorem"}}}"#);
+        let body = r#"{"model":"gpt-4o","max_tokens":30,"seed":5,"n":2,"messages":[{"role":"user","content":"q"}]}"#;
+        let reply = chat_completion(
+            &lorem,
+            Tokenizer::Exact,
+            &instant(),
+            &request(body),
+            no_headers,
+        );
+        let json: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
+        assert_eq!(json["usage"]["completion_tokens"], 60);
+        assert_eq!(json["choices"][0]["finish_reason"], "length");
+        let texts = content_with(&lorem, body, &[]);
+        assert_ne!(texts[0], texts[1], "choices differ");
+        assert_eq!(
+            texts,
+            content_with(&lorem, body, &[]),
+            "the seed repeats them"
+        );
+    }
+
+    #[test]
+    fn lorem_without_max_tokens_ends_a_sentence_within_the_range() {
+        let lorem = config(
+            r#"{"mock": {"content": {"mode": "lorem", "min_tokens": 10, "max_tokens": 40}}}"#,
+        );
+        for seed in 0..20 {
+            let body = format!(
+                r#"{{"model":"gpt-4o","seed":{seed},"messages":[{{"role":"user","content":"q"}}]}}"#
+            );
+            let reply = chat_completion(
+                &lorem,
+                Tokenizer::Exact,
+                &instant(),
+                &request(&body),
+                no_headers,
+            );
+            let json: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
+            let tokens = json["usage"]["completion_tokens"].as_u64().unwrap();
+            assert!((5..=41).contains(&tokens), "{tokens}");
+            assert_eq!(json["choices"][0]["finish_reason"], "stop");
+            assert!(
+                json["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with('.')
+            );
+        }
     }
 
     fn instant() -> Timing {
@@ -361,6 +558,7 @@ mod tests {
             Tokenizer::Exact,
             &paced(0.0, None),
             &request(body),
+            no_headers,
         );
         assert_eq!(reply.steps.len(), 3);
         assert_eq!(reply.offsets.len(), 3);
@@ -371,6 +569,7 @@ mod tests {
             Tokenizer::Exact,
             &paced(0.0, None),
             &request(body),
+            no_headers,
         );
         assert_eq!(reply.steps.len(), 1);
         assert_eq!(reply.offsets, [Duration::from_millis(120)]);

@@ -41,6 +41,8 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// Up to four `stop` sequences; the reply ends before the first one it contains.
     pub stop: Vec<String>,
+    /// `seed`: the same seed gives the same generated text.
+    pub seed: Option<i64>,
 }
 
 /// One message of the conversation, reduced to what the mock needs.
@@ -87,6 +89,7 @@ impl ChatRequest {
             None => bounded_integer(&fields, "max_tokens", 1, u32::MAX)?,
         };
         let stop = parse_stop(&fields)?;
+        let seed = optional(&fields, "seed", "seed", "an integer", Value::as_i64)?;
 
         Ok(Self {
             model,
@@ -97,6 +100,7 @@ impl ChatRequest {
             n,
             max_tokens,
             stop,
+            seed,
         })
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import openai
 import pytest
@@ -117,3 +118,41 @@ def test_usage_is_exact_for_the_model_family(sdk):
     # "You are a test." 5 + "user" 1 + 6 = 22.
     completion = sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (22, 6)
+
+
+@pytest.fixture(scope="module")
+def scripted_sdk(start_envoy):
+    config = {
+        "mock": {
+            "rules": [
+                {"when": {"user_message_regex": "(?i)weather"}, "reply": "Sunny, 21 degrees."},
+                {"when": {"header": {"name": "x-tenant", "value": "acme"}}, "reply": "Hi Acme."},
+            ],
+            "content": {"mode": "lorem", "min_tokens": 10, "max_tokens": 30},
+        }
+    }
+    envoy = start_envoy(filter_config=json.dumps(config))
+    with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+def test_rules_answer_by_message_and_by_header(scripted_sdk):
+    weather = [{"role": "user", "content": "How is the weather?"}]
+    reply = scripted_sdk.chat.completions.create(model="gpt-4o", messages=weather)
+    assert reply.choices[0].message.content == "Sunny, 21 degrees."
+    reply = scripted_sdk.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, extra_headers={"X-Tenant": "acme"}
+    )
+    assert reply.choices[0].message.content == "Hi Acme."
+
+
+def test_lorem_follows_max_tokens_and_seed(scripted_sdk):
+    def ask():
+        return scripted_sdk.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=25, seed=42
+        )
+
+    first, second = ask(), ask()
+    assert first.usage.completion_tokens == 25
+    assert first.choices[0].finish_reason == "length"
+    assert first.choices[0].message.content == second.choices[0].message.content
