@@ -17,6 +17,7 @@
 //!
 //! An empty config, or `{}`, means exactly the defaults above.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -70,6 +71,20 @@ pub struct MockConfig {
     /// How often the reply is an error instead.
     #[serde(default)]
     pub faults: FaultsConfig,
+    /// Context windows in tokens by model (`"*"` for any other model): a prompt plus
+    /// `max_tokens` beyond its window gets OpenAI's `context_length_exceeded`.
+    #[serde(default)]
+    pub context_windows: BTreeMap<String, u32>,
+}
+
+impl MockConfig {
+    /// The context window of `model`, if one is configured.
+    pub fn context_window(&self, model: &str) -> Option<u32> {
+        self.context_windows
+            .get(model)
+            .or_else(|| self.context_windows.get("*"))
+            .copied()
+    }
 }
 
 /// How fast the mock answers: time to first token, then one token every `inter_token_ms`.
@@ -278,6 +293,12 @@ impl FilterConfig {
 
         validate_latency(&raw.mock.latency)?;
         validate_content(&raw.mock.content)?;
+        if let Some((model, _)) = raw.mock.context_windows.iter().find(|(_, w)| **w == 0) {
+            return Err(ConfigError::new(
+                &format!("mock.context_windows.{model}"),
+                "0 is out of range; allowed: 1 or more tokens",
+            ));
+        }
         let mut mock = raw.mock;
         for rule in &mut mock.rules {
             if let Some(header) = &mut rule.when.header {
@@ -452,6 +473,19 @@ mod tests {
         assert_eq!(err.field, "mock.content.max_tokens");
         let huge = r#"{"mock": {"rules": [{"when": {"user_message_regex": "\\w{5000}{5000}"}, "reply": "x"}]}}"#;
         assert!(error_of(huge).message.contains("invalid regex"));
+    }
+
+    #[test]
+    fn context_windows_fall_back_to_the_star_entry() {
+        let config = FilterConfig::from_json(
+            br#"{"mock": {"context_windows": {"gpt-4": 8192, "*": 128000}}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.mock.context_window("gpt-4"), Some(8192));
+        assert_eq!(config.mock.context_window("other"), Some(128000));
+        assert_eq!(FilterConfig::default().mock.context_window("gpt-4"), None);
+        let err = error_of(r#"{"mock": {"context_windows": {"m": 0}}}"#);
+        assert_eq!(err.field, "mock.context_windows.m");
     }
 
     #[test]

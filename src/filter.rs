@@ -323,6 +323,13 @@ impl Filter {
                     &request,
                     header,
                 );
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        self.send_error(host, &error, &[], details::INVALID_REQUEST);
+                        return;
+                    }
+                };
                 let fault = plan.stream_fault.filter(|_| request.stream);
                 self.send_reply(host, reply, fault);
             }

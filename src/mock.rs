@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 use crate::lorem;
+use crate::openai::ApiError;
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
 use crate::tokens::Tokenizer;
 
@@ -78,7 +79,8 @@ impl Timing {
     }
 }
 
-/// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked.
+/// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked; or
+/// OpenAI's `context_length_exceeded` when the prompt does not fit the model's window.
 /// `header` reads the request's headers, for rules that match on one.
 pub fn chat_completion<'h>(
     config: &MockConfig,
@@ -86,7 +88,11 @@ pub fn chat_completion<'h>(
     timing: &Timing,
     request: &ChatRequest,
     header: impl Fn(&str) -> Option<&'h [u8]>,
-) -> MockReply {
+) -> Result<MockReply, ApiError> {
+    let prompt_tokens = tokenizer.prompt_tokens(&request.model, &request.messages);
+    if let Some(window) = config.context_window(&request.model) {
+        check_context(window, prompt_tokens, request.max_tokens)?;
+    }
     let texts = reply_texts(config, tokenizer, request, header);
     let mut completion_tokens = 0u32;
     let choices: Vec<ChoiceText<'_>> = texts
@@ -110,7 +116,7 @@ pub fn chat_completion<'h>(
         model: &request.model,
         choices: &choices,
         usage: Usage {
-            prompt_tokens: tokenizer.prompt_tokens(&request.model, &request.messages),
+            prompt_tokens,
             completion_tokens,
         },
     };
@@ -125,7 +131,7 @@ pub fn chat_completion<'h>(
     } else {
         timing.offsets(token_steps)
     };
-    if request.stream {
+    Ok(if request.stream {
         MockReply {
             content_type: EVENT_STREAM,
             steps: chat::render_stream(&completion, request.include_usage),
@@ -138,7 +144,32 @@ pub fn chat_completion<'h>(
             // A whole reply comes when the last token would have.
             offsets: offsets.last().copied().into_iter().collect(),
         }
+    })
+}
+
+/// OpenAI's 400 when the prompt, plus the completion it asks room for, exceeds the window.
+fn check_context(window: u32, prompt: u32, max_tokens: Option<u32>) -> Result<(), ApiError> {
+    let completion = max_tokens.unwrap_or(0);
+    let requested = prompt.saturating_add(completion);
+    if requested <= window {
+        return Ok(());
     }
+    let message = match max_tokens {
+        None => format!(
+            "This model's maximum context length is {window} tokens. However, your messages \
+             resulted in {prompt} tokens. Please reduce the length of the messages."
+        ),
+        Some(_) => format!(
+            "This model's maximum context length is {window} tokens. However, you requested \
+             {requested} tokens ({prompt} in the messages, {completion} in the completion). \
+             Please reduce the length of the messages or completion."
+        ),
+    };
+    Err(ApiError::bad_request(
+        message,
+        Some("messages"),
+        Some("context_length_exceeded"),
+    ))
 }
 
 /// Cuts `text` the way a model stops: before the first `stop` sequence it contains, then at
@@ -283,7 +314,8 @@ mod tests {
             &instant(),
             &request(body),
             no_headers,
-        );
+        )
+        .unwrap();
         assert_eq!(reply.content_type, "application/json");
         assert!(reply.offsets.is_empty());
         serde_json::from_slice(&reply.steps.concat()).unwrap()
@@ -381,6 +413,44 @@ mod tests {
     }
 
     #[test]
+    fn a_prompt_over_the_context_window_is_openais_400() {
+        let small = config(r#"{"mock": {"context_windows": {"gpt-4o": 10}}}"#);
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"one two three four five"}]}"#;
+        let request = request(body);
+        let err = chat_completion(&small, Tokenizer::Exact, &instant(), &request, no_headers)
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.code),
+            (400, Some("context_length_exceeded"))
+        );
+        assert_eq!(err.param.as_deref(), Some("messages"));
+        assert!(err.message.contains("maximum context length is 10 tokens"));
+        assert!(
+            err.message.contains("resulted in 12 tokens"),
+            "{}",
+            err.message
+        );
+
+        let fits = config(r#"{"mock": {"context_windows": {"*": 12}}}"#);
+        assert!(chat_completion(&fits, Tokenizer::Exact, &instant(), &request, no_headers).is_ok());
+        let with_completion = r#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"one two three four five"}]}"#;
+        let err = chat_completion(
+            &fits,
+            Tokenizer::Exact,
+            &instant(),
+            &self::request(with_completion),
+            no_headers,
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains("you requested 17 tokens (12 in the messages, 5 in the completion)"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn ids_are_fresh_and_hex() {
         let a = answer(&MockConfig::default(), HELLO)["id"]
             .as_str()
@@ -404,7 +474,8 @@ mod tests {
             &instant(),
             &request(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
             no_headers,
-        );
+        )
+        .unwrap();
         assert_eq!(reply.content_type, "text/event-stream");
         assert!(reply.steps.concat().ends_with(b"data: [DONE]\n\n"));
     }
@@ -430,7 +501,8 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.as_bytes())
         };
-        let reply = chat_completion(config, Tokenizer::Exact, &instant(), &request(body), header);
+        let reply =
+            chat_completion(config, Tokenizer::Exact, &instant(), &request(body), header).unwrap();
         let body: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
         body["choices"]
             .as_array()
@@ -476,7 +548,8 @@ mod tests {
             &instant(),
             &request(body),
             no_headers,
-        );
+        )
+        .unwrap();
         let json: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
         assert_eq!(json["usage"]["completion_tokens"], 60);
         assert_eq!(json["choices"][0]["finish_reason"], "length");
@@ -504,7 +577,8 @@ mod tests {
                 &instant(),
                 &request(&body),
                 no_headers,
-            );
+            )
+            .unwrap();
             let json: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
             let tokens = json["usage"]["completion_tokens"].as_u64().unwrap();
             assert!((5..=41).contains(&tokens), "{tokens}");
@@ -559,7 +633,8 @@ mod tests {
             &paced(0.0, None),
             &request(body),
             no_headers,
-        );
+        )
+        .unwrap();
         assert_eq!(reply.steps.len(), 3);
         assert_eq!(reply.offsets.len(), 3);
 
@@ -570,7 +645,8 @@ mod tests {
             &paced(0.0, None),
             &request(body),
             no_headers,
-        );
+        )
+        .unwrap();
         assert_eq!(reply.steps.len(), 1);
         assert_eq!(reply.offsets, [Duration::from_millis(120)]);
     }

@@ -108,3 +108,16 @@ def test_stall_keeps_the_stream_open_until_the_client_gives_up(mock_envoy):
             stream_lines(http, "stall:1")
     with httpx.Client(base_url=mock_envoy.base_url) as http:
         assert http.post(CHAT, json={"model": "m", "messages": MESSAGES}).status_code == 200
+
+
+def test_context_length_exceeded_is_openais_error(start_envoy):
+    envoy = start_envoy(filter_config=json.dumps({"mock": {"context_windows": {"*": 50}}}))
+    with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="unused", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "word " * 100}]
+            )
+        assert raised.value.code == "context_length_exceeded"
+        assert raised.value.param == "messages"
+        assert "maximum context length is 50 tokens" in raised.value.message
+        assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
