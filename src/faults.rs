@@ -114,6 +114,16 @@ pub enum StreamFault {
 }
 
 impl StreamFault {
+    /// The fault's name, as in the header and the `faults_total` stat.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Truncate(_) => "truncate",
+            Self::Reset(_) => "reset",
+            Self::Malformed(_) => "malformed",
+            Self::Stall(_) => "stall",
+        }
+    }
+
     /// Parses `kind:n`, as in the `x-llm-edge-stream-fault` header.
     pub fn parse(value: &str) -> Option<Self> {
         let (kind, steps) = value.trim().split_once(':')?;

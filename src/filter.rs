@@ -4,12 +4,13 @@
 //! Body hooks see the body **in chunks**: a call with `end_of_stream == false` is not the whole
 //! body, and HTTP/1.1 ends with an extra empty call that carries `end_of_stream == true`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
-use crate::host::{BodyStatus, HeadersStatus, Host};
+use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
 use crate::mock::{self, MockReply, Timing};
 use crate::openai::ApiError;
 use crate::openai::chat::ChatRequest;
@@ -30,6 +31,8 @@ pub struct FilterContext {
     pub pacer: Pacer,
     /// Draws the configured fault rates.
     pub fault_dice: FaultDice,
+    /// The model names with a stats label of their own.
+    pub model_labels: ModelLabels,
 }
 
 impl FilterContext {
@@ -41,6 +44,7 @@ impl FilterContext {
             config,
             pacer: Pacer::default(),
             fault_dice,
+            model_labels: ModelLabels::default(),
         }
     }
 }
@@ -72,6 +76,7 @@ enum State {
     Streaming {
         steps: Vec<Vec<u8>>,
         end: StreamEnd,
+        started: Instant,
         _pacing: PacingHandle,
     },
     /// A local reply has been sent; nothing more goes upstream.
@@ -98,7 +103,7 @@ struct Plan {
 /// An error reply that ends a request before the mock answers it.
 struct Refusal {
     reply: ErrorReply,
-    details: &'static str,
+    outcome: Outcome,
 }
 
 /// Applies a stream fault to a reply's steps and their due times.
@@ -162,14 +167,67 @@ fn invalid_header(name: &str, value: &str, allowed: &str) -> ApiError {
     )
 }
 
-/// `%RESPONSE_CODE_DETAILS%` of the local replies, one per outcome.
-mod details {
-    pub const MOCK: &str = "llm_edge_mock";
-    pub const INVALID_REQUEST: &str = "llm_edge_invalid_request";
-    pub const TOO_LARGE: &str = "llm_edge_request_too_large";
-    pub const METHOD_NOT_ALLOWED: &str = "llm_edge_method_not_allowed";
-    pub const INTERNAL_ERROR: &str = "llm_edge_internal_error";
-    pub const FAULT: &str = "llm_edge_fault_injected";
+/// How a handled request ended: a stats label and the `%RESPONSE_CODE_DETAILS%` of its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Mock,
+    InvalidRequest,
+    TooLarge,
+    MethodNotAllowed,
+    InternalError,
+    Fault,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Mock => "ok",
+            Self::InvalidRequest => "invalid_request",
+            Self::TooLarge => "too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InternalError => "internal_error",
+            Self::Fault => "fault",
+        }
+    }
+
+    fn details(self) -> &'static str {
+        match self {
+            Self::Mock => "llm_edge_mock",
+            Self::InvalidRequest => "llm_edge_invalid_request",
+            Self::TooLarge => "llm_edge_request_too_large",
+            Self::MethodNotAllowed => "llm_edge_method_not_allowed",
+            Self::InternalError => "llm_edge_internal_error",
+            Self::Fault => "llm_edge_fault_injected",
+        }
+    }
+}
+
+/// The `endpoint` label of chat completions.
+const CHAT_ENDPOINT: &str = "chat_completions";
+
+/// How many distinct model names get their own token-stat label; later ones count as `other`,
+/// so that clients cannot grow the proxy's stats without bound.
+const MAX_MODEL_LABELS: usize = 64;
+
+/// The model names that have a stats label of their own.
+#[derive(Debug, Default)]
+pub struct ModelLabels {
+    seen: Mutex<HashSet<String>>,
+}
+
+impl ModelLabels {
+    /// `model`, if it has (or can still get) a label of its own, else `other`.
+    pub fn label<'a>(&self, model: &'a str) -> &'a str {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(model) {
+            return model;
+        }
+        if seen.len() < MAX_MODEL_LABELS {
+            seen.insert(model.to_owned());
+            return model;
+        }
+        "other"
+    }
 }
 
 /// One HTTP stream's filter.
@@ -218,7 +276,7 @@ impl Filter {
                 host,
                 &error,
                 &[("allow", "POST")],
-                details::METHOD_NOT_ALLOWED,
+                Outcome::MethodNotAllowed,
             );
             return HeadersStatus::StopIteration;
         }
@@ -228,7 +286,7 @@ impl Filter {
                 host,
                 &ApiError::request_too_large(limit),
                 &[],
-                details::TOO_LARGE,
+                Outcome::TooLarge,
             );
             return HeadersStatus::StopIteration;
         }
@@ -256,7 +314,7 @@ impl Filter {
                         host,
                         &ApiError::request_too_large(limit),
                         &[],
-                        details::TOO_LARGE,
+                        Outcome::TooLarge,
                     );
                     return BodyStatus::StopIterationNoBuffer;
                 }
@@ -286,7 +344,7 @@ impl Filter {
     /// Answers with OpenAI's 500 after a bug, unless a reply already went out.
     pub fn fail_closed(&mut self, host: &mut impl Host) {
         if !self.has_answered() {
-            self.send_error(host, &ApiError::internal(), &[], details::INTERNAL_ERROR);
+            self.send_error(host, &ApiError::internal(), &[], Outcome::InternalError);
         }
     }
 
@@ -297,18 +355,23 @@ impl Filter {
     }
 
     fn answer(&mut self, host: &mut impl Host, body: &[u8]) {
+        let started = Instant::now();
         let request = match ChatRequest::parse(body) {
             Ok(request) => request,
             Err(error) => {
-                self.send_error(host, &error, &[], details::INVALID_REQUEST);
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
                 return;
             }
         };
         let plan = match self.plan(host, &request.model) {
             Ok(plan) => plan,
             Err(refusal) => {
-                let Refusal { reply, details } = *refusal;
-                self.send_error(host, &reply.error, &reply.headers, details);
+                let Refusal { reply, outcome } = *refusal;
+                if outcome == Outcome::Fault {
+                    let status = reply.error.status.to_string();
+                    host.count(Counter::Faults, &[&status], 1);
+                }
+                self.send_error(host, &reply.error, &reply.headers, outcome);
                 return;
             }
         };
@@ -326,12 +389,28 @@ impl Filter {
                 let reply = match reply {
                     Ok(reply) => reply,
                     Err(error) => {
-                        self.send_error(host, &error, &[], details::INVALID_REQUEST);
+                        self.send_error(host, &error, &[], Outcome::InvalidRequest);
                         return;
                     }
                 };
                 let fault = plan.stream_fault.filter(|_| request.stream);
-                self.send_reply(host, reply, fault);
+                let model = self.context.model_labels.label(&request.model);
+                host.count(
+                    Counter::Requests,
+                    &[CHAT_ENDPOINT, Outcome::Mock.label()],
+                    1,
+                );
+                host.count(
+                    Counter::PromptTokens,
+                    &[model],
+                    reply.usage.prompt_tokens.into(),
+                );
+                let completion_tokens = reply.usage.completion_tokens.into();
+                host.count(Counter::CompletionTokens, &[model], completion_tokens);
+                if let Some(fault) = fault {
+                    host.count(Counter::Faults, &[fault.kind()], 1);
+                }
+                self.send_reply(host, reply, fault, started);
             }
         }
     }
@@ -346,7 +425,7 @@ impl Filter {
             };
             Box::new(Refusal {
                 reply,
-                details: details::INVALID_REQUEST,
+                outcome: Outcome::InvalidRequest,
             })
         };
         let timing = self.timing(host).map_err(invalid)?;
@@ -356,7 +435,7 @@ impl Filter {
                 .expect("every fault status has an OpenAI error");
             return Err(Box::new(Refusal {
                 reply,
-                details: details::FAULT,
+                outcome: Outcome::Fault,
             }));
         }
         let stream_fault = match host.request_header(faults::STREAM_HEADER) {
@@ -380,14 +459,28 @@ impl Filter {
     }
 
     /// Sends a mock reply: at once, paced, or broken as a stream fault asks.
-    fn send_reply(&mut self, host: &mut impl Host, reply: MockReply, fault: Option<StreamFault>) {
+    fn send_reply(
+        &mut self,
+        host: &mut impl Host,
+        reply: MockReply,
+        fault: Option<StreamFault>,
+        started: Instant,
+    ) {
         if reply.content_type != mock::EVENT_STREAM {
             self.send_whole(host, reply);
             return;
         }
+        if reply.offsets.is_empty() {
+            record_ttft(host, started);
+        }
         if fault.is_none() && reply.offsets.is_empty() {
             let headers = [("content-type", reply.content_type)];
-            host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
+            host.send_response(
+                200,
+                &headers,
+                &reply.steps.concat(),
+                Outcome::Mock.details(),
+            );
             self.state = State::Answered;
             return;
         }
@@ -402,6 +495,7 @@ impl Filter {
                 self.state = State::Streaming {
                     steps,
                     end,
+                    started,
                     _pacing: pacing,
                 };
                 return;
@@ -431,14 +525,19 @@ impl Filter {
             log::warn!("llm_edge: the proxy could not pace a reply; sending it at once");
         }
         let headers = [("content-type", reply.content_type)];
-        host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
+        host.send_response(
+            200,
+            &headers,
+            &reply.steps.concat(),
+            Outcome::Mock.details(),
+        );
         self.state = State::Answered;
     }
 
     /// After a stream's last step: reset it if the fault says so; a stall just stops.
     fn end_stream(&mut self, host: &mut impl Host, end: StreamEnd) {
         if end == StreamEnd::Reset {
-            host.reset_stream(details::FAULT);
+            host.reset_stream(Outcome::Fault.details());
         }
         self.state = State::Answered;
     }
@@ -446,10 +545,18 @@ impl Filter {
     /// A paced reply's step is due: send it, and end the reply after the last one.
     pub fn on_scheduled(&mut self, host: &mut impl Host, event: u64) {
         match &mut self.state {
-            State::Streaming { steps, end, .. } => {
+            State::Streaming {
+                steps,
+                end,
+                started,
+                ..
+            } => {
                 let Some(index) = usize::try_from(event).ok().filter(|&i| i < steps.len()) else {
                     return;
                 };
+                if index == 0 {
+                    record_ttft(host, *started);
+                }
                 let last = index + 1 == steps.len();
                 let end = *end;
                 let step = std::mem::take(&mut steps[index]);
@@ -462,7 +569,12 @@ impl Filter {
                 let state = std::mem::replace(&mut self.state, State::Answered);
                 if let State::Delayed { reply, .. } = state {
                     let headers = [("content-type", reply.content_type)];
-                    host.send_response(200, &headers, &reply.steps.concat(), details::MOCK);
+                    host.send_response(
+                        200,
+                        &headers,
+                        &reply.steps.concat(),
+                        Outcome::Mock.details(),
+                    );
                 }
             }
             State::Start | State::PassThrough | State::Buffering | State::Answered => {}
@@ -486,13 +598,20 @@ impl Filter {
         host: &mut impl Host,
         error: &ApiError,
         extra_headers: &[(&str, &str)],
-        details: &str,
+        outcome: Outcome,
     ) {
         let mut headers = vec![("content-type", "application/json")];
         headers.extend_from_slice(extra_headers);
-        host.send_response(error.status, &headers, &error.to_json(), details);
+        host.count(Counter::Requests, &[CHAT_ENDPOINT, outcome.label()], 1);
+        host.send_response(error.status, &headers, &error.to_json(), outcome.details());
         self.state = State::Answered;
     }
+}
+
+/// Records how long the first token of a streamed reply took, from the complete request.
+fn record_ttft(host: &mut impl Host, started: Instant) {
+    let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    host.record(Histogram::TimeToFirstTokenMs, millis);
 }
 
 /// A delay in milliseconds from a request header, 0 to [`MAX_DELAY_MS`].
@@ -538,6 +657,10 @@ mod tests {
         paced: Vec<Duration>,
         /// Stream resets, by details.
         resets: Vec<String>,
+        /// Counter updates: counter, label values, value.
+        counted: Vec<(Counter, Vec<String>, u64)>,
+        /// Histogram values.
+        recorded: Vec<(Histogram, u64)>,
     }
 
     #[derive(Debug)]
@@ -636,6 +759,14 @@ mod tests {
         }
         fn reset_stream(&mut self, details: &str) {
             self.resets.push(details.to_owned());
+        }
+        fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
+            assert_eq!(labels.len(), counter.labels().len(), "{counter:?}");
+            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+            self.counted.push((counter, labels, value));
+        }
+        fn record(&mut self, histogram: Histogram, value: u64) {
+            self.recorded.push((histogram, value));
         }
         fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
             self.paced = offsets.to_vec();
@@ -1082,6 +1213,76 @@ mod tests {
         let host = post_with("", &[("x-llm-edge-stream-fault", "reset:0")], HELLO);
         assert_eq!(host.only_reply().status, 200);
         assert!(host.resets.is_empty());
+    }
+
+    fn counted(host: &FakeHost, counter: Counter) -> Vec<(Vec<String>, u64)> {
+        host.counted
+            .iter()
+            .filter(|(c, _, _)| *c == counter)
+            .map(|(_, labels, value)| (labels.clone(), *value))
+            .collect()
+    }
+
+    fn labels(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    #[test]
+    fn answered_requests_count_outcome_and_tokens_by_model() {
+        let host = post_with("", &[], HELLO);
+        assert_eq!(
+            counted(&host, Counter::Requests),
+            [(labels(&["chat_completions", "ok"]), 1)]
+        );
+        assert_eq!(
+            counted(&host, Counter::PromptTokens),
+            [(labels(&["gpt-4o"]), 8)]
+        );
+        assert_eq!(
+            counted(&host, Counter::CompletionTokens),
+            [(labels(&["gpt-4o"]), 1)]
+        );
+
+        let host = post_with("", &[], b"{");
+        assert_eq!(
+            counted(&host, Counter::Requests),
+            [(labels(&["chat_completions", "invalid_request"]), 1)]
+        );
+    }
+
+    #[test]
+    fn faults_are_counted_by_type() {
+        let host = post_with("", &[("x-test-scenario", "rate-limit")], HELLO);
+        assert_eq!(counted(&host, Counter::Faults), [(labels(&["429"]), 1)]);
+        assert_eq!(
+            counted(&host, Counter::Requests),
+            [(labels(&["chat_completions", "fault"]), 1)]
+        );
+        let host = post_with("", &[("x-llm-edge-stream-fault", "reset:1")], STREAM_BODY);
+        assert_eq!(counted(&host, Counter::Faults), [(labels(&["reset"]), 1)]);
+    }
+
+    #[test]
+    fn streams_record_time_to_first_token() {
+        let host = post_with("", &[], STREAM_BODY);
+        assert_eq!(host.recorded.len(), 1);
+        let mut filter = filter_with(PACED);
+        let mut host = FakeHost::request("POST", CHAT);
+        post(&mut filter, &mut host, &[STREAM_BODY]);
+        assert!(host.recorded.is_empty());
+        filter.on_scheduled(&mut host, 0);
+        assert_eq!(host.recorded.len(), 1);
+        assert_eq!(host.recorded[0].0, Histogram::TimeToFirstTokenMs);
+    }
+
+    #[test]
+    fn model_labels_are_capped() {
+        let labels = ModelLabels::default();
+        for i in 0..MAX_MODEL_LABELS {
+            assert_eq!(labels.label(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(labels.label("one-too-many"), "other");
+        assert_eq!(labels.label("m3"), "m3");
     }
 
     #[test]

@@ -27,6 +27,77 @@ pub enum BodyStatus {
     StopIterationNoBuffer,
 }
 
+/// A counter llm-edge keeps in the proxy's stats, with its label names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Requests answered, by endpoint and outcome (`ok`, `invalid_request`, `fault`, …).
+    Requests,
+    /// Prompt tokens of answered requests, by model.
+    PromptTokens,
+    /// Completion tokens of answered requests, by model.
+    CompletionTokens,
+    /// Faults injected, by type (a status such as `429`, or a stream fault such as `reset`).
+    Faults,
+}
+
+impl Counter {
+    /// Every counter, in the order of [`Counter::index`].
+    pub const ALL: [Self; 4] = [
+        Self::Requests,
+        Self::PromptTokens,
+        Self::CompletionTokens,
+        Self::Faults,
+    ];
+
+    /// Position in [`Counter::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stat name, under the module's metrics namespace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Requests => "requests_total",
+            Self::PromptTokens => "prompt_tokens_total",
+            Self::CompletionTokens => "completion_tokens_total",
+            Self::Faults => "faults_total",
+        }
+    }
+
+    /// The label names, in the order values are given.
+    pub fn labels(self) -> &'static [&'static str] {
+        match self {
+            Self::Requests => &["endpoint", "outcome"],
+            Self::PromptTokens | Self::CompletionTokens => &["model"],
+            Self::Faults => &["type"],
+        }
+    }
+}
+
+/// A histogram llm-edge keeps in the proxy's stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Histogram {
+    /// Milliseconds from the request to the first token of a streamed reply.
+    TimeToFirstTokenMs,
+}
+
+impl Histogram {
+    /// Every histogram, in the order of [`Histogram::index`].
+    pub const ALL: [Self; 1] = [Self::TimeToFirstTokenMs];
+
+    /// Position in [`Histogram::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stat name, under the module's metrics namespace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TimeToFirstTokenMs => "time_to_first_token_ms",
+        }
+    }
+}
+
 /// One response header, as a name and a value.
 pub type Header<'a> = (&'a str, &'a str);
 
@@ -58,6 +129,12 @@ pub trait Host {
 
     /// Sends the next piece of a streamed local reply; `end_stream` completes it.
     fn send_response_data(&mut self, data: &[u8], end_stream: bool);
+
+    /// Adds `value` to a counter; `labels` are its label values, in [`Counter::labels`] order.
+    fn count(&mut self, counter: Counter, labels: &[&str], value: u64);
+
+    /// Records one value in a histogram.
+    fn record(&mut self, histogram: Histogram, value: u64);
 
     /// Resets the stream: the client sees the connection (HTTP/1.1) or stream (HTTP/2) cut.
     fn reset_stream(&mut self, details: &str);

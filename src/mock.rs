@@ -25,6 +25,8 @@ pub struct MockReply {
     pub steps: Vec<Vec<u8>>,
     /// When each step is due, from the start of the reply; empty to send everything at once.
     pub offsets: Vec<Duration>,
+    /// The reply's token counts.
+    pub usage: Usage,
 }
 
 /// How long a reply takes: the first token after `time_to_first_token`, then one every
@@ -110,15 +112,16 @@ pub fn chat_completion<'h>(
         })
         .collect();
     let id = completion_id();
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens,
+    };
     let completion = Completion {
         id: &id,
         created: unix_seconds(),
         model: &request.model,
         choices: &choices,
-        usage: Usage {
-            prompt_tokens,
-            completion_tokens,
-        },
+        usage,
     };
     let token_steps = choices
         .iter()
@@ -136,6 +139,7 @@ pub fn chat_completion<'h>(
             content_type: EVENT_STREAM,
             steps: chat::render_stream(&completion, request.include_usage),
             offsets,
+            usage,
         }
     } else {
         MockReply {
@@ -143,6 +147,7 @@ pub fn chat_completion<'h>(
             steps: vec![chat::render_completion(&completion)],
             // A whole reply comes when the last token would have.
             offsets: offsets.last().copied().into_iter().collect(),
+            usage,
         }
     })
 }

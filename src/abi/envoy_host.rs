@@ -3,10 +3,11 @@
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
-use crate::host::{Header, Host};
+use crate::host::{Counter, Header, Histogram, Host};
 use crate::pacing::{Pacer, PacingHandle, Wakeup};
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
+use super::metrics::MetricIds;
 
 /// A stream's Envoy scheduler, driven from the pacing thread: the one Envoy pointer that may
 /// cross threads. Each wake commits an event; `finish` deletes the scheduler, exactly once.
@@ -36,15 +37,16 @@ fn header_views(headers: &[Header<'_>]) -> Vec<HttpHeader> {
 }
 
 /// A stream's view of Envoy, valid for the duration of one hook call.
-pub(super) struct EnvoyHost {
+pub(super) struct EnvoyHost<'a> {
     filter: FilterEnvoyPtr,
+    metrics: &'a MetricIds,
 }
 
-impl EnvoyHost {
+impl<'a> EnvoyHost<'a> {
     /// # Safety
     /// `filter` must be the live Envoy filter pointer of the hook being run, on its worker thread.
-    pub(super) unsafe fn new(filter: FilterEnvoyPtr) -> Self {
-        Self { filter }
+    pub(super) unsafe fn new(filter: FilterEnvoyPtr, metrics: &'a MetricIds) -> Self {
+        Self { filter, metrics }
     }
 
     /// The body views that together hold the request body seen so far.
@@ -60,7 +62,17 @@ impl EnvoyHost {
     }
 }
 
-impl Host for EnvoyHost {
+impl Host for EnvoyHost<'_> {
+    fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
+        // SAFETY: live filter pointer (see `new`).
+        unsafe { self.metrics.count(self.filter, counter, labels, value) }
+    }
+
+    fn record(&mut self, histogram: Histogram, value: u64) {
+        // SAFETY: live filter pointer (see `new`).
+        unsafe { self.metrics.record(self.filter, histogram, value) }
+    }
+
     fn request_header(&self, name: &str) -> Option<&[u8]> {
         let mut value = Buffer::EMPTY;
         let mut count = 0usize;

@@ -118,6 +118,12 @@ pub mod trailers_status {
     pub const STOP_ITERATION: u32 = 1;
 }
 
+/// `envoy_dynamic_module_type_metrics_result`.
+pub mod metrics_result {
+    /// The call succeeded.
+    pub const SUCCESS: u32 = 0;
+}
+
 /// `envoy_dynamic_module_type_http_filter_stream_reset_reason`.
 pub mod reset_reason {
     /// A local reset of the stream.
@@ -216,6 +222,42 @@ unsafe extern "C" {
 
     /// From any thread, after the last commit: frees the scheduler.
     pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
+
+    /// Defines a counter (in `config_new`); writes its id. Returns a metrics result, 0 on success.
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: *mut c_void,
+        name: Buffer,
+        label_names: *const Buffer,
+        label_names_len: usize,
+        id_out: *mut usize,
+    ) -> u32;
+
+    /// Defines a histogram (in `config_new`); writes its id. Returns a metrics result.
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: *mut c_void,
+        name: Buffer,
+        label_names: *const Buffer,
+        label_names_len: usize,
+        id_out: *mut usize,
+    ) -> u32;
+
+    /// Adds to a counter; as many label values as it was defined with label names.
+    pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *const Buffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
+
+    /// Records a histogram value.
+    pub fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *const Buffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
 
     /// Resets the stream, for failures after the response has started.
     pub fn envoy_dynamic_module_callback_http_filter_reset_stream(

@@ -23,6 +23,7 @@ use crate::version::ENVOY_ABI_VERSION;
 use super::envoy_host::EnvoyHost;
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
 use super::logger;
+use super::metrics::MetricIds;
 
 /// The only `filter_name` this module serves (an empty name means the same).
 const FILTER_NAME: &str = "llm_edge";
@@ -30,17 +31,24 @@ const FILTER_NAME: &str = "llm_edge";
 /// `%RESPONSE_CODE_DETAILS%` of a stream reset after a contained panic.
 const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
 
+/// What Envoy's config pointer owns, shared by `Arc` with every stream.
+struct ModuleConfig {
+    context: Arc<FilterContext>,
+    metrics: MetricIds,
+}
+
 /// What a stream's module pointer points to.
 struct Stream {
     filter: Filter,
+    config: Arc<ModuleConfig>,
     poisoned: bool,
 }
 
 // The module objects behind Envoy's opaque pointers. Each crossing goes through one of these
 // typed pairs, so a pointer can only ever be read back as the type it was made from.
 
-/// What Envoy's config pointer owns: the config shared, by `Arc`, with every stream.
-type ConfigObject = Arc<FilterContext>;
+/// What Envoy's config pointer owns.
+type ConfigObject = Arc<ModuleConfig>;
 
 fn config_into_raw(config: ConfigObject) -> *const c_void {
     Box::into_raw(Box::new(config)).cast_const().cast()
@@ -101,7 +109,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 /// `name` and `config` must be valid byte views for the duration of the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: *mut c_void,
+    config_envoy: *mut c_void,
     name: Buffer,
     config: Buffer,
 ) -> *const c_void {
@@ -122,7 +130,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     config.mode,
                     config.chat_completions_path
                 );
-                config_into_raw(Arc::new(FilterContext::new(config)))
+                // SAFETY: the config pointer of this very config_new call.
+                let metrics = unsafe { MetricIds::define(config_envoy) };
+                let context = Arc::new(FilterContext::new(config));
+                config_into_raw(Arc::new(ModuleConfig { context, metrics }))
             }
             Err(error) => {
                 log::error!("llm_edge: {error}");
@@ -163,10 +174,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         return std::ptr::null();
     }
     // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
-    let context = unsafe { config_ref(config) };
+    let config = unsafe { config_ref(config) };
     let created = catch_unwind(|| {
         let stream = Stream {
-            filter: Filter::new(Arc::clone(context)),
+            filter: Filter::new(Arc::clone(&config.context)),
+            config: Arc::clone(config),
             poisoned: false,
         };
         stream_into_raw(stream)
@@ -211,7 +223,7 @@ unsafe fn on_request(
         return stop;
     }
     // SAFETY: the caller passes this hook's live filter pointer.
-    let mut host = unsafe { EnvoyHost::new(filter_envoy) };
+    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, hook);
         run(&mut stream.filter, &mut host)
@@ -250,7 +262,7 @@ unsafe fn on_response(
         return CONTINUE;
     }
     // SAFETY: the caller passes this hook's live filter pointer.
-    let mut host = unsafe { EnvoyHost::new(filter_envoy) };
+    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, hook);
         run(&mut stream.filter)

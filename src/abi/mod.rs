@@ -3,7 +3,8 @@
 //! - `ffi`: our own declarations of the C types and of the Envoy callbacks we call;
 //! - `hooks`: the `envoy_dynamic_module_on_*` functions Envoy calls, each behind a panic guard;
 //! - `envoy_host`: [`crate::host::Host`] implemented over the callbacks;
-//! - `logger`: the `log` crate and panics routed into Envoy's log.
+//! - `logger`: the `log` crate and panics routed into Envoy's log;
+//! - `metrics`: llm-edge's stats, defined per config and updated per stream.
 //!
 //! The declarations follow what was verified against the pinned Envoy binary (see
 //! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
@@ -14,3 +15,4 @@ mod envoy_host;
 mod ffi;
 mod hooks;
 mod logger;
+mod metrics;
