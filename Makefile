@@ -15,7 +15,7 @@ TEST_STAMP  := $(VENV)/.test-requirements
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection test lint unit e2e clean
+.PHONY: run build build-fault-injection test lint unit e2e bench-pacing clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
 run: build $(ENVOY_STAMP)
@@ -41,6 +41,10 @@ unit:
 
 e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/release $(PYTHON) -m pytest tests/e2e
+
+## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
+bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
+	$(PYTHON) bench/pacing.py --streams 1000
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

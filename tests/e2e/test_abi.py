@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import ENVOY_BINARY, MODULE, PIN
+from harness import ENVOY_BINARY, MODULE, PIN
 
 SYMBOL_PREFIX = "envoy_dynamic_module_"
 # Envoy statically links a Rust module whose copies of every hook name carry this prefix: the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ENVOY_DIR, MOCK_CONFIG, Envoy, render_config, validate
+from harness import ENVOY_DIR, MOCK_CONFIG, Envoy, render_config, validate
 
 SHIPPED_CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
 

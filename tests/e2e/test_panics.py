@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import FAULT_MODULE_DIR
+from harness import FAULT_MODULE_DIR
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "still here?"}]}

