@@ -675,6 +675,9 @@ mod tests {
         fn json(&self) -> Value {
             serde_json::from_slice(&self.body).unwrap()
         }
+        fn error_message(&self) -> String {
+            self.json()["error"]["message"].as_str().unwrap().to_owned()
+        }
         fn header(&self, name: &str) -> Option<&str> {
             self.headers
                 .iter()
@@ -1060,12 +1063,7 @@ mod tests {
             post(&mut filter, &mut host, &[HELLO]);
             let reply = host.only_reply();
             assert_eq!(reply.status, 400);
-            assert!(
-                reply.json()["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(ITL_HEADER)
-            );
+            assert!(reply.error_message().contains(ITL_HEADER));
         }
     }
 
@@ -1131,12 +1129,7 @@ mod tests {
             let host = post_with("", &[(name, value)], HELLO);
             let reply = host.only_reply();
             assert_eq!(reply.status, 400);
-            assert!(
-                reply.json()["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(name)
-            );
+            assert!(reply.error_message().contains(name));
         }
     }
 

@@ -631,27 +631,24 @@ mod tests {
 
     #[test]
     fn paced_stream_has_one_offset_per_step_and_a_whole_reply_one() {
-        let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
-        let reply = chat_completion(
-            &MockConfig::default(),
-            Tokenizer::Exact,
-            &paced(0.0, None),
-            &request(body),
-            no_headers,
-        )
-        .unwrap();
-        assert_eq!(reply.steps.len(), 3);
-        assert_eq!(reply.offsets.len(), 3);
+        let paced_reply = |body: &str| {
+            chat_completion(
+                &MockConfig::default(),
+                Tokenizer::Exact,
+                &paced(0.0, None),
+                &request(body),
+                no_headers,
+            )
+            .unwrap()
+        };
+        let reply = paced_reply(
+            r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#,
+        );
+        assert_eq!((reply.steps.len(), reply.offsets.len()), (3, 3));
 
-        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"one two three"}]}"#;
-        let reply = chat_completion(
-            &MockConfig::default(),
-            Tokenizer::Exact,
-            &paced(0.0, None),
-            &request(body),
-            no_headers,
-        )
-        .unwrap();
+        let reply = paced_reply(
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"one two three"}]}"#,
+        );
         assert_eq!(reply.steps.len(), 1);
         assert_eq!(reply.offsets, [Duration::from_millis(120)]);
     }
