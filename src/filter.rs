@@ -474,14 +474,7 @@ impl Filter {
             record_ttft(host, started);
         }
         if fault.is_none() && reply.offsets.is_empty() {
-            let headers = [("content-type", reply.content_type)];
-            host.send_response(
-                200,
-                &headers,
-                &reply.steps.concat(),
-                Outcome::Mock.details(),
-            );
-            self.state = State::Answered;
+            self.send_now(host, &reply);
             return;
         }
         let (steps, offsets, end) = break_stream(reply.steps, reply.offsets, fault);
@@ -524,13 +517,14 @@ impl Filter {
             }
             log::warn!("llm_edge: the proxy could not pace a reply; sending it at once");
         }
+        self.send_now(host, &reply);
+    }
+
+    /// Sends a whole reply now, as one local reply.
+    fn send_now(&mut self, host: &mut impl Host, reply: &MockReply) {
         let headers = [("content-type", reply.content_type)];
-        host.send_response(
-            200,
-            &headers,
-            &reply.steps.concat(),
-            Outcome::Mock.details(),
-        );
+        let body = reply.steps.concat();
+        host.send_response(200, &headers, &body, Outcome::Mock.details());
         self.state = State::Answered;
     }
 
@@ -568,13 +562,7 @@ impl Filter {
             State::Delayed { .. } => {
                 let state = std::mem::replace(&mut self.state, State::Answered);
                 if let State::Delayed { reply, .. } = state {
-                    let headers = [("content-type", reply.content_type)];
-                    host.send_response(
-                        200,
-                        &headers,
-                        &reply.steps.concat(),
-                        Outcome::Mock.details(),
-                    );
+                    self.send_now(host, &reply);
                 }
             }
             State::Start | State::PassThrough | State::Buffering | State::Answered => {}
