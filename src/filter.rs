@@ -5,7 +5,7 @@
 //! body, and HTTP/1.1 ends with an extra empty call that carries `end_of_stream == true`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
@@ -212,13 +212,22 @@ const MAX_MODEL_LABELS: usize = 64;
 /// The model names that have a stats label of their own.
 #[derive(Debug, Default)]
 pub struct ModelLabels {
-    seen: Mutex<HashSet<String>>,
+    seen: RwLock<HashSet<String>>,
 }
 
 impl ModelLabels {
     /// `model`, if it has (or can still get) a label of its own, else `other`.
     pub fn label<'a>(&self, model: &'a str) -> &'a str {
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        // Workers share this on every request: the common case only takes the read lock.
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(model)
+        {
+            return model;
+        }
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
         if seen.contains(model) {
             return model;
         }
