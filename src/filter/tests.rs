@@ -1,0 +1,644 @@
+//! Unit tests of `filter`, kept beside it so the module stays readable.
+use super::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// An in-memory stream: request headers, body chunks, and what the filter sent back.
+#[derive(Default)]
+struct FakeHost {
+    headers: Vec<(String, Vec<u8>)>,
+    buffered: Vec<u8>,
+    received: Vec<u8>,
+    buffer_limit: u64,
+    sent: Vec<Sent>,
+    /// A streamed reply: its status and headers, then its data pieces and end flags.
+    stream_head: Option<(u16, Vec<(String, String)>)>,
+    stream_data: Vec<(Vec<u8>, bool)>,
+    /// The offsets the filter asked to be paced at.
+    paced: Vec<Duration>,
+    /// Stream resets, by details.
+    resets: Vec<String>,
+    /// Counter updates: counter, label values, value.
+    counted: Vec<(Counter, Vec<String>, u64)>,
+    /// Histogram values.
+    recorded: Vec<(Histogram, u64)>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    details: String,
+}
+
+impl Sent {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn error_message(&self) -> String {
+        self.json()["error"]["message"].as_str().unwrap().to_owned()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FakeHost {
+    fn request(method: &str, path: &str) -> Self {
+        Self {
+            headers: vec![
+                (":method".into(), method.into()),
+                (":path".into(), path.into()),
+            ],
+            buffer_limit: 1024 * 1024,
+            ..Self::default()
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Delivers one body chunk the way Envoy does: earlier chunks move to the buffer.
+    fn deliver(&mut self, chunk: &[u8]) {
+        let earlier = std::mem::take(&mut self.received);
+        self.buffered.extend_from_slice(&earlier);
+        self.received = chunk.to_vec();
+    }
+
+    fn only_reply(&self) -> &Sent {
+        assert_eq!(
+            self.sent.len(),
+            1,
+            "expected exactly one reply: {:?}",
+            self.sent
+        );
+        &self.sent[0]
+    }
+}
+
+impl Host for FakeHost {
+    fn request_header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+    fn request_body_len(&self) -> usize {
+        self.buffered.len() + self.received.len()
+    }
+    fn read_request_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buffered);
+        out.extend_from_slice(&self.received);
+    }
+    fn ensure_buffer_limit(&mut self, bytes: u64) {
+        self.buffer_limit = self.buffer_limit.max(bytes);
+    }
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8], details: &str) {
+        self.sent.push(Sent {
+            status,
+            headers: owned(headers),
+            body: body.to_vec(),
+            details: details.to_owned(),
+        });
+    }
+    fn send_response_headers(&mut self, status: u16, headers: &[(&str, &str)]) {
+        assert!(self.stream_head.is_none(), "headers sent twice");
+        self.stream_head = Some((status, owned(headers)));
+    }
+    fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
+        assert!(self.stream_head.is_some(), "data before headers");
+        self.stream_data.push((data.to_vec(), end_stream));
+    }
+    fn reset_stream(&mut self, details: &str) {
+        self.resets.push(details.to_owned());
+    }
+    fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
+        assert_eq!(labels.len(), counter.labels().len(), "{counter:?}");
+        let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+        self.counted.push((counter, labels, value));
+    }
+    fn record(&mut self, histogram: Histogram, value: u64) {
+        self.recorded.push((histogram, value));
+    }
+    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
+        self.paced = offsets.to_vec();
+        // The test delivers `on_scheduled` itself; this handle only has to exist.
+        Some(pacer.pace(Box::new(NoWakeup), std::time::Instant::now(), &[]))
+    }
+}
+
+struct NoWakeup;
+
+impl crate::pacing::Wakeup for NoWakeup {
+    fn wake(&mut self, _event: u64) {}
+    fn finish(self: Box<Self>) {}
+}
+
+fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn filter_with(config: &str) -> Filter {
+    let config = FilterConfig::from_json(config.as_bytes()).unwrap();
+    Filter::new(Arc::new(FilterContext::new(config)))
+}
+
+const CHAT: &str = "/v1/chat/completions";
+const HELLO: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
+
+/// Runs a POST through the filter in the given chunks, ending with Envoy's empty EOS call.
+fn post(filter: &mut Filter, host: &mut FakeHost, chunks: &[&[u8]]) -> Vec<BodyStatus> {
+    assert_eq!(
+        filter.on_request_headers(host, false),
+        HeadersStatus::StopIteration
+    );
+    let mut statuses = Vec::new();
+    for chunk in chunks {
+        host.deliver(chunk);
+        statuses.push(filter.on_request_body(host, false));
+    }
+    host.deliver(b"");
+    statuses.push(filter.on_request_body(host, true));
+    statuses
+}
+
+#[test]
+fn answers_a_chat_completion_from_a_chunked_body() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    let (head, tail) = HELLO.split_at(20);
+    let statuses = post(&mut filter, &mut host, &[head, tail]);
+    assert_eq!(
+        statuses,
+        [
+            BodyStatus::StopIterationAndBuffer,
+            BodyStatus::StopIterationAndBuffer,
+            BodyStatus::StopIterationNoBuffer
+        ]
+    );
+    let reply = host.only_reply();
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (200, "llm_edge_mock")
+    );
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "hello");
+    assert!(filter.has_answered());
+}
+
+#[test]
+fn other_paths_and_query_strings_are_handled_correctly() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/embeddings");
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        HeadersStatus::Continue
+    );
+    assert_eq!(
+        filter.on_request_body(&mut host, true),
+        BodyStatus::Continue
+    );
+    assert_eq!(
+        filter.on_request_trailers(&mut host),
+        TrailersStatus::Continue
+    );
+    assert!(host.sent.is_empty());
+
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/chat/completions?api-version=1");
+    post(&mut filter, &mut host, &[HELLO]);
+    assert_eq!(host.only_reply().status, 200);
+}
+
+#[test]
+fn base_path_moves_the_endpoint() {
+    let mut filter = filter_with(r#"{"api_base_path": "/llm"}"#);
+    let mut host = FakeHost::request("POST", CHAT);
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        HeadersStatus::Continue
+    );
+
+    let mut host = FakeHost::request("POST", "/llm/chat/completions");
+    let mut filter = filter_with(r#"{"api_base_path": "/llm"}"#);
+    post(&mut filter, &mut host, &[HELLO]);
+    assert_eq!(host.only_reply().status, 200);
+}
+
+#[test]
+fn wrong_method_is_405_with_allow() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("GET", CHAT);
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        HeadersStatus::StopIteration
+    );
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    assert_eq!(
+        reply.json()["error"]["message"],
+        "Invalid method for URL (GET /v1/chat/completions)"
+    );
+}
+
+#[test]
+fn a_post_without_body_is_invalid_json() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        HeadersStatus::StopIteration
+    );
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+}
+
+#[test]
+fn bad_input_gets_the_openai_error() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    post(
+        &mut filter,
+        &mut host,
+        &[br#"{"model": 1, "messages": []}"#],
+    );
+    let reply = host.only_reply();
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (400, "llm_edge_invalid_request")
+    );
+    assert_eq!(reply.json()["error"]["param"], "model");
+}
+
+#[test]
+fn declared_oversize_body_is_refused_before_it_is_read() {
+    let mut filter = filter_with(r#"{"max_request_body_bytes": 100}"#);
+    let mut host = FakeHost::request("POST", CHAT).with_header("content-length", "101");
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        HeadersStatus::StopIteration
+    );
+    assert_eq!(
+        filter.on_request_body(&mut host, false),
+        BodyStatus::StopIterationNoBuffer
+    );
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["error"]["code"], "request_too_large");
+}
+
+#[test]
+fn streamed_oversize_body_is_refused_once_it_crosses_the_limit() {
+    let mut filter = filter_with(r#"{"max_request_body_bytes": 100}"#);
+    let mut host = FakeHost::request("POST", CHAT);
+    let statuses = post(
+        &mut filter,
+        &mut host,
+        &[&[b' '; 60], &[b' '; 60], &[b' '; 60]],
+    );
+    assert_eq!(
+        statuses,
+        [
+            BodyStatus::StopIterationAndBuffer,
+            BodyStatus::StopIterationNoBuffer,
+            BodyStatus::StopIterationNoBuffer,
+            BodyStatus::StopIterationNoBuffer
+        ]
+    );
+    assert_eq!(host.only_reply().status, 413);
+}
+
+#[test]
+fn buffering_raises_envoys_limit_to_ours() {
+    let mut filter = filter_with(r#"{"max_request_body_bytes": 8388608}"#);
+    let mut host = FakeHost::request("POST", CHAT);
+    filter.on_request_headers(&mut host, false);
+    assert_eq!(host.buffer_limit, 8_388_608);
+}
+
+#[test]
+fn trailers_end_the_body() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    filter.on_request_headers(&mut host, false);
+    host.deliver(HELLO);
+    assert_eq!(
+        filter.on_request_body(&mut host, false),
+        BodyStatus::StopIterationAndBuffer
+    );
+    host.deliver(b"");
+    assert_eq!(
+        filter.on_request_trailers(&mut host),
+        TrailersStatus::StopIteration
+    );
+    assert_eq!(host.only_reply().status, 200);
+}
+
+const PACED: &str = r#"{"mock": {"latency": {"time_to_first_token_ms": 50, "inter_token_ms": 5}}}"#;
+
+#[test]
+fn a_paced_stream_sends_headers_now_and_each_step_when_scheduled() {
+    let mut filter = filter_with(PACED);
+    let mut host = FakeHost::request("POST", CHAT);
+    let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+    post(&mut filter, &mut host, &[body]);
+    assert!(host.sent.is_empty());
+    let (status, headers) = host.stream_head.clone().unwrap();
+    assert_eq!(status, 200);
+    assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+    let ms = Duration::from_millis;
+    assert_eq!(host.paced, [ms(50), ms(55), ms(60)]);
+    assert!(filter.has_answered());
+
+    for event in 0..3 {
+        filter.on_scheduled(&mut host, event);
+    }
+    let ends: Vec<bool> = host.stream_data.iter().map(|(_, end)| *end).collect();
+    assert_eq!(ends, [false, false, true]);
+    let stream: Vec<u8> = host
+        .stream_data
+        .iter()
+        .flat_map(|(d, _)| d.clone())
+        .collect();
+    assert!(stream.ends_with(b"data: [DONE]\n\n"));
+    // Late or unknown events do nothing.
+    filter.on_scheduled(&mut host, 3);
+    filter.on_scheduled(&mut host, 0);
+    assert_eq!(host.stream_data.len(), 3);
+}
+
+#[test]
+fn a_paced_whole_reply_waits_for_the_last_token() {
+    let mut filter = filter_with(PACED);
+    let mut host = FakeHost::request("POST", CHAT);
+    post(&mut filter, &mut host, &[HELLO]);
+    assert!(host.sent.is_empty() && host.stream_head.is_none());
+    assert_eq!(host.paced, [Duration::from_millis(50)]);
+    assert!(!filter.has_answered());
+    filter.on_scheduled(&mut host, 0);
+    assert_eq!(
+        host.only_reply().json()["choices"][0]["message"]["content"],
+        "hello"
+    );
+    assert!(filter.has_answered());
+}
+
+#[test]
+fn headers_override_the_configured_latency() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT)
+        .with_header(TTFT_HEADER, "20")
+        .with_header(ITL_HEADER, "3");
+    let body =
+        br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two"}]}"#;
+    post(&mut filter, &mut host, &[body]);
+    assert_eq!(
+        host.paced,
+        [Duration::from_millis(20), Duration::from_millis(23)]
+    );
+}
+
+#[test]
+fn a_bad_latency_header_is_a_400() {
+    for value in ["soon", "-1", "600001"] {
+        let mut filter = filter_with("");
+        let mut host = FakeHost::request("POST", CHAT).with_header(ITL_HEADER, value);
+        post(&mut filter, &mut host, &[HELLO]);
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 400);
+        assert!(reply.error_message().contains(ITL_HEADER));
+    }
+}
+
+#[test]
+fn zero_latency_answers_at_once() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    post(&mut filter, &mut host, &[body]);
+    assert!(host.paced.is_empty() && host.stream_head.is_none());
+    assert_eq!(
+        host.only_reply().header("content-type"),
+        Some("text/event-stream")
+    );
+}
+
+fn post_with(config: &str, headers: &[(&str, &str)], body: &[u8]) -> FakeHost {
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", CHAT);
+    for (name, value) in headers {
+        host = host.with_header(name, value);
+    }
+    post(&mut filter, &mut host, &[body]);
+    host
+}
+
+#[test]
+fn test_scenarios_answer_rate_limit_and_error() {
+    let host = post_with("", &[("x-test-scenario", "rate-limit")], HELLO);
+    let reply = host.only_reply();
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (429, "llm_edge_fault_injected")
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+
+    let host = post_with("", &[("x-test-scenario", "Error")], HELLO);
+    assert_eq!(host.only_reply().status, 500);
+}
+
+#[test]
+fn a_fault_status_header_answers_that_status() {
+    let host = post_with("", &[("x-llm-edge-fault", "404")], HELLO);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 404);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`gpt-4o`")
+    );
+}
+
+#[test]
+fn unknown_fault_headers_are_a_400_naming_the_header() {
+    for (name, value) in [
+        ("x-test-scenario", "meteor"),
+        ("x-llm-edge-fault", "418"),
+        ("x-llm-edge-stream-fault", "explode:1"),
+    ] {
+        let host = post_with("", &[(name, value)], HELLO);
+        let reply = host.only_reply();
+        assert_eq!(reply.status, 400);
+        assert!(reply.error_message().contains(name));
+    }
+}
+
+#[test]
+fn configured_rates_fail_requests() {
+    let config = r#"{"mock": {"faults": {"rates": {"503": 1.0}, "seed": 1}}}"#;
+    assert_eq!(post_with(config, &[], HELLO).only_reply().status, 503);
+}
+
+const STREAM_BODY: &[u8] =
+    br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+
+fn stream_text(host: &FakeHost) -> String {
+    host.stream_data
+        .iter()
+        .map(|(data, _)| String::from_utf8_lossy(data))
+        .collect()
+}
+
+#[test]
+fn truncate_ends_the_stream_early_without_done() {
+    let host = post_with(
+        "",
+        &[("x-llm-edge-stream-fault", "truncate:2")],
+        STREAM_BODY,
+    );
+    assert!(host.sent.is_empty());
+    let ends: Vec<bool> = host.stream_data.iter().map(|(_, end)| *end).collect();
+    assert_eq!(ends, [false, true]);
+    assert!(!stream_text(&host).contains("[DONE]"));
+    assert!(host.resets.is_empty());
+}
+
+#[test]
+fn reset_and_stall_stop_after_n_steps() {
+    let host = post_with("", &[("x-llm-edge-stream-fault", "reset:1")], STREAM_BODY);
+    assert_eq!(host.stream_data.len(), 1);
+    assert_eq!(host.resets, ["llm_edge_fault_injected"]);
+
+    let host = post_with("", &[("x-llm-edge-stream-fault", "stall:1")], STREAM_BODY);
+    assert_eq!(host.stream_data, [(host.stream_data[0].0.clone(), false)]);
+    assert!(host.resets.is_empty());
+}
+
+#[test]
+fn malformed_inserts_a_broken_event_and_carries_on() {
+    let host = post_with(
+        "",
+        &[("x-llm-edge-stream-fault", "malformed:1")],
+        STREAM_BODY,
+    );
+    let text = stream_text(&host);
+    assert!(text.contains("chat.completion.ch\n\n"));
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert!(host.stream_data.last().unwrap().1);
+}
+
+#[test]
+fn a_paced_reset_happens_after_the_last_kept_step() {
+    let mut filter = filter_with(PACED);
+    let mut host =
+        FakeHost::request("POST", CHAT).with_header("x-llm-edge-stream-fault", "reset:2");
+    post(&mut filter, &mut host, &[STREAM_BODY]);
+    assert_eq!(host.paced.len(), 2);
+    filter.on_scheduled(&mut host, 0);
+    assert!(host.resets.is_empty());
+    filter.on_scheduled(&mut host, 1);
+    assert_eq!(host.resets.len(), 1);
+    assert!(host.stream_data.iter().all(|(_, end)| !end));
+}
+
+#[test]
+fn stream_faults_do_not_touch_whole_replies() {
+    let host = post_with("", &[("x-llm-edge-stream-fault", "reset:0")], HELLO);
+    assert_eq!(host.only_reply().status, 200);
+    assert!(host.resets.is_empty());
+}
+
+fn counted(host: &FakeHost, counter: Counter) -> Vec<(Vec<String>, u64)> {
+    host.counted
+        .iter()
+        .filter(|(c, _, _)| *c == counter)
+        .map(|(_, labels, value)| (labels.clone(), *value))
+        .collect()
+}
+
+fn labels(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
+}
+
+#[test]
+fn answered_requests_count_outcome_and_tokens_by_model() {
+    let host = post_with("", &[], HELLO);
+    assert_eq!(
+        counted(&host, Counter::Requests),
+        [(labels(&["chat_completions", "ok"]), 1)]
+    );
+    assert_eq!(
+        counted(&host, Counter::PromptTokens),
+        [(labels(&["gpt-4o"]), 8)]
+    );
+    assert_eq!(
+        counted(&host, Counter::CompletionTokens),
+        [(labels(&["gpt-4o"]), 1)]
+    );
+
+    let host = post_with("", &[], b"{");
+    assert_eq!(
+        counted(&host, Counter::Requests),
+        [(labels(&["chat_completions", "invalid_request"]), 1)]
+    );
+}
+
+#[test]
+fn faults_are_counted_by_type() {
+    let host = post_with("", &[("x-test-scenario", "rate-limit")], HELLO);
+    assert_eq!(counted(&host, Counter::Faults), [(labels(&["429"]), 1)]);
+    assert_eq!(
+        counted(&host, Counter::Requests),
+        [(labels(&["chat_completions", "fault"]), 1)]
+    );
+    let host = post_with("", &[("x-llm-edge-stream-fault", "reset:1")], STREAM_BODY);
+    assert_eq!(counted(&host, Counter::Faults), [(labels(&["reset"]), 1)]);
+}
+
+#[test]
+fn streams_record_time_to_first_token() {
+    let host = post_with("", &[], STREAM_BODY);
+    assert_eq!(host.recorded.len(), 1);
+    let mut filter = filter_with(PACED);
+    let mut host = FakeHost::request("POST", CHAT);
+    post(&mut filter, &mut host, &[STREAM_BODY]);
+    assert!(host.recorded.is_empty());
+    filter.on_scheduled(&mut host, 0);
+    assert_eq!(host.recorded.len(), 1);
+    assert_eq!(host.recorded[0].0, Histogram::TimeToFirstTokenMs);
+}
+
+#[test]
+fn model_labels_are_capped() {
+    let labels = ModelLabels::default();
+    for i in 0..MAX_MODEL_LABELS {
+        assert_eq!(labels.label(&format!("m{i}")), format!("m{i}"));
+    }
+    assert_eq!(labels.label("one-too-many"), "other");
+    assert_eq!(labels.label("m3"), "m3");
+}
+
+#[test]
+fn fail_closed_sends_500_once() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", CHAT);
+    filter.on_request_headers(&mut host, false);
+    filter.fail_closed(&mut host);
+    filter.fail_closed(&mut host);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json()["error"]["type"], "server_error");
+}
