@@ -36,8 +36,8 @@ const DEFAULT_API_BASE_PATH: &str = "/v1";
 pub struct FilterConfig {
     /// What the filter does with the requests it handles.
     pub mode: Mode,
-    /// The full path answered as chat completions, `api_base_path` + `/chat/completions`.
-    pub chat_completions_path: String,
+    /// The prefix of the OpenAI paths, such as `/v1`.
+    pub api_base_path: String,
     /// Bodies larger than this get an OpenAI-shaped 413.
     pub max_request_body_bytes: u64,
     /// What the mock answers.
@@ -71,6 +71,15 @@ pub struct MockConfig {
     /// How often the reply is an error instead.
     #[serde(default)]
     pub faults: FaultsConfig,
+    /// The models served: listed by `GET /v1/models`; with `strict_models`, the only ones accepted.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Refuse models not in `models` (nor aliases) with OpenAI's 404 `model_not_found`.
+    #[serde(default)]
+    pub strict_models: bool,
+    /// Requested model names answered as another model, such as `{"gpt-4": "gpt-4o"}`.
+    #[serde(default)]
+    pub model_aliases: BTreeMap<String, String>,
     /// Context windows in tokens by model (`"*"` for any other model): a prompt plus
     /// `max_tokens` beyond its window gets OpenAI's `context_length_exceeded`.
     #[serde(default)]
@@ -78,6 +87,17 @@ pub struct MockConfig {
 }
 
 impl MockConfig {
+    /// The model a request for `requested` is answered as: its alias target, or itself; `None`
+    /// when strict models refuse it.
+    pub fn served_model<'a>(&'a self, requested: &'a str) -> Option<&'a str> {
+        let model = self
+            .model_aliases
+            .get(requested)
+            .map_or(requested, String::as_str);
+        let known = self.models.iter().any(|m| m == model);
+        (known || !self.strict_models).then_some(model)
+    }
+
     /// The context window of `model`, if one is configured.
     pub fn context_window(&self, model: &str) -> Option<u32> {
         self.context_windows
@@ -293,6 +313,7 @@ impl FilterConfig {
 
         validate_latency(&raw.mock.latency)?;
         validate_content(&raw.mock.content)?;
+        validate_models(&raw.mock)?;
         if let Some((model, _)) = raw.mock.context_windows.iter().find(|(_, w)| **w == 0) {
             return Err(ConfigError::new(
                 &format!("mock.context_windows.{model}"),
@@ -309,11 +330,43 @@ impl FilterConfig {
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
-            chat_completions_path: format!("{}/chat/completions", raw.api_base_path),
+            api_base_path: raw.api_base_path,
             max_request_body_bytes: raw.max_request_body_bytes,
             mock,
             tokenizer: raw.tokenizer,
         })
+    }
+}
+
+fn validate_models(mock: &MockConfig) -> Result<(), ConfigError> {
+    if mock.strict_models && mock.models.is_empty() {
+        return Err(ConfigError::new(
+            "mock.strict_models",
+            "true needs a non-empty mock.models: strict mode would refuse every model",
+        ));
+    }
+    if let Some(empty) = mock.models.iter().position(String::is_empty) {
+        return Err(ConfigError::new(
+            &format!("mock.models[{empty}]"),
+            "\"\" is not a model name",
+        ));
+    }
+    if mock.models.is_empty() {
+        return Ok(());
+    }
+    match mock
+        .model_aliases
+        .iter()
+        .find(|(_, target)| !mock.models.contains(target))
+    {
+        Some((alias, target)) => Err(ConfigError::new(
+            &format!("mock.model_aliases.{alias}"),
+            format!(
+                "{target:?} is not in mock.models; allowed: {:?}",
+                mock.models
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -396,7 +449,7 @@ mod tests {
         for text in ["", "  \n", "{}"] {
             let config = FilterConfig::from_json(text.as_bytes()).unwrap();
             assert_eq!(config.mode, Mode::Mock);
-            assert_eq!(config.chat_completions_path, "/v1/chat/completions");
+            assert_eq!(config.api_base_path, "/v1");
             assert_eq!(config.max_request_body_bytes, 1024 * 1024);
             assert_eq!(config.mock.content, ContentMode::Echo {});
         }
@@ -412,7 +465,7 @@ mod tests {
                                       "jitter": 0.1, "seed": 7}}}"#,
         )
         .unwrap();
-        assert_eq!(config.chat_completions_path, "/llm/chat/completions");
+        assert_eq!(config.api_base_path, "/llm");
         assert_eq!(config.max_request_body_bytes, 4096);
         assert_eq!(
             config.mock.content,
@@ -489,9 +542,30 @@ mod tests {
     }
 
     #[test]
+    fn models_aliases_and_strict_mode() {
+        let config = FilterConfig::from_json(
+            br#"{"mock": {"models": ["gpt-4o", "gpt-4o-mini"], "strict_models": true,
+                          "model_aliases": {"gpt-4": "gpt-4o"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.mock.served_model("gpt-4"), Some("gpt-4o"));
+        assert_eq!(config.mock.served_model("gpt-4o-mini"), Some("gpt-4o-mini"));
+        assert_eq!(config.mock.served_model("llama"), None);
+        let lenient = FilterConfig::default();
+        assert_eq!(lenient.mock.served_model("llama"), Some("llama"));
+
+        let err = error_of(r#"{"mock": {"strict_models": true}}"#);
+        assert_eq!(err.field, "mock.strict_models");
+        let err = error_of(r#"{"mock": {"models": ["a"], "model_aliases": {"b": "c"}}}"#);
+        assert_eq!(err.field, "mock.model_aliases.b");
+        let err = error_of(r#"{"mock": {"models": ["a", ""]}}"#);
+        assert_eq!(err.field, "mock.models[1]");
+    }
+
+    #[test]
     fn an_empty_base_path_serves_at_the_root() {
         let config = FilterConfig::from_json(br#"{"api_base_path": ""}"#).unwrap();
-        assert_eq!(config.chat_completions_path, "/chat/completions");
+        assert_eq!(config.api_base_path, "");
     }
 
     #[test]

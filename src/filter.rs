@@ -12,9 +12,11 @@ use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
 use crate::mock::{self, MockReply, Timing};
-use crate::openai::ApiError;
-use crate::openai::chat::ChatRequest;
+use crate::openai::chat::{ChatRequest, Usage};
+use crate::openai::embeddings::EmbeddingsRequest;
+use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
+use crate::routes::Endpoint;
 
 /// Request header overriding the configured time to first token, in milliseconds.
 pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
@@ -66,7 +68,7 @@ enum State {
     /// Not a request we handle: everything passes through untouched.
     PassThrough,
     /// A handled request whose body is being buffered.
-    Buffering,
+    Buffering(Endpoint),
     /// A whole reply waits for its due time; nothing has been sent yet.
     Delayed {
         reply: MockReply,
@@ -202,9 +204,6 @@ impl Outcome {
     }
 }
 
-/// The `endpoint` label of chat completions.
-const CHAT_ENDPOINT: &str = "chat_completions";
-
 /// How many distinct model names get their own token-stat label; later ones count as `other`,
 /// so that clients cannot grow the proxy's stats without bound.
 const MAX_MODEL_LABELS: usize = 64;
@@ -244,6 +243,8 @@ impl ModelLabels {
 pub struct Filter {
     context: Arc<FilterContext>,
     state: State,
+    /// The `endpoint` stats label of the request, once its path is known.
+    endpoint_label: &'static str,
 }
 
 impl Filter {
@@ -252,6 +253,7 @@ impl Filter {
         Self {
             context,
             state: State::Start,
+            endpoint_label: "",
         }
     }
 
@@ -264,29 +266,33 @@ impl Filter {
         &self.context.config
     }
 
-    /// Request headers: claim `POST {api_base_path}/chat/completions`, pass everything else.
+    /// Request headers: claim the OpenAI endpoints under `api_base_path`, pass everything else.
     pub fn on_request_headers(
         &mut self,
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> HeadersStatus {
         let path = host.request_header(":path").unwrap_or_default();
-        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-        if path != self.config().chat_completions_path.as_bytes() {
+        let Some(endpoint) = Endpoint::resolve(&self.config().api_base_path, path) else {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
-        }
-        if host.request_header(":method") != Some(b"POST") {
-            let method =
-                String::from_utf8_lossy(host.request_header(":method").unwrap_or_default())
-                    .into_owned();
-            let error = ApiError::method_not_allowed(&method, &self.config().chat_completions_path);
+        };
+        self.endpoint_label = endpoint.label();
+        let method = host.request_header(":method").unwrap_or_default();
+        if method != endpoint.method().as_bytes() {
+            let method = String::from_utf8_lossy(method).into_owned();
+            let error =
+                ApiError::method_not_allowed(&method, &endpoint.path(&self.config().api_base_path));
             self.send_error(
                 host,
                 &error,
-                &[("allow", "POST")],
+                &[("allow", endpoint.method())],
                 Outcome::MethodNotAllowed,
             );
+            return HeadersStatus::StopIteration;
+        }
+        if endpoint.method() == "GET" {
+            self.answer(host, endpoint, &[]);
             return HeadersStatus::StopIteration;
         }
         let limit = self.config().max_request_body_bytes;
@@ -300,10 +306,10 @@ impl Filter {
             return HeadersStatus::StopIteration;
         }
         if end_of_stream {
-            self.answer(host, &[]);
+            self.answer(host, endpoint, &[]);
         } else {
             host.ensure_buffer_limit(limit);
-            self.state = State::Buffering;
+            self.state = State::Buffering(endpoint);
         }
         HeadersStatus::StopIteration
     }
@@ -315,7 +321,7 @@ impl Filter {
             State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 BodyStatus::StopIterationNoBuffer
             }
-            State::Buffering => {
+            State::Buffering(_) => {
                 let limit = self.config().max_request_body_bytes;
                 // Checked before Envoy adds the chunk to its buffer, so our 413 always wins.
                 if host.request_body_len() as u64 > limit {
@@ -343,7 +349,7 @@ impl Filter {
             State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 TrailersStatus::StopIteration
             }
-            State::Buffering => {
+            State::Buffering(_) => {
                 self.answer_buffered(host);
                 TrailersStatus::StopIteration
             }
@@ -358,14 +364,94 @@ impl Filter {
     }
 
     fn answer_buffered(&mut self, host: &mut impl Host) {
+        let State::Buffering(endpoint) = std::mem::replace(&mut self.state, State::Answered) else {
+            return;
+        };
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
-        self.answer(host, &body);
+        self.answer(host, endpoint, &body);
     }
 
-    fn answer(&mut self, host: &mut impl Host, body: &[u8]) {
+    fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
+        match endpoint {
+            Endpoint::ChatCompletions => self.answer_chat(host, body),
+            Endpoint::Embeddings => self.answer_embeddings(host, body),
+            Endpoint::Models => {
+                let models = self.config().mock.models.iter().map(String::as_str);
+                let body = openai::models::render_list(models);
+                self.send_json(host, &body);
+            }
+            Endpoint::Model(id) => {
+                let mock = &self.config().mock;
+                let listed = mock.models.is_empty() || mock.models.contains(&id);
+                if listed {
+                    let body = openai::models::render_model(&id);
+                    self.send_json(host, &body);
+                } else {
+                    let reply = faults::error_for_status(404, &id).expect("404 has an error");
+                    self.send_error(host, &reply.error, &[], Outcome::InvalidRequest);
+                }
+            }
+        }
+    }
+
+    /// Answers with an error reply that `plan` decided on.
+    fn refuse(&mut self, host: &mut impl Host, refusal: Refusal) {
+        let Refusal { reply, outcome } = refusal;
+        if outcome == Outcome::Fault {
+            let status = reply.error.status.to_string();
+            host.count(Counter::Faults, &[&status], 1);
+        }
+        self.send_error(host, &reply.error, &reply.headers, outcome);
+    }
+
+    /// The model to answer as, or `None` after answering OpenAI's 404 for a refused model.
+    fn serve_model(&mut self, host: &mut impl Host, requested: &str) -> Option<String> {
+        if let Some(model) = self.config().mock.served_model(requested) {
+            return Some(model.to_owned());
+        }
+        let reply = faults::error_for_status(404, requested).expect("404 has an error");
+        self.send_error(host, &reply.error, &[], Outcome::InvalidRequest);
+        None
+    }
+
+    /// Counts an answered request and its tokens.
+    fn count_answer(&self, host: &mut impl Host, model: &str, usage: Usage) {
+        let model = self.context.model_labels.label(model);
+        let outcome = [self.endpoint_label, Outcome::Mock.label()];
+        host.count(Counter::Requests, &outcome, 1);
+        host.count(Counter::PromptTokens, &[model], usage.prompt_tokens.into());
+        host.count(
+            Counter::CompletionTokens,
+            &[model],
+            usage.completion_tokens.into(),
+        );
+    }
+
+    fn answer_embeddings(&mut self, host: &mut impl Host, body: &[u8]) {
+        let mut request = match EmbeddingsRequest::parse(body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return;
+            }
+        };
+        if let Err(refusal) = self.plan(host, &request.model) {
+            self.refuse(host, *refusal);
+            return;
+        }
+        let Some(model) = self.serve_model(host, &request.model) else {
+            return;
+        };
+        request.model = model;
+        let reply = mock::embeddings(self.config().tokenizer, &request);
+        self.count_answer(host, &request.model, reply.usage);
+        self.send_now(host, &reply);
+    }
+
+    fn answer_chat(&mut self, host: &mut impl Host, body: &[u8]) {
         let started = Instant::now();
-        let request = match ChatRequest::parse(body) {
+        let mut request = match ChatRequest::parse(body) {
             Ok(request) => request,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
@@ -375,15 +461,14 @@ impl Filter {
         let plan = match self.plan(host, &request.model) {
             Ok(plan) => plan,
             Err(refusal) => {
-                let Refusal { reply, outcome } = *refusal;
-                if outcome == Outcome::Fault {
-                    let status = reply.error.status.to_string();
-                    host.count(Counter::Faults, &[&status], 1);
-                }
-                self.send_error(host, &reply.error, &reply.headers, outcome);
+                self.refuse(host, *refusal);
                 return;
             }
         };
+        let Some(model) = self.serve_model(host, &request.model) else {
+            return;
+        };
+        request.model = model;
         match self.config().mode {
             Mode::Mock => {
                 let config = self.config();
@@ -403,19 +488,7 @@ impl Filter {
                     }
                 };
                 let fault = plan.stream_fault.filter(|_| request.stream);
-                let model = self.context.model_labels.label(&request.model);
-                host.count(
-                    Counter::Requests,
-                    &[CHAT_ENDPOINT, Outcome::Mock.label()],
-                    1,
-                );
-                host.count(
-                    Counter::PromptTokens,
-                    &[model],
-                    reply.usage.prompt_tokens.into(),
-                );
-                let completion_tokens = reply.usage.completion_tokens.into();
-                host.count(Counter::CompletionTokens, &[model], completion_tokens);
+                self.count_answer(host, &request.model, reply.usage);
                 if let Some(fault) = fault {
                     host.count(Counter::Faults, &[fault.kind()], 1);
                 }
@@ -529,6 +602,18 @@ impl Filter {
         self.send_now(host, &reply);
     }
 
+    /// Sends a JSON body now, as one `200` local reply.
+    fn send_json(&mut self, host: &mut impl Host, body: &[u8]) {
+        host.count(
+            Counter::Requests,
+            &[self.endpoint_label, Outcome::Mock.label()],
+            1,
+        );
+        let headers = [("content-type", "application/json")];
+        host.send_response(200, &headers, body, Outcome::Mock.details());
+        self.state = State::Answered;
+    }
+
     /// Sends a whole reply now, as one local reply.
     fn send_now(&mut self, host: &mut impl Host, reply: &MockReply) {
         let headers = [("content-type", reply.content_type)];
@@ -574,7 +659,7 @@ impl Filter {
                     self.send_now(host, &reply);
                 }
             }
-            State::Start | State::PassThrough | State::Buffering | State::Answered => {}
+            State::Start | State::PassThrough | State::Buffering(_) | State::Answered => {}
         }
     }
 
@@ -599,7 +684,11 @@ impl Filter {
     ) {
         let mut headers = vec![("content-type", "application/json")];
         headers.extend_from_slice(extra_headers);
-        host.count(Counter::Requests, &[CHAT_ENDPOINT, outcome.label()], 1);
+        host.count(
+            Counter::Requests,
+            &[self.endpoint_label, outcome.label()],
+            1,
+        );
         host.send_response(error.status, &headers, &error.to_json(), outcome.details());
         self.state = State::Answered;
     }

@@ -31,5 +31,6 @@ pub mod lorem;
 pub mod mock;
 pub mod openai;
 pub mod pacing;
+pub mod routes;
 pub mod tokens;
 pub mod version;

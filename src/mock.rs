@@ -11,6 +11,7 @@ use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 use crate::lorem;
 use crate::openai::ApiError;
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
+use crate::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
 use crate::tokens::Tokenizer;
 
 /// The content type of streamed replies.
@@ -175,6 +176,77 @@ fn check_context(window: u32, prompt: u32, max_tokens: Option<u32>) -> Result<()
         Some("messages"),
         Some("context_length_exceeded"),
     ))
+}
+
+/// Answers an embeddings request: one unit vector per input, determined by the input alone, so
+/// the same text always embeds the same and different texts differ.
+pub fn embeddings(tokenizer: Tokenizer, request: &EmbeddingsRequest) -> MockReply {
+    let dimensions = request
+        .dimensions
+        .unwrap_or_else(|| default_dimensions(&request.model));
+    let mut prompt_tokens = 0u32;
+    let vectors = request
+        .inputs
+        .iter()
+        .map(|input| {
+            let tokens = match input {
+                EmbeddingInput::Text(text) => tokenizer.count(&request.model, text),
+                EmbeddingInput::Tokens(ids) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            };
+            prompt_tokens = prompt_tokens.saturating_add(tokens);
+            embedding_vector(input, dimensions)
+        })
+        .collect();
+    let body = embeddings::render(
+        &request.model,
+        vectors,
+        request.encoding_format,
+        prompt_tokens,
+    );
+    MockReply {
+        content_type: "application/json",
+        steps: vec![body],
+        offsets: Vec::new(),
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens: 0,
+        },
+    }
+}
+
+/// OpenAI's vector size for the model: 3072 for text-embedding-3-large, else 1536.
+fn default_dimensions(model: &str) -> usize {
+    if model.contains("embedding-3-large") {
+        3072
+    } else {
+        1536
+    }
+}
+
+/// A unit vector seeded by a stable hash (FNV-1a) of the input.
+fn embedding_vector(input: &EmbeddingInput, dimensions: usize) -> Vec<f32> {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = |seed: u64, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+    };
+    let seed = match input {
+        EmbeddingInput::Text(text) => hash(hash(FNV_OFFSET, b"text:"), text.as_bytes()),
+        EmbeddingInput::Tokens(ids) => ids.iter().fold(hash(FNV_OFFSET, b"tokens:"), |h, id| {
+            hash(h, &id.to_le_bytes())
+        }),
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut vector: Vec<f32> = (0..dimensions)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
 }
 
 /// Cuts `text` the way a model stops: before the first `stop` sequence it contains, then at
@@ -453,6 +525,44 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    fn embed(body: &str) -> Value {
+        let request = EmbeddingsRequest::parse(body.as_bytes()).unwrap();
+        serde_json::from_slice(&embeddings(Tokenizer::Exact, &request).steps.concat()).unwrap()
+    }
+
+    fn vector(body: &Value, i: usize) -> Vec<f64> {
+        body["data"][i]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let body = embed(r#"{"model":"text-embedding-3-small","input":["hello","hello","bye"]}"#);
+        let (a, b, c) = (vector(&body, 0), vector(&body, 1), vector(&body, 2));
+        assert_eq!(a.len(), 1536);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+        assert_eq!(body["usage"]["prompt_tokens"], 3);
+        assert_eq!(body["usage"]["total_tokens"], 3);
+        let again = embed(r#"{"model":"text-embedding-3-small","input":"hello"}"#);
+        assert_eq!(vector(&again, 0), a);
+    }
+
+    #[test]
+    fn embedding_sizes_follow_the_model_and_dimensions() {
+        let large = embed(r#"{"model":"text-embedding-3-large","input":"x"}"#);
+        assert_eq!(vector(&large, 0).len(), 3072);
+        let small = embed(r#"{"model":"m","input":[[1,2,3]],"dimensions":8}"#);
+        assert_eq!(vector(&small, 0).len(), 8);
+        assert_eq!(small["usage"]["prompt_tokens"], 3);
     }
 
     #[test]

@@ -126,9 +126,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         match FilterConfig::from_json(config) {
             Ok(config) => {
                 log::info!(
-                    "llm_edge: filter config accepted: mode {:?}, chat completions at {}",
+                    "llm_edge: filter config accepted: mode {:?}, OpenAI API under {:?}",
                     config.mode,
-                    config.chat_completions_path
+                    config.api_base_path
                 );
                 // SAFETY: the config pointer of this very config_new call.
                 let metrics = unsafe { MetricIds::define(config_envoy) };

@@ -198,7 +198,7 @@ fn answers_a_chat_completion_from_a_chunked_body() {
 #[test]
 fn other_paths_and_query_strings_are_handled_correctly() {
     let mut filter = filter_with("");
-    let mut host = FakeHost::request("POST", "/v1/embeddings");
+    let mut host = FakeHost::request("POST", "/v1/files");
     assert_eq!(
         filter.on_request_headers(&mut host, false),
         HeadersStatus::Continue
@@ -641,4 +641,92 @@ fn fail_closed_sends_500_once() {
     let reply = host.only_reply();
     assert_eq!(reply.status, 500);
     assert_eq!(reply.json()["error"]["type"], "server_error");
+}
+
+fn get(config: &str, path: &str) -> FakeHost {
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("GET", path);
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        HeadersStatus::StopIteration
+    );
+    host
+}
+
+const MODELS: &str = r#"{"mock": {"models": ["gpt-4o", "gpt-4o-mini"], "strict_models": true,
+                                  "model_aliases": {"gpt-4": "gpt-4o"}}}"#;
+
+#[test]
+fn models_are_listed_and_retrieved() {
+    let host = get(MODELS, "/v1/models");
+    let ids: Vec<Value> = host.only_reply().json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, ["gpt-4o", "gpt-4o-mini"]);
+    assert_eq!(
+        get(MODELS, "/v1/models/gpt-4o").only_reply().json()["id"],
+        "gpt-4o"
+    );
+    let missing = get(MODELS, "/v1/models/llama");
+    assert_eq!(missing.only_reply().status, 404);
+    assert_eq!(
+        missing.only_reply().json()["error"]["code"],
+        "model_not_found"
+    );
+    assert_eq!(get("", "/v1/models/anything").only_reply().status, 200);
+    assert_eq!(
+        counted(&missing, Counter::Requests),
+        [(labels(&["models", "invalid_request"]), 1)]
+    );
+}
+
+#[test]
+fn get_only_endpoints_refuse_post() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/models");
+    filter.on_request_headers(&mut host, false);
+    let reply = host.only_reply();
+    assert_eq!((reply.status, reply.header("allow")), (405, Some("GET")));
+}
+
+#[test]
+fn strict_models_refuse_unknown_models_and_aliases_answer_as_their_target() {
+    let llama = br#"{"model":"llama","messages":[{"role":"user","content":"hi"}]}"#;
+    let host = post_with(MODELS, &[], llama);
+    assert_eq!(host.only_reply().status, 404);
+    assert!(host.only_reply().error_message().contains("`llama`"));
+
+    let alias = br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#;
+    let host = post_with(MODELS, &[], alias);
+    assert_eq!(host.only_reply().json()["model"], "gpt-4o");
+}
+
+#[test]
+fn embeddings_are_answered_and_counted() {
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/embeddings");
+    post(
+        &mut filter,
+        &mut host,
+        &[br#"{"model":"text-embedding-3-small","input":"hello world"}"#],
+    );
+    let reply = host.only_reply();
+    assert_eq!(
+        reply.json()["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1536
+    );
+    assert_eq!(
+        counted(&host, Counter::Requests),
+        [(labels(&["embeddings", "ok"]), 1)]
+    );
+    assert_eq!(
+        counted(&host, Counter::PromptTokens),
+        [(labels(&["text-embedding-3-small"]), 2)]
+    );
 }

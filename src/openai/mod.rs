@@ -4,7 +4,9 @@
 //! including the fields it requires even when they are null (`logprobs`, `refusal`).
 
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 mod json;
+pub mod models;
 
 pub use error::ApiError;

@@ -130,7 +130,7 @@ def test_http2_cleartext(mock_envoy):
 
 def test_other_paths_pass_through_untouched(client):
     # envoy/mock.yaml routes everything else to a direct_response 404: it comes back as is.
-    reply = client.get("/v1/models")
+    reply = client.get("/v1/files")
     assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "unknown_url"
     assert client.post("/v1/chat/completions/extra", json=HELLO).status_code == 404

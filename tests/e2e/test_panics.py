@@ -59,7 +59,7 @@ def test_request_path_panic_answers_an_openai_500(http, fault_envoy, hook):
 def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
     # A pass-through path: the router's 404 flows back through the response hooks.
     with pytest.raises(httpx.RemoteProtocolError):
-        http.get("/v1/models", headers={TRIGGER: hook})
+        http.get("/v1/files", headers={TRIGGER: hook})
     assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log()
 
 

@@ -1,0 +1,108 @@
+//! Which OpenAI endpoint a request path names, under the configured `api_base_path`.
+
+/// An OpenAI endpoint llm-edge answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST {base}/chat/completions`.
+    ChatCompletions,
+    /// `POST {base}/embeddings`.
+    Embeddings,
+    /// `GET {base}/models`.
+    Models,
+    /// `GET {base}/models/{id}`; the id may contain `/`.
+    Model(String),
+}
+
+impl Endpoint {
+    /// The endpoint `path` names under `base`, ignoring any query string; `None` for any other path.
+    pub fn resolve(base: &str, path: &[u8]) -> Option<Self> {
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        let rest = path.strip_prefix(base.as_bytes())?;
+        match rest {
+            b"/chat/completions" => Some(Self::ChatCompletions),
+            b"/embeddings" => Some(Self::Embeddings),
+            b"/models" => Some(Self::Models),
+            _ => {
+                let id = rest.strip_prefix(b"/models/")?;
+                let id = std::str::from_utf8(id).ok().filter(|id| !id.is_empty())?;
+                Some(Self::Model(id.to_owned()))
+            }
+        }
+    }
+
+    /// The one method the endpoint accepts.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::ChatCompletions | Self::Embeddings => "POST",
+            Self::Models | Self::Model(_) => "GET",
+        }
+    }
+
+    /// The endpoint's `endpoint` label in stats.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Embeddings => "embeddings",
+            Self::Models | Self::Model(_) => "models",
+        }
+    }
+
+    /// The path as OpenAI names it in errors, such as `/v1/models/{model}`.
+    pub fn path(&self, base: &str) -> String {
+        match self {
+            Self::ChatCompletions => format!("{base}/chat/completions"),
+            Self::Embeddings => format!("{base}/embeddings"),
+            Self::Models => format!("{base}/models"),
+            Self::Model(id) => format!("{base}/models/{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_each_endpoint_under_the_base() {
+        let resolve = |path: &str| Endpoint::resolve("/v1", path.as_bytes());
+        assert_eq!(
+            resolve("/v1/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            resolve("/v1/chat/completions?x=1"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(resolve("/v1/embeddings"), Some(Endpoint::Embeddings));
+        assert_eq!(resolve("/v1/models"), Some(Endpoint::Models));
+        assert_eq!(
+            resolve("/v1/models/gpt-4o"),
+            Some(Endpoint::Model("gpt-4o".into()))
+        );
+        assert_eq!(
+            resolve("/v1/models/meta-llama/Llama-3.1-8B"),
+            Some(Endpoint::Model("meta-llama/Llama-3.1-8B".into()))
+        );
+        for other in [
+            "/v1/models/",
+            "/v2/models",
+            "/v1/chat/completions/x",
+            "/",
+            "/v1",
+        ] {
+            assert_eq!(resolve(other), None, "{other}");
+        }
+        assert_eq!(
+            Endpoint::resolve("", b"/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+    }
+
+    #[test]
+    fn methods_labels_and_paths() {
+        assert_eq!(Endpoint::Models.method(), "GET");
+        assert_eq!(Endpoint::Embeddings.method(), "POST");
+        assert_eq!(Endpoint::Model("m".into()).label(), "models");
+        assert_eq!(Endpoint::Model("m".into()).path("/v1"), "/v1/models/m");
+    }
+}
