@@ -82,6 +82,104 @@ impl Timing {
     }
 }
 
+/// What a text-generating endpoint asks of the mock, whatever its wire format.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation<'a> {
+    /// The model answering.
+    pub model: &'a str,
+    /// The text rules match and echo repeats: the last user message, or the prompt.
+    pub prompt_text: &'a str,
+    /// httpbun's exact reply, if the request gave one.
+    pub content_override: Option<&'a str>,
+    /// How many choices.
+    pub n: u32,
+    /// Seed of generated (lorem) text.
+    pub seed: Option<i64>,
+    /// The reply's token limit.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    pub stop: &'a [String],
+}
+
+impl<'a> Generation<'a> {
+    /// The generation a chat request asks for.
+    pub fn of_chat(request: &'a ChatRequest) -> Self {
+        Self {
+            model: &request.model,
+            prompt_text: request.last_user_text(),
+            content_override: request.content_override.as_deref(),
+            n: request.n,
+            seed: request.seed,
+            max_tokens: request.max_tokens,
+            stop: &request.stop,
+        }
+    }
+}
+
+/// Generates the choices of one generation: their texts, cut by `stop` and `max_tokens`, and
+/// their completion tokens. `texts` holds what the choices borrow.
+fn generate<'t, 'h>(
+    config: &'t MockConfig,
+    tokenizer: Tokenizer,
+    generation: &Generation<'t>,
+    header: &impl Fn(&str) -> Option<&'h [u8]>,
+    texts: &'t mut Vec<Cow<'t, str>>,
+) -> (Vec<ChoiceText<'t>>, u32) {
+    *texts = reply_texts(config, tokenizer, generation, header);
+    let mut completion_tokens = 0u32;
+    let choices = texts
+        .iter()
+        .map(|text| {
+            let (choice, tokens) = shape_reply(
+                tokenizer,
+                generation.model,
+                text,
+                generation.stop,
+                generation.max_tokens,
+            );
+            completion_tokens = completion_tokens.saturating_add(tokens);
+            choice
+        })
+        .collect();
+    (choices, completion_tokens)
+}
+
+/// Packs rendered output with its timing: stream steps paced token by token, or one whole body
+/// due when its last token would have been.
+fn timed_reply(
+    timing: &Timing,
+    choices: &[ChoiceText<'_>],
+    usage: Usage,
+    stream: Option<Vec<Vec<u8>>>,
+    whole: impl FnOnce() -> Vec<u8>,
+) -> MockReply {
+    let token_steps = choices
+        .iter()
+        .map(|c| c.deltas.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let offsets = if timing.is_instant() {
+        Vec::new()
+    } else {
+        timing.offsets(token_steps)
+    };
+    match stream {
+        Some(steps) => MockReply {
+            content_type: EVENT_STREAM,
+            steps,
+            offsets,
+            usage,
+        },
+        None => MockReply {
+            content_type: "application/json",
+            steps: vec![whole()],
+            offsets: offsets.last().copied().into_iter().collect(),
+            usage,
+        },
+    }
+}
+
 /// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked; or
 /// OpenAI's `context_length_exceeded` when the prompt does not fit the model's window.
 /// `header` reads the request's headers, for rules that match on one.
@@ -96,23 +194,11 @@ pub fn chat_completion<'h>(
     if let Some(window) = config.context_window(&request.model) {
         check_context(window, prompt_tokens, request.max_tokens)?;
     }
-    let texts = reply_texts(config, tokenizer, request, header);
-    let mut completion_tokens = 0u32;
-    let choices: Vec<ChoiceText<'_>> = texts
-        .iter()
-        .map(|text| {
-            let (choice, tokens) = shape_reply(
-                tokenizer,
-                &request.model,
-                text,
-                &request.stop,
-                request.max_tokens,
-            );
-            completion_tokens = completion_tokens.saturating_add(tokens);
-            choice
-        })
-        .collect();
-    let id = completion_id();
+    let generation = Generation::of_chat(request);
+    let mut texts = Vec::new();
+    let (choices, completion_tokens) =
+        generate(config, tokenizer, &generation, &header, &mut texts);
+    let id = format!("chatcmpl-{}", random_hex());
     let usage = Usage {
         prompt_tokens,
         completion_tokens,
@@ -124,33 +210,12 @@ pub fn chat_completion<'h>(
         choices: &choices,
         usage,
     };
-    let token_steps = choices
-        .iter()
-        .map(|c| c.deltas.len())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let offsets = if timing.is_instant() {
-        Vec::new()
-    } else {
-        timing.offsets(token_steps)
-    };
-    Ok(if request.stream {
-        MockReply {
-            content_type: EVENT_STREAM,
-            steps: chat::render_stream(&completion, request.include_usage),
-            offsets,
-            usage,
-        }
-    } else {
-        MockReply {
-            content_type: "application/json",
-            steps: vec![chat::render_completion(&completion)],
-            // A whole reply comes when the last token would have.
-            offsets: offsets.last().copied().into_iter().collect(),
-            usage,
-        }
-    })
+    let stream = request
+        .stream
+        .then(|| chat::render_stream(&completion, request.include_usage));
+    Ok(timed_reply(timing, &choices, usage, stream, || {
+        chat::render_completion(&completion)
+    }))
 }
 
 /// OpenAI's 400 when the prompt, plus the completion it asks room for, exceeds the window.
@@ -289,23 +354,23 @@ fn shape_reply<'a>(
 fn reply_texts<'a, 'h>(
     config: &'a MockConfig,
     tokenizer: Tokenizer,
-    request: &'a ChatRequest,
-    header: impl Fn(&str) -> Option<&'h [u8]>,
+    request: &Generation<'a>,
+    header: &impl Fn(&str) -> Option<&'h [u8]>,
 ) -> Vec<Cow<'a, str>> {
     let n = request.n as usize;
     let same = |text: &'a str| vec![Cow::Borrowed(text); n];
-    if let Some(text) = &request.content_override {
+    if let Some(text) = request.content_override {
         return same(text);
     }
     if let Some(rule) = config
         .rules
         .iter()
-        .find(|rule| matches(&rule.when, request, &header))
+        .find(|rule| matches(&rule.when, request, header))
     {
         return same(&rule.reply);
     }
     match &config.content {
-        ContentMode::Echo {} => same(request.last_user_text()),
+        ContentMode::Echo {} => same(request.prompt_text),
         ContentMode::Fixed { text } => same(text),
         ContentMode::Lorem {
             min_tokens,
@@ -320,7 +385,7 @@ fn reply_texts<'a, 'h>(
                         Some(limit) => lorem::filler(&mut rng, limit as usize + 1),
                         None => {
                             let tokens = rng.random_range(*min_tokens..=*max_tokens);
-                            sentence_of_tokens(tokenizer, &request.model, &mut rng, tokens)
+                            sentence_of_tokens(tokenizer, request.model, &mut rng, tokens)
                         }
                     };
                     Cow::Owned(text)
@@ -348,7 +413,7 @@ fn sentence_of_tokens(tokenizer: Tokenizer, model: &str, rng: &mut StdRng, token
 /// Whether every condition of a rule holds for this request.
 fn matches<'h>(
     when: &RuleMatch,
-    request: &ChatRequest,
+    request: &Generation<'_>,
     header: &impl Fn(&str) -> Option<&'h [u8]>,
 ) -> bool {
     when.model
@@ -357,16 +422,16 @@ fn matches<'h>(
         && when
             .user_message_regex
             .as_ref()
-            .is_none_or(|regex| regex.is_match(request.last_user_text()))
+            .is_none_or(|regex| regex.is_match(request.prompt_text))
         && when
             .header
             .as_ref()
             .is_none_or(|expected| header(&expected.name) == Some(expected.value.as_bytes()))
 }
 
-/// `chatcmpl-` and 32 random hex digits.
-fn completion_id() -> String {
-    format!("chatcmpl-{:032x}", rand::random::<u128>())
+/// 32 random hex digits, for response ids such as `chatcmpl-…`.
+fn random_hex() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn unix_seconds() -> u64 {
