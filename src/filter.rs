@@ -13,6 +13,7 @@ use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
 use crate::mock::{self, MockReply, Timing};
 use crate::openai::chat::{ChatRequest, Usage};
+use crate::openai::completions::CompletionRequest;
 use crate::openai::embeddings::EmbeddingsRequest;
 use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
@@ -100,6 +101,66 @@ enum StreamEnd {
 struct Plan {
     timing: Timing,
     stream_fault: Option<StreamFault>,
+}
+
+/// A request that generates text: chat completions and legacy completions.
+trait GenerationRequest: Sized {
+    fn parse(body: &[u8]) -> Result<Self, ApiError>;
+    fn model(&self) -> &str;
+    fn set_model(&mut self, model: String);
+    fn stream(&self) -> bool;
+    fn mock<'h>(
+        &self,
+        config: &FilterConfig,
+        timing: &Timing,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<MockReply, ApiError>;
+}
+
+impl GenerationRequest for ChatRequest {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        ChatRequest::parse(body)
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn set_model(&mut self, model: String) {
+        self.model = model;
+    }
+    fn stream(&self) -> bool {
+        self.stream
+    }
+    fn mock<'h>(
+        &self,
+        config: &FilterConfig,
+        timing: &Timing,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<MockReply, ApiError> {
+        mock::chat_completion(&config.mock, config.tokenizer, timing, self, header)
+    }
+}
+
+impl GenerationRequest for CompletionRequest {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        CompletionRequest::parse(body)
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn set_model(&mut self, model: String) {
+        self.model = model;
+    }
+    fn stream(&self) -> bool {
+        self.stream
+    }
+    fn mock<'h>(
+        &self,
+        config: &FilterConfig,
+        timing: &Timing,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<MockReply, ApiError> {
+        mock::text_completion(&config.mock, config.tokenizer, timing, self, header)
+    }
 }
 
 /// An error reply that ends a request before the mock answers it.
@@ -374,7 +435,8 @@ impl Filter {
 
     fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
         match endpoint {
-            Endpoint::ChatCompletions => self.answer_chat(host, body),
+            Endpoint::ChatCompletions => self.answer_generation::<ChatRequest>(host, body),
+            Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
             Endpoint::Embeddings => self.answer_embeddings(host, body),
             Endpoint::Models => {
                 let models = self.config().mock.models.iter().map(String::as_str);
@@ -449,46 +511,40 @@ impl Filter {
         self.send_now(host, &reply);
     }
 
-    fn answer_chat(&mut self, host: &mut impl Host, body: &[u8]) {
+    /// Answers a text-generating request (chat or legacy completion): parse, faults, model,
+    /// mock reply, stats, then send at once or paced.
+    fn answer_generation<R: GenerationRequest>(&mut self, host: &mut impl Host, body: &[u8]) {
         let started = Instant::now();
-        let mut request = match ChatRequest::parse(body) {
+        let mut request = match R::parse(body) {
             Ok(request) => request,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
                 return;
             }
         };
-        let plan = match self.plan(host, &request.model) {
+        let plan = match self.plan(host, request.model()) {
             Ok(plan) => plan,
             Err(refusal) => {
                 self.refuse(host, *refusal);
                 return;
             }
         };
-        let Some(model) = self.serve_model(host, &request.model) else {
+        let Some(model) = self.serve_model(host, request.model()) else {
             return;
         };
-        request.model = model;
+        request.set_model(model);
         match self.config().mode {
             Mode::Mock => {
-                let config = self.config();
                 let header = |name: &str| host.request_header(name);
-                let reply = mock::chat_completion(
-                    &config.mock,
-                    config.tokenizer,
-                    &plan.timing,
-                    &request,
-                    header,
-                );
-                let reply = match reply {
+                let reply = match request.mock(self.config(), &plan.timing, header) {
                     Ok(reply) => reply,
                     Err(error) => {
                         self.send_error(host, &error, &[], Outcome::InvalidRequest);
                         return;
                     }
                 };
-                let fault = plan.stream_fault.filter(|_| request.stream);
-                self.count_answer(host, &request.model, reply.usage);
+                let fault = plan.stream_fault.filter(|_| request.stream());
+                self.count_answer(host, request.model(), reply.usage);
                 if let Some(fault) = fault {
                     host.count(Counter::Faults, &[fault.kind()], 1);
                 }

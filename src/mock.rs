@@ -11,6 +11,7 @@ use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 use crate::lorem;
 use crate::openai::ApiError;
 use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
+use crate::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
 use crate::tokens::Tokenizer;
 
@@ -215,6 +216,84 @@ pub fn chat_completion<'h>(
         .then(|| chat::render_stream(&completion, request.include_usage));
     Ok(timed_reply(timing, &choices, usage, stream, || {
         chat::render_completion(&completion)
+    }))
+}
+
+/// Answers a legacy completion request: `text_completion` JSON or its SSE stream, `n` choices
+/// per prompt; or `context_length_exceeded` when a prompt does not fit the model's window.
+pub fn text_completion<'h>(
+    config: &MockConfig,
+    tokenizer: Tokenizer,
+    timing: &Timing,
+    request: &CompletionRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<MockReply, ApiError> {
+    let model = request.model.as_str();
+    let prompt_texts: Vec<Cow<'_, str>> = request
+        .prompts
+        .iter()
+        .map(|prompt| match prompt {
+            Prompt::Text(text) => Cow::Borrowed(text.as_str()),
+            Prompt::Tokens(ids) => Cow::Owned(tokenizer.decode(model, ids)),
+        })
+        .collect();
+    let prompt_token_counts: Vec<u32> = request
+        .prompts
+        .iter()
+        .zip(&prompt_texts)
+        .map(|(prompt, text)| match prompt {
+            Prompt::Text(_) => tokenizer.count(model, text),
+            Prompt::Tokens(ids) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        })
+        .collect();
+    if let Some(window) = config.context_window(model) {
+        let longest = prompt_token_counts.iter().copied().max().unwrap_or(0);
+        check_context(window, longest, Some(request.max_tokens))?;
+    }
+    let mut storage: Vec<Vec<Cow<'_, str>>> = vec![Vec::new(); prompt_texts.len()];
+    let mut choices = Vec::new();
+    let mut echoes = Vec::new();
+    let mut completion_tokens = 0u32;
+    for (prompt_text, texts) in prompt_texts.iter().zip(storage.iter_mut()) {
+        let generation = Generation {
+            model,
+            prompt_text,
+            content_override: None,
+            n: request.n,
+            seed: request.seed,
+            max_tokens: Some(request.max_tokens),
+            stop: &request.stop,
+        };
+        let (generated, tokens) = generate(config, tokenizer, &generation, &header, texts);
+        completion_tokens = completion_tokens.saturating_add(tokens);
+        let echo = if request.echo {
+            prompt_text.as_ref()
+        } else {
+            ""
+        };
+        echoes.extend(std::iter::repeat_n(echo, generated.len()));
+        choices.extend(generated);
+    }
+    let id = format!("cmpl-{}", random_hex());
+    let usage = Usage {
+        prompt_tokens: prompt_token_counts
+            .iter()
+            .fold(0, |a, b| a.saturating_add(*b)),
+        completion_tokens,
+    };
+    let completion = TextCompletion {
+        id: &id,
+        created: unix_seconds(),
+        model,
+        choices: &choices,
+        echoes: &echoes,
+        usage,
+    };
+    let stream = request
+        .stream
+        .then(|| completions::render_stream(&completion, request.include_usage));
+    Ok(timed_reply(timing, &choices, usage, stream, || {
+        completions::render_completion(&completion)
     }))
 }
 
@@ -628,6 +707,52 @@ mod tests {
         let small = embed(r#"{"model":"m","input":[[1,2,3]],"dimensions":8}"#);
         assert_eq!(vector(&small, 0).len(), 8);
         assert_eq!(small["usage"]["prompt_tokens"], 3);
+    }
+
+    fn complete(config: &MockConfig, body: &str) -> Value {
+        let request = CompletionRequest::parse(body.as_bytes()).unwrap();
+        let reply = text_completion(config, Tokenizer::Exact, &instant(), &request, no_headers);
+        serde_json::from_slice(&reply.unwrap().steps.concat()).unwrap()
+    }
+
+    #[test]
+    fn legacy_completions_echo_the_prompt_up_to_16_tokens_by_default() {
+        let long = "one two three four five six seven eight nine ten eleven twelve thirteen \
+                    fourteen fifteen sixteen seventeen";
+        let body = complete(
+            &MockConfig::default(),
+            &format!(r#"{{"model":"gpt-4o","prompt":"{long}"}}"#),
+        );
+        assert_eq!(body["object"], "text_completion");
+        assert!(body["id"].as_str().unwrap().starts_with("cmpl-"));
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "length");
+        assert_eq!(body["usage"]["completion_tokens"], 16);
+        assert!(long.starts_with(choice["text"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn legacy_completions_take_token_prompts_echo_and_several_prompts() {
+        let ids = tiktoken_rs::o200k_base_singleton().encode_ordinary("hello world");
+        let body = format!(r#"{{"model":"gpt-4o","prompt":[{ids:?},"bye"],"n":2,"echo":true}}"#);
+        let body = complete(&MockConfig::default(), &body);
+        let texts: Vec<&str> = body["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "hello worldhello world",
+                "hello worldhello world",
+                "byebye",
+                "byebye"
+            ]
+        );
+        assert_eq!(body["usage"]["prompt_tokens"], 3);
+        assert_eq!(body["choices"][3]["index"], 3);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub enum Endpoint {
     /// `POST {base}/chat/completions`.
     ChatCompletions,
+    /// `POST {base}/completions` (legacy).
+    Completions,
     /// `POST {base}/embeddings`.
     Embeddings,
     /// `GET {base}/models`.
@@ -20,6 +22,7 @@ impl Endpoint {
         let rest = path.strip_prefix(base.as_bytes())?;
         match rest {
             b"/chat/completions" => Some(Self::ChatCompletions),
+            b"/completions" => Some(Self::Completions),
             b"/embeddings" => Some(Self::Embeddings),
             b"/models" => Some(Self::Models),
             _ => {
@@ -33,7 +36,7 @@ impl Endpoint {
     /// The one method the endpoint accepts.
     pub fn method(&self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Embeddings => "POST",
+            Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -42,6 +45,7 @@ impl Endpoint {
     pub fn label(&self) -> &'static str {
         match self {
             Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::Models | Self::Model(_) => "models",
         }
@@ -51,6 +55,7 @@ impl Endpoint {
     pub fn path(&self, base: &str) -> String {
         match self {
             Self::ChatCompletions => format!("{base}/chat/completions"),
+            Self::Completions => format!("{base}/completions"),
             Self::Embeddings => format!("{base}/embeddings"),
             Self::Models => format!("{base}/models"),
             Self::Model(id) => format!("{base}/models/{id}"),
@@ -74,6 +79,7 @@ mod tests {
             Some(Endpoint::ChatCompletions)
         );
         assert_eq!(resolve("/v1/embeddings"), Some(Endpoint::Embeddings));
+        assert_eq!(resolve("/v1/completions"), Some(Endpoint::Completions));
         assert_eq!(resolve("/v1/models"), Some(Endpoint::Models));
         assert_eq!(
             resolve("/v1/models/gpt-4o"),

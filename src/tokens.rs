@@ -71,6 +71,17 @@ impl Tokenizer {
         })
     }
 
+    /// The text of token ids, in `model`'s vocabulary; ids it lacks decode to nothing.
+    pub fn decode(self, model: &str, ids: &[u32]) -> String {
+        let bpe = bpe_for(model);
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter_map(|&id| bpe.decode_bytes(&[id]).ok())
+            .flatten()
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Splits `text` at token boundaries; the pieces concatenate back to exactly `text`.
     pub fn pieces<'a>(self, model: &str, text: &'a str) -> Vec<Piece<'a>> {
         match self {
@@ -231,6 +242,13 @@ mod tests {
             pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
             ["hello", " world"]
         );
+    }
+
+    #[test]
+    fn decodes_token_ids() {
+        let ids = tiktoken_rs::o200k_base_singleton().encode_ordinary("hello world");
+        assert_eq!(Tokenizer::Exact.decode("gpt-4o", &ids), "hello world");
+        assert_eq!(Tokenizer::Exact.decode("gpt-4o", &[u32::MAX]), "");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::json::type_phrase;
 
 /// The most choices OpenAI generates for one request.
-const MAX_CHOICES: u32 = 128;
+pub(super) const MAX_CHOICES: u32 = 128;
 /// The most `stop` sequences OpenAI accepts.
 const MAX_STOP_SEQUENCES: usize = 4;
 
@@ -216,7 +216,7 @@ fn content_parts_text(index: usize, parts: Vec<Value>) -> Result<String, ApiErro
 }
 
 /// Reads optional field `key` (called `param` in errors) with `extract`; null counts as absent.
-fn optional<'a, T>(
+pub(super) fn optional<'a, T>(
     fields: &'a Map<String, Value>,
     key: &str,
     param: &str,
@@ -232,7 +232,7 @@ fn optional<'a, T>(
 }
 
 /// Reads an optional integer field that must lie in `min..=max`.
-fn bounded_integer(
+pub(super) fn bounded_integer(
     fields: &Map<String, Value>,
     key: &str,
     min: u32,
@@ -268,7 +268,7 @@ fn bounded_integer(
 }
 
 /// `stop`: null, one string, or an array of up to four strings. Empty strings never match.
-fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+pub(super) fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
     let expected = "a string or an array of strings";
     let sequences = match fields.get("stop") {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -304,7 +304,10 @@ fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
     Ok(sequences.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
-fn parse_stream_options(fields: &Map<String, Value>, stream: bool) -> Result<bool, ApiError> {
+pub(super) fn parse_stream_options(
+    fields: &Map<String, Value>,
+    stream: bool,
+) -> Result<bool, ApiError> {
     let param = "stream_options";
     let Some(options) = optional(fields, param, param, "an object", Value::as_object)? else {
         return Ok(false);
@@ -360,7 +363,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
@@ -395,7 +398,7 @@ pub struct Completion<'a> {
 }
 
 #[derive(Serialize)]
-struct UsageJson {
+pub(super) struct UsageJson {
     prompt_tokens: u32,
     completion_tokens: u32,
     total_tokens: u32,
@@ -480,14 +483,17 @@ struct ChunkJson<'a> {
 }
 
 /// A chunk's `usage`: absent unless usage was requested, then null on every chunk but the last.
-enum UsageField {
+pub(super) enum UsageField {
+    /// Usage was not asked for.
     Absent,
+    /// Usage comes in the last chunk; this one has none.
     Null,
+    /// The usage chunk.
     Present(UsageJson),
 }
 
 impl UsageField {
-    fn is_absent(&self) -> bool {
+    pub(super) fn is_absent(&self) -> bool {
         matches!(self, Self::Absent)
     }
 }

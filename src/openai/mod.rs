@@ -4,6 +4,7 @@
 //! including the fields it requires even when they are null (`logprobs`, `refusal`).
 
 pub mod chat;
+pub mod completions;
 pub mod embeddings;
 pub mod error;
 mod json;

@@ -139,6 +139,38 @@ CREATE_CHAT_COMPLETION_STREAM_RESPONSE = {
     },
 }
 
+CREATE_COMPLETION_RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["text_completion"]},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "system_fingerprint": {"type": "string"},
+        "usage": COMPLETION_USAGE,
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["finish_reason", "index", "logprobs", "text"],
+                "properties": {
+                    # Streamed chunks carry null until the last one, as OpenAI sends them.
+                    "finish_reason": {
+                        "anyOf": [
+                            {"type": "string", "enum": ["stop", "length", "content_filter"]},
+                            {"type": "null"},
+                        ]
+                    },
+                    "index": {"type": "integer"},
+                    "logprobs": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 ERROR_RESPONSE = {
     "type": "object",
     "required": ["error"],

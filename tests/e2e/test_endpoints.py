@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from openai_schema import ERROR_RESPONSE, assert_valid
+from openai_schema import CREATE_COMPLETION_RESPONSE, ERROR_RESPONSE, assert_valid
 
 
 @pytest.fixture()
@@ -82,3 +82,30 @@ def test_strict_models_refuse_unknown_models_like_openai(strict_sdk):
 def test_aliases_answer_as_their_target(strict_sdk):
     reply = strict_sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "q"}])
     assert reply.model == "gpt-4o"
+
+
+def test_legacy_completions_with_the_sdk(sdk, mock_envoy):
+    reply = sdk.completions.create(model="gpt-4o", prompt="Say this is a test", max_tokens=3)
+    assert reply.object == "text_completion"
+    assert reply.choices[0].text == "Say this is"
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 3
+    with httpx.Client(base_url=mock_envoy.base_url) as http:
+        raw = http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"}).json()
+    assert_valid(CREATE_COMPLETION_RESPONSE, raw)
+
+
+def test_legacy_completions_stream(sdk, mock_envoy):
+    stream = sdk.completions.create(
+        model="gpt-4o", prompt="stream these words", stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "stream these words"
+    assert chunks[-1].usage.completion_tokens == 3
+    with httpx.Client(base_url=mock_envoy.base_url) as http:
+        body = {"model": "gpt-4o", "prompt": "a b", "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as reply:
+            events = [line.removeprefix("data: ") for line in reply.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    for event in events[:-1]:
+        assert_valid(CREATE_COMPLETION_RESPONSE, json.loads(event))
