@@ -32,5 +32,6 @@ pub mod mock;
 pub mod openai;
 pub mod pacing;
 pub mod routes;
+pub mod schema_gen;
 pub mod tokens;
 pub mod version;
