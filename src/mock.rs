@@ -10,9 +10,13 @@ use std::borrow::Cow;
 use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 use crate::lorem;
 use crate::openai::ApiError;
-use crate::openai::chat::{self, ChatRequest, ChoiceText, Completion, FinishReason, Usage};
+use crate::openai::chat::{
+    self, ChatRequest, ChoiceText, Completion, FinishReason, ResponseFormat, Tool, ToolCallText,
+    ToolChoice, Usage,
+};
 use crate::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
+use crate::schema_gen;
 use crate::tokens::Tokenizer;
 
 /// The content type of streamed replies.
@@ -117,16 +121,13 @@ impl<'a> Generation<'a> {
     }
 }
 
-/// Generates the choices of one generation: their texts, cut by `stop` and `max_tokens`, and
-/// their completion tokens. `texts` holds what the choices borrow.
-fn generate<'t, 'h>(
-    config: &'t MockConfig,
+/// Cuts each text the way a model stops (`stop`, then `max_tokens`) into a choice; returns the
+/// choices and their completion tokens.
+fn shape_all<'t>(
     tokenizer: Tokenizer,
-    generation: &Generation<'t>,
-    header: &impl Fn(&str) -> Option<&'h [u8]>,
-    texts: &'t mut Vec<Cow<'t, str>>,
+    generation: &Generation<'_>,
+    texts: &'t [Cow<'t, str>],
 ) -> (Vec<ChoiceText<'t>>, u32) {
-    *texts = reply_texts(config, tokenizer, generation, header);
     let mut completion_tokens = 0u32;
     let choices = texts
         .iter()
@@ -145,6 +146,102 @@ fn generate<'t, 'h>(
     (choices, completion_tokens)
 }
 
+/// A generator seeded by the request's `seed`, or freshly when it has none.
+fn seeded(seed: Option<i64>) -> StdRng {
+    StdRng::seed_from_u64(seed.map_or_else(rand::random, |seed| seed as u64))
+}
+
+/// The tools a reply calls: the named one; else those the last user message mentions by name
+/// (all of them when parallel calls are allowed, else the first), or the first tool.
+fn select_tools(request: &ChatRequest) -> Vec<&Tool> {
+    if let ToolChoice::Named(name) = &request.tool_choice {
+        return request
+            .tools
+            .iter()
+            .filter(|tool| &tool.name == name)
+            .collect();
+    }
+    let prompt = request.last_user_text().to_lowercase();
+    let mentioned = |tool: &&Tool| {
+        let name = tool.name.to_lowercase();
+        prompt.contains(&name) || prompt.contains(&name.replace(['_', '-'], " "))
+    };
+    let mut picked: Vec<&Tool> = request.tools.iter().filter(mentioned).collect();
+    if picked.is_empty() {
+        picked.extend(request.tools.first());
+    }
+    if !request.parallel_tool_calls {
+        picked.truncate(1);
+    }
+    picked
+}
+
+/// Choices that call tools, with arguments generated from each tool's parameter schema.
+fn tool_call_choices(
+    tokenizer: Tokenizer,
+    request: &ChatRequest,
+) -> (Vec<ChoiceText<'static>>, u32) {
+    let tools = select_tools(request);
+    let mut rng = seeded(request.seed);
+    let mut completion_tokens = 0u32;
+    let choices = (0..request.n)
+        .map(|_| {
+            let tool_calls = tools
+                .iter()
+                .map(|tool| {
+                    let arguments = schema_gen::generate(&tool.parameters, &mut rng).to_string();
+                    let pieces = tokenizer.pieces(&request.model, &arguments);
+                    let tokens: u32 = pieces.iter().map(|piece| piece.tokens).sum();
+                    let name_tokens = tokenizer.count(&request.model, &tool.name);
+                    completion_tokens = completion_tokens.saturating_add(tokens + name_tokens);
+                    let cuts = pieces
+                        .iter()
+                        .scan(0, |end, piece| {
+                            *end += piece.text.len();
+                            Some(*end)
+                        })
+                        .collect();
+                    ToolCallText {
+                        id: format!("call_{}", &random_hex()[..24]),
+                        name: tool.name.clone(),
+                        arguments,
+                        cuts,
+                    }
+                })
+                .collect();
+            ChoiceText {
+                content: "",
+                deltas: Vec::new(),
+                tool_calls,
+                finish_reason: FinishReason::ToolCalls,
+            }
+        })
+        .collect();
+    (choices, completion_tokens)
+}
+
+/// The texts of a structured reply: for `json_object`, `{"response": text}`; for `json_schema`,
+/// a value generated from the schema. An httpbun override stays as given.
+fn structure<'a>(request: &ChatRequest, texts: Vec<Cow<'a, str>>) -> Vec<Cow<'a, str>> {
+    if request.content_override.is_some() {
+        return texts;
+    }
+    match &request.response_format {
+        ResponseFormat::Text => texts,
+        ResponseFormat::JsonObject => texts
+            .into_iter()
+            .map(|text| Cow::Owned(serde_json::json!({ "response": text }).to_string()))
+            .collect(),
+        ResponseFormat::JsonSchema(schema) => {
+            let mut rng = seeded(request.seed);
+            texts
+                .iter()
+                .map(|_| Cow::Owned(schema_gen::generate(schema, &mut rng).to_string()))
+                .collect()
+        }
+    }
+}
+
 /// Packs rendered output with its timing: stream steps paced token by token, or one whole body
 /// due when its last token would have been.
 fn timed_reply(
@@ -156,7 +253,7 @@ fn timed_reply(
 ) -> MockReply {
     let token_steps = choices
         .iter()
-        .map(|c| c.deltas.len())
+        .map(ChoiceText::steps)
         .max()
         .unwrap_or(0)
         .max(1);
@@ -196,9 +293,22 @@ pub fn chat_completion<'h>(
         check_context(window, prompt_tokens, request.max_tokens)?;
     }
     let generation = Generation::of_chat(request);
-    let mut texts = Vec::new();
-    let (choices, completion_tokens) =
-        generate(config, tokenizer, &generation, &header, &mut texts);
+    let calls_tools = !request.tools.is_empty()
+        && request.tool_choice != ToolChoice::None
+        && !request.ends_with_tool_result();
+    let texts = if calls_tools {
+        Vec::new()
+    } else {
+        structure(
+            request,
+            reply_texts(config, tokenizer, &generation, &header),
+        )
+    };
+    let (choices, completion_tokens) = if calls_tools {
+        tool_call_choices(tokenizer, request)
+    } else {
+        shape_all(tokenizer, &generation, &texts)
+    };
     let id = format!("chatcmpl-{}", random_hex());
     let usage = Usage {
         prompt_tokens,
@@ -264,7 +374,8 @@ pub fn text_completion<'h>(
             max_tokens: Some(request.max_tokens),
             stop: &request.stop,
         };
-        let (generated, tokens) = generate(config, tokenizer, &generation, &header, texts);
+        *texts = reply_texts(config, tokenizer, &generation, &header);
+        let (generated, tokens) = shape_all(tokenizer, &generation, texts);
         completion_tokens = completion_tokens.saturating_add(tokens);
         let echo = if request.echo {
             prompt_text.as_ref()
@@ -423,6 +534,7 @@ fn shape_reply<'a>(
     let choice = ChoiceText {
         content: &text[..end],
         deltas,
+        tool_calls: Vec::new(),
         finish_reason,
     };
     (choice, tokens)
@@ -455,8 +567,7 @@ fn reply_texts<'a, 'h>(
             min_tokens,
             max_tokens,
         } => {
-            let seed = request.seed.map_or_else(rand::random, |seed| seed as u64);
-            let mut rng = StdRng::seed_from_u64(seed);
+            let mut rng = seeded(request.seed);
             (0..n)
                 .map(|_| {
                     let text = match request.max_tokens {
@@ -753,6 +864,106 @@ mod tests {
         );
         assert_eq!(body["usage"]["prompt_tokens"], 3);
         assert_eq!(body["choices"][3]["index"], 3);
+    }
+
+    const TOOLS: &str = r#""tools": [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"]}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}]"#;
+
+    fn chat(body: &str) -> Value {
+        answer(&MockConfig::default(), body)
+    }
+
+    fn called(body: &Value) -> Vec<String> {
+        body["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| c["function"]["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn tools_are_called_with_arguments_from_their_schema() {
+        let body = chat(&format!(
+            r#"{{"model":"gpt-4o",{TOOLS},"messages":[{{"role":"user","content":"weather in Paris?"}}]}}"#
+        ));
+        assert_eq!(called(&body), ["get_weather"]);
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        let call = &choice["message"]["tool_calls"][0];
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(arguments["city"].is_string());
+        assert!(["c", "f"].contains(&arguments["unit"].as_str().unwrap()));
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn tool_selection_follows_mentions_parallelism_and_tool_choice() {
+        let ask = |extra: &str, text: &str| {
+            chat(&format!(
+                r#"{{"model":"gpt-4o",{TOOLS}{extra},"messages":[{{"role":"user","content":"{text}"}}]}}"#
+            ))
+        };
+        assert_eq!(
+            called(&ask("", "get weather and get time")),
+            ["get_weather", "get_time"]
+        );
+        assert_eq!(
+            called(&ask(
+                r#","parallel_tool_calls":false"#,
+                "get weather and get time"
+            )),
+            ["get_weather"]
+        );
+        assert_eq!(called(&ask("", "hello")), ["get_weather"]);
+        let named = r#","tool_choice":{"type":"function","function":{"name":"get_time"}}"#;
+        assert_eq!(called(&ask(named, "weather?")), ["get_time"]);
+        let none = ask(r#","tool_choice":"none""#, "weather?");
+        assert!(called(&none).is_empty());
+        assert_eq!(none["choices"][0]["message"]["content"], "weather?");
+    }
+
+    #[test]
+    fn after_a_tool_result_the_reply_is_text() {
+        let body = chat(&format!(
+            r#"{{"model":"gpt-4o",{TOOLS},"messages":[
+                {{"role":"user","content":"weather?"}},
+                {{"role":"assistant","tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{}}"}}}}]}},
+                {{"role":"tool","tool_call_id":"call_1","content":"sunny"}}]}}"#
+        ));
+        assert!(called(&body).is_empty());
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn structured_output_follows_the_response_format() {
+        let object = chat(
+            r#"{"model":"gpt-4o","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let content: Value =
+            serde_json::from_str(object["choices"][0]["message"]["content"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(content, serde_json::json!({"response": "hi"}));
+
+        let schema = r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],"additionalProperties":false}"#;
+        let body = chat(&format!(
+            r#"{{"model":"gpt-4o","seed":1,"response_format":{{"type":"json_schema","json_schema":{{"name":"person","strict":true,"schema":{schema}}}}},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        ));
+        let content: Value =
+            serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap())
+                .unwrap();
+        assert!(content["name"].is_string());
+        assert!((0..=120).contains(&content["age"].as_i64().unwrap()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ const ROLES: [&str; 6] = [
 
 /// The parts of a chat completion request that llm-edge reads. Every other field is accepted and
 /// ignored, as OpenAI-compatible servers do, so SDK `extra_body` fields pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     /// The requested model, echoed back in the response.
     pub model: String,
@@ -43,6 +43,47 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// `seed`: the same seed gives the same generated text.
     pub seed: Option<i64>,
+    /// The functions the model may call.
+    pub tools: Vec<Tool>,
+    /// Whether and which tool to call.
+    pub tool_choice: ToolChoice,
+    /// Whether several tools may be called in one reply (default true).
+    pub parallel_tool_calls: bool,
+    /// The shape of the reply's content.
+    pub response_format: ResponseFormat,
+}
+
+/// A function the model may call: `tools[].function`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// The function's name.
+    pub name: String,
+    /// The JSON Schema of its arguments (an empty object schema when absent).
+    pub parameters: Value,
+}
+
+/// `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// Never call a tool.
+    None,
+    /// Call tools when the conversation calls for it (the default with tools).
+    Auto,
+    /// Call at least one tool.
+    Required,
+    /// Call this tool.
+    Named(String),
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against this schema.
+    JsonSchema(Value),
 }
 
 /// One message of the conversation, reduced to what the mock needs.
@@ -90,6 +131,17 @@ impl ChatRequest {
         };
         let stop = parse_stop(&fields)?;
         let seed = optional(&fields, "seed", "seed", "an integer", Value::as_i64)?;
+        let tools = parse_tools(&fields)?;
+        let tool_choice = parse_tool_choice(&fields, &tools)?;
+        let parallel_tool_calls = optional(
+            &fields,
+            "parallel_tool_calls",
+            "parallel_tool_calls",
+            "a boolean",
+            Value::as_bool,
+        )?
+        .unwrap_or(true);
+        let response_format = parse_response_format(&fields)?;
 
         Ok(Self {
             model,
@@ -101,7 +153,18 @@ impl ChatRequest {
             max_tokens,
             stop,
             seed,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
         })
+    }
+
+    /// Whether the conversation ends with a tool's result, to be answered in words.
+    pub fn ends_with_tool_result(&self) -> bool {
+        self.messages
+            .last()
+            .is_some_and(|m| m.role == "tool" || m.role == "function")
     }
 
     /// The text of the last `user` message, or `""` when there is none.
@@ -228,6 +291,177 @@ pub(super) fn optional<'a, T>(
         Some(value) => extract(value)
             .map(Some)
             .ok_or_else(|| ApiError::invalid_type(param, expected, type_phrase(value))),
+    }
+}
+
+/// Whether `name` is a valid function name: 1 to 64 of `a-z A-Z 0-9 _ -`.
+fn is_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn parse_tools(fields: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
+    let Some(items) = optional(fields, "tools", "tools", "an array", Value::as_array)? else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |field: &str| format!("tools[{i}]{field}");
+            let Value::Object(tool) = item else {
+                return Err(ApiError::invalid_type(
+                    &at(""),
+                    "an object",
+                    type_phrase(item),
+                ));
+            };
+            match tool.get("type").and_then(Value::as_str) {
+                Some("function") => {}
+                Some(other) => {
+                    return Err(ApiError::invalid_value(&at(".type"), other, &["function"]));
+                }
+                None => return Err(ApiError::missing_parameter(&at(".type"))),
+            }
+            let function = match tool.get("function") {
+                Some(Value::Object(function)) => function,
+                None | Some(Value::Null) => {
+                    return Err(ApiError::missing_parameter(&at(".function")));
+                }
+                Some(other) => {
+                    return Err(ApiError::invalid_type(
+                        &at(".function"),
+                        "an object",
+                        type_phrase(other),
+                    ));
+                }
+            };
+            let name = match function.get("name") {
+                Some(Value::String(name)) if is_function_name(name) => name.clone(),
+                Some(Value::String(name)) => {
+                    return Err(ApiError::bad_request(
+                        format!(
+                            "Invalid '{}': string does not match pattern. Expected a string that \
+                             matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$', but got '{name}'.",
+                            at(".function.name")
+                        ),
+                        Some(&at(".function.name")),
+                        Some("invalid_value"),
+                    ));
+                }
+                None | Some(Value::Null) => {
+                    return Err(ApiError::missing_parameter(&at(".function.name")));
+                }
+                Some(other) => {
+                    return Err(ApiError::invalid_type(
+                        &at(".function.name"),
+                        "a string",
+                        type_phrase(other),
+                    ));
+                }
+            };
+            let parameters = match function.get("parameters") {
+                None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+                Some(schema @ Value::Object(_)) => schema.clone(),
+                Some(other) => {
+                    return Err(ApiError::invalid_type(
+                        &at(".function.parameters"),
+                        "an object",
+                        type_phrase(other),
+                    ));
+                }
+            };
+            Ok(Tool { name, parameters })
+        })
+        .collect()
+}
+
+fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let param = "tool_choice";
+    let choice = match fields.get(param) {
+        None | Some(Value::Null) => return Ok(ToolChoice::Auto),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid_value(
+                    param,
+                    other,
+                    &["none", "auto", "required"],
+                ));
+            }
+        },
+        Some(Value::Object(named)) => {
+            let name = named
+                .get("function")
+                .and_then(|function| function.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::missing_parameter("tool_choice.function.name"))?;
+            ToolChoice::Named(name.to_owned())
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                param,
+                "a string or an object",
+                type_phrase(other),
+            ));
+        }
+    };
+    if tools.is_empty() && choice != ToolChoice::None {
+        return Err(ApiError::bad_request(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
+             specified."
+                .to_owned(),
+            Some(param),
+            None,
+        ));
+    }
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(ApiError::bad_request(
+                format!("Tool choice '{name}' not found in 'tools' parameter."),
+                Some(param),
+                None,
+            ));
+        }
+    }
+    Ok(choice)
+}
+
+fn parse_response_format(fields: &Map<String, Value>) -> Result<ResponseFormat, ApiError> {
+    let param = "response_format";
+    let Some(format) = optional(fields, param, param, "an object", Value::as_object)? else {
+        return Ok(ResponseFormat::Text);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let spec = format
+                .get("json_schema")
+                .and_then(Value::as_object)
+                .ok_or_else(|| ApiError::missing_parameter("response_format.json_schema"))?;
+            if !spec.get("name").is_some_and(Value::is_string) {
+                return Err(ApiError::missing_parameter(
+                    "response_format.json_schema.name",
+                ));
+            }
+            let schema = spec
+                .get("schema")
+                .filter(|schema| schema.is_object())
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            Ok(ResponseFormat::JsonSchema(schema))
+        }
+        Some(other) => Err(ApiError::invalid_value(
+            "response_format.type",
+            other,
+            &["text", "json_object", "json_schema"],
+        )),
+        None => Err(ApiError::missing_parameter("response_format.type")),
     }
 }
 
@@ -360,6 +594,8 @@ pub enum FinishReason {
     Stop,
     /// The reply hit `max_tokens`.
     Length,
+    /// The reply calls tools.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -367,6 +603,7 @@ impl FinishReason {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }
@@ -374,12 +611,40 @@ impl FinishReason {
 /// One choice's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChoiceText<'a> {
-    /// The whole reply text.
+    /// The whole reply text (empty, and `null` on the wire, when the choice calls tools).
     pub content: &'a str,
     /// The reply cut at token boundaries, one streamed delta each; they concatenate to `content`.
     pub deltas: Vec<&'a str>,
+    /// Function calls, in order.
+    pub tool_calls: Vec<ToolCallText>,
     /// Why the reply ended.
     pub finish_reason: FinishReason,
+}
+
+impl ChoiceText<'_> {
+    /// How many streamed steps the choice takes: one per content delta, and per tool call one to
+    /// open it plus one per arguments fragment.
+    pub fn steps(&self) -> usize {
+        self.deltas.len()
+            + self
+                .tool_calls
+                .iter()
+                .map(|call| 1 + call.cuts.len())
+                .sum::<usize>()
+    }
+}
+
+/// A function call in a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallText {
+    /// `call_…`.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, a JSON object as a string.
+    pub arguments: String,
+    /// Where the streamed arguments fragments end, as byte offsets into `arguments`.
+    pub cuts: Vec<usize>,
 }
 
 /// Everything needed to render one mock chat completion, streamed or not.
@@ -464,9 +729,45 @@ struct ChoiceJson<'a> {
 #[derive(Serialize)]
 struct MessageJson<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
     refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallJson<'a>>,
     annotations: [(); 0],
+}
+
+/// `ChatCompletionMessageToolCall`.
+#[derive(Serialize)]
+struct ToolCallJson<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionJson<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionJson<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// `ChatCompletionMessageToolCallChunk`: the first chunk of a call names it, later ones carry
+/// arguments fragments.
+#[derive(Serialize)]
+struct ToolCallDeltaJson<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDeltaJson<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeltaJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 /// `CreateChatCompletionStreamResponse`.
@@ -519,8 +820,11 @@ struct ChunkChoiceJson<'a> {
 struct DeltaJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    /// Absent, `null` (a tool-calling reply's role chunk), or text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
+    content: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDeltaJson<'a>; 1]>,
 }
 
 /// Renders a complete `chat.completion` object.
@@ -538,8 +842,20 @@ pub fn render_completion(completion: &Completion<'_>) -> Vec<u8> {
                 index,
                 message: MessageJson {
                     role: "assistant",
-                    content: choice.content,
+                    content: choice.tool_calls.is_empty().then_some(choice.content),
                     refusal: None,
+                    tool_calls: choice
+                        .tool_calls
+                        .iter()
+                        .map(|call| ToolCallJson {
+                            id: &call.id,
+                            kind: "function",
+                            function: FunctionJson {
+                                name: &call.name,
+                                arguments: &call.arguments,
+                            },
+                        })
+                        .collect(),
                     annotations: [],
                 },
                 logprobs: None,
@@ -574,23 +890,22 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Ve
         write_chunk(out, completion, &[choice], usage_placeholder());
     };
     let indexed = || completion.choices.iter().zip(0..);
-    let longest = indexed().map(|(c, _)| c.deltas.len()).max().unwrap_or(0);
+    let deltas: Vec<Vec<DeltaJson<'_>>> = completion.choices.iter().map(choice_deltas).collect();
+    let longest = deltas.iter().map(Vec::len).max().unwrap_or(0);
     let mut steps = vec![Vec::new(); longest.max(1)];
 
-    for (_, index) in indexed() {
+    for (choice, index) in indexed() {
         let role = DeltaJson {
             role: Some("assistant"),
-            content: Some(""),
+            content: Some(choice.tool_calls.is_empty().then_some("")),
+            tool_calls: None,
         };
         event(&mut steps[0], index, role, None);
     }
-    for (k, step) in steps.iter_mut().enumerate().take(longest) {
-        for (choice, index) in indexed() {
-            if let Some(&piece) = choice.deltas.get(k) {
-                let delta = DeltaJson {
-                    content: Some(piece),
-                    ..DeltaJson::default()
-                };
+    let mut per_choice: Vec<_> = deltas.into_iter().map(Vec::into_iter).collect();
+    for step in steps.iter_mut().take(longest) {
+        for (events, index) in per_choice.iter_mut().zip(0..) {
+            if let Some(delta) = events.next() {
                 event(step, index, delta, None);
             }
         }
@@ -610,6 +925,39 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Ve
     }
     last.extend_from_slice(b"data: [DONE]\n\n");
     steps
+}
+
+/// A choice's stream deltas, in order: its content pieces, then for each tool call one delta that
+/// opens it (id, type, name) and one per arguments fragment.
+fn choice_deltas<'a>(choice: &'a ChoiceText<'a>) -> Vec<DeltaJson<'a>> {
+    let content = choice.deltas.iter().map(|&piece| DeltaJson {
+        content: Some(Some(piece)),
+        ..DeltaJson::default()
+    });
+    let calls = choice.tool_calls.iter().zip(0..).flat_map(|(call, index)| {
+        let call_delta = move |id, kind, name, arguments| DeltaJson {
+            tool_calls: Some([ToolCallDeltaJson {
+                index,
+                id,
+                kind,
+                function: FunctionDeltaJson { name, arguments },
+            }]),
+            ..DeltaJson::default()
+        };
+        let open = call_delta(
+            Some(call.id.as_str()),
+            Some("function"),
+            Some(call.name.as_str()),
+            "",
+        );
+        let fragments = call.cuts.iter().scan(0, move |start, &end| {
+            let fragment = &call.arguments[*start..end];
+            *start = end;
+            Some(call_delta(None, None, None, fragment))
+        });
+        std::iter::once(open).chain(fragments)
+    });
+    content.chain(calls).collect()
 }
 
 fn write_chunk(

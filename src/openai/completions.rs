@@ -361,6 +361,7 @@ mod tests {
         ChoiceText {
             content: "Hi there",
             deltas: vec!["Hi", " there"],
+            tool_calls: Vec::new(),
             finish_reason: FinishReason::Length,
         }
     }

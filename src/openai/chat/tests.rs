@@ -187,6 +187,7 @@ fn choices(n: usize, finish_reason: FinishReason) -> Vec<ChoiceText<'static>> {
     let choice = ChoiceText {
         content: CONTENT,
         deltas: vec!["Hello", " there", ",", "  friend", "!"],
+        tool_calls: Vec::new(),
         finish_reason,
     };
     vec![choice; n]
@@ -267,6 +268,7 @@ fn an_empty_reply_streams_in_one_step() {
     let empty = [ChoiceText {
         content: "",
         deltas: vec![],
+        tool_calls: Vec::new(),
         finish_reason: FinishReason::Stop,
     }];
     let steps = render_stream(&sample(&empty), false);
@@ -321,4 +323,133 @@ fn stream_usage_chunk_comes_last_with_no_choices() {
     assert_eq!(usage["usage"]["total_tokens"], 14);
     assert_eq!(chunks[0]["usage"], Value::Null);
     assert!(chunks[0].get("usage").is_some());
+}
+
+#[test]
+fn reads_tools_tool_choice_and_response_format() {
+    let req = parse(json!({"model": "m", "messages": [{"role": "user", "content": "q"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+                  {"type": "function", "function": {"name": "noop"}}],
+        "tool_choice": {"type": "function", "function": {"name": "noop"}},
+        "parallel_tool_calls": false,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))
+    .unwrap();
+    assert_eq!(req.tools.len(), 2);
+    assert_eq!(
+        req.tools[1].parameters,
+        json!({"type": "object", "properties": {}})
+    );
+    assert_eq!(req.tool_choice, ToolChoice::Named("noop".into()));
+    assert!(!req.parallel_tool_calls);
+    assert_eq!(
+        req.response_format,
+        ResponseFormat::JsonSchema(json!({"type": "object"}))
+    );
+    let plain = parse(json!({"model": "m", "messages": [{"role": "user"}]})).unwrap();
+    assert_eq!(
+        (plain.tool_choice, plain.response_format),
+        (ToolChoice::Auto, ResponseFormat::Text)
+    );
+}
+
+#[test]
+fn bad_tools_and_formats_name_the_param() {
+    let user = json!([{"role": "user", "content": "q"}]);
+    let tool = json!([{"type": "function", "function": {"name": "f"}}]);
+    let cases = [
+        (json!({"tools": [{"type": "retrieval"}]}), "tools[0].type"),
+        (
+            json!({"tools": [{"type": "function"}]}),
+            "tools[0].function",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "has space"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}),
+            "tools[0].function.parameters",
+        ),
+        (json!({"tool_choice": "auto"}), "tool_choice"),
+        (
+            json!({"tools": tool, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (
+            json!({"tools": tool, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format.json_schema",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+            "response_format.json_schema.name",
+        ),
+    ];
+    for (extra, param) in cases {
+        let mut body = json!({"model": "m", "messages": user});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let err = parse(body.clone()).unwrap_err();
+        assert_eq!(
+            (err.status, err.param.as_deref()),
+            (400, Some(param)),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn tool_calls_render_with_null_content_and_stream_as_deltas() {
+    let call = ToolCallText {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city":"Paris"}"#.into(),
+        cuts: vec![2, 8, 16],
+    };
+    let choices = [ChoiceText {
+        content: "",
+        deltas: vec![],
+        tool_calls: vec![call],
+        finish_reason: FinishReason::ToolCalls,
+    }];
+    assert_eq!(choices[0].steps(), 4);
+    let body: Value = serde_json::from_slice(&render_completion(&sample(&choices))).unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(
+        message["tool_calls"],
+        json!([{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+
+    let chunks = chunks(&render_stream(&sample(&choices), false));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": null})
+    );
+    assert_eq!(
+        chunks[1]["choices"][0]["delta"]["tool_calls"],
+        json!([{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}])
+    );
+    let arguments: String = chunks[2..5]
+        .iter()
+        .map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(arguments, r#"{"city":"Paris"}"#);
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "tool_calls");
 }
