@@ -15,6 +15,7 @@ use crate::mock::{self, MockReply, Timing};
 use crate::openai::chat::{ChatRequest, Usage};
 use crate::openai::completions::CompletionRequest;
 use crate::openai::embeddings::EmbeddingsRequest;
+use crate::openai::responses::ResponsesRequest;
 use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
 use crate::routes::Endpoint;
@@ -160,6 +161,29 @@ impl GenerationRequest for CompletionRequest {
         header: impl Fn(&str) -> Option<&'h [u8]>,
     ) -> Result<MockReply, ApiError> {
         mock::text_completion(&config.mock, config.tokenizer, timing, self, header)
+    }
+}
+
+impl GenerationRequest for ResponsesRequest {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        ResponsesRequest::parse(body)
+    }
+    fn model(&self) -> &str {
+        &self.chat.model
+    }
+    fn set_model(&mut self, model: String) {
+        self.chat.model = model;
+    }
+    fn stream(&self) -> bool {
+        self.chat.stream
+    }
+    fn mock<'h>(
+        &self,
+        config: &FilterConfig,
+        timing: &Timing,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<MockReply, ApiError> {
+        mock::response(&config.mock, config.tokenizer, timing, self, header)
     }
 }
 
@@ -437,6 +461,7 @@ impl Filter {
         match endpoint {
             Endpoint::ChatCompletions => self.answer_generation::<ChatRequest>(host, body),
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
+            Endpoint::Responses => self.answer_generation::<ResponsesRequest>(host, body),
             Endpoint::Embeddings => self.answer_embeddings(host, body),
             Endpoint::Models => {
                 let models = self.config().mock.models.iter().map(String::as_str);

@@ -16,6 +16,7 @@ use crate::openai::chat::{
 };
 use crate::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
+use crate::openai::responses::{self, ResponseIds, ResponsesRequest};
 use crate::schema_gen;
 use crate::tokens::Tokenizer;
 
@@ -278,16 +279,16 @@ fn timed_reply(
     }
 }
 
-/// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked; or
-/// OpenAI's `context_length_exceeded` when the prompt does not fit the model's window.
-/// `header` reads the request's headers, for rules that match on one.
-pub fn chat_completion<'h>(
+/// Generates the choices of a chat-shaped request (tool calls, structured or plain text) and
+/// hands them with their usage to `render`; or `context_length_exceeded` when the prompt does
+/// not fit the model's window. `header` reads the request's headers, for rules that match on one.
+pub fn with_chat_choices<'h, R>(
     config: &MockConfig,
     tokenizer: Tokenizer,
-    timing: &Timing,
     request: &ChatRequest,
     header: impl Fn(&str) -> Option<&'h [u8]>,
-) -> Result<MockReply, ApiError> {
+    render: impl FnOnce(&[ChoiceText<'_>], Usage) -> R,
+) -> Result<R, ApiError> {
     let prompt_tokens = tokenizer.prompt_tokens(&request.model, &request.messages);
     if let Some(window) = config.context_window(&request.model) {
         check_context(window, prompt_tokens, request.max_tokens)?;
@@ -309,24 +310,73 @@ pub fn chat_completion<'h>(
     } else {
         shape_all(tokenizer, &generation, &texts)
     };
-    let id = format!("chatcmpl-{}", random_hex());
     let usage = Usage {
         prompt_tokens,
         completion_tokens,
     };
-    let completion = Completion {
-        id: &id,
-        created: unix_seconds(),
-        model: &request.model,
-        choices: &choices,
-        usage,
-    };
-    let stream = request
-        .stream
-        .then(|| chat::render_stream(&completion, request.include_usage));
-    Ok(timed_reply(timing, &choices, usage, stream, || {
-        chat::render_completion(&completion)
-    }))
+    Ok(render(&choices, usage))
+}
+
+/// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked.
+pub fn chat_completion<'h>(
+    config: &MockConfig,
+    tokenizer: Tokenizer,
+    timing: &Timing,
+    request: &ChatRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<MockReply, ApiError> {
+    with_chat_choices(config, tokenizer, request, header, |choices, usage| {
+        let id = format!("chatcmpl-{}", random_hex());
+        let completion = Completion {
+            id: &id,
+            created: unix_seconds(),
+            model: &request.model,
+            choices,
+            usage,
+        };
+        let stream = request
+            .stream
+            .then(|| chat::render_stream(&completion, request.include_usage));
+        timed_reply(timing, choices, usage, stream, || {
+            chat::render_completion(&completion)
+        })
+    })
+}
+
+/// Answers a Responses API request: the `response` object, or its typed event stream.
+pub fn response<'h>(
+    config: &MockConfig,
+    tokenizer: Tokenizer,
+    timing: &Timing,
+    request: &ResponsesRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<MockReply, ApiError> {
+    with_chat_choices(
+        config,
+        tokenizer,
+        &request.chat,
+        header,
+        |choices, usage| {
+            let choice = &choices[0];
+            let ids = ResponseIds {
+                response: format!("resp_{}", random_hex()),
+                message: format!("msg_{}", random_hex()),
+                function_calls: choice
+                    .tool_calls
+                    .iter()
+                    .map(|_| format!("fc_{}", random_hex()))
+                    .collect(),
+                created_at: unix_seconds(),
+            };
+            let stream = request
+                .chat
+                .stream
+                .then(|| responses::render_stream(request, &ids, choice, usage));
+            timed_reply(timing, choices, usage, stream, || {
+                responses::render_response(request, &ids, choice, usage)
+            })
+        },
+    )
 }
 
 /// Answers a legacy completion request: `text_completion` JSON or its SSE stream, `n` choices

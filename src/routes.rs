@@ -9,6 +9,8 @@ pub enum Endpoint {
     Completions,
     /// `POST {base}/embeddings`.
     Embeddings,
+    /// `POST {base}/responses` (the Responses API).
+    Responses,
     /// `GET {base}/models`.
     Models,
     /// `GET {base}/models/{id}`; the id may contain `/`.
@@ -24,6 +26,7 @@ impl Endpoint {
             b"/chat/completions" => Some(Self::ChatCompletions),
             b"/completions" => Some(Self::Completions),
             b"/embeddings" => Some(Self::Embeddings),
+            b"/responses" => Some(Self::Responses),
             b"/models" => Some(Self::Models),
             _ => {
                 let id = rest.strip_prefix(b"/models/")?;
@@ -36,7 +39,9 @@ impl Endpoint {
     /// The one method the endpoint accepts.
     pub fn method(&self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
+            Self::ChatCompletions | Self::Completions | Self::Embeddings | Self::Responses => {
+                "POST"
+            }
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -47,6 +52,7 @@ impl Endpoint {
             Self::ChatCompletions => "chat_completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Responses => "responses",
             Self::Models | Self::Model(_) => "models",
         }
     }
@@ -57,6 +63,7 @@ impl Endpoint {
             Self::ChatCompletions => format!("{base}/chat/completions"),
             Self::Completions => format!("{base}/completions"),
             Self::Embeddings => format!("{base}/embeddings"),
+            Self::Responses => format!("{base}/responses"),
             Self::Models => format!("{base}/models"),
             Self::Model(id) => format!("{base}/models/{id}"),
         }

@@ -9,5 +9,6 @@ pub mod embeddings;
 pub mod error;
 mod json;
 pub mod models;
+pub mod responses;
 
 pub use error::ApiError;

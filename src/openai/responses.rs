@@ -1,0 +1,705 @@
+//! `POST /v1/responses` (the Responses API): the request we read and the responses we write.
+//!
+//! A Responses request is read into the same [`ChatRequest`] the chat endpoint uses (instructions
+//! become a leading system message, input items become messages, function tools become tools),
+//! so the mock answers both alike; only the wire format differs.
+
+use serde_json::{Map, Value, json};
+
+use super::chat::{
+    ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
+    bounded_integer, optional,
+};
+use super::error::ApiError;
+use super::json::type_phrase;
+
+/// A parsed Responses request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponsesRequest {
+    /// The request as the chat endpoint would see it.
+    pub chat: ChatRequest,
+    /// `instructions`, echoed in the response object.
+    pub instructions: Option<String>,
+}
+
+impl ResponsesRequest {
+    /// Parses and validates a request body, with OpenAI's errors for bad input.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+        let Value::Object(mut fields) = value else {
+            return Err(ApiError::invalid_json(format_args!(
+                "expected an object, but got {}",
+                type_phrase(&value)
+            )));
+        };
+        let model = match fields.remove("model") {
+            Some(Value::String(model)) => model,
+            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
+            Some(other) => {
+                return Err(ApiError::invalid_type(
+                    "model",
+                    "a string",
+                    type_phrase(&other),
+                ));
+            }
+        };
+        let instructions = optional(
+            &fields,
+            "instructions",
+            "instructions",
+            "a string",
+            Value::as_str,
+        )?
+        .map(str::to_owned);
+        let mut messages = Vec::new();
+        if let Some(text) = &instructions {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                text: text.clone(),
+                name: None,
+            });
+        }
+        messages.extend(parse_input(fields.remove("input"))?);
+        let tools = parse_tools(&fields)?;
+        let tool_choice = parse_tool_choice(&fields, &tools)?;
+        let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
+        let content_override =
+            optional(&fields, "httpbun", "httpbun", "an object", Value::as_object)?
+                .and_then(|options| options.get("output_text"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        let chat = ChatRequest {
+            model,
+            messages,
+            stream: stream.unwrap_or(false),
+            include_usage: false,
+            content_override,
+            n: 1,
+            max_tokens: bounded_integer(&fields, "max_output_tokens", 1, u32::MAX)?,
+            stop: Vec::new(),
+            seed: None,
+            tools,
+            tool_choice,
+            parallel_tool_calls: optional(
+                &fields,
+                "parallel_tool_calls",
+                "parallel_tool_calls",
+                "a boolean",
+                Value::as_bool,
+            )?
+            .unwrap_or(true),
+            response_format: parse_text_format(&fields)?,
+        };
+        Ok(Self { chat, instructions })
+    }
+}
+
+/// `input`: a string (one user message), or a list of items: messages (string or content-part
+/// content), earlier function calls and their outputs.
+fn parse_input(value: Option<Value>) -> Result<Vec<ChatMessage>, ApiError> {
+    let message = |role: &str, text: String| ChatMessage {
+        role: role.to_owned(),
+        text,
+        name: None,
+    };
+    let items = match value {
+        None | Some(Value::Null) => return Err(ApiError::missing_parameter("input")),
+        Some(Value::String(text)) => return Ok(vec![message("user", text)]),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "input",
+                "a string or an array of input items",
+                type_phrase(&other),
+            ));
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(item) = item else {
+                return Err(ApiError::invalid_type(
+                    &format!("input[{i}]"),
+                    "an object",
+                    type_phrase(&item),
+                ));
+            };
+            match item
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("message")
+            {
+                "function_call_output" => Ok(message("tool", item_text(item.get("output")))),
+                "function_call" => Ok(message("assistant", String::new())),
+                "message" => {
+                    let role = match item.get("role").and_then(Value::as_str) {
+                        Some(role @ ("user" | "assistant" | "system" | "developer")) => role,
+                        Some(other) => {
+                            return Err(ApiError::invalid_value(
+                                &format!("input[{i}].role"),
+                                other,
+                                &["user", "assistant", "system", "developer"],
+                            ));
+                        }
+                        None => {
+                            return Err(ApiError::missing_parameter(&format!("input[{i}].role")));
+                        }
+                    };
+                    Ok(message(role, item_text(item.get("content"))))
+                }
+                other => Ok(message("user", format!("[{other}]"))),
+            }
+        })
+        .collect()
+}
+
+/// The text of a content value: the string itself, or its text parts joined.
+fn item_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Function tools (`{"type": "function", "name", "parameters"}`); other tool types are accepted
+/// and not called.
+fn parse_tools(fields: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
+    let Some(items) = optional(fields, "tools", "tools", "an array", Value::as_array)? else {
+        return Ok(Vec::new());
+    };
+    let mut tools = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.get("type").and_then(Value::as_str) != Some("function") {
+            continue;
+        }
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::missing_parameter(&format!("tools[{i}].name")))?;
+        let parameters = item
+            .get("parameters")
+            .filter(|p| p.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        tools.push(Tool {
+            name: name.to_owned(),
+            parameters,
+        });
+    }
+    Ok(tools)
+}
+
+fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let choice = match fields.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(mode)) => match mode.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid_value(
+                    "tool_choice",
+                    other,
+                    &["none", "auto", "required"],
+                ));
+            }
+        },
+        Some(Value::Object(named)) => match named.get("name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Named(name.to_owned()),
+            None => return Err(ApiError::missing_parameter("tool_choice.name")),
+        },
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "tool_choice",
+                "a string or an object",
+                type_phrase(other),
+            ));
+        }
+    };
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(ApiError::bad_request(
+                format!("Tool choice '{name}' not found in 'tools' parameter."),
+                Some("tool_choice"),
+                None,
+            ));
+        }
+    }
+    Ok(choice)
+}
+
+/// `text.format`: `text`, `json_object`, or `json_schema` with the schema inline.
+fn parse_text_format(fields: &Map<String, Value>) -> Result<ResponseFormat, ApiError> {
+    let Some(format) = fields
+        .get("text")
+        .and_then(|text| text.get("format"))
+        .filter(|format| !format.is_null())
+    else {
+        return Ok(ResponseFormat::Text);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => Ok(ResponseFormat::JsonSchema(
+            format
+                .get("schema")
+                .filter(|schema| schema.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        )),
+        Some(other) => Err(ApiError::invalid_value(
+            "text.format.type",
+            other,
+            &["text", "json_object", "json_schema"],
+        )),
+        None => Err(ApiError::missing_parameter("text.format.type")),
+    }
+}
+
+/// The ids and times one rendered response uses.
+#[derive(Debug, Clone)]
+pub struct ResponseIds {
+    /// `resp_…`.
+    pub response: String,
+    /// `msg_…`, the message item's id.
+    pub message: String,
+    /// `fc_…` per function call.
+    pub function_calls: Vec<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// The `Response` object, in the state given (`in_progress` with no output, or final).
+fn response_object(
+    request: &ResponsesRequest,
+    ids: &ResponseIds,
+    choice: &ChoiceText<'_>,
+    usage: Usage,
+    done: bool,
+) -> Value {
+    let incomplete = choice.finish_reason == FinishReason::Length;
+    let (status, output, usage) = if done {
+        let status = if incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        (
+            status,
+            output_items(ids, choice, "completed"),
+            usage_json(usage),
+        )
+    } else {
+        ("in_progress", Vec::new(), Value::Null)
+    };
+    let text_format = match &request.chat.response_format {
+        ResponseFormat::Text => json!({"type": "text"}),
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema(schema) => {
+            json!({"type": "json_schema", "name": "response", "schema": schema, "strict": true})
+        }
+    };
+    let tools: Vec<Value> = request
+        .chat
+        .tools
+        .iter()
+        .map(|tool| {
+            json!({"type": "function", "name": tool.name, "parameters": tool.parameters,
+                   "strict": false, "description": null})
+        })
+        .collect();
+    let tool_choice = match &request.chat.tool_choice {
+        ToolChoice::None => json!("none"),
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Named(name) => json!({"type": "function", "name": name}),
+    };
+    json!({
+        "id": ids.response,
+        "object": "response",
+        "created_at": ids.created_at,
+        "status": status,
+        "error": null,
+        "incomplete_details": if done && incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": request.instructions,
+        "max_output_tokens": request.chat.max_tokens,
+        "model": request.chat.model,
+        "output": output,
+        "parallel_tool_calls": request.chat.parallel_tool_calls,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "store": false,
+        "temperature": 1.0,
+        "text": {"format": text_format},
+        "tool_choice": tool_choice,
+        "tools": tools,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": null,
+        "metadata": {}
+    })
+}
+
+fn usage_json(usage: Usage) -> Value {
+    json!({
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens
+    })
+}
+
+/// The output items: one per function call, else one assistant message.
+fn output_items(ids: &ResponseIds, choice: &ChoiceText<'_>, status: &str) -> Vec<Value> {
+    if choice.tool_calls.is_empty() {
+        vec![message_item(ids, choice.content, status)]
+    } else {
+        choice
+            .tool_calls
+            .iter()
+            .zip(&ids.function_calls)
+            .map(|(call, id)| function_call_item(id, &call.id, &call.name, &call.arguments, status))
+            .collect()
+    }
+}
+
+fn message_item(ids: &ResponseIds, text: &str, status: &str) -> Value {
+    let content = if status == "completed" {
+        json!([{"type": "output_text", "text": text, "annotations": []}])
+    } else {
+        json!([])
+    };
+    json!({"type": "message", "id": ids.message, "status": status, "role": "assistant",
+           "content": content})
+}
+
+fn function_call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+           "arguments": arguments, "status": status})
+}
+
+/// Renders the final `Response` object.
+pub fn render_response(
+    request: &ResponsesRequest,
+    ids: &ResponseIds,
+    choice: &ChoiceText<'_>,
+    usage: Usage,
+) -> Vec<u8> {
+    serde_json::to_vec(&response_object(request, ids, choice, usage, true))
+        .expect("serializing JSON values cannot fail")
+}
+
+/// Writes typed server-sent events, numbering them as they go.
+struct EventWriter {
+    sequence: u64,
+}
+
+impl EventWriter {
+    fn write(&mut self, out: &mut Vec<u8>, kind: &str, mut event: Map<String, Value>) {
+        event.insert("type".into(), kind.into());
+        event.insert("sequence_number".into(), self.sequence.into());
+        self.sequence += 1;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        serde_json::to_writer(&mut *out, &event).expect("serializing JSON values cannot fail");
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    }
+}
+
+/// Renders the typed event stream in timed steps, from `response.created` to
+/// `response.completed` (or `response.incomplete`): each text delta or function-call arguments
+/// fragment is a step, and each function call opens with its own step.
+pub fn render_stream(
+    request: &ResponsesRequest,
+    ids: &ResponseIds,
+    choice: &ChoiceText<'_>,
+    usage: Usage,
+) -> Vec<Vec<u8>> {
+    let mut writer = EventWriter { sequence: 0 };
+    let mut steps: Vec<Vec<u8>> = vec![Vec::new()];
+    let in_progress = response_object(request, ids, choice, usage, false);
+    let first = &mut steps[0];
+    writer.write(
+        first,
+        "response.created",
+        fields(json!({"response": in_progress})),
+    );
+    writer.write(
+        first,
+        "response.in_progress",
+        fields(json!({"response": in_progress})),
+    );
+
+    if choice.tool_calls.is_empty() {
+        let item_id = ids.message.as_str();
+        let at = json!({"item_id": item_id, "output_index": 0, "content_index": 0});
+        writer.write(
+            first,
+            "response.output_item.added",
+            fields(json!({"output_index": 0, "item": message_item(ids, "", "in_progress")})),
+        );
+        let mut part = fields(at.clone());
+        part.insert(
+            "part".into(),
+            json!({"type": "output_text", "text": "", "annotations": []}),
+        );
+        writer.write(first, "response.content_part.added", part);
+        for (k, delta) in choice.deltas.iter().enumerate() {
+            if k > 0 {
+                steps.push(Vec::new());
+            }
+            let mut event = fields(at.clone());
+            event.insert("delta".into(), json!(delta));
+            event.insert("logprobs".into(), json!([]));
+            let step = steps.last_mut().expect("a step");
+            writer.write(step, "response.output_text.delta", event);
+        }
+        let last = steps.last_mut().expect("a step");
+        let mut done = fields(at.clone());
+        done.insert("text".into(), json!(choice.content));
+        done.insert("logprobs".into(), json!([]));
+        writer.write(last, "response.output_text.done", done);
+        let mut part = fields(at);
+        part.insert(
+            "part".into(),
+            json!({"type": "output_text", "text": choice.content, "annotations": []}),
+        );
+        writer.write(last, "response.content_part.done", part);
+        writer.write(
+            last,
+            "response.output_item.done",
+            fields(
+                json!({"output_index": 0, "item": message_item(ids, choice.content, "completed")}),
+            ),
+        );
+    } else {
+        for (index, (call, id)) in choice
+            .tool_calls
+            .iter()
+            .zip(&ids.function_calls)
+            .enumerate()
+        {
+            if index > 0 {
+                steps.push(Vec::new());
+            }
+            let step = steps.last_mut().expect("a step");
+            let opened = function_call_item(id, &call.id, &call.name, "", "in_progress");
+            writer.write(
+                step,
+                "response.output_item.added",
+                fields(json!({"output_index": index, "item": opened})),
+            );
+            let mut start = 0;
+            for &end in &call.cuts {
+                steps.push(Vec::new());
+                let step = steps.last_mut().expect("a step");
+                let delta = &call.arguments[start..end];
+                start = end;
+                writer.write(
+                    step,
+                    "response.function_call_arguments.delta",
+                    fields(json!({"item_id": id, "output_index": index, "delta": delta})),
+                );
+            }
+            let step = steps.last_mut().expect("a step");
+            writer.write(
+                step,
+                "response.function_call_arguments.done",
+                fields(json!({"item_id": id, "output_index": index, "arguments": call.arguments})),
+            );
+            let done = function_call_item(id, &call.id, &call.name, &call.arguments, "completed");
+            writer.write(
+                step,
+                "response.output_item.done",
+                fields(json!({"output_index": index, "item": done})),
+            );
+        }
+    }
+    let last = steps.last_mut().expect("a step");
+    let finished = response_object(request, ids, choice, usage, true);
+    let kind = if choice.finish_reason == FinishReason::Length {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    writer.write(last, kind, fields(json!({"response": finished})));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::chat::ToolCallText;
+
+    fn parse(body: Value) -> Result<ResponsesRequest, ApiError> {
+        ResponsesRequest::parse(body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn input_and_instructions_become_chat_messages() {
+        let req = parse(json!({"model": "m", "instructions": "be brief", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi "}, {"type": "input_text", "text": "there"}]},
+            {"type": "function_call_output", "call_id": "call_1", "output": "42"}],
+            "max_output_tokens": 20,
+            "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}],
+            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}))
+        .unwrap();
+        let roles: Vec<&str> = req.chat.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "tool"]);
+        assert_eq!(req.chat.messages[1].text, "hi there");
+        assert!(req.chat.ends_with_tool_result());
+        assert_eq!(req.chat.max_tokens, Some(20));
+        assert_eq!(req.chat.tools.len(), 1);
+        assert_eq!(
+            req.chat.response_format,
+            ResponseFormat::JsonSchema(json!({"type": "object"}))
+        );
+        let simple =
+            parse(json!({"model": "m", "input": "q", "httpbun": {"output_text": "set"}})).unwrap();
+        assert_eq!(simple.chat.last_user_text(), "q");
+        assert_eq!(simple.chat.content_override.as_deref(), Some("set"));
+    }
+
+    #[test]
+    fn bad_requests_name_the_param() {
+        for (body, param) in [
+            (json!({"input": "x"}), "model"),
+            (json!({"model": "m"}), "input"),
+            (json!({"model": "m", "input": 3}), "input"),
+            (
+                json!({"model": "m", "input": [{"role": "robot", "content": "x"}]}),
+                "input[0].role",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tool_choice": {"type": "function", "name": "g"}}),
+                "tool_choice",
+            ),
+            (
+                json!({"model": "m", "input": "x", "max_output_tokens": 0}),
+                "max_output_tokens",
+            ),
+        ] {
+            let err = parse(body.clone()).unwrap_err();
+            assert_eq!(
+                (err.status, err.param.as_deref()),
+                (400, Some(param)),
+                "{body}"
+            );
+        }
+    }
+
+    fn ids() -> ResponseIds {
+        ResponseIds {
+            response: "resp_1".into(),
+            message: "msg_1".into(),
+            function_calls: vec!["fc_1".into()],
+            created_at: 7,
+        }
+    }
+
+    fn usage() -> Usage {
+        Usage {
+            prompt_tokens: 5,
+            completion_tokens: 2,
+        }
+    }
+
+    fn events(steps: &[Vec<u8>]) -> Vec<Value> {
+        let text = String::from_utf8(steps.concat()).unwrap();
+        text.split_terminator("\n\n")
+            .map(|event| {
+                let (kind, data) = event.split_once('\n').unwrap();
+                let value: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(kind.strip_prefix("event: ").unwrap(), value["type"]);
+                value
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_replies_render_and_stream_in_order() {
+        let req = parse(json!({"model": "m", "input": "hi"})).unwrap();
+        let choice = ChoiceText {
+            content: "Hi there",
+            deltas: vec!["Hi", " there"],
+            tool_calls: vec![],
+            finish_reason: FinishReason::Stop,
+        };
+        let body: Value =
+            serde_json::from_slice(&render_response(&req, &ids(), &choice, usage())).unwrap();
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["output"][0]["content"][0]["text"], "Hi there");
+        assert_eq!(body["usage"]["total_tokens"], 7);
+
+        let steps = render_stream(&req, &ids(), &choice, usage());
+        assert_eq!(steps.len(), 2);
+        let events = events(&steps);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        let numbers: Vec<u64> = events
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn function_calls_stream_arguments_in_fragments() {
+        let req = parse(
+            json!({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"}]}),
+        )
+        .unwrap();
+        let choice = ChoiceText {
+            content: "",
+            deltas: vec![],
+            tool_calls: vec![ToolCallText {
+                id: "call_1".into(),
+                name: "f".into(),
+                arguments: r#"{"a":1}"#.into(),
+                cuts: vec![3, 7],
+            }],
+            finish_reason: FinishReason::ToolCalls,
+        };
+        let body: Value =
+            serde_json::from_slice(&render_response(&req, &ids(), &choice, usage())).unwrap();
+        assert_eq!(body["output"][0]["type"], "function_call");
+        assert_eq!(body["output"][0]["call_id"], "call_1");
+        let events = events(&render_stream(&req, &ids(), &choice, usage()));
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.function_call_arguments.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, r#"{"a":1}"#);
+    }
+}
