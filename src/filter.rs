@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::anthropic::{self, MessagesRequest};
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
@@ -187,6 +188,29 @@ impl GenerationRequest for ResponsesRequest {
     }
 }
 
+impl GenerationRequest for MessagesRequest {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        MessagesRequest::parse(body)
+    }
+    fn model(&self) -> &str {
+        &self.chat.model
+    }
+    fn set_model(&mut self, model: String) {
+        self.chat.model = model;
+    }
+    fn stream(&self) -> bool {
+        self.chat.stream
+    }
+    fn mock<'h>(
+        &self,
+        config: &FilterConfig,
+        timing: &Timing,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<MockReply, ApiError> {
+        mock::anthropic_message(&config.mock, config.tokenizer, timing, self, header)
+    }
+}
+
 /// An error reply that ends a request before the mock answers it.
 struct Refusal {
     reply: ErrorReply,
@@ -330,6 +354,8 @@ pub struct Filter {
     state: State,
     /// The `endpoint` stats label of the request, once its path is known.
     endpoint_label: &'static str,
+    /// Errors are answered in Anthropic's envelope on its Messages endpoint, else OpenAI's.
+    anthropic_errors: bool,
 }
 
 impl Filter {
@@ -339,6 +365,7 @@ impl Filter {
             context,
             state: State::Start,
             endpoint_label: "",
+            anthropic_errors: false,
         }
     }
 
@@ -363,6 +390,7 @@ impl Filter {
             return HeadersStatus::Continue;
         };
         self.endpoint_label = endpoint.label();
+        self.anthropic_errors = endpoint == Endpoint::Messages;
         let method = host.request_header(":method").unwrap_or_default();
         if method != endpoint.method().as_bytes() {
             let method = String::from_utf8_lossy(method).into_owned();
@@ -462,6 +490,7 @@ impl Filter {
             Endpoint::ChatCompletions => self.answer_generation::<ChatRequest>(host, body),
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
             Endpoint::Responses => self.answer_generation::<ResponsesRequest>(host, body),
+            Endpoint::Messages => self.answer_generation::<MessagesRequest>(host, body),
             Endpoint::Embeddings => self.answer_embeddings(host, body),
             Endpoint::Models => {
                 let models = self.config().mock.models.iter().map(String::as_str);
@@ -770,7 +799,12 @@ impl Filter {
             &[self.endpoint_label, outcome.label()],
             1,
         );
-        host.send_response(error.status, &headers, &error.to_json(), outcome.details());
+        let body = if self.anthropic_errors {
+            anthropic::error_json(error)
+        } else {
+            error.to_json()
+        };
+        host.send_response(error.status, &headers, &body, outcome.details());
         self.state = State::Answered;
     }
 }

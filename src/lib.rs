@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod abi;
+pub mod anthropic;
 pub mod config;
 pub mod faults;
 pub mod filter;

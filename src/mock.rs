@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 
 use std::borrow::Cow;
 
+use crate::anthropic::{self, MessagesRequest};
 use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 use crate::lorem;
 use crate::openai::ApiError;
@@ -377,6 +378,27 @@ pub fn response<'h>(
             })
         },
     )
+}
+
+/// Answers an Anthropic Messages request: the `message` object, or its event stream.
+pub fn anthropic_message<'h>(
+    config: &MockConfig,
+    tokenizer: Tokenizer,
+    timing: &Timing,
+    request: &MessagesRequest,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<MockReply, ApiError> {
+    let chat = &request.chat;
+    with_chat_choices(config, tokenizer, chat, header, |choices, usage| {
+        let id = format!("msg_{}", &random_hex()[..24]);
+        let choice = &choices[0];
+        let stream = chat
+            .stream
+            .then(|| anthropic::render_stream(&chat.model, &id, choice, usage));
+        timed_reply(timing, choices, usage, stream, || {
+            anthropic::render_message(&chat.model, &id, choice, usage)
+        })
+    })
 }
 
 /// Answers a legacy completion request: `text_completion` JSON or its SSE stream, `n` choices

@@ -11,6 +11,8 @@ pub enum Endpoint {
     Embeddings,
     /// `POST {base}/responses` (the Responses API).
     Responses,
+    /// `POST {base}/messages` (Anthropic's Messages API).
+    Messages,
     /// `GET {base}/models`.
     Models,
     /// `GET {base}/models/{id}`; the id may contain `/`.
@@ -27,6 +29,7 @@ impl Endpoint {
             b"/completions" => Some(Self::Completions),
             b"/embeddings" => Some(Self::Embeddings),
             b"/responses" => Some(Self::Responses),
+            b"/messages" => Some(Self::Messages),
             b"/models" => Some(Self::Models),
             _ => {
                 let id = rest.strip_prefix(b"/models/")?;
@@ -39,9 +42,11 @@ impl Endpoint {
     /// The one method the endpoint accepts.
     pub fn method(&self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Completions | Self::Embeddings | Self::Responses => {
-                "POST"
-            }
+            Self::ChatCompletions
+            | Self::Completions
+            | Self::Embeddings
+            | Self::Responses
+            | Self::Messages => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -53,6 +58,7 @@ impl Endpoint {
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::Responses => "responses",
+            Self::Messages => "messages",
             Self::Models | Self::Model(_) => "models",
         }
     }
@@ -64,6 +70,7 @@ impl Endpoint {
             Self::Completions => format!("{base}/completions"),
             Self::Embeddings => format!("{base}/embeddings"),
             Self::Responses => format!("{base}/responses"),
+            Self::Messages => format!("{base}/messages"),
             Self::Models => format!("{base}/models"),
             Self::Model(id) => format!("{base}/models/{id}"),
         }
@@ -87,6 +94,8 @@ mod tests {
         );
         assert_eq!(resolve("/v1/embeddings"), Some(Endpoint::Embeddings));
         assert_eq!(resolve("/v1/completions"), Some(Endpoint::Completions));
+        assert_eq!(resolve("/v1/responses"), Some(Endpoint::Responses));
+        assert_eq!(resolve("/v1/messages"), Some(Endpoint::Messages));
         assert_eq!(resolve("/v1/models"), Some(Endpoint::Models));
         assert_eq!(
             resolve("/v1/models/gpt-4o"),

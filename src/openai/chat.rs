@@ -279,7 +279,7 @@ fn content_parts_text(index: usize, parts: Vec<Value>) -> Result<String, ApiErro
 }
 
 /// Reads optional field `key` (called `param` in errors) with `extract`; null counts as absent.
-pub(super) fn optional<'a, T>(
+pub(crate) fn optional<'a, T>(
     fields: &'a Map<String, Value>,
     key: &str,
     param: &str,
@@ -466,7 +466,7 @@ fn parse_response_format(fields: &Map<String, Value>) -> Result<ResponseFormat, 
 }
 
 /// Reads an optional integer field that must lie in `min..=max`.
-pub(super) fn bounded_integer(
+pub(crate) fn bounded_integer(
     fields: &Map<String, Value>,
     key: &str,
     min: u32,
@@ -503,26 +503,37 @@ pub(super) fn bounded_integer(
 
 /// `stop`: null, one string, or an array of up to four strings. Empty strings never match.
 pub(super) fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    let expected = "a string or an array of strings";
-    let sequences = match fields.get("stop") {
+    let count = fields
+        .get("stop")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if count > MAX_STOP_SEQUENCES {
+        return Err(ApiError::bad_request(
+            format!(
+                "Invalid 'stop': array too long. Expected an array with maximum length \
+                 {MAX_STOP_SEQUENCES}, but got an array with length {count} instead."
+            ),
+            Some("stop"),
+            Some("array_above_max_length"),
+        ));
+    }
+    parse_stop_sequences(fields, "stop")
+}
+
+/// Stop sequences under `key`: null, one string, or an array of strings. Empty strings never
+/// match, so they are dropped.
+pub(crate) fn parse_stop_sequences(
+    fields: &Map<String, Value>,
+    key: &str,
+) -> Result<Vec<String>, ApiError> {
+    let sequences = match fields.get(key) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(one)) => vec![one.clone()],
         Some(Value::Array(items)) => {
-            if items.len() > MAX_STOP_SEQUENCES {
-                return Err(ApiError::bad_request(
-                    format!(
-                        "Invalid 'stop': array too long. Expected an array with maximum length \
-                         {MAX_STOP_SEQUENCES}, but got an array with length {} instead.",
-                        items.len()
-                    ),
-                    Some("stop"),
-                    Some("array_above_max_length"),
-                ));
-            }
             let mut sequences = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let Value::String(sequence) = item else {
-                    let param = format!("stop[{i}]");
+                    let param = format!("{key}[{i}]");
                     return Err(ApiError::invalid_type(
                         &param,
                         "a string",
@@ -533,7 +544,10 @@ pub(super) fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, Api
             }
             sequences
         }
-        Some(other) => return Err(ApiError::invalid_type("stop", expected, type_phrase(other))),
+        Some(other) => {
+            let expected = "a string or an array of strings";
+            return Err(ApiError::invalid_type(key, expected, type_phrase(other)));
+        }
     };
     Ok(sequences.into_iter().filter(|s| !s.is_empty()).collect())
 }
