@@ -8,6 +8,7 @@
 //! ```json
 //! {
 //!   "mode": "mock",
+//!   "profile": "spec",
 //!   "api_base_path": "/v1",
 //!   "max_request_body_bytes": 1048576,
 //!   "tokenizer": "exact",
@@ -36,6 +37,8 @@ const DEFAULT_API_BASE_PATH: &str = "/v1";
 pub struct FilterConfig {
     /// What the filter does with the requests it handles.
     pub mode: Mode,
+    /// Whose wire format the mock speaks.
+    pub profile: Profile,
     /// The prefix of the OpenAI paths, such as `/v1`.
     pub api_base_path: String,
     /// Bodies larger than this get an OpenAI-shaped 413.
@@ -53,6 +56,17 @@ pub enum Mode {
     /// Answer inside Envoy, with no upstream.
     #[default]
     Mock,
+}
+
+/// Whose wire format the mock speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// OpenAI's and Anthropic's APIs, exactly as their specifications say, under `api_base_path`.
+    #[default]
+    Spec,
+    /// httpbun's `/llm` endpoints, exactly as httpbun answers them (a drop-in for its users).
+    Httpbun,
 }
 
 /// Settings of the mock.
@@ -222,6 +236,8 @@ fn deserialize_regex<'de, D: serde::Deserializer<'de>>(
 struct RawConfig {
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    profile: Profile,
     #[serde(default = "default_api_base_path")]
     api_base_path: String,
     #[serde(default = "default_max_request_body_bytes")]
@@ -330,6 +346,7 @@ impl FilterConfig {
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
+            profile: raw.profile,
             api_base_path: raw.api_base_path,
             max_request_body_bytes: raw.max_request_body_bytes,
             mock,
@@ -472,6 +489,9 @@ mod tests {
             ContentMode::Fixed { text: "hi".into() }
         );
         assert_eq!(config.tokenizer, Tokenizer::Approx);
+        assert_eq!(config.profile, Profile::Spec);
+        let httpbun = FilterConfig::from_json(br#"{"profile": "httpbun"}"#).unwrap();
+        assert_eq!(httpbun.profile, Profile::Httpbun);
         let latency = &config.mock.latency;
         assert_eq!(
             (latency.time_to_first_token_ms, latency.inter_token_ms),

@@ -12,6 +12,7 @@ use crate::anthropic::{self, MessagesRequest};
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
+use crate::httpbun::{self, HttpbunEndpoint, HttpbunError};
 use crate::mock::{self, MockReply, Timing};
 use crate::openai::chat::{ChatRequest, Usage};
 use crate::openai::completions::CompletionRequest;
@@ -385,7 +386,9 @@ impl Filter {
         end_of_stream: bool,
     ) -> HeadersStatus {
         let path = host.request_header(":path").unwrap_or_default();
-        let Some(endpoint) = Endpoint::resolve(&self.config().api_base_path, path) else {
+        let config = self.config();
+        let Some(endpoint) = Endpoint::for_profile(config.profile, &config.api_base_path, path)
+        else {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
         };
@@ -393,6 +396,12 @@ impl Filter {
         self.anthropic_errors = endpoint == Endpoint::Messages;
         let method = host.request_header(":method").unwrap_or_default();
         if method != endpoint.method().as_bytes() {
+            if let Endpoint::Httpbun(httpbun) = endpoint {
+                let body = httpbun.method_not_allowed();
+                let allow = [("allow", "POST")];
+                self.send_body(host, 405, &allow, &body, Outcome::MethodNotAllowed);
+                return HeadersStatus::StopIteration;
+            }
             let method = String::from_utf8_lossy(method).into_owned();
             let error =
                 ApiError::method_not_allowed(&method, &endpoint.path(&self.config().api_base_path));
@@ -491,6 +500,7 @@ impl Filter {
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
             Endpoint::Responses => self.answer_generation::<ResponsesRequest>(host, body),
             Endpoint::Messages => self.answer_generation::<MessagesRequest>(host, body),
+            Endpoint::Httpbun(endpoint) => self.answer_httpbun(host, endpoint, body),
             Endpoint::Embeddings => self.answer_embeddings(host, body),
             Endpoint::Models => {
                 let models = self.config().mock.models.iter().map(String::as_str);
@@ -542,6 +552,44 @@ impl Filter {
             &[model],
             usage.completion_tokens.into(),
         );
+    }
+
+    /// Answers as httpbun would, paced by the configured latency (httpbun itself pauses 50 ms per
+    /// chunk; set `mock.latency.inter_token_ms` to match).
+    fn answer_httpbun(&mut self, host: &mut impl Host, endpoint: HttpbunEndpoint, body: &[u8]) {
+        let started = Instant::now();
+        let reply = match httpbun::answer(endpoint, body) {
+            Ok(reply) => reply,
+            Err(HttpbunError(body)) => {
+                self.send_body(host, 400, &[], &body, Outcome::InvalidRequest);
+                return;
+            }
+        };
+        let timing = match self.timing(host) {
+            Ok(timing) => timing,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return;
+            }
+        };
+        let streamed = reply.content_type == mock::EVENT_STREAM;
+        let offsets = match (timing.is_instant(), streamed) {
+            (true, _) => Vec::new(),
+            (false, true) => timing.offsets(reply.steps.len()),
+            (false, false) => timing.offsets(1),
+        };
+        let labels = [self.endpoint_label, Outcome::Mock.label()];
+        host.count(Counter::Requests, &labels, 1);
+        let reply = MockReply {
+            content_type: reply.content_type,
+            steps: reply.steps,
+            offsets,
+            usage: Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+            },
+        };
+        self.send_reply(host, reply, None, started);
     }
 
     fn answer_embeddings(&mut self, host: &mut impl Host, body: &[u8]) {
@@ -785,6 +833,8 @@ impl Filter {
         Ok(timing)
     }
 
+    /// Answers with an error in the endpoint's envelope: Anthropic's on its Messages API, else
+    /// OpenAI's.
     fn send_error(
         &mut self,
         host: &mut impl Host,
@@ -792,19 +842,28 @@ impl Filter {
         extra_headers: &[(&str, &str)],
         outcome: Outcome,
     ) {
-        let mut headers = vec![("content-type", "application/json")];
-        headers.extend_from_slice(extra_headers);
-        host.count(
-            Counter::Requests,
-            &[self.endpoint_label, outcome.label()],
-            1,
-        );
         let body = if self.anthropic_errors {
             anthropic::error_json(error)
         } else {
             error.to_json()
         };
-        host.send_response(error.status, &headers, &body, outcome.details());
+        self.send_body(host, error.status, extra_headers, &body, outcome);
+    }
+
+    /// Answers with a JSON body and counts the outcome.
+    fn send_body(
+        &mut self,
+        host: &mut impl Host,
+        status: u16,
+        extra_headers: &[(&str, &str)],
+        body: &[u8],
+        outcome: Outcome,
+    ) {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend_from_slice(extra_headers);
+        let labels = [self.endpoint_label, outcome.label()];
+        host.count(Counter::Requests, &labels, 1);
+        host.send_response(status, &headers, body, outcome.details());
         self.state = State::Answered;
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod faults;
 pub mod filter;
 pub mod host;
+pub mod httpbun;
 pub mod lorem;
 pub mod mock;
 pub mod openai;

@@ -1,6 +1,10 @@
-//! Which OpenAI endpoint a request path names, under the configured `api_base_path`.
+//! Which endpoint a request path names: an OpenAI or Anthropic path under the configured
+//! `api_base_path`, or one of httpbun's `/llm` paths in its profile.
 
-/// An OpenAI endpoint llm-edge answers.
+use crate::config::Profile;
+use crate::httpbun::HttpbunEndpoint;
+
+/// An endpoint llm-edge answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST {base}/chat/completions`.
@@ -17,9 +21,19 @@ pub enum Endpoint {
     Models,
     /// `GET {base}/models/{id}`; the id may contain `/`.
     Model(String),
+    /// One of httpbun's `/llm` endpoints, in the httpbun profile.
+    Httpbun(HttpbunEndpoint),
 }
 
 impl Endpoint {
+    /// The endpoint `path` names in `profile`; `None` for any other path.
+    pub fn for_profile(profile: Profile, base: &str, path: &[u8]) -> Option<Self> {
+        match profile {
+            Profile::Spec => Self::resolve(base, path),
+            Profile::Httpbun => HttpbunEndpoint::resolve(path).map(Self::Httpbun),
+        }
+    }
+
     /// The endpoint `path` names under `base`, ignoring any query string; `None` for any other path.
     pub fn resolve(base: &str, path: &[u8]) -> Option<Self> {
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
@@ -46,7 +60,8 @@ impl Endpoint {
             | Self::Completions
             | Self::Embeddings
             | Self::Responses
-            | Self::Messages => "POST",
+            | Self::Messages
+            | Self::Httpbun(_) => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
     }
@@ -60,6 +75,7 @@ impl Endpoint {
             Self::Responses => "responses",
             Self::Messages => "messages",
             Self::Models | Self::Model(_) => "models",
+            Self::Httpbun(endpoint) => endpoint.label(),
         }
     }
 
@@ -73,6 +89,7 @@ impl Endpoint {
             Self::Messages => format!("{base}/messages"),
             Self::Models => format!("{base}/models"),
             Self::Model(id) => format!("{base}/models/{id}"),
+            Self::Httpbun(endpoint) => format!("/llm/v1/{}", endpoint.label().replace('_', "/")),
         }
     }
 }
