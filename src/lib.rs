@@ -36,4 +36,5 @@ pub mod pacing;
 pub mod routes;
 pub mod schema_gen;
 pub mod tokens;
+pub mod transform;
 pub mod version;
