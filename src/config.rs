@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::faults::{FaultDice, FaultsConfig};
 use crate::tokens::Tokenizer;
+use crate::transform::TransformConfig;
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -47,15 +48,19 @@ pub struct FilterConfig {
     pub mock: MockConfig,
     /// How tokens are counted for `usage`, streamed deltas and `max_tokens`.
     pub tokenizer: Tokenizer,
+    /// What changes in a request before it reaches the model.
+    pub transform: TransformConfig,
 }
 
 /// What the filter does with the requests it handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// Answer inside Envoy, with no upstream.
+    /// Answer inside Envoy, with no upstream (after the transforms, if any).
     #[default]
     Mock,
+    /// Transform requests and send them on to the upstream; account tokens from its replies.
+    Passthrough,
 }
 
 /// Whose wire format the mock speaks.
@@ -246,6 +251,8 @@ struct RawConfig {
     mock: MockConfig,
     #[serde(default)]
     tokenizer: Tokenizer,
+    #[serde(default)]
+    transform: TransformConfig,
 }
 
 impl Default for ContentMode {
@@ -343,6 +350,9 @@ impl FilterConfig {
             }
         }
         FaultDice::new(&mock.faults).map_err(|(field, message)| ConfigError { field, message })?;
+        raw.transform
+            .validate()
+            .map_err(|(field, message)| ConfigError { field, message })?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -351,6 +361,7 @@ impl FilterConfig {
             max_request_body_bytes: raw.max_request_body_bytes,
             mock,
             tokenizer: raw.tokenizer,
+            transform: raw.transform,
         })
     }
 }
@@ -609,7 +620,13 @@ mod tests {
 
         let err = error_of(r#"{"mode": "proxy"}"#);
         assert_eq!(err.field, "mode");
-        assert!(err.message.contains("`proxy`") && err.message.contains("`mock`"));
+        assert!(err.message.contains("`proxy`") && err.message.contains("`passthrough`"));
+        let err = error_of(r#"{"transform": {"model_header": "Bad Name"}}"#);
+        assert_eq!(err.field, "transform.model_header");
+        let err = error_of(
+            r#"{"transform": {"system_prompts": [{"position": "middle", "content": "x"}]}}"#,
+        );
+        assert_eq!(err.field, "transform.system_prompts[0].position");
 
         let err = error_of(r#"{"max_request_body_bytes": "big"}"#);
         assert_eq!(err.field, "max_request_body_bytes");

@@ -21,6 +21,7 @@ use crate::openai::responses::ResponsesRequest;
 use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
 use crate::routes::Endpoint;
+use passthrough::Accounting;
 
 /// Request header overriding the configured time to first token, in milliseconds.
 pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
@@ -85,7 +86,11 @@ enum State {
         started: Instant,
         _pacing: PacingHandle,
     },
-    /// A local reply has been sent; nothing more goes upstream.
+    /// Pass-through mode: a request whose body is being buffered for the transforms.
+    Transforming(Endpoint),
+    /// Pass-through mode: a request sent on upstream; its reply is being accounted.
+    Proxying(Accounting),
+    /// A local reply has been sent, or the reply is accounted; nothing more to do.
     Answered,
 }
 
@@ -394,6 +399,9 @@ impl Filter {
         };
         self.endpoint_label = endpoint.label();
         self.anthropic_errors = endpoint == Endpoint::Messages;
+        if self.config().mode == Mode::Passthrough {
+            return self.on_passthrough_headers(host, endpoint, end_of_stream);
+        }
         let method = host.request_header(":method").unwrap_or_default();
         if method != endpoint.method().as_bytes() {
             if let Endpoint::Httpbun(httpbun) = endpoint {
@@ -438,12 +446,12 @@ impl Filter {
 
     /// A request body chunk: buffer until the end, then answer.
     pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
-        match self.state {
-            State::Start | State::PassThrough => BodyStatus::Continue,
+        match &self.state {
+            State::Start | State::PassThrough | State::Proxying(_) => BodyStatus::Continue,
             State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 BodyStatus::StopIterationNoBuffer
             }
-            State::Buffering(_) => {
+            State::Buffering(_) | State::Transforming(_) => {
                 let limit = self.config().max_request_body_bytes;
                 // Checked before Envoy adds the chunk to its buffer, so our 413 always wins.
                 if host.request_body_len() as u64 > limit {
@@ -458,24 +466,50 @@ impl Filter {
                 if !end_of_stream {
                     return BodyStatus::StopIterationAndBuffer;
                 }
-                self.answer_buffered(host);
-                BodyStatus::StopIterationNoBuffer
+                self.body_complete(host)
             }
         }
     }
 
     /// Request trailers end the body of a request that has them.
     pub fn on_request_trailers(&mut self, host: &mut impl Host) -> TrailersStatus {
-        match self.state {
-            State::Start | State::PassThrough => TrailersStatus::Continue,
+        match &self.state {
+            State::Start | State::PassThrough | State::Proxying(_) => TrailersStatus::Continue,
             State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 TrailersStatus::StopIteration
             }
-            State::Buffering(_) => {
-                self.answer_buffered(host);
-                TrailersStatus::StopIteration
+            State::Buffering(_) | State::Transforming(_) => match self.body_complete(host) {
+                BodyStatus::Continue => TrailersStatus::Continue,
+                _ => TrailersStatus::StopIteration,
+            },
+        }
+    }
+
+    /// The whole request body is in: answer it (mock) or send it on (pass-through).
+    fn body_complete(&mut self, host: &mut impl Host) -> BodyStatus {
+        match std::mem::replace(&mut self.state, State::Answered) {
+            State::Buffering(endpoint) => {
+                let mut body = Vec::with_capacity(host.request_body_len());
+                host.read_request_body(&mut body);
+                self.answer(host, endpoint, &body);
+                BodyStatus::StopIterationNoBuffer
+            }
+            State::Transforming(endpoint) => self.forward(host, &endpoint),
+            other => {
+                self.state = other;
+                BodyStatus::Continue
             }
         }
+    }
+
+    /// Response headers: pass-through replies are inspected, local replies pass.
+    pub fn on_response_headers(&mut self, host: &mut impl Host) -> HeadersStatus {
+        self.on_proxied_response_headers(host)
+    }
+
+    /// A response body chunk: pass-through replies are accounted, local replies pass.
+    pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
+        self.on_proxied_response_body(host, end_of_stream)
     }
 
     /// Answers with OpenAI's 500 after a bug, unless a reply already went out.
@@ -485,16 +519,19 @@ impl Filter {
         }
     }
 
-    fn answer_buffered(&mut self, host: &mut impl Host) {
-        let State::Buffering(endpoint) = std::mem::replace(&mut self.state, State::Answered) else {
-            return;
-        };
-        let mut body = Vec::with_capacity(host.request_body_len());
-        host.read_request_body(&mut body);
-        self.answer(host, endpoint, &body);
-    }
-
     fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
+        // Transforms run before the mock, so echo shows what a model would have been sent.
+        let transformed = match endpoint.method() {
+            "POST" => match self.transformed_body(host, body) {
+                Ok(transformed) => transformed,
+                Err(error) => {
+                    self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let body = transformed.as_deref().unwrap_or(body);
         match endpoint {
             Endpoint::ChatCompletions => self.answer_generation::<ChatRequest>(host, body),
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
@@ -635,24 +672,20 @@ impl Filter {
             return;
         };
         request.set_model(model);
-        match self.config().mode {
-            Mode::Mock => {
-                let header = |name: &str| host.request_header(name);
-                let reply = match request.mock(self.config(), &plan.timing, header) {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        self.send_error(host, &error, &[], Outcome::InvalidRequest);
-                        return;
-                    }
-                };
-                let fault = plan.stream_fault.filter(|_| request.stream());
-                self.count_answer(host, request.model(), reply.usage);
-                if let Some(fault) = fault {
-                    host.count(Counter::Faults, &[fault.kind()], 1);
-                }
-                self.send_reply(host, reply, fault, started);
+        let header = |name: &str| host.request_header(name);
+        let reply = match request.mock(self.config(), &plan.timing, header) {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return;
             }
+        };
+        let fault = plan.stream_fault.filter(|_| request.stream());
+        self.count_answer(host, request.model(), reply.usage);
+        if let Some(fault) = fault {
+            host.count(Counter::Faults, &[fault.kind()], 1);
         }
+        self.send_reply(host, reply, fault, started);
     }
 
     /// Reads how this request is to be answered from its headers and the fault dice: an error
@@ -817,7 +850,12 @@ impl Filter {
                     self.send_now(host, &reply);
                 }
             }
-            State::Start | State::PassThrough | State::Buffering(_) | State::Answered => {}
+            State::Start
+            | State::PassThrough
+            | State::Buffering(_)
+            | State::Transforming(_)
+            | State::Proxying(_)
+            | State::Answered => {}
         }
     }
 
@@ -895,6 +933,8 @@ fn content_length(host: &impl Host) -> Option<u64> {
     let value = host.request_header("content-length")?;
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
+
+mod passthrough;
 
 #[cfg(test)]
 mod tests;

@@ -136,6 +136,31 @@ pub trait Host {
     /// Records one value in a histogram.
     fn record(&mut self, histogram: Histogram, value: u64);
 
+    /// Sets request header `name` (replacing every value), or removes it with `None`.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+
+    /// Replaces the whole request body seen so far, and its `content-length`. Only at the end of
+    /// the body, while the request is held.
+    fn replace_request_body(&mut self, body: &[u8]);
+
+    /// Makes the proxy choose the route again, after a header it routes on changed.
+    fn clear_route_cache(&mut self);
+
+    /// The first value of response header `name`.
+    fn response_header(&self, name: &str) -> Option<&[u8]>;
+
+    /// Appends the response body chunk delivered with the current call to `out`.
+    fn read_response_chunk(&self, out: &mut Vec<u8>);
+
+    /// Sets response header `name` (replacing every value), or removes it with `None`.
+    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+
+    /// Replaces the response body chunk delivered with the current call.
+    fn replace_response_chunk(&mut self, data: &[u8]);
+
+    /// Sets `key` to `value` in the stream's dynamic metadata, under llm-edge's namespace.
+    fn set_metadata(&mut self, key: &str, value: &str);
+
     /// Resets the stream: the client sees the connection (HTTP/1.1) or stream (HTTP/2) cut.
     fn reset_stream(&mut self, details: &str);
 

@@ -33,7 +33,7 @@ pub struct SystemPrompt {
 }
 
 /// The `transform` section of the config.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// System prompts, applied in order.
@@ -62,6 +62,20 @@ pub struct TransformConfig {
 
 fn default_model_header() -> String {
     "x-llm-edge-model".to_owned()
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        Self {
+            system_prompts: Vec::new(),
+            defaults: Map::new(),
+            overrides: Map::new(),
+            remove: Vec::new(),
+            max_tokens_cap: None,
+            model_aliases: BTreeMap::new(),
+            model_header: default_model_header(),
+        }
+    }
 }
 
 impl TransformConfig {
@@ -97,6 +111,16 @@ impl TransformConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether no transform is configured (the model header aside).
+    pub fn is_empty(&self) -> bool {
+        self.system_prompts.is_empty()
+            && self.defaults.is_empty()
+            && self.overrides.is_empty()
+            && self.remove.is_empty()
+            && self.max_tokens_cap.is_none()
+            && self.model_aliases.is_empty()
     }
 
     /// The model a request for `model` is sent as.

@@ -62,25 +62,18 @@ impl<'a> EnvoyHost<'a> {
     }
 }
 
-impl Host for EnvoyHost<'_> {
-    fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
-        // SAFETY: live filter pointer (see `new`).
-        unsafe { self.metrics.count(self.filter, counter, labels, value) }
-    }
+/// The dynamic-metadata namespace of llm-edge's keys, as in `%DYNAMIC_METADATA(llm_edge:…)%`.
+const METADATA_NAMESPACE: &str = "llm_edge";
 
-    fn record(&mut self, histogram: Histogram, value: u64) {
-        // SAFETY: live filter pointer (see `new`).
-        unsafe { self.metrics.record(self.filter, histogram, value) }
-    }
-
-    fn request_header(&self, name: &str) -> Option<&[u8]> {
+impl EnvoyHost<'_> {
+    fn header(&self, header_type: u32, name: &str) -> Option<&[u8]> {
         let mut value = Buffer::EMPTY;
         let mut count = 0usize;
         // SAFETY: live filter pointer; `name` is read during the call; out-params are valid.
         let found = unsafe {
             ffi::envoy_dynamic_module_callback_http_get_header(
                 self.filter,
-                ffi::header_map::REQUEST,
+                header_type,
                 Buffer::of(name.as_bytes()),
                 &mut value,
                 0,
@@ -92,18 +85,22 @@ impl Host for EnvoyHost<'_> {
         found.then(|| unsafe { value.as_slice() })
     }
 
-    fn request_body_len(&self) -> usize {
-        self.request_body_views()
-            .iter()
-            // SAFETY: live filter pointer.
-            .map(|&view| unsafe {
-                ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view)
-            })
-            .sum()
+    /// Sets (replacing every value) or, with `None`, removes a header.
+    fn set_header(&mut self, header_type: u32, name: &str, value: Option<&str>) {
+        let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
+        // SAFETY: live filter pointer; name and value are copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                header_type,
+                Buffer::of(name.as_bytes()),
+                value,
+            );
+        }
     }
 
-    fn read_request_body(&self, out: &mut Vec<u8>) {
-        for &view in self.request_body_views() {
+    fn read_views(&self, views: &[u32], out: &mut Vec<u8>) {
+        for &view in views {
             // SAFETY: live filter pointer; the array has exactly the number of slices Envoy
             // reported, and the slices are read before this hook returns or changes the body.
             unsafe {
@@ -124,6 +121,104 @@ impl Host for EnvoyHost<'_> {
                 }
             }
         }
+    }
+}
+
+impl Host for EnvoyHost<'_> {
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_header(ffi::header_map::REQUEST, name, value);
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_header(ffi::header_map::RESPONSE, name, value);
+    }
+
+    fn replace_response_chunk(&mut self, data: &[u8]) {
+        let view = ffi::body::RECEIVED_RESPONSE;
+        // SAFETY: live filter pointer; the data is copied during the call.
+        unsafe {
+            let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
+            ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
+            if !data.is_empty() {
+                ffi::envoy_dynamic_module_callback_http_append_body(
+                    self.filter,
+                    view,
+                    Buffer::of(data),
+                );
+            }
+        }
+    }
+
+    fn replace_request_body(&mut self, body: &[u8]) {
+        for &view in self.request_body_views() {
+            // SAFETY: live filter pointer; draining what Envoy reports it holds.
+            unsafe {
+                let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
+                ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
+            }
+        }
+        // SAFETY: live filter pointer; the body is copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_append_body(
+                self.filter,
+                ffi::body::RECEIVED_REQUEST,
+                Buffer::of(body),
+            );
+        }
+        self.set_request_header("content-length", Some(&body.len().to_string()));
+    }
+
+    fn clear_route_cache(&mut self) {
+        // SAFETY: live filter pointer, before the router has taken the request.
+        unsafe { ffi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) }
+    }
+
+    fn response_header(&self, name: &str) -> Option<&[u8]> {
+        self.header(ffi::header_map::RESPONSE, name)
+    }
+
+    fn read_response_chunk(&self, out: &mut Vec<u8>) {
+        self.read_views(&[ffi::body::RECEIVED_RESPONSE], out);
+    }
+
+    fn set_metadata(&mut self, key: &str, value: &str) {
+        // SAFETY: live filter pointer; the strings are copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.filter,
+                Buffer::of(METADATA_NAMESPACE.as_bytes()),
+                Buffer::of(key.as_bytes()),
+                Buffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
+        // SAFETY: live filter pointer (see `new`).
+        unsafe { self.metrics.count(self.filter, counter, labels, value) }
+    }
+
+    fn record(&mut self, histogram: Histogram, value: u64) {
+        // SAFETY: live filter pointer (see `new`).
+        unsafe { self.metrics.record(self.filter, histogram, value) }
+    }
+
+    fn request_header(&self, name: &str) -> Option<&[u8]> {
+        self.header(ffi::header_map::REQUEST, name)
+    }
+
+    fn request_body_len(&self) -> usize {
+        self.request_body_views()
+            .iter()
+            // SAFETY: live filter pointer.
+            .map(|&view| unsafe {
+                ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view)
+            })
+            .sum()
+    }
+
+    fn read_request_body(&self, out: &mut Vec<u8>) {
+        self.read_views(self.request_body_views(), out);
     }
 
     fn ensure_buffer_limit(&mut self, bytes: u64) {

@@ -82,6 +82,8 @@ impl HttpHeader {
 pub mod header_map {
     /// The request headers.
     pub const REQUEST: u32 = 0;
+    /// The response headers.
+    pub const RESPONSE: u32 = 2;
 }
 
 /// `envoy_dynamic_module_type_http_body_type`.
@@ -90,6 +92,8 @@ pub mod body {
     pub const RECEIVED_REQUEST: u32 = 0;
     /// The request chunks buffered by earlier calls.
     pub const BUFFERED_REQUEST: u32 = 1;
+    /// The response chunk delivered with the current call.
+    pub const RECEIVED_RESPONSE: u32 = 2;
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_headers_status` (and response headers).
@@ -151,6 +155,39 @@ unsafe extern "C" {
         index: usize,
         count: *mut usize,
     ) -> bool;
+
+    /// Sets (replacing every value) or, with a null value, removes header `key`.
+    pub fn envoy_dynamic_module_callback_http_set_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: Buffer,
+        value: Buffer,
+    ) -> bool;
+
+    /// Removes `n` bytes from the front of one body view.
+    pub fn envoy_dynamic_module_callback_http_drain_body(
+        filter: FilterEnvoyPtr,
+        body_type: u32,
+        n: usize,
+    ) -> bool;
+
+    /// Appends `data` (copied) to one body view.
+    pub fn envoy_dynamic_module_callback_http_append_body(
+        filter: FilterEnvoyPtr,
+        body_type: u32,
+        data: Buffer,
+    ) -> bool;
+
+    /// Makes Envoy select the route again.
+    pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+
+    /// Sets a string in the stream's dynamic metadata.
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter: FilterEnvoyPtr,
+        namespace: Buffer,
+        key: Buffer,
+        value: Buffer,
+    );
 
     /// Bytes in one body view.
     pub fn envoy_dynamic_module_callback_http_get_body_size(

@@ -252,7 +252,7 @@ unsafe fn on_response(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
     hook: &str,
-    run: impl FnOnce(&mut Filter) -> u32,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     const CONTINUE: u32 = 0;
     let Some(stream) = (unsafe { stream_mut(stream) }) else {
@@ -265,7 +265,7 @@ unsafe fn on_response(
     let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, hook);
-        run(&mut stream.filter)
+        run(&mut stream.filter, &mut host)
     }));
     match outcome {
         Ok(status) => status,
@@ -390,7 +390,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     }
 }
 
-/// Response headers: passed through untouched.
+/// Response headers: inspected in pass-through mode, else passed untouched.
 ///
 /// # Safety
 /// Envoy's live pointers for this stream.
@@ -401,13 +401,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     _end_of_stream: bool,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_headers", |_| {
-            ffi::headers_status::CONTINUE
+        on_response(filter_envoy, stream, "response_headers", |filter, host| {
+            headers_status(filter.on_response_headers(host))
         })
     }
 }
 
-/// Response body: passed through untouched.
+/// Response body: accounted in pass-through mode, else passed untouched.
 ///
 /// # Safety
 /// Envoy's live pointers for this stream.
@@ -415,11 +415,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_body", |_| {
-            ffi::body_status::CONTINUE
+        on_response(filter_envoy, stream, "response_body", |filter, host| {
+            body_status(filter.on_response_body(host, end_of_stream))
         })
     }
 }
@@ -434,7 +434,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     stream: *const c_void,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_trailers", |_| {
+        on_response(filter_envoy, stream, "response_trailers", |_, _| {
             ffi::trailers_status::CONTINUE
         })
     }

@@ -22,6 +22,14 @@ struct FakeHost {
     counted: Vec<(Counter, Vec<String>, u64)>,
     /// Histogram values.
     recorded: Vec<(Histogram, u64)>,
+    /// Pass-through: the body sent on, if replaced; route cache clears; the upstream's reply.
+    forwarded_body: Option<Vec<u8>>,
+    route_cache_clears: usize,
+    response_headers: Vec<(String, Vec<u8>)>,
+    response_chunk: Vec<u8>,
+    /// Response chunks as sent on, when replaced.
+    replaced_chunks: Vec<Vec<u8>>,
+    metadata: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -114,6 +122,39 @@ impl Host for FakeHost {
     fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
         assert!(self.stream_head.is_some(), "data before headers");
         self.stream_data.push((data.to_vec(), end_stream));
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.headers.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.headers.push((name.into(), value.into()));
+        }
+    }
+    fn replace_request_body(&mut self, body: &[u8]) {
+        self.forwarded_body = Some(body.to_vec());
+    }
+    fn clear_route_cache(&mut self) {
+        self.route_cache_clears += 1;
+    }
+    fn response_header(&self, name: &str) -> Option<&[u8]> {
+        self.response_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+    fn read_response_chunk(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.response_chunk);
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.response_headers.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.response_headers.push((name.into(), value.into()));
+        }
+    }
+    fn replace_response_chunk(&mut self, data: &[u8]) {
+        self.replaced_chunks.push(data.to_vec());
+    }
+    fn set_metadata(&mut self, key: &str, value: &str) {
+        self.metadata.push((key.into(), value.into()));
     }
     fn reset_stream(&mut self, details: &str) {
         self.resets.push(details.to_owned());
@@ -729,4 +770,157 @@ fn embeddings_are_answered_and_counted() {
         counted(&host, Counter::PromptTokens),
         [(labels(&["text-embedding-3-small"]), 2)]
     );
+}
+
+const PASS: &str = r#"{"mode": "passthrough", "transform": {
+    "system_prompts": [{"position": "prepend", "content": "Tenant {header:x-tenant}."}],
+    "model_aliases": {"gpt-4": "gpt-4o"}}}"#;
+
+/// Runs a request through pass-through mode up to the point it goes upstream.
+fn forward(config: &str, headers: &[(&str, &str)], body: &[u8]) -> (Filter, FakeHost, BodyStatus) {
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", CHAT);
+    for (name, value) in headers {
+        host = host.with_header(name, value);
+    }
+    assert_eq!(
+        filter.on_request_headers(&mut host, false),
+        HeadersStatus::StopIteration
+    );
+    host.deliver(body);
+    assert_eq!(
+        filter.on_request_body(&mut host, false),
+        BodyStatus::StopIterationAndBuffer
+    );
+    host.deliver(b"");
+    let status = filter.on_request_body(&mut host, true);
+    (filter, host, status)
+}
+
+fn header_of<'a>(host: &'a FakeHost, name: &str) -> Option<&'a [u8]> {
+    host.request_header(name)
+}
+
+#[test]
+fn passthrough_transforms_routes_on_the_model_and_sends_on() {
+    let (_, host, status) = forward(
+        PASS,
+        &[("x-tenant", "acme"), ("x-llm-edge-model", "forged")],
+        br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(status, BodyStatus::Continue);
+    assert!(host.sent.is_empty());
+    let sent: Value = serde_json::from_slice(host.forwarded_body.as_ref().unwrap()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o");
+    assert_eq!(
+        sent["messages"][0],
+        serde_json::json!({"role": "system", "content": "Tenant acme."})
+    );
+    assert_eq!(header_of(&host, "x-llm-edge-model"), Some(&b"gpt-4o"[..]));
+    assert_eq!(host.route_cache_clears, 1);
+}
+
+#[test]
+fn passthrough_leaves_other_requests_alone() {
+    let mut filter = filter_with(PASS);
+    let mut host = FakeHost::request("GET", "/v1/models").with_header("x-llm-edge-model", "forged");
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        HeadersStatus::Continue
+    );
+    assert_eq!(header_of(&host, "x-llm-edge-model"), None);
+    let (_, host, status) = forward(
+        r#"{"mode": "passthrough"}"#,
+        &[],
+        br#"{"model":"m","messages":[]}"#,
+    );
+    assert_eq!(status, BodyStatus::Continue);
+    assert!(
+        host.forwarded_body.is_none(),
+        "nothing to change, body untouched"
+    );
+}
+
+#[test]
+fn passthrough_accounts_a_json_reply() {
+    let (mut filter, mut host, _) = forward(PASS, &[], br#"{"model":"gpt-4","messages":[]}"#);
+    host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
+    assert_eq!(
+        filter.on_response_headers(&mut host),
+        HeadersStatus::Continue
+    );
+    host.response_chunk = br#"{"usage":{"prompt_tokens":7,"#.to_vec();
+    assert_eq!(
+        filter.on_response_body(&mut host, false),
+        BodyStatus::Continue
+    );
+    host.response_chunk = br#""completion_tokens":5}}"#.to_vec();
+    assert_eq!(
+        filter.on_response_body(&mut host, true),
+        BodyStatus::Continue
+    );
+    let metadata: Vec<(&str, &str)> = host
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        metadata,
+        [
+            ("model", "gpt-4o"),
+            ("prompt_tokens", "7"),
+            ("completion_tokens", "5"),
+            ("total_tokens", "12")
+        ]
+    );
+    assert_eq!(
+        counted(&host, Counter::CompletionTokens),
+        [(labels(&["gpt-4o"]), 5)]
+    );
+}
+
+#[test]
+fn passthrough_asks_a_stream_for_usage_and_strips_it_from_the_client() {
+    let (mut filter, mut host, _) = forward(
+        PASS,
+        &[],
+        br#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
+    );
+    let sent: Value = serde_json::from_slice(host.forwarded_body.as_ref().unwrap()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    host.response_headers = vec![
+        ("content-type".into(), b"text/event-stream".to_vec()),
+        ("content-length".into(), b"999".to_vec()),
+    ];
+    filter.on_response_headers(&mut host);
+    assert!(host.response_header("content-length").is_none());
+    host.response_chunk =
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usa"
+            .to_vec();
+    filter.on_response_body(&mut host, false);
+    host.response_chunk =
+        b"ge\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n".to_vec();
+    filter.on_response_body(&mut host, true);
+    let client_saw: Vec<u8> = host.replaced_chunks.concat();
+    assert_eq!(
+        client_saw,
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n".to_vec()
+    );
+    assert!(host.metadata.contains(&("total_tokens".into(), "3".into())));
+}
+
+#[test]
+fn mock_mode_runs_the_transforms_first() {
+    let config = r#"{"transform": {"model_aliases": {"gpt-4": "gpt-4o"},
+                     "system_prompts": [{"position": "prepend", "content": "S"}]}}"#;
+    let host = post_with(
+        config,
+        &[],
+        br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let reply = host.only_reply().json();
+    assert_eq!(reply["model"], "gpt-4o");
+    assert_eq!(reply["choices"][0]["message"]["content"], "hi");
+    // 3 + 2 * (3 + 1 for the role) + "S" + "hi"
+    assert_eq!(reply["usage"]["prompt_tokens"], 13);
 }

@@ -12,3 +12,4 @@ pub mod models;
 pub mod responses;
 
 pub use error::ApiError;
+pub(crate) use json::type_phrase;

@@ -53,9 +53,22 @@ def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
     return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir)}
 
 
-def render_config(source: Path, out: Path, filter_config: str | None = None) -> Path:
-    """Writes `source` with every port set to 0 and, if given, a different llm-edge config."""
+def render_config(
+    source: Path,
+    out: Path,
+    filter_config: str | None = None,
+    cluster_ports: dict[str, int] | None = None,
+) -> Path:
+    """Writes `source` with every listener and admin port set to 0, the given clusters pointed
+    at the given loopback ports and, if given, a different llm-edge config."""
     config = yaml.safe_load(source.read_text())
+    for cluster in config["static_resources"].get("clusters", []):
+        port = (cluster_ports or {}).get(cluster["name"])
+        if port is None:
+            continue
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = 0
@@ -100,6 +113,8 @@ class Envoy:
                 "--disable-hot-restart",
                 "--concurrency", str(concurrency),
                 "--component-log-level", "dynamic_modules:debug",
+                # Access-log lines reach the log within 100 ms, for tests that read them.
+                "--file-flush-interval-msec", "100",
             ],
             env=envoy_env(module_dir),
             stdout=self._log,

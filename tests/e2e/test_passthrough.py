@@ -1,0 +1,132 @@
+"""Pass-through mode through the real Envoy to loopback upstreams: transforms on the way up,
+routing on the resolved model, token accounting on the way down (JSON and streamed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+import openai
+import pytest
+
+from harness import ENVOY_DIR
+from upstream import Upstream
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    main, small = Upstream("main"), Upstream("small")
+    yield main, small
+    main.stop()
+    small.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(start_envoy, upstreams):
+    main, small = upstreams
+    return start_envoy(
+        ENVOY_DIR / "passthrough.yaml",
+        cluster_ports={"openai_compatible": main.port, "small_models": small.port},
+    )
+
+
+@pytest.fixture()
+def sdk(proxy):
+    with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key="upstream-key", max_retries=0) as client:
+        yield client
+
+
+def wait_for_log(envoy, pattern: str, timeout_s: float = 10.0) -> re.Match:
+    """Access-log lines are flushed on Envoy's schedule: poll until one matches."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(pattern, envoy.log())
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no log line matches {pattern!r}:\n{envoy.log()[-2000:]}")
+
+
+def test_requests_are_transformed_before_the_upstream(sdk, upstreams):
+    main, _ = upstreams
+    reply = sdk.chat.completions.create(
+        model="gpt-4", messages=[{"role": "user", "content": "hi"}], user="someone",
+        max_tokens=100000, extra_headers={"x-tenant": "acme"},
+    )
+    assert reply.choices[0].message.content == "Hello from the upstream."
+    sent = main.requests[-1]
+    assert sent["body"]["model"] == "gpt-4o"
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "You serve tenant acme."}
+    assert "user" not in sent["body"]
+    assert sent["body"]["max_tokens"] == 4096
+    assert int(sent["headers"]["content-length"]) == len(sent["raw"])
+    assert sent["headers"]["x-llm-edge-model"] == "gpt-4o"
+
+
+def test_the_prompt_is_injected_once(sdk, upstreams):
+    main, _ = upstreams
+    already = [{"role": "system", "content": "You serve tenant acme."}, {"role": "user", "content": "hi"}]
+    sdk.chat.completions.create(model="gpt-4o", messages=already, extra_headers={"x-tenant": "acme"})
+    systems = [m for m in main.requests[-1]["body"]["messages"] if m["role"] == "system"]
+    assert len(systems) == 1
+
+
+def test_the_resolved_model_routes_and_a_forged_header_does_not(sdk, upstreams):
+    main, small = upstreams
+    reply = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert json.loads(reply.http_response.text)["served_by"] == "small"
+    forged = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-llm-edge-model": "forged-mini"},
+    )
+    assert json.loads(forged.http_response.text)["served_by"] == "main"
+
+
+def test_tokens_reach_stats_and_the_access_log(sdk, proxy):
+    sdk.chat.completions.create(model="claude-3-opus", messages=[{"role": "user", "content": "count me"}])
+    line = wait_for_log(proxy, r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16")
+    assert line
+    assert proxy.stat("llm_edge.completion_tokens_total.model.claude-sonnet-4-6") >= 5
+
+
+def test_streams_are_accounted_and_the_usage_chunk_asked_for_is_stripped(sdk, proxy, upstreams):
+    main, _ = upstreams
+    stream = sdk.chat.completions.create(
+        model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True
+    )
+    chunks = list(stream)
+    assert main.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the upstream."
+    assert all(c.choices for c in chunks), "the usage chunk the client did not ask for is gone"
+    wait_for_log(proxy, r"model=stream-model prompt_tokens=11 completion_tokens=4 total_tokens=15")
+
+
+def test_a_client_asking_for_usage_keeps_its_chunk(sdk):
+    stream = sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "s"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 15
+
+
+def test_non_json_bodies_get_an_openai_400_and_never_reach_the_upstream(proxy, upstreams):
+    main, _ = upstreams
+    seen = len(main.requests)
+    with httpx.Client(base_url=proxy.base_url) as http:
+        reply = http.post("/v1/chat/completions", content=b"not json")
+    assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert len(main.requests) == seen
+
+
+def test_other_paths_and_methods_pass_through_untouched(proxy, upstreams):
+    main, _ = upstreams
+    with httpx.Client(base_url=proxy.base_url) as http:
+        reply = http.post("/v1/files", content=b"raw bytes")
+    assert reply.status_code == 200
+    assert main.requests[-1]["raw"] == b"raw bytes"

@@ -1,0 +1,96 @@
+"""A loopback OpenAI-compatible upstream for pass-through tests: records what it receives and
+answers with canned JSON, or with server-sent events when asked to stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Upstream:
+    """One upstream server on a free loopback port; `requests` holds every request it got."""
+
+    def __init__(self, name: str, reply_text: str = "Hello from the upstream."):
+        self.name = name
+        self.reply_text = reply_text
+        self.requests: list[dict] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {}
+                upstream.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "body": body, "raw": raw}
+                )
+                if body.get("stream"):
+                    self.stream(body)
+                else:
+                    self.whole(body)
+
+            def whole(self, body: dict) -> None:
+                reply = {
+                    "id": "chatcmpl-upstream", "object": "chat.completion", "created": 1,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                 "message": {"role": "assistant", "content": upstream.reply_text,
+                                             "refusal": None}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+                    "served_by": upstream.name,
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def stream(self, body: dict) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+
+                def chunk(payload: dict | str) -> bytes:
+                    text = payload if isinstance(payload, str) else json.dumps(payload)
+                    return f"data: {text}\n\n".encode()
+
+                def delta(content: str) -> dict:
+                    return {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1,
+                            "model": body.get("model"),
+                            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+
+                events = [chunk(delta(word)) for word in ["Hello", " from", " the", " upstream."]]
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    events.append(chunk({"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
+                                         "created": 1, "model": body.get("model"), "choices": [],
+                                         "usage": {"prompt_tokens": 11, "completion_tokens": 4,
+                                                   "total_tokens": 15}}))
+                events.append(chunk("[DONE]"))
+                stream = b"".join(events)
+                # Cut the stream in odd places, so events arrive split across chunks.
+                for start in range(0, len(stream), 37):
+                    piece = stream[start:start + 37]
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
