@@ -27,6 +27,7 @@ pub mod anthropic;
 pub mod config;
 pub mod faults;
 pub mod filter;
+pub mod guard;
 pub mod host;
 pub mod httpbun;
 pub mod lorem;

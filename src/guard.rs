@@ -1,0 +1,485 @@
+//! Sensitive-data detection and masking: built-in detectors that validate what their pattern
+//! finds (Luhn for cards, mod-97 for IBANs, ranges for SSNs and IP addresses), custom regexes,
+//! and per-detector actions.
+//!
+//! A [`Masker`] works on one request: it numbers placeholders per detector (`[EMAIL_1]`), gives
+//! the same value the same placeholder, and remembers originals so that reversible mode can put
+//! them back in the reply.
+
+use std::collections::{BTreeMap, HashMap};
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+/// What to do with a detected value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Replace it with a typed placeholder such as `[EMAIL_1]`.
+    Mask,
+    /// Refuse the request with a 400 naming the detector (never the value).
+    Reject,
+    /// Count it and let it through.
+    Monitor,
+}
+
+/// A custom detector: a regular expression and what to do with its matches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetector {
+    /// The detector's name, used in placeholders and errors (`[EMPLOYEE_ID_1]`).
+    pub name: String,
+    /// The pattern (linear-time engine, size-limited).
+    pub regex: String,
+    /// What to do with a match.
+    pub action: Action,
+}
+
+/// The built-in detectors, by config name, most specific first: where matches overlap, the
+/// earlier detector wins (custom detectors come before all of them).
+pub const BUILT_IN: [&str; 13] = [
+    "private_key",
+    "jwt",
+    "openai_key",
+    "aws_access_key",
+    "github_token",
+    "slack_token",
+    "iban",
+    "credit_card",
+    "us_ssn",
+    "email",
+    "ipv6",
+    "ipv4",
+    "phone",
+];
+
+/// The largest compiled custom regex, in bytes: a bound on memory and matching time.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// One compiled detector.
+#[derive(Debug)]
+struct Detector {
+    name: String,
+    placeholder_prefix: String,
+    regex: Regex,
+    validate: Validator,
+    action: Action,
+}
+
+/// The compiled detectors of one config.
+#[derive(Debug, Default)]
+pub struct Detectors {
+    detectors: Vec<Detector>,
+}
+
+/// A refused request: which detector fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The detector's name.
+    pub detector: String,
+}
+
+/// A detection, as counted in stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// The detector's name.
+    pub detector: String,
+    /// What was done.
+    pub action: Action,
+}
+
+fn always(_: &str) -> bool {
+    true
+}
+
+impl Detectors {
+    /// Compiles the built-in detectors named in `actions` and the custom ones. Returns
+    /// `(field, message)` for an unknown detector or a bad regex.
+    pub fn compile(
+        actions: &BTreeMap<String, Action>,
+        custom: &[CustomDetector],
+    ) -> Result<Self, (String, String)> {
+        let mut detectors = Vec::new();
+        for (name, &action) in actions {
+            let (pattern, validate) = built_in(name).ok_or_else(|| {
+                (
+                    format!("guard.detectors.{name}"),
+                    format!(
+                        "{name:?} is not a detector; allowed: {}",
+                        BUILT_IN.join(", ")
+                    ),
+                )
+            })?;
+            let regex = Regex::new(pattern).expect("built-in patterns compile");
+            detectors.push(Detector::new(name, regex, validate, action));
+        }
+        for (i, detector) in custom.iter().enumerate() {
+            let regex = RegexBuilder::new(&detector.regex)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    let pattern = &detector.regex;
+                    (
+                        format!("guard.custom[{i}].regex"),
+                        format!("invalid regex {pattern:?}: {e}"),
+                    )
+                })?;
+            let valid_name = !detector.name.is_empty()
+                && detector
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid_name {
+                return Err((
+                    format!("guard.custom[{i}].name"),
+                    format!(
+                        "{:?} is not a name; allowed: letters, digits and '_'",
+                        detector.name
+                    ),
+                ));
+            }
+            detectors.push(Detector::new(
+                &detector.name,
+                regex,
+                always,
+                detector.action,
+            ));
+        }
+        Ok(Self { detectors })
+    }
+
+    /// Whether no detector is configured.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+}
+
+impl Detector {
+    fn new(name: &str, regex: Regex, validate: Validator, action: Action) -> Self {
+        Self {
+            name: name.to_owned(),
+            placeholder_prefix: name.to_ascii_uppercase(),
+            regex,
+            validate,
+            action,
+        }
+    }
+}
+
+/// Checks a candidate a pattern found (a checksum, a range).
+type Validator = fn(&str) -> bool;
+
+/// The pattern and validator of a built-in detector.
+fn built_in(name: &str) -> Option<(&'static str, Validator)> {
+    Some(match name {
+        "email" => (
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            always,
+        ),
+        "phone" => (
+            r"(?:\+\d{1,3}[\s.-]?)?\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b|\+\d{7,15}\b",
+            valid_phone,
+        ),
+        "credit_card" => (r"\b\d(?:[ -]?\d){12,18}\b", valid_card),
+        "us_ssn" => (r"\b\d{3}-\d{2}-\d{4}\b", valid_ssn),
+        "iban" => (r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", valid_iban),
+        // Longer dotted runs (versions such as 1.2.3.4.5) match whole and then fail validation.
+        "ipv4" => (r"\b(?:\d+\.)?\d{1,3}(?:\.\d{1,3}){3}(?:\.\d+)*\b", valid_ipv4),
+        "ipv6" => (r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", valid_ipv6),
+        "jwt" => (
+            r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+            always,
+        ),
+        "openai_key" => (r"\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}", always),
+        "aws_access_key" => (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", always),
+        "github_token" => (
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+            always,
+        ),
+        "slack_token" => (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", always),
+        "private_key" => (
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+            always,
+        ),
+        _ => return None,
+    })
+}
+
+fn digits(text: &str) -> Vec<u32> {
+    text.chars().filter_map(|c| c.to_digit(10)).collect()
+}
+
+fn valid_phone(text: &str) -> bool {
+    (10..=15).contains(&digits(text).len())
+}
+
+/// The Luhn checksum every payment card number satisfies.
+fn valid_card(text: &str) -> bool {
+    let digits = digits(text);
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| match (i % 2, d * 2) {
+            (1, doubled) if doubled > 9 => doubled - 9,
+            (1, doubled) => doubled,
+            _ => d,
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// Area 001–899 but not 666, group not 00, serial not 0000.
+fn valid_ssn(text: &str) -> bool {
+    let parts: Vec<u32> = text.split('-').filter_map(|p| p.parse().ok()).collect();
+    matches!(parts.as_slice(), [area, group, serial]
+        if *area != 0 && *area != 666 && *area < 900 && *group != 0 && *serial != 0)
+}
+
+/// The ISO 13616 mod-97 check.
+fn valid_iban(text: &str) -> bool {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let mut remainder = 0u32;
+    for c in rearranged {
+        let value = match c.to_digit(36) {
+            Some(v) => v,
+            None => return false,
+        };
+        for digit in value.to_string().chars() {
+            remainder = (remainder * 10 + digit.to_digit(10).expect("a digit")) % 97;
+        }
+    }
+    remainder == 1
+}
+
+fn valid_ipv4(text: &str) -> bool {
+    text.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn valid_ipv6(text: &str) -> bool {
+    text.matches(':').count() >= 2 && text.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// Masks the texts of one request (and, reversed, its reply).
+#[derive(Debug, Default)]
+pub struct Masker {
+    /// Original value → placeholder.
+    placeholders: HashMap<String, String>,
+    /// Placeholder → original value, for reversible mode.
+    originals: HashMap<String, String>,
+    /// Next number per detector.
+    counters: HashMap<String, usize>,
+    /// Every detection, for stats.
+    pub detections: Vec<Detection>,
+}
+
+impl Masker {
+    /// Masks `text`: masked values become placeholders; a `reject` detection refuses the whole
+    /// request. Overlapping matches go to the detector listed first.
+    pub fn mask(&mut self, detectors: &Detectors, text: &str) -> Result<String, Rejected> {
+        let mut spans: Vec<(usize, usize, &Detector)> = Vec::new();
+        for detector in &detectors.detectors {
+            for found in detector.regex.find_iter(text) {
+                let overlaps = spans
+                    .iter()
+                    .any(|(s, e, _)| found.start() < *e && *s < found.end());
+                if !overlaps && (detector.validate)(found.as_str()) {
+                    spans.push((found.start(), found.end(), detector));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return Ok(text.to_owned());
+        }
+        spans.sort_by_key(|(start, _, _)| *start);
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end, detector) in spans {
+            self.detections.push(Detection {
+                detector: detector.name.clone(),
+                action: detector.action,
+            });
+            match detector.action {
+                Action::Reject => {
+                    return Err(Rejected {
+                        detector: detector.name.clone(),
+                    });
+                }
+                Action::Monitor => continue,
+                Action::Mask => {}
+            }
+            out.push_str(&text[at..start]);
+            out.push_str(&self.placeholder(detector, &text[start..end]));
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        Ok(out)
+    }
+
+    fn placeholder(&mut self, detector: &Detector, value: &str) -> String {
+        if let Some(existing) = self.placeholders.get(value) {
+            return existing.clone();
+        }
+        let n = self.counters.entry(detector.name.clone()).or_insert(0);
+        *n += 1;
+        let placeholder = format!("[{}_{n}]", detector.placeholder_prefix);
+        self.placeholders
+            .insert(value.to_owned(), placeholder.clone());
+        self.originals.insert(placeholder.clone(), value.to_owned());
+        placeholder
+    }
+
+    /// Puts the original values back in place of this request's placeholders.
+    pub fn restore(&self, text: &str) -> String {
+        if self.originals.is_empty() || !text.contains('[') {
+            return text.to_owned();
+        }
+        let mut out = text.to_owned();
+        for (placeholder, original) in &self.originals {
+            out = out.replace(placeholder.as_str(), original);
+        }
+        out
+    }
+
+    /// Whether any value was masked.
+    pub fn masked_anything(&self) -> bool {
+        !self.originals.is_empty()
+    }
+
+    /// How many trailing bytes of `text` could be the start of one of this request's
+    /// placeholders, and so must wait for the next chunk before they are restored.
+    pub fn placeholder_holdback(&self, text: &str) -> usize {
+        let Some(open) = text.rfind('[') else {
+            return 0;
+        };
+        let tail = &text[open..];
+        let could_complete = self
+            .originals
+            .keys()
+            .any(|p| p.len() > tail.len() && p.starts_with(tail));
+        if could_complete { tail.len() } else { 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detectors(pairs: &[(&str, Action)]) -> Detectors {
+        let actions = pairs.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect();
+        Detectors::compile(&actions, &[]).unwrap()
+    }
+
+    fn mask_all(text: &str) -> String {
+        let all: Vec<(&str, Action)> = BUILT_IN.iter().map(|n| (*n, Action::Mask)).collect();
+        Masker::default().mask(&detectors(&all), text).unwrap()
+    }
+
+    #[test]
+    fn every_built_in_detector_finds_its_kind() {
+        let cases = [
+            ("mail alice@example.com now", "mail [EMAIL_1] now"),
+            ("call +1 (415) 555-2671 today", "call [PHONE_1] today"),
+            ("card 4111 1111 1111 1111 ok", "card [CREDIT_CARD_1] ok"),
+            ("ssn 123-45-6789 ok", "ssn [US_SSN_1] ok"),
+            ("iban GB82 WEST 1234 5698 7654 32 ok", "iban [IBAN_1] ok"),
+            ("host 192.168.1.20 ok", "host [IPV4_1] ok"),
+            ("host 2001:db8::8a2e:370:7334 ok", "host [IPV6_1] ok"),
+            (
+                "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl x",
+                "t [JWT_1] x",
+            ),
+            (
+                "key sk-proj-abcdefghijklmnopqrstuvwx ok",
+                "key [OPENAI_KEY_1] ok",
+            ),
+            ("aws AKIAIOSFODNN7EXAMPLE ok", "aws [AWS_ACCESS_KEY_1] ok"),
+            (
+                "gh ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok",
+                "gh [GITHUB_TOKEN_1] ok",
+            ),
+            (
+                "slack xoxb-1234567890-abcdef ok",
+                "slack [SLACK_TOKEN_1] ok",
+            ),
+            (
+                "k -----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY----- x",
+                "k [PRIVATE_KEY_1] x",
+            ),
+        ];
+        for (text, masked) in cases {
+            assert_eq!(mask_all(text), masked, "{text}");
+        }
+    }
+
+    #[test]
+    fn validation_rejects_lookalikes() {
+        for text in [
+            "card 4111 1111 1111 1112",         // fails Luhn
+            "ssn 000-12-3456",                  // area 000
+            "ip 999.1.1.1",                     // octet out of range
+            "iban GB00 WEST 1234 5698 7654 32", // fails mod-97
+            "version 1.2.3.4.5 and 12:30",      // not addresses
+        ] {
+            assert_eq!(mask_all(text), text, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_same_value_gets_the_same_placeholder_and_restores() {
+        let detectors = detectors(&[("email", Action::Mask)]);
+        let mut masker = Masker::default();
+        let masked = masker.mask(&detectors, "a@x.io, b@y.io, a@x.io").unwrap();
+        assert_eq!(masked, "[EMAIL_1], [EMAIL_2], [EMAIL_1]");
+        assert_eq!(masker.restore("reply to [EMAIL_2]"), "reply to b@y.io");
+        assert_eq!(masker.placeholder_holdback("see [EMA"), 4);
+        assert_eq!(masker.placeholder_holdback("see [x]"), 0);
+    }
+
+    #[test]
+    fn reject_and_monitor() {
+        let detectors = detectors(&[("credit_card", Action::Reject), ("email", Action::Monitor)]);
+        let mut masker = Masker::default();
+        assert_eq!(masker.mask(&detectors, "a@x.io").unwrap(), "a@x.io");
+        let rejected = masker.mask(&detectors, "4111111111111111").unwrap_err();
+        assert_eq!(rejected.detector, "credit_card");
+        assert_eq!(masker.detections.len(), 2);
+    }
+
+    #[test]
+    fn custom_detectors_and_bad_names() {
+        let custom = [CustomDetector {
+            name: "employee_id".into(),
+            regex: r"EMP-\d{6}".into(),
+            action: Action::Mask,
+        }];
+        let detectors = Detectors::compile(&BTreeMap::new(), &custom).unwrap();
+        assert_eq!(
+            Masker::default().mask(&detectors, "id EMP-123456").unwrap(),
+            "id [EMPLOYEE_ID_1]"
+        );
+        let bad = BTreeMap::from([("passport".to_owned(), Action::Mask)]);
+        assert_eq!(
+            Detectors::compile(&bad, &[]).unwrap_err().0,
+            "guard.detectors.passport"
+        );
+        let bad_regex = [CustomDetector {
+            name: "x".into(),
+            regex: "(".into(),
+            action: Action::Mask,
+        }];
+        assert_eq!(
+            Detectors::compile(&BTreeMap::new(), &bad_regex)
+                .unwrap_err()
+                .0,
+            "guard.custom[0].regex"
+        );
+    }
+}
