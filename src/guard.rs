@@ -35,6 +35,55 @@ pub struct CustomDetector {
     pub action: Action,
 }
 
+/// The `guard` section of the config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Built-in detectors to run, by name, with their action.
+    #[serde(default)]
+    pub detectors: BTreeMap<String, Action>,
+    /// Custom detectors.
+    #[serde(default)]
+    pub custom: Vec<CustomDetector>,
+    /// Message roles whose content is scanned (`system` covers instructions and Anthropic's
+    /// `system`).
+    #[serde(default = "all_roles")]
+    pub roles: Vec<String>,
+    /// Scan tool-call arguments too (they stay valid JSON).
+    #[serde(default = "yes")]
+    pub tool_arguments: bool,
+    /// Scan the upstream's replies too, in pass-through mode.
+    #[serde(default)]
+    pub responses: bool,
+    /// Put the values masked in a request back into its reply, so the user sees real data and
+    /// the provider never does.
+    #[serde(default)]
+    pub reversible: bool,
+}
+
+fn all_roles() -> Vec<String> {
+    ["system", "developer", "user", "assistant", "tool"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            detectors: BTreeMap::new(),
+            custom: Vec::new(),
+            roles: all_roles(),
+            tool_arguments: true,
+            responses: false,
+            reversible: false,
+        }
+    }
+}
+
 /// The built-in detectors, by config name, most specific first: where matches overlap, the
 /// earlier detector wins (custom detectors come before all of them).
 pub const BUILT_IN: [&str; 13] = [
@@ -57,7 +106,7 @@ pub const BUILT_IN: [&str; 13] = [
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// One compiled detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Detector {
     name: String,
     placeholder_prefix: String,
@@ -67,7 +116,7 @@ struct Detector {
 }
 
 /// The compiled detectors of one config.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Detectors {
     detectors: Vec<Detector>,
 }
@@ -184,7 +233,10 @@ fn built_in(name: &str) -> Option<(&'static str, Validator)> {
         "us_ssn" => (r"\b\d{3}-\d{2}-\d{4}\b", valid_ssn),
         "iban" => (r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", valid_iban),
         // Longer dotted runs (versions such as 1.2.3.4.5) match whole and then fail validation.
-        "ipv4" => (r"\b(?:\d+\.)?\d{1,3}(?:\.\d{1,3}){3}(?:\.\d+)*\b", valid_ipv4),
+        "ipv4" => (
+            r"\b(?:\d+\.)?\d{1,3}(?:\.\d{1,3}){3}(?:\.\d+)*\b",
+            valid_ipv4,
+        ),
         "ipv6" => (r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", valid_ipv6),
         "jwt" => (
             r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
@@ -336,6 +388,42 @@ impl Masker {
         placeholder
     }
 
+    /// Masks values in a reply that the request did not hold (those the user already knows stay,
+    /// and a `reject` detector masks: a reply cannot be refused after the fact). New placeholders
+    /// are not restorable.
+    pub fn mask_new(&mut self, detectors: &Detectors, text: &str) -> String {
+        let as_mask = Detectors {
+            detectors: detectors
+                .detectors
+                .iter()
+                .map(|d| Detector {
+                    action: if d.action == Action::Reject {
+                        Action::Mask
+                    } else {
+                        d.action
+                    },
+                    ..d.clone()
+                })
+                .collect(),
+        };
+        // The request's own values "mask" to themselves; new ones get fresh numbers.
+        let mut scratch = Masker {
+            placeholders: self
+                .placeholders
+                .keys()
+                .map(|v| (v.clone(), v.clone()))
+                .collect(),
+            counters: std::mem::take(&mut self.counters),
+            ..Masker::default()
+        };
+        let masked = scratch
+            .mask(&as_mask, text)
+            .unwrap_or_else(|_| text.to_owned());
+        self.counters = scratch.counters;
+        self.detections.append(&mut scratch.detections);
+        masked
+    }
+
     /// Puts the original values back in place of this request's placeholders.
     pub fn restore(&self, text: &str) -> String {
         if self.originals.is_empty() || !text.contains('[') {
@@ -441,6 +529,22 @@ mod tests {
         assert_eq!(masker.restore("reply to [EMAIL_2]"), "reply to b@y.io");
         assert_eq!(masker.placeholder_holdback("see [EMA"), 4);
         assert_eq!(masker.placeholder_holdback("see [x]"), 0);
+    }
+
+    #[test]
+    fn replies_mask_new_values_and_keep_the_users_own() {
+        let detectors = detectors(&[("email", Action::Reject)]);
+        let mut masker = Masker::default();
+        let mut request = detectors.clone();
+        request.detectors[0].action = Action::Mask;
+        masker.mask(&request, "me: a@x.io").unwrap();
+        let reply = masker.restore("[EMAIL_1] and b@y.io");
+        assert_eq!(masker.mask_new(&detectors, &reply), "a@x.io and [EMAIL_2]");
+        assert_eq!(
+            masker.restore("[EMAIL_2]"),
+            "[EMAIL_2]",
+            "new placeholders stay masked"
+        );
     }
 
     #[test]
