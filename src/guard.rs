@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// What to do with a detected value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -456,6 +457,227 @@ impl Masker {
     }
 }
 
+/// Guards a request body in place: the texts of the configured roles, tool-call arguments
+/// (kept valid JSON), instructions and prompts. Returns whether anything was masked.
+pub fn guard_request(
+    body: &mut Map<String, Value>,
+    config: &GuardConfig,
+    detectors: &Detectors,
+    masker: &mut Masker,
+) -> Result<bool, Rejected> {
+    let mut walker = Walker {
+        config,
+        detectors,
+        masker,
+        changed: false,
+    };
+    let in_scope = |role: &str| config.roles.iter().any(|r| r == role);
+    for key in ["system", "instructions"] {
+        if let Some(value) = body.get_mut(key) {
+            if in_scope("system") {
+                walker.content(value)?;
+            }
+        }
+    }
+    if let Some(prompt) = body.get_mut("prompt") {
+        if in_scope("user") {
+            walker.content(prompt)?;
+        }
+    }
+    for key in ["messages", "input"] {
+        match body.get_mut(key) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    walker.message(item)?;
+                }
+            }
+            Some(text @ Value::String(_)) if in_scope("user") => walker.content(text)?,
+            _ => {}
+        }
+    }
+    Ok(walker.changed)
+}
+
+/// Guards a JSON reply in place: restores the request's values (reversible mode) and masks new
+/// ones (response scanning), in chat, legacy, Responses and Anthropic shapes.
+pub fn guard_reply(
+    reply: &mut Value,
+    config: &GuardConfig,
+    detectors: &Detectors,
+    masker: &mut Masker,
+) {
+    let mut fix = |text: &mut String| {
+        let mut out = if config.reversible {
+            masker.restore(text)
+        } else {
+            text.clone()
+        };
+        if config.responses {
+            out = masker.mask_new(detectors, &out);
+        }
+        *text = out;
+    };
+    visit_reply_strings(reply, &mut fix);
+}
+
+/// Calls `visit` on every model-written string of a reply: message contents and tool-call
+/// arguments, legacy texts, Responses output texts and arguments, Anthropic text and tool input.
+fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
+    fn strings(value: &mut Value, visit: &mut impl FnMut(&mut String)) {
+        match value {
+            Value::String(text) => visit(text),
+            Value::Array(items) => items.iter_mut().for_each(|item| strings(item, visit)),
+            Value::Object(fields) => fields.values_mut().for_each(|field| strings(field, visit)),
+            _ => {}
+        }
+    }
+    let text_field = |item: &mut Value, key: &str, visit: &mut dyn FnMut(&mut String)| {
+        if let Some(Value::String(text)) = item.get_mut(key) {
+            visit(text);
+        }
+    };
+    if let Some(Value::Array(choices)) = reply.get_mut("choices") {
+        for choice in choices {
+            text_field(choice, "text", visit);
+            for key in ["message", "delta"] {
+                if let Some(message) = choice.get_mut(key) {
+                    text_field(message, "content", visit);
+                    if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+                        for call in calls {
+                            if let Some(function) = call.get_mut("function") {
+                                text_field(function, "arguments", visit);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for key in ["output", "content"] {
+        if let Some(Value::Array(items)) = reply.get_mut(key) {
+            for item in items {
+                text_field(item, "text", visit);
+                text_field(item, "arguments", visit);
+                if let Some(input) = item.get_mut("input") {
+                    strings(input, visit);
+                }
+                if let Some(Value::Array(parts)) = item.get_mut("content") {
+                    for part in parts {
+                        text_field(part, "text", visit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Walker<'a> {
+    config: &'a GuardConfig,
+    detectors: &'a Detectors,
+    masker: &'a mut Masker,
+    changed: bool,
+}
+
+impl Walker<'_> {
+    fn text(&mut self, text: &mut String) -> Result<(), Rejected> {
+        let masked = self.masker.mask(self.detectors, text)?;
+        if masked != *text {
+            *text = masked;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// A content value: a string, or a list of strings or of parts with `text` (or nested
+    /// `content`, as tool results).
+    fn content(&mut self, value: &mut Value) -> Result<(), Rejected> {
+        match value {
+            Value::String(text) => self.text(text),
+            Value::Array(parts) => {
+                for part in parts {
+                    if let Value::String(text) = part {
+                        self.text(text)?;
+                        continue;
+                    }
+                    if let Some(Value::String(text)) = part.get_mut("text") {
+                        self.text(text)?;
+                    }
+                    if let Some(nested) = part.get_mut("content") {
+                        self.content(nested)?;
+                    }
+                    if let Some(Value::String(output)) = part.get_mut("output") {
+                        self.text(output)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Tool-call arguments: a JSON string whose string values are guarded one by one, so the
+    /// arguments stay valid JSON; not JSON, they are guarded as text.
+    fn arguments(&mut self, arguments: &mut String) -> Result<(), Rejected> {
+        let Ok(mut parsed) = serde_json::from_str::<Value>(arguments) else {
+            return self.text(arguments);
+        };
+        let before = self.changed;
+        self.changed = false;
+        self.json_strings(&mut parsed)?;
+        if self.changed {
+            *arguments = parsed.to_string();
+        }
+        self.changed |= before;
+        Ok(())
+    }
+
+    fn json_strings(&mut self, value: &mut Value) -> Result<(), Rejected> {
+        match value {
+            Value::String(text) => self.text(text),
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|item| self.json_strings(item)),
+            Value::Object(fields) => fields
+                .values_mut()
+                .try_for_each(|field| self.json_strings(field)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One message or input item, by its role (function-call outputs count as `tool`).
+    fn message(&mut self, item: &mut Value) -> Result<(), Rejected> {
+        let role = match item.get("type").and_then(Value::as_str) {
+            Some("function_call_output") => "tool",
+            Some("function_call") => "assistant",
+            _ => item.get("role").and_then(Value::as_str).unwrap_or("user"),
+        }
+        .to_owned();
+        if self.config.roles.contains(&role) {
+            for key in ["content", "output"] {
+                if let Some(content) = item.get_mut(key) {
+                    self.content(content)?;
+                }
+            }
+        }
+        if self.config.tool_arguments {
+            if let Some(Value::String(arguments)) = item.get_mut("arguments") {
+                self.arguments(arguments)?;
+            }
+            if let Some(Value::Array(calls)) = item.get_mut("tool_calls") {
+                for call in calls {
+                    if let Some(Value::String(arguments)) = call
+                        .get_mut("function")
+                        .and_then(|f| f.get_mut("arguments"))
+                    {
+                        self.arguments(arguments)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,5 +807,86 @@ mod tests {
                 .0,
             "guard.custom[0].regex"
         );
+    }
+
+    fn guard(config: GuardConfig, body: Value) -> (Result<bool, Rejected>, Value, Masker) {
+        let detectors = Detectors::compile(&config.detectors, &config.custom).unwrap();
+        let Value::Object(mut body) = body else {
+            panic!()
+        };
+        let mut masker = Masker::default();
+        let outcome = guard_request(&mut body, &config, &detectors, &mut masker);
+        (outcome, Value::Object(body), masker)
+    }
+
+    fn emails(action: Action) -> GuardConfig {
+        GuardConfig {
+            detectors: BTreeMap::from([("email".to_owned(), action)]),
+            ..GuardConfig::default()
+        }
+    }
+
+    #[test]
+    fn requests_are_masked_in_every_place_text_goes() {
+        let body = serde_json::json!({
+            "system": "ops a@x.io", "instructions": "b@x.io", "prompt": ["c@x.io"],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "d@x.io"},
+                                             {"type": "tool_result", "content": "e@x.io"}]},
+                {"role": "assistant", "tool_calls": [{"function": {"arguments": "{\"to\":\"f@x.io\"}"}}]}],
+            "input": [{"type": "function_call_output", "output": "g@x.io"}]});
+        let (outcome, out, masker) = guard(emails(Action::Mask), body);
+        assert!(outcome.unwrap());
+        assert_eq!(out["system"], "ops [EMAIL_1]");
+        assert_eq!(out["messages"][0]["content"][1]["content"], "[EMAIL_5]");
+        let arguments = out["messages"][1]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(arguments).unwrap(),
+            serde_json::json!({"to": "[EMAIL_6]"})
+        );
+        assert_eq!(out["input"][0]["output"], "[EMAIL_7]");
+        assert_eq!(masker.restore("[EMAIL_6]"), "f@x.io");
+    }
+
+    #[test]
+    fn roles_out_of_scope_are_left_alone_and_reject_names_the_detector() {
+        let config = GuardConfig {
+            roles: vec!["user".into()],
+            ..emails(Action::Mask)
+        };
+        let body = serde_json::json!({"messages": [{"role": "system", "content": "a@x.io"},
+                                                   {"role": "user", "content": "b@x.io"}]});
+        let (_, out, _) = guard(config, body);
+        assert_eq!(out["messages"][0]["content"], "a@x.io");
+        assert_eq!(out["messages"][1]["content"], "[EMAIL_1]");
+        let (outcome, _, _) = guard(
+            emails(Action::Reject),
+            serde_json::json!({"messages": [{"role": "user", "content": "a@x.io"}]}),
+        );
+        assert_eq!(outcome.unwrap_err().detector, "email");
+    }
+
+    #[test]
+    fn replies_are_restored_and_new_values_masked() {
+        let config = GuardConfig {
+            reversible: true,
+            responses: true,
+            ..emails(Action::Mask)
+        };
+        let (_, _, mut masker) = guard(
+            config.clone(),
+            serde_json::json!({"messages": [{"role": "user", "content": "a@x.io"}]}),
+        );
+        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let mut reply = serde_json::json!({"choices": [{"message": {"content": "[EMAIL_1] or z@y.io"}}],
+                                           "content": [{"type": "text", "text": "[EMAIL_1]"}]});
+        guard_reply(&mut reply, &config, &detectors, &mut masker);
+        assert_eq!(
+            reply["choices"][0]["message"]["content"],
+            "a@x.io or [EMAIL_2]"
+        );
+        assert_eq!(reply["content"][0]["text"], "a@x.io");
     }
 }
