@@ -24,6 +24,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::faults::{FaultDice, FaultsConfig};
+use crate::guard::{Detectors, GuardConfig};
 use crate::tokens::Tokenizer;
 use crate::transform::TransformConfig;
 
@@ -50,6 +51,8 @@ pub struct FilterConfig {
     pub tokenizer: Tokenizer,
     /// What changes in a request before it reaches the model.
     pub transform: TransformConfig,
+    /// Which sensitive values are masked, refused or counted.
+    pub guard: GuardConfig,
 }
 
 /// What the filter does with the requests it handles.
@@ -253,6 +256,8 @@ struct RawConfig {
     tokenizer: Tokenizer,
     #[serde(default)]
     transform: TransformConfig,
+    #[serde(default)]
+    guard: GuardConfig,
 }
 
 impl Default for ContentMode {
@@ -353,6 +358,7 @@ impl FilterConfig {
         raw.transform
             .validate()
             .map_err(|(field, message)| ConfigError { field, message })?;
+        validate_guard(&raw.guard)?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -362,6 +368,7 @@ impl FilterConfig {
             mock,
             tokenizer: raw.tokenizer,
             transform: raw.transform,
+            guard: raw.guard,
         })
     }
 }
@@ -396,6 +403,24 @@ fn validate_models(mock: &MockConfig) -> Result<(), ConfigError> {
         )),
         None => Ok(()),
     }
+}
+
+fn validate_guard(guard: &GuardConfig) -> Result<(), ConfigError> {
+    const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+    if let Some((i, role)) = guard
+        .roles
+        .iter()
+        .enumerate()
+        .find(|(_, role)| !ROLES.contains(&role.as_str()))
+    {
+        return Err(ConfigError::new(
+            &format!("guard.roles[{i}]"),
+            format!("{role:?} is not a role; allowed: {}", ROLES.join(", ")),
+        ));
+    }
+    Detectors::compile(&guard.detectors, &guard.custom)
+        .map(drop)
+        .map_err(|(field, message)| ConfigError { field, message })
 }
 
 fn validate_content(content: &ContentMode) -> Result<(), ConfigError> {
@@ -591,6 +616,19 @@ mod tests {
         assert_eq!(err.field, "mock.model_aliases.b");
         let err = error_of(r#"{"mock": {"models": ["a", ""]}}"#);
         assert_eq!(err.field, "mock.models[1]");
+    }
+
+    #[test]
+    fn guard_errors_name_the_field() {
+        let err = error_of(r#"{"guard": {"detectors": {"passport": "mask"}}}"#);
+        assert_eq!(err.field, "guard.detectors.passport");
+        let err = error_of(r#"{"guard": {"detectors": {"email": "hide"}}}"#);
+        assert_eq!(err.field, "guard.detectors.email");
+        let err = error_of(r#"{"guard": {"roles": ["robot"]}}"#);
+        assert_eq!(err.field, "guard.roles[0]");
+        let err =
+            error_of(r#"{"guard": {"custom": [{"name": "x", "regex": "(", "action": "mask"}]}}"#);
+        assert_eq!(err.field, "guard.custom[0].regex");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::anthropic::{self, MessagesRequest};
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
+use crate::guard::{Detectors, Masker};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
 use crate::httpbun::{self, HttpbunEndpoint, HttpbunError};
 use crate::mock::{self, MockReply, Timing};
@@ -40,6 +41,8 @@ pub struct FilterContext {
     pub fault_dice: FaultDice,
     /// The model names with a stats label of their own.
     pub model_labels: ModelLabels,
+    /// The compiled sensitive-data detectors.
+    pub detectors: Detectors,
 }
 
 impl FilterContext {
@@ -47,11 +50,14 @@ impl FilterContext {
     pub fn new(config: FilterConfig) -> Self {
         let fault_dice = FaultDice::new(&config.mock.faults)
             .expect("FilterConfig::from_json validated the rates");
+        let detectors = Detectors::compile(&config.guard.detectors, &config.guard.custom)
+            .expect("FilterConfig::from_json validated the detectors");
         Self {
             config,
             pacer: Pacer::default(),
             fault_dice,
             model_labels: ModelLabels::default(),
+            detectors,
         }
     }
 }
@@ -362,6 +368,8 @@ pub struct Filter {
     endpoint_label: &'static str,
     /// Errors are answered in Anthropic's envelope on its Messages endpoint, else OpenAI's.
     anthropic_errors: bool,
+    /// This request's masked values, for restoring them in its reply.
+    masker: Masker,
 }
 
 impl Filter {
@@ -372,6 +380,7 @@ impl Filter {
             state: State::Start,
             endpoint_label: "",
             anthropic_errors: false,
+            masker: Masker::default(),
         }
     }
 
@@ -520,14 +529,11 @@ impl Filter {
     }
 
     fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
-        // Transforms run before the mock, so echo shows what a model would have been sent.
+        // Transforms and the guard run before the mock, so echo shows what a model would see.
         let transformed = match endpoint.method() {
-            "POST" => match self.transformed_body(host, body) {
+            "POST" => match self.prepared_body(host, body) {
                 Ok(transformed) => transformed,
-                Err(error) => {
-                    self.send_error(host, &error, &[], Outcome::InvalidRequest);
-                    return;
-                }
+                Err(()) => return,
             },
             _ => None,
         };

@@ -38,15 +38,18 @@ pub enum Counter {
     CompletionTokens,
     /// Faults injected, by type (a status such as `429`, or a stream fault such as `reset`).
     Faults,
+    /// Sensitive values detected, by detector and action.
+    Detections,
 }
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
         Self::Faults,
+        Self::Detections,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -61,6 +64,7 @@ impl Counter {
             Self::PromptTokens => "prompt_tokens_total",
             Self::CompletionTokens => "completion_tokens_total",
             Self::Faults => "faults_total",
+            Self::Detections => "guard_detections_total",
         }
     }
 
@@ -70,6 +74,7 @@ impl Counter {
             Self::Requests => &["endpoint", "outcome"],
             Self::PromptTokens | Self::CompletionTokens => &["model"],
             Self::Faults => &["type"],
+            Self::Detections => &["detector", "action"],
         }
     }
 }
@@ -154,6 +159,13 @@ pub trait Host {
 
     /// Sets response header `name` (replacing every value), or removes it with `None`.
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
+
+    /// Appends the whole response body so far (buffered, then just received) to `out`.
+    fn read_response_body(&self, out: &mut Vec<u8>);
+
+    /// Replaces the whole response body held so far, and its `content-length`. Only at the end
+    /// of the body, while the response headers are held.
+    fn replace_response_body(&mut self, body: &[u8]);
 
     /// Replaces the response body chunk delivered with the current call.
     fn replace_response_chunk(&mut self, data: &[u8]);

@@ -133,6 +133,30 @@ impl Host for EnvoyHost<'_> {
         self.set_header(ffi::header_map::RESPONSE, name, value);
     }
 
+    fn read_response_body(&self, out: &mut Vec<u8>) {
+        let views = [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE];
+        self.read_views(&views, out);
+    }
+
+    fn replace_response_body(&mut self, body: &[u8]) {
+        for view in [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE] {
+            // SAFETY: live filter pointer; draining what Envoy reports it holds.
+            unsafe {
+                let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
+                ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
+            }
+        }
+        // SAFETY: live filter pointer; the body is copied during the call.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_append_body(
+                self.filter,
+                ffi::body::RECEIVED_RESPONSE,
+                Buffer::of(body),
+            );
+        }
+        self.set_response_header("content-length", Some(&body.len().to_string()));
+    }
+
     fn replace_response_chunk(&mut self, data: &[u8]) {
         let view = ffi::body::RECEIVED_RESPONSE;
         // SAFETY: live filter pointer; the data is copied during the call.

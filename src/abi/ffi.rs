@@ -94,6 +94,8 @@ pub mod body {
     pub const BUFFERED_REQUEST: u32 = 1;
     /// The response chunk delivered with the current call.
     pub const RECEIVED_RESPONSE: u32 = 2;
+    /// The response chunks buffered by earlier calls.
+    pub const BUFFERED_RESPONSE: u32 = 3;
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_headers_status` (and response headers).

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
+use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::openai::ApiError;
 use crate::routes::Endpoint;
@@ -110,6 +111,11 @@ impl Filter {
         let transform = &self.context.config.transform;
         let header = |name: &str| host.request_header(name);
         let mut changed = transform.apply(&mut fields, header);
+        match self.guard_request(host, &mut fields) {
+            Some(masked) => changed |= masked,
+            None => return BodyStatus::StopIterationNoBuffer,
+        }
+        let transform = &self.context.config.transform;
         let reports_usage_unasked =
             !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         let strip_usage_chunk = !reports_usage_unasked && ask_for_usage(&mut fields);
@@ -135,8 +141,62 @@ impl Filter {
         BodyStatus::Continue
     }
 
+    /// Guards a request body in place; `None` after refusing the request (a `reject` detector
+    /// fired), else whether anything was masked. Detections are counted either way.
+    pub(super) fn guard_request(
+        &mut self,
+        host: &mut impl Host,
+        fields: &mut Map<String, Value>,
+    ) -> Option<bool> {
+        let context = &self.context;
+        if context.detectors.is_empty() {
+            return Some(false);
+        }
+        let outcome = guard::guard_request(
+            fields,
+            &context.config.guard,
+            &context.detectors,
+            &mut self.masker,
+        );
+        self.count_detections(host);
+        match outcome {
+            Ok(masked) => Some(masked),
+            Err(rejected) => {
+                let error = ApiError::bad_request(
+                    format!(
+                        "The request was refused by llm-edge: it contains a value detected as \
+                         '{}'.",
+                        rejected.detector
+                    ),
+                    None,
+                    Some("sensitive_data_detected"),
+                );
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                None
+            }
+        }
+    }
+
+    fn count_detections(&mut self, host: &mut impl Host) {
+        for detection in self.masker.detections.drain(..) {
+            let action = match detection.action {
+                guard::Action::Mask => "mask",
+                guard::Action::Reject => "reject",
+                guard::Action::Monitor => "monitor",
+            };
+            host.count(Counter::Detections, &[&detection.detector, action], 1);
+        }
+    }
+
+    /// Whether replies are rewritten: restored (reversible mode) or scanned.
+    fn guards_replies(&self) -> bool {
+        let guard = &self.context.config.guard;
+        !self.context.detectors.is_empty() && (guard.reversible || guard.responses)
+    }
+
     /// Response headers of a forwarded request: learn what the reply is.
     pub(super) fn on_proxied_response_headers(&mut self, host: &mut impl Host) -> HeadersStatus {
+        let guards = self.guards_replies();
         if let State::Proxying(accounting) = &mut self.state {
             let content_type = host.response_header("content-type").unwrap_or_default();
             accounting.kind = if content_type.starts_with(b"text/event-stream") {
@@ -146,9 +206,14 @@ impl Filter {
             } else {
                 ReplyKind::Unknown
             };
-            if accounting.kind == ReplyKind::EventStream && accounting.strip_usage_chunk {
+            let rewritten = accounting.strip_usage_chunk || guards;
+            if accounting.kind == ReplyKind::EventStream && rewritten {
                 // The body changes length as it streams.
                 host.set_response_header("content-length", None);
+            }
+            if accounting.kind == ReplyKind::Json && guards {
+                // The whole reply is rewritten at its end: its content-length is set then.
+                return HeadersStatus::StopIteration;
             }
         }
         HeadersStatus::Continue
@@ -161,9 +226,27 @@ impl Filter {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> BodyStatus {
+        let guards = self.guards_replies();
         let State::Proxying(accounting) = &mut self.state else {
             return BodyStatus::Continue;
         };
+        if accounting.kind == ReplyKind::Json && guards {
+            if !end_of_stream {
+                return BodyStatus::StopIterationAndBuffer;
+            }
+            let mut body = Vec::new();
+            host.read_response_body(&mut body);
+            if let Ok(mut reply) = serde_json::from_slice::<Value>(&body) {
+                accounting.observe(&reply);
+                let context = &self.context;
+                let guard = &context.config.guard;
+                guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker);
+                host.replace_response_body(reply.to_string().as_bytes());
+            }
+            self.count_detections(host);
+            self.record_usage(host);
+            return BodyStatus::Continue;
+        }
         let mut chunk = Vec::new();
         host.read_response_chunk(&mut chunk);
         match accounting.kind {
@@ -180,13 +263,30 @@ impl Filter {
             ReplyKind::EventStream => {
                 let strip = accounting.strip_usage_chunk;
                 let mut pending = std::mem::take(&mut accounting.pending);
-                let emitted = scan_events(&mut pending, &chunk, end_of_stream, strip, |event| {
-                    accounting.observe(event)
+                let context = &self.context;
+                let masker = &mut self.masker;
+                let emitted = scan_events(&mut pending, &chunk, end_of_stream, |event| {
+                    accounting.observe(event);
+                    if strip && is_usage_only(event) {
+                        return EventFate::Drop;
+                    }
+                    if !guards {
+                        return EventFate::Keep;
+                    }
+                    let mut guarded = event.clone();
+                    let guard = &context.config.guard;
+                    guard::guard_reply(&mut guarded, guard, &context.detectors, masker);
+                    if guarded == *event {
+                        EventFate::Keep
+                    } else {
+                        EventFate::Replace(guarded)
+                    }
                 });
                 accounting.pending = pending;
-                if strip {
+                if strip || guards {
                     host.replace_response_chunk(&emitted);
                 }
+                self.count_detections(host);
             }
             ReplyKind::Unknown => {}
         }
@@ -224,20 +324,28 @@ impl Filter {
         self.state = State::Answered;
     }
 
-    /// In mock mode with transforms: the body as the model would see it after them.
-    pub(super) fn transformed_body(
-        &self,
-        host: &impl Host,
+    /// In mock mode: the body as a model would see it after the transforms and the guard;
+    /// `Ok(None)` when nothing changed, `Err(())` after answering an error.
+    pub(super) fn prepared_body(
+        &mut self,
+        host: &mut impl Host,
         body: &[u8],
-    ) -> Result<Option<Vec<u8>>, ApiError> {
+    ) -> Result<Option<Vec<u8>>, ()> {
         let transform = &self.context.config.transform;
-        if transform.is_empty() {
+        if transform.is_empty() && self.context.detectors.is_empty() {
             return Ok(None);
         }
-        let mut fields = parse_object(body)?;
+        let mut fields = match parse_object(body) {
+            Ok(fields) => fields,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return Err(());
+            }
+        };
         let header = |name: &str| host.request_header(name);
-        Ok(transform
-            .apply(&mut fields, header)
+        let transformed = transform.apply(&mut fields, header);
+        let masked = self.guard_request(host, &mut fields).ok_or(())?;
+        Ok((transformed || masked)
             .then(|| serde_json::to_vec(&fields).expect("serializing JSON values cannot fail")))
     }
 }
@@ -277,16 +385,34 @@ fn ask_for_usage(fields: &mut Map<String, Value>) -> bool {
     }
 }
 
-/// Scans server-sent events for JSON payloads. Complete events go to `observe`; an incomplete
-/// one waits in `pending` for the next chunk (all of it goes out at the end of the stream).
-/// Returns the bytes to send on: everything, less usage-only chunks (`"choices": []` with
-/// `usage`) when `strip` is set.
+/// A usage-only chunk: `"choices": []` with a `usage` object.
+fn is_usage_only(event: &Value) -> bool {
+    event
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && event.get("usage").is_some_and(Value::is_object)
+}
+
+/// What becomes of one server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+enum EventFate {
+    /// It goes on as it came.
+    Keep,
+    /// It is left out (a usage chunk llm-edge asked for).
+    Drop,
+    /// Its JSON payload is replaced.
+    Replace(Value),
+}
+
+/// Scans server-sent events for JSON payloads. Each complete event with a JSON payload goes to
+/// `decide`; an incomplete one waits in `pending` for the next chunk (all of it goes out at the
+/// end of the stream). Returns the bytes to send on.
 fn scan_events(
     pending: &mut Vec<u8>,
     chunk: &[u8],
     end_of_stream: bool,
-    strip: bool,
-    mut observe: impl FnMut(&Value),
+    mut decide: impl FnMut(&Value) -> EventFate,
 ) -> Vec<u8> {
     pending.extend_from_slice(chunk);
     let mut out = Vec::with_capacity(pending.len());
@@ -299,19 +425,27 @@ fn scan_events(
             .filter_map(|line| line.strip_prefix(b"data:"))
             .flat_map(|data| data.strip_prefix(b" ").unwrap_or(data).to_vec())
             .collect();
-        let parsed = serde_json::from_slice::<Value>(&data).ok();
-        if let Some(value) = &parsed {
-            observe(value);
-            let usage_only = value
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty)
-                && value.get("usage").is_some_and(Value::is_object);
-            if strip && usage_only {
-                continue;
+        let fate = match serde_json::from_slice::<Value>(&data) {
+            Ok(value) => decide(&value),
+            Err(_) => EventFate::Keep,
+        };
+        match fate {
+            EventFate::Keep => out.extend_from_slice(event),
+            EventFate::Drop => {}
+            EventFate::Replace(value) => {
+                // Other lines (such as `event:`) stay; the data line carries the new payload.
+                for line in event.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    if line.starts_with(b"data:") {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(value.to_string().as_bytes());
+                    } else {
+                        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+                    }
+                    out.push(b'\n');
+                }
+                out.push(b'\n');
             }
         }
-        out.extend_from_slice(event);
     }
     pending.drain(..start);
     if end_of_stream {
@@ -342,38 +476,33 @@ mod tests {
     fn events_split_across_chunks_are_scanned_whole() {
         let mut pending = Vec::new();
         let mut seen = Vec::new();
+        let mut keep = |v: &Value| {
+            seen.push(v.clone());
+            EventFate::Keep
+        };
         let first = scan_events(
             &mut pending,
             b"data: {\"a\":1}\n\ndata: {\"b\"",
             false,
-            false,
-            |v| seen.push(v.clone()),
+            &mut keep,
         );
         assert_eq!(first, b"data: {\"a\":1}\n\n");
-        let rest = scan_events(&mut pending, b":2}\n\ndata: [DONE]\n\n", true, false, |v| {
-            seen.push(v.clone())
-        });
+        let rest = scan_events(&mut pending, b":2}\n\ndata: [DONE]\n\n", true, &mut keep);
         assert_eq!(rest, b"data: {\"b\":2}\n\ndata: [DONE]\n\n");
         assert_eq!(seen, [json!({"a": 1}), json!({"b": 2})]);
     }
 
     #[test]
-    fn a_usage_chunk_llm_edge_asked_for_is_stripped() {
-        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
-                       data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
-                       data: [DONE]\n\n";
-        let mut accounting = Accounting::default();
-        let out = scan_events(&mut Vec::new(), stream, true, true, |v| {
-            accounting.observe(v)
+    fn events_can_be_dropped_or_rewritten_keeping_their_event_line() {
+        let stream = b"event: x\ndata: {\"v\":1}\n\ndata: {\"choices\":[],\"usage\":{}}\n\n";
+        let out = scan_events(&mut Vec::new(), stream, true, |v| {
+            if is_usage_only(v) {
+                EventFate::Drop
+            } else {
+                EventFate::Replace(json!({"v": 2}))
+            }
         });
-        assert_eq!(
-            out,
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n".to_vec()
-        );
-        assert_eq!(
-            (accounting.prompt_tokens, accounting.completion_tokens),
-            (Some(3), Some(1))
-        );
+        assert_eq!(out, b"event: x\ndata: {\"v\":2}\n\n".to_vec());
     }
 
     #[test]

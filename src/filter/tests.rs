@@ -30,6 +30,9 @@ struct FakeHost {
     /// Response chunks as sent on, when replaced.
     replaced_chunks: Vec<Vec<u8>>,
     metadata: Vec<(String, String)>,
+    /// Response bytes Envoy buffered for the filter, and the body that replaced them.
+    response_buffered: Vec<u8>,
+    replaced_body: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -149,6 +152,13 @@ impl Host for FakeHost {
         if let Some(value) = value {
             self.response_headers.push((name.into(), value.into()));
         }
+    }
+    fn read_response_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.response_buffered);
+        out.extend_from_slice(&self.response_chunk);
+    }
+    fn replace_response_body(&mut self, body: &[u8]) {
+        self.replaced_body = Some(body.to_vec());
     }
     fn replace_response_chunk(&mut self, data: &[u8]) {
         self.replaced_chunks.push(data.to_vec());
@@ -923,4 +933,83 @@ fn mock_mode_runs_the_transforms_first() {
     assert_eq!(reply["choices"][0]["message"]["content"], "hi");
     // 3 + 2 * (3 + 1 for the role) + "S" + "hi"
     assert_eq!(reply["usage"]["prompt_tokens"], 13);
+}
+
+const GUARDED: &str = r#"{"mode": "passthrough", "guard": {
+    "detectors": {"email": "mask", "credit_card": "reject", "openai_key": "monitor"},
+    "reversible": true}}"#;
+
+#[test]
+fn the_guard_masks_what_goes_upstream_and_restores_the_reply() {
+    let (mut filter, mut host, status) = forward(
+        GUARDED,
+        &[],
+        br#"{"model":"m","messages":[{"role":"user","content":"mail bob@corp.com key sk-abcdefghijklmnopqrstuvwxyz"}]}"#,
+    );
+    assert_eq!(status, BodyStatus::Continue);
+    let sent = String::from_utf8(host.forwarded_body.clone().unwrap()).unwrap();
+    assert!(
+        sent.contains("mail [EMAIL_1] key sk-abcdefghijklmnopqrstuvwxyz"),
+        "{sent}"
+    );
+    assert!(!sent.contains("bob@corp.com"));
+    assert_eq!(
+        counted(&host, Counter::Detections),
+        [
+            (labels(&["email", "mask"]), 1),
+            (labels(&["openai_key", "monitor"]), 1)
+        ]
+    );
+
+    host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
+    assert_eq!(
+        filter.on_response_headers(&mut host),
+        HeadersStatus::StopIteration
+    );
+    host.response_chunk =
+        br#"{"choices":[{"message":{"content":"I wrote to [EMAIL_1]."}}]}"#.to_vec();
+    assert_eq!(
+        filter.on_response_body(&mut host, false),
+        BodyStatus::StopIterationAndBuffer
+    );
+    host.response_buffered = std::mem::take(&mut host.response_chunk);
+    assert_eq!(
+        filter.on_response_body(&mut host, true),
+        BodyStatus::Continue
+    );
+    let client_saw: Value = serde_json::from_slice(host.replaced_body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        client_saw["choices"][0]["message"]["content"],
+        "I wrote to bob@corp.com."
+    );
+}
+
+#[test]
+fn a_reject_detector_refuses_the_request_without_echoing_the_value() {
+    let (_, host, status) = forward(
+        GUARDED,
+        &[],
+        br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}]}"#,
+    );
+    assert_eq!(status, BodyStatus::StopIterationNoBuffer);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"]["code"], "sensitive_data_detected");
+    assert!(reply.error_message().contains("'credit_card'"));
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+    assert!(host.forwarded_body.is_none());
+}
+
+#[test]
+fn in_mock_mode_echo_shows_the_masked_request() {
+    let config = r#"{"guard": {"detectors": {"email": "mask"}}}"#;
+    let host = post_with(
+        config,
+        &[],
+        br#"{"model":"m","messages":[{"role":"user","content":"me: a@b.io"}]}"#,
+    );
+    assert_eq!(
+        host.only_reply().json()["choices"][0]["message"]["content"],
+        "me: [EMAIL_1]"
+    );
 }
