@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Upstream:
     """One upstream server on a free loopback port; `requests` holds every request it got."""
 
-    def __init__(self, name: str, reply_text: str = "Hello from the upstream."):
+    def __init__(self, name: str, reply_text: str | None = "Hello from the upstream."):
+        """`reply_text` None: reply with the last user message, as received (an echo)."""
         self.name = name
         self.reply_text = reply_text
         self.requests: list[dict] = []
@@ -39,12 +40,19 @@ class Upstream:
                 else:
                     self.whole(body)
 
+            def text_for(self, body: dict) -> str:
+                if upstream.reply_text is not None:
+                    return upstream.reply_text
+                users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+                content = users[-1]["content"] if users else ""
+                return content if isinstance(content, str) else ""
+
             def whole(self, body: dict) -> None:
                 reply = {
                     "id": "chatcmpl-upstream", "object": "chat.completion", "created": 1,
                     "model": body.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                 "message": {"role": "assistant", "content": upstream.reply_text,
+                                 "message": {"role": "assistant", "content": self.text_for(body),
                                              "refusal": None}}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
                     "served_by": upstream.name,
@@ -71,7 +79,9 @@ class Upstream:
                             "model": body.get("model"),
                             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
 
-                events = [chunk(delta(word)) for word in ["Hello", " from", " the", " upstream."]]
+                words = self.text_for(body).split(" ")
+                pieces = [words[0]] + [" " + word for word in words[1:]]
+                events = [chunk(delta(piece)) for piece in pieces]
                 if (body.get("stream_options") or {}).get("include_usage"):
                     events.append(chunk({"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
                                          "created": 1, "model": body.get("model"), "choices": [],

@@ -1,0 +1,100 @@
+"""The guard in pass-through mode, through the real Envoy to a loopback upstream that echoes what
+it receives: masked values never reach it, reversible mode restores them for the client, reject
+refuses with a 400 naming the detector, and no secret appears in Envoy's log or stats."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from harness import ENVOY_DIR
+from upstream import Upstream
+
+SECRET_KEY = "sk-proj-Zx9Qw8Er7Ty6Ui5Op4As3Df2"
+EMAIL = "jane.doe@example.com"
+CARD = "4111 1111 1111 1111"
+GUARD = {
+    "mode": "passthrough",
+    "guard": {
+        "detectors": {"email": "mask", "openai_key": "mask", "credit_card": "reject",
+                      "phone": "monitor"},
+        "reversible": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def echo():
+    upstream = Upstream("echo", reply_text=None)
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(start_envoy, echo):
+    return start_envoy(
+        ENVOY_DIR / "passthrough.yaml",
+        filter_config=json.dumps(GUARD),
+        cluster_ports={"openai_compatible": echo.port, "small_models": echo.port},
+    )
+
+
+@pytest.fixture()
+def sdk(guarded):
+    with openai.OpenAI(base_url=guarded.base_url + "/v1", api_key="k", max_retries=0) as client:
+        yield client
+
+
+def test_the_upstream_never_sees_a_masked_value_and_the_client_gets_it_back(sdk, echo):
+    text = f"Write to {EMAIL} with key {SECRET_KEY}"
+    reply = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+    received = echo.requests[-1]["raw"].decode()
+    assert EMAIL not in received and SECRET_KEY not in received
+    assert "[EMAIL_1]" in received and "[OPENAI_KEY_1]" in received
+    assert reply.choices[0].message.content == text
+
+
+def test_streamed_replies_are_restored_too(sdk, echo):
+    text = f"Ping {EMAIL} now"
+    stream = sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": text}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
+    assert EMAIL not in echo.requests[-1]["raw"].decode()
+
+
+def test_tool_arguments_stay_valid_json(sdk, echo):
+    messages = [
+        {"role": "user", "content": "send it"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "send", "arguments": json.dumps({"to": EMAIL, "note": "hi"})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+    ]
+    sdk.chat.completions.create(model="m", messages=messages)
+    arguments = echo.requests[-1]["body"]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == {"to": "[EMAIL_1]", "note": "hi"}
+
+
+def test_reject_names_the_detector_and_never_the_value(sdk, echo):
+    seen = len(echo.requests)
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"card {CARD}"}])
+    assert raised.value.code == "sensitive_data_detected"
+    assert "credit_card" in raised.value.message
+    assert "4111" not in raised.value.response.text
+    assert len(echo.requests) == seen
+
+
+def test_no_secret_reaches_logs_or_stats(sdk, guarded):
+    sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": f"{EMAIL} {SECRET_KEY} +1 415-555-2671"}]
+    )
+    assert guarded.stat("llm_edge.guard_detections_total.detector.phone.action.monitor") >= 1
+    with httpx.Client() as http:
+        stats = http.get(f"http://{guarded.admin}/stats").text
+    for secret in (EMAIL, SECRET_KEY, "4111"):
+        assert secret not in guarded.log()
+        assert secret not in stats
