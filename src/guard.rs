@@ -520,6 +520,95 @@ pub fn guard_reply(
     visit_reply_strings(reply, &mut fix);
 }
 
+/// The most bytes held back at the end of a streamed text.
+const MAX_HOLDBACK: usize = 256;
+
+/// Where a streamed text can be cut safely: before the shortest tail that could still grow into
+/// (part of) a sensitive value or a placeholder. The tail is the trailing run of characters a
+/// value can hold (letters, digits, `@._%+-:/[]=()`, and spaces between digits, as in card and
+/// phone numbers), or an unfinished PEM block, up to [`MAX_HOLDBACK`] bytes.
+pub fn safe_cut(text: &str) -> usize {
+    if let Some(begin) = text.rfind("-----BEGIN") {
+        if !text[begin..].contains("-----END") {
+            return begin;
+        }
+    }
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut cut = text.len();
+    for i in (0..chars.len()).rev() {
+        let (position, c) = chars[i];
+        let digit_at = |j: Option<usize>| {
+            j.and_then(|j| chars.get(j))
+                .is_some_and(|(_, c)| c.is_ascii_digit())
+        };
+        let value_char = c.is_alphanumeric() || "@._%+-:/[]=()".contains(c);
+        let digit_space = c == ' '
+            && digit_at(i.checked_sub(1))
+            && (i + 1 == chars.len() || digit_at(Some(i + 1)));
+        if !(value_char || digit_space) || text.len() - position > MAX_HOLDBACK {
+            break;
+        }
+        cut = position;
+    }
+    cut
+}
+
+/// Guards the text deltas of a streamed chat reply across events: each choice's text is held
+/// back from the point [`safe_cut`] gives until the next delta or the choice's finish, so a value
+/// or placeholder split across events is still caught whole.
+#[derive(Debug, Default)]
+pub struct DeltaGuard {
+    /// Held-back text, by choice index.
+    carry: HashMap<u64, String>,
+}
+
+impl DeltaGuard {
+    /// Guards one chunk in place: chat chunks by delta with hold-back, other events whole.
+    pub fn guard_event(
+        &mut self,
+        event: &mut Value,
+        config: &GuardConfig,
+        detectors: &Detectors,
+        masker: &mut Masker,
+    ) {
+        let Some(Value::Array(choices)) = event.get_mut("choices") else {
+            guard_reply(event, config, detectors, masker);
+            return;
+        };
+        for choice in choices {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finishing = choice.get("finish_reason").is_some_and(|r| !r.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let content = delta.get("content").and_then(Value::as_str);
+            let carried = self.carry.remove(&index).unwrap_or_default();
+            if content.is_none() && carried.is_empty() {
+                continue;
+            }
+            let text = carried + content.unwrap_or_default();
+            let cut = if finishing {
+                text.len()
+            } else {
+                safe_cut(&text)
+            };
+            let (ready, held) = text.split_at(cut);
+            if !held.is_empty() {
+                self.carry.insert(index, held.to_owned());
+            }
+            let mut out = if config.reversible {
+                masker.restore(ready)
+            } else {
+                ready.to_owned()
+            };
+            if config.responses {
+                out = masker.mask_new(detectors, &out);
+            }
+            delta.insert("content".into(), Value::String(out));
+        }
+    }
+}
+
 /// Calls `visit` on every model-written string of a reply: message contents and tool-call
 /// arguments, legacy texts, Responses output texts and arguments, Anthropic text and tool input.
 fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
@@ -767,6 +856,42 @@ mod tests {
             "[EMAIL_2]",
             "new placeholders stay masked"
         );
+    }
+
+    #[test]
+    fn safe_cut_holds_back_what_could_still_become_a_value() {
+        assert_eq!(safe_cut("Hello wor"), "Hello ".len());
+        assert_eq!(safe_cut("mail jane.doe@exa"), "mail ".len());
+        assert_eq!(safe_cut("card 4111 1111 "), "card ".len());
+        assert_eq!(safe_cut("see [EMAIL"), "see ".len());
+        assert_eq!(safe_cut("done. "), "done. ".len());
+        assert_eq!(safe_cut("k -----BEGIN KEY-----\nMII"), "k ".len());
+    }
+
+    #[test]
+    fn values_split_across_deltas_are_restored_and_masked_whole() {
+        let config = GuardConfig {
+            reversible: true,
+            responses: true,
+            ..emails(Action::Mask)
+        };
+        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let mut masker = Masker::default();
+        masker.mask(&detectors, "a@x.io").unwrap();
+        let mut guard = DeltaGuard::default();
+        let pieces = ["Write to [EMA", "IL_1] and z@", "y.io", " now"];
+        let mut out = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let finish = if i + 1 == pieces.len() {
+                serde_json::json!("stop")
+            } else {
+                Value::Null
+            };
+            let mut event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}]});
+            guard.guard_event(&mut event, &config, &detectors, &mut masker);
+            out.push_str(event["choices"][0]["delta"]["content"].as_str().unwrap());
+        }
+        assert_eq!(out, "Write to a@x.io and [EMAIL_2] now");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(super) struct Accounting {
     completion_tokens: Option<u64>,
     /// llm-edge asked for a usage chunk the client did not: remove it from the stream.
     strip_usage_chunk: bool,
+    /// Held-back stream text, when replies are guarded.
+    delta_guard: guard::DeltaGuard,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +267,7 @@ impl Filter {
                 let mut pending = std::mem::take(&mut accounting.pending);
                 let context = &self.context;
                 let masker = &mut self.masker;
+                let mut delta_guard = std::mem::take(&mut accounting.delta_guard);
                 let emitted = scan_events(&mut pending, &chunk, end_of_stream, |event| {
                     accounting.observe(event);
                     if strip && is_usage_only(event) {
@@ -275,7 +278,7 @@ impl Filter {
                     }
                     let mut guarded = event.clone();
                     let guard = &context.config.guard;
-                    guard::guard_reply(&mut guarded, guard, &context.detectors, masker);
+                    delta_guard.guard_event(&mut guarded, guard, &context.detectors, masker);
                     if guarded == *event {
                         EventFate::Keep
                     } else {
@@ -283,6 +286,7 @@ impl Filter {
                     }
                 });
                 accounting.pending = pending;
+                accounting.delta_guard = delta_guard;
                 if strip || guards {
                     host.replace_response_chunk(&emitted);
                 }

@@ -98,3 +98,46 @@ def test_no_secret_reaches_logs_or_stats(sdk, guarded):
     for secret in (EMAIL, SECRET_KEY, "4111"):
         assert secret not in guarded.log()
         assert secret not in stats
+
+
+@pytest.fixture(scope="module")
+def split_upstreams():
+    echo = Upstream("split-echo", reply_text=None, delta_size=5)
+    leaky = Upstream("leaky", reply_text="Contact support@corp.example for help.", delta_size=4)
+    yield echo, leaky
+    echo.stop()
+    leaky.stop()
+
+
+@pytest.fixture(scope="module")
+def split_envoy(start_envoy, split_upstreams):
+    echo, leaky = split_upstreams
+    config = {"mode": "passthrough",
+              "guard": {"detectors": {"email": "mask"}, "reversible": True, "responses": True}}
+    return start_envoy(
+        ENVOY_DIR / "passthrough.yaml",
+        filter_config=json.dumps(config),
+        cluster_ports={"openai_compatible": echo.port, "small_models": leaky.port},
+    )
+
+
+def stream_text(envoy, model: str, content: str) -> list[str]:
+    with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": content}], stream=True
+        )
+        return [c.choices[0].delta.content or "" for c in stream if c.choices]
+
+
+def test_a_placeholder_split_across_events_is_restored_whole(split_envoy, split_upstreams):
+    echo, _ = split_upstreams
+    deltas = stream_text(split_envoy, "m", f"Mail {EMAIL} now")
+    assert "".join(deltas) == f"Mail {EMAIL} now"
+    assert EMAIL not in echo.requests[-1]["raw"].decode()
+
+
+def test_a_value_split_across_events_is_masked_whole(split_envoy):
+    # The "-mini" route reaches the upstream that leaks an address in 4-character deltas.
+    deltas = stream_text(split_envoy, "gpt-4o-mini", "help?")
+    assert "".join(deltas) == "Contact [EMAIL_1] for help."
+    assert not any("support" in delta or "corp" in delta for delta in deltas)

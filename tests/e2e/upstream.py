@@ -11,8 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Upstream:
     """One upstream server on a free loopback port; `requests` holds every request it got."""
 
-    def __init__(self, name: str, reply_text: str | None = "Hello from the upstream."):
-        """`reply_text` None: reply with the last user message, as received (an echo)."""
+    def __init__(
+        self, name: str, reply_text: str | None = "Hello from the upstream.", delta_size: int = 0
+    ):
+        """`reply_text` None: reply with the last user message, as received (an echo).
+        `delta_size`: stream the text in deltas of that many characters instead of by word."""
         self.name = name
         self.reply_text = reply_text
         self.requests: list[dict] = []
@@ -79,9 +82,16 @@ class Upstream:
                             "model": body.get("model"),
                             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
 
-                words = self.text_for(body).split(" ")
-                pieces = [words[0]] + [" " + word for word in words[1:]]
+                text = self.text_for(body)
+                if delta_size:
+                    pieces = [text[i:i + delta_size] for i in range(0, len(text), delta_size)]
+                else:
+                    words = text.split(" ")
+                    pieces = [words[0]] + [" " + word for word in words[1:]]
                 events = [chunk(delta(piece)) for piece in pieces]
+                events.append(chunk({"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
+                                     "created": 1, "model": body.get("model"),
+                                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
                 if (body.get("stream_options") or {}).get("include_usage"):
                     events.append(chunk({"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
                                          "created": 1, "model": body.get("model"), "choices": [],
