@@ -21,6 +21,7 @@ use crate::openai::embeddings::EmbeddingsRequest;
 use crate::openai::responses::ResponsesRequest;
 use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
+use crate::route_policy::RoutePolicy;
 use crate::routes::Endpoint;
 use passthrough::Accounting;
 
@@ -399,6 +400,18 @@ impl Filter {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> HeadersStatus {
+        if let Some(policy) = host.route_policy() {
+            match &*policy {
+                RoutePolicy::Disabled => {
+                    self.state = State::PassThrough;
+                    return HeadersStatus::Continue;
+                }
+                RoutePolicy::Replace(context) => self.context = Arc::clone(context),
+                RoutePolicy::Extend(extension) => {
+                    self.context = extension.merged_with(&self.context);
+                }
+            }
+        }
         let path = host.request_header(":path").unwrap_or_default();
         let config = self.config();
         let Some(endpoint) = Endpoint::for_profile(config.profile, &config.api_base_path, path)

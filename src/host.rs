@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::pacing::{Pacer, PacingHandle};
+use crate::route_policy::RoutePolicy;
 
 /// What to do with the request headers after the filter has seen them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,9 @@ pub type Header<'a> = (&'a str, &'a str);
 pub trait Host {
     /// The first value of request header `name` (lower-case; pseudo-headers such as `:path` work).
     fn request_header(&self, name: &str) -> Option<&[u8]>;
+
+    /// The policy the request's route sets for llm-edge, if it sets one.
+    fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>>;
 
     /// The request body seen so far: the chunks Envoy buffered earlier plus the one just received.
     fn request_body_len(&self) -> usize;

@@ -34,6 +34,7 @@ pub mod lorem;
 pub mod mock;
 pub mod openai;
 pub mod pacing;
+pub mod route_policy;
 pub mod routes;
 pub mod schema_gen;
 pub mod tokens;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::{Counter, Header, Histogram, Host};
 use crate::pacing::{Pacer, PacingHandle, Wakeup};
+use crate::route_policy::RoutePolicy;
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
 use super::metrics::MetricIds;
@@ -125,6 +126,16 @@ impl EnvoyHost<'_> {
 }
 
 impl Host for EnvoyHost<'_> {
+    fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>> {
+        // SAFETY: live filter pointer.
+        let policy = unsafe {
+            ffi::envoy_dynamic_module_callback_get_most_specific_route_config(self.filter)
+        };
+        // SAFETY: Envoy hands back exactly what per_route_config_new returned, and keeps it alive
+        // while the route is in use; the stream takes its own reference.
+        unsafe { super::hooks::route_policy_ref(policy) }.map(std::sync::Arc::clone)
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.set_header(ffi::header_map::REQUEST, name, value);
     }

@@ -180,6 +180,12 @@ unsafe extern "C" {
         data: Buffer,
     ) -> bool;
 
+    /// The per-route config object of the stream's current route (route first, then virtual
+    /// host), as `per_route_config_new` returned it; null when there is none.
+    pub fn envoy_dynamic_module_callback_get_most_specific_route_config(
+        filter: FilterEnvoyPtr,
+    ) -> *const c_void;
+
     /// Makes Envoy select the route again.
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::config::FilterConfig;
 use crate::filter::{Filter, FilterContext, TrailersStatus};
 use crate::host::{BodyStatus, HeadersStatus, Host};
+use crate::route_policy::RoutePolicy;
 use crate::version::ENVOY_ABI_VERSION;
 
 use super::envoy_host::EnvoyHost;
@@ -66,6 +67,29 @@ unsafe fn config_from_raw(ptr: *const c_void) -> Box<ConfigObject> {
 unsafe fn config_ref<'a>(ptr: *const c_void) -> &'a ConfigObject {
     // SAFETY: per the contract.
     unsafe { &*ptr.cast::<ConfigObject>() }
+}
+
+/// What Envoy's per-route config pointer owns.
+type RouteObject = Arc<RoutePolicy>;
+
+fn route_into_raw(policy: RouteObject) -> *const c_void {
+    Box::into_raw(Box::new(policy)).cast_const().cast()
+}
+
+/// # Safety
+/// `ptr` must come from [`route_into_raw`] and not have been reclaimed yet.
+unsafe fn route_from_raw(ptr: *const c_void) -> Box<RouteObject> {
+    // SAFETY: per the contract.
+    unsafe { Box::from_raw(ptr.cast::<RouteObject>().cast_mut()) }
+}
+
+/// The route policy behind Envoy's per-route pointer, or `None` for null.
+///
+/// # Safety
+/// `ptr` must be null or come from [`route_into_raw`] and stay live for `'a`.
+pub(super) unsafe fn route_policy_ref<'a>(ptr: *const c_void) -> Option<&'a RouteObject> {
+    // SAFETY: per the contract.
+    unsafe { ptr.cast::<RouteObject>().as_ref() }
 }
 
 fn stream_into_raw(stream: Stream) -> *const c_void {
@@ -142,6 +166,56 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         }
     });
     created.unwrap_or(std::ptr::null())
+}
+
+/// Parses a route's or virtual host's `typed_per_filter_config`, once, on the main thread; null
+/// refuses the config.
+///
+/// # Safety
+/// `name` and `config` must be valid byte views for the duration of the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    name: Buffer,
+    config: Buffer,
+) -> *const c_void {
+    let created = catch_unwind(|| {
+        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+        if !name.is_empty() && name != FILTER_NAME.as_bytes() {
+            log::error!(
+                "llm_edge: invalid per-route filter_name {:?}; allowed: \"{FILTER_NAME}\"",
+                String::from_utf8_lossy(name)
+            );
+            return std::ptr::null();
+        }
+        match RoutePolicy::from_json(config) {
+            Ok(policy) => route_into_raw(Arc::new(policy)),
+            Err(error) => {
+                let (field, message) = (&error.field, &error.message);
+                log::error!("llm_edge: invalid per-route config: field `{field}`: {message}");
+                std::ptr::null()
+            }
+        }
+    });
+    created.unwrap_or(std::ptr::null())
+}
+
+/// Frees a per-route config made by `per_route_config_new`.
+///
+/// # Safety
+/// `config` must come from `envoy_dynamic_module_on_http_filter_per_route_config_new`, once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    config: *const c_void,
+) {
+    if config.is_null() {
+        return;
+    }
+    // SAFETY: made by per_route_config_new; Envoy destroys it exactly once.
+    let policy = unsafe { route_from_raw(config) };
+    if catch_unwind(AssertUnwindSafe(|| drop(policy))).is_err() {
+        log::error!("llm_edge: panic while freeing a per-route config");
+    }
 }
 
 /// Frees a config made by `config_new`, on the main thread, after its streams are gone; this

@@ -33,6 +33,8 @@ struct FakeHost {
     /// Response bytes Envoy buffered for the filter, and the body that replaced them.
     response_buffered: Vec<u8>,
     replaced_body: Option<Vec<u8>>,
+    /// The route's per-route policy.
+    route_policy: Option<Arc<crate::route_policy::RoutePolicy>>,
 }
 
 #[derive(Debug)]
@@ -125,6 +127,9 @@ impl Host for FakeHost {
     fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
         assert!(self.stream_head.is_some(), "data before headers");
         self.stream_data.push((data.to_vec(), end_stream));
+    }
+    fn route_policy(&self) -> Option<Arc<crate::route_policy::RoutePolicy>> {
+        self.route_policy.clone()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.headers.retain(|(k, _)| k != name);
@@ -1011,5 +1016,48 @@ fn in_mock_mode_echo_shows_the_masked_request() {
     assert_eq!(
         host.only_reply().json()["choices"][0]["message"]["content"],
         "me: [EMAIL_1]"
+    );
+}
+
+fn with_route(config: &str, route: &str, body: &[u8]) -> FakeHost {
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", CHAT);
+    host.route_policy = Some(Arc::new(
+        crate::route_policy::RoutePolicy::from_json(route.as_bytes()).unwrap(),
+    ));
+    let status = filter.on_request_headers(&mut host, false);
+    if status == HeadersStatus::StopIteration {
+        host.deliver(body);
+        filter.on_request_body(&mut host, false);
+        host.deliver(b"");
+        filter.on_request_body(&mut host, true);
+    }
+    host
+}
+
+#[test]
+fn routes_can_disable_replace_or_extend_the_policy() {
+    let hello = br#"{"model":"m","messages":[{"role":"user","content":"mail a@b.io"}]}"#;
+    let disabled = with_route("", r#"{"disabled": true}"#, hello);
+    assert!(disabled.sent.is_empty(), "passed through to the upstream");
+
+    let replaced = with_route(
+        "",
+        r#"{"replace": {"mock": {"content": {"mode": "fixed", "text": "R"}}}}"#,
+        hello,
+    );
+    assert_eq!(
+        replaced.only_reply().json()["choices"][0]["message"]["content"],
+        "R"
+    );
+
+    let extended = with_route(
+        "",
+        r#"{"extend": {"guard": {"detectors": {"email": "mask"}}}}"#,
+        hello,
+    );
+    assert_eq!(
+        extended.only_reply().json()["choices"][0]["message"]["content"],
+        "mail [EMAIL_1]"
     );
 }
