@@ -418,6 +418,9 @@ fn validate_guard(guard: &GuardConfig) -> Result<(), ConfigError> {
             format!("{role:?} is not a role; allowed: {}", ROLES.join(", ")),
         ));
     }
+    guard
+        .validate_fields()
+        .map_err(|(field, message)| ConfigError { field, message })?;
     Detectors::compile(&guard.detectors, &guard.custom)
         .map(drop)
         .map_err(|(field, message)| ConfigError { field, message })

@@ -50,6 +50,10 @@ pub struct GuardConfig {
     /// `system`).
     #[serde(default = "all_roles")]
     pub roles: Vec<String>,
+    /// Fields of the request body, by JSON Pointer, whose whole value is masked, refused or
+    /// counted, such as `{"pointer": "/user", "name": "user_id", "action": "mask"}`.
+    #[serde(default)]
+    pub fields: Vec<FieldRule>,
     /// Scan tool-call arguments too (they stay valid JSON).
     #[serde(default = "yes")]
     pub tool_arguments: bool,
@@ -60,6 +64,18 @@ pub struct GuardConfig {
     /// the provider never does.
     #[serde(default)]
     pub reversible: bool,
+}
+
+/// A field of the request body guarded whole, by JSON Pointer (RFC 6901).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    /// Where the field is, such as `/metadata/customer_id`.
+    pub pointer: String,
+    /// The name in placeholders and errors (`[CUSTOMER_ID_1]`).
+    pub name: String,
+    /// What to do with the field's value.
+    pub action: Action,
 }
 
 fn all_roles() -> Vec<String> {
@@ -77,6 +93,7 @@ impl Default for GuardConfig {
         Self {
             detectors: BTreeMap::new(),
             custom: Vec::new(),
+            fields: Vec::new(),
             roles: all_roles(),
             tool_arguments: true,
             responses: false,
@@ -201,6 +218,43 @@ impl Detectors {
     /// Whether no detector is configured.
     pub fn is_empty(&self) -> bool {
         self.detectors.is_empty()
+    }
+}
+
+impl GuardConfig {
+    /// Whether the guard does anything: a detector or a field rule.
+    pub fn is_active(&self, detectors: &Detectors) -> bool {
+        !detectors.is_empty() || !self.fields.is_empty()
+    }
+
+    /// Checks the field rules. Returns `(field, message)` for a bad pointer or name.
+    pub fn validate_fields(&self) -> Result<(), (String, String)> {
+        for (i, rule) in self.fields.iter().enumerate() {
+            if !rule.pointer.starts_with('/') {
+                return Err((
+                    format!("guard.fields[{i}].pointer"),
+                    format!(
+                        "{:?} is not a JSON Pointer; allowed: \"/field\" or \"/a/b/0\"",
+                        rule.pointer
+                    ),
+                ));
+            }
+            let valid_name = !rule.name.is_empty()
+                && rule
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid_name {
+                return Err((
+                    format!("guard.fields[{i}].name"),
+                    format!(
+                        "{:?} is not a name; allowed: letters, digits and '_'",
+                        rule.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -377,12 +431,16 @@ impl Masker {
     }
 
     fn placeholder(&mut self, detector: &Detector, value: &str) -> String {
+        self.placeholder_named(&detector.name, &detector.placeholder_prefix, value)
+    }
+
+    fn placeholder_named(&mut self, name: &str, prefix: &str, value: &str) -> String {
         if let Some(existing) = self.placeholders.get(value) {
             return existing.clone();
         }
-        let n = self.counters.entry(detector.name.clone()).or_insert(0);
+        let n = self.counters.entry(name.to_owned()).or_insert(0);
         *n += 1;
-        let placeholder = format!("[{}_{n}]", detector.placeholder_prefix);
+        let placeholder = format!("[{prefix}_{n}]");
         self.placeholders
             .insert(value.to_owned(), placeholder.clone());
         self.originals.insert(placeholder.clone(), value.to_owned());
@@ -471,6 +529,33 @@ pub fn guard_request(
         masker,
         changed: false,
     };
+    for rule in &config.fields {
+        let Some(value) = scalar_at(body, &rule.pointer) else {
+            continue;
+        };
+        walker.masker.detections.push(Detection {
+            detector: rule.name.clone(),
+            action: rule.action,
+        });
+        match rule.action {
+            Action::Reject => {
+                return Err(Rejected {
+                    detector: rule.name.clone(),
+                });
+            }
+            Action::Monitor => {}
+            Action::Mask => {
+                let text = match &*value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                let prefix = rule.name.to_ascii_uppercase();
+                let placeholder = walker.masker.placeholder_named(&rule.name, &prefix, &text);
+                *value = Value::String(placeholder);
+                walker.changed = true;
+            }
+        }
+    }
     let in_scope = |role: &str| config.roles.iter().any(|r| r == role);
     for key in ["system", "instructions"] {
         if let Some(value) = body.get_mut(key) {
@@ -496,6 +581,22 @@ pub fn guard_request(
         }
     }
     Ok(walker.changed)
+}
+
+/// The scalar value at a JSON Pointer in the body, if there is one.
+fn scalar_at<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a mut Value> {
+    let (first, rest) = pointer
+        .strip_prefix('/')?
+        .split_once('/')
+        .map_or((pointer.strip_prefix('/')?, ""), |(f, r)| (f, r));
+    let first = first.replace("~1", "/").replace("~0", "~");
+    let value = body.get_mut(&first)?;
+    let value = if rest.is_empty() {
+        value
+    } else {
+        value.pointer_mut(&format!("/{rest}"))?
+    };
+    (!value.is_object() && !value.is_array() && !value.is_null()).then_some(value)
 }
 
 /// Guards a JSON reply in place: restores the request's values (reversible mode) and masks new
@@ -892,6 +993,54 @@ mod tests {
             out.push_str(event["choices"][0]["delta"]["content"].as_str().unwrap());
         }
         assert_eq!(out, "Write to a@x.io and [EMAIL_2] now");
+    }
+
+    #[test]
+    fn field_rules_guard_whole_values_by_pointer() {
+        let config = GuardConfig {
+            fields: vec![
+                FieldRule {
+                    pointer: "/user".into(),
+                    name: "user_id".into(),
+                    action: Action::Mask,
+                },
+                FieldRule {
+                    pointer: "/metadata/ssn~1tax".into(),
+                    name: "tax_id".into(),
+                    action: Action::Mask,
+                },
+            ],
+            ..GuardConfig::default()
+        };
+        let body =
+            serde_json::json!({"user": "u-42", "metadata": {"ssn/tax": 12345}, "messages": []});
+        let (outcome, out, masker) = guard(config, body);
+        assert!(outcome.unwrap());
+        assert_eq!(out["user"], "[USER_ID_1]");
+        assert_eq!(out["metadata"]["ssn/tax"], "[TAX_ID_1]");
+        assert_eq!(masker.restore("[USER_ID_1]"), "u-42");
+        let reject = GuardConfig {
+            fields: vec![FieldRule {
+                pointer: "/user".into(),
+                name: "user_id".into(),
+                action: Action::Reject,
+            }],
+            ..GuardConfig::default()
+        };
+        let (outcome, _, _) = guard(reject, serde_json::json!({"user": "x"}));
+        assert_eq!(outcome.unwrap_err().detector, "user_id");
+        assert!(
+            GuardConfig {
+                fields: vec![FieldRule {
+                    pointer: "user".into(),
+                    name: "x".into(),
+                    action: Action::Mask
+                }],
+                ..GuardConfig::default()
+            }
+            .validate_fields()
+            .is_err()
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Filter {
         fields: &mut Map<String, Value>,
     ) -> Option<bool> {
         let context = &self.context;
-        if context.detectors.is_empty() {
+        if !context.config.guard.is_active(&context.detectors) {
             return Some(false);
         }
         let outcome = guard::guard_request(
@@ -193,7 +193,7 @@ impl Filter {
     /// Whether replies are rewritten: restored (reversible mode) or scanned.
     fn guards_replies(&self) -> bool {
         let guard = &self.context.config.guard;
-        !self.context.detectors.is_empty() && (guard.reversible || guard.responses)
+        guard.is_active(&self.context.detectors) && (guard.reversible || guard.responses)
     }
 
     /// Response headers of a forwarded request: learn what the reply is.
@@ -336,7 +336,8 @@ impl Filter {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, ()> {
         let transform = &self.context.config.transform;
-        if transform.is_empty() && self.context.detectors.is_empty() {
+        let guarded = self.context.config.guard.is_active(&self.context.detectors);
+        if transform.is_empty() && !guarded {
             return Ok(None);
         }
         let mut fields = match parse_object(body) {
