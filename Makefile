@@ -15,7 +15,7 @@ TEST_STAMP  := $(VENV)/.test-requirements
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection test lint unit e2e bench-pacing clean
+.PHONY: run build build-fault-injection test lint unit e2e bench-pacing bench-passthrough clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
 run: build $(ENVOY_STAMP)
@@ -45,6 +45,10 @@ e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
 bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
 	$(PYTHON) bench/pacing.py --streams 1000
+
+## bench-passthrough: llm-edge pass-through with every detector versus plain Envoy proxying (needs wrk)
+bench-passthrough: build $(ENVOY_STAMP) $(TEST_STAMP)
+	$(PYTHON) bench/passthrough.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

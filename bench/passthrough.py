@@ -1,0 +1,156 @@
+"""Pass-through overhead: plain Envoy proxying to an upstream, versus the same Envoy with llm-edge
+transforming every request on the way (a system prompt and every built-in detector).
+
+The upstream is a third Envoy answering a canned chat completion with `direct_response`, so it is
+never the bottleneck. Each proxy runs one worker; wrk (Debian's `wrk`) drives it with a Lua script
+that POSTs the same chat body. Results are requests per second and latency, and the ratio of
+llm-edge to plain Envoy measured in the same run.
+
+    .venv/bin/python bench/passthrough.py            # 4 KB and 64 KB bodies, 10 s each
+    .venv/bin/python bench/passthrough.py --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+from harness import Envoy  # noqa: E402
+
+CANNED = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                 "message": {"role": "assistant", "content": "Benchmark reply.", "refusal": None}}],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 3, "total_tokens": 1003},
+})
+GUARD = {
+    "mode": "passthrough",
+    "transform": {"system_prompts": [{"position": "prepend", "content": "You are a benchmark."}]},
+    "guard": {"detectors": {name: "mask" for name in [
+        "email", "phone", "credit_card", "us_ssn", "iban", "ipv4", "ipv6", "jwt", "openai_key",
+        "aws_access_key", "github_token", "slack_token", "private_key"]}},
+}
+
+
+def listener(routes: dict, http_filters: list) -> dict:
+    return {
+        "name": "bench",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "bench",
+                "http_filters": http_filters + [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [routes]}]},
+            },
+        }]}],
+    }
+
+
+def bootstrap(listener_config: dict, upstream_port: int | None = None) -> dict:
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [listener_config], "clusters": []},
+    }
+    if upstream_port is not None:
+        config["static_resources"]["clusters"].append({
+            "name": "upstream", "type": "STATIC", "connect_timeout": "5s",
+            "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+        })
+    return config
+
+
+def llm_edge_filter(config: dict) -> dict:
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "llm_edge"},
+            "filter_name": "llm_edge",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)},
+        },
+    }
+
+
+def start(workdir: Path, name: str, config: dict) -> Envoy:
+    directory = workdir / name
+    directory.mkdir()
+    path = directory / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Envoy(path, directory, concurrency=1)
+
+
+def chat_body(size: int) -> bytes:
+    sentence = ("Please summarise the quarterly report for the board; contact jane.doe@example.com "
+                "or call +1 415-555-2671 if anything is unclear. ")
+    text = (sentence * (size // len(sentence) + 1))[:size]
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def run_wrk(url: str, body: bytes, seconds: int, workdir: Path) -> dict:
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    script = workdir / "post.lua"
+    script.write_text(
+        'local f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+        'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n' % body_file
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk")
+
+    route_to_upstream = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        upstream = start(workdir, "upstream", bootstrap(listener(
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": CANNED}}},
+            [])))
+        plain = start(workdir, "plain", bootstrap(listener(route_to_upstream, []), upstream.port))
+        edge = start(workdir, "edge", bootstrap(listener(route_to_upstream, [llm_edge_filter(GUARD)]), upstream.port))
+        try:
+            print("| Body | Contender | Requests/s | p50 | p99 | Non-2xx | Ratio to plain Envoy |")
+            print("|---|---|---|---|---|---|---|")
+            for size in (4 * 1024, 64 * 1024):
+                body = chat_body(size)
+                url_of = lambda envoy: f"{envoy.base_url}/v1/chat/completions"  # noqa: E731
+                base = run_wrk(url_of(plain), body, args.seconds, workdir)
+                with_edge = run_wrk(url_of(edge), body, args.seconds, workdir)
+                for name, result in (("plain Envoy proxy", base), ("llm-edge pass-through", with_edge)):
+                    ratio = result["rps"] / base["rps"]
+                    print(f"| {size // 1024} KB | {name} | {result['rps']:.0f} | {result['p50']} | "
+                          f"{result['p99']} | {result['non_2xx']} | {ratio:.2f} |")
+        finally:
+            for envoy in (edge, plain, upstream):
+                envoy.stop()
+
+
+if __name__ == "__main__":
+    main()
