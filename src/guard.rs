@@ -743,20 +743,45 @@ fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
             }
         }
     }
+    let item = |item: &mut Value, visit: &mut dyn FnMut(&mut String)| {
+        text_field(item, "text", visit);
+        text_field(item, "arguments", visit);
+        if let Some(input) = item.get_mut("input") {
+            strings(input, &mut |text: &mut String| visit(text));
+        }
+        if let Some(Value::Array(parts)) = item.get_mut("content") {
+            for part in parts {
+                text_field(part, "text", visit);
+            }
+        }
+    };
     for key in ["output", "content"] {
         if let Some(Value::Array(items)) = reply.get_mut(key) {
-            for item in items {
-                text_field(item, "text", visit);
-                text_field(item, "arguments", visit);
-                if let Some(input) = item.get_mut("input") {
-                    strings(input, visit);
-                }
-                if let Some(Value::Array(parts)) = item.get_mut("content") {
-                    for part in parts {
-                        text_field(part, "text", visit);
-                    }
-                }
+            for each in items {
+                item(each, visit);
             }
+        }
+    }
+    // Stream events: Responses' item, part, text delta and finished texts; Anthropic's text
+    // and tool-input deltas; the whole response or message some events carry.
+    for key in ["item", "part", "content_block"] {
+        if let Some(inner) = reply.get_mut(key) {
+            item(inner, visit);
+        }
+    }
+    text_field(reply, "text", visit);
+    text_field(reply, "arguments", visit);
+    match reply.get_mut("delta") {
+        Some(Value::String(text)) => visit(text),
+        Some(delta @ Value::Object(_)) => {
+            text_field(delta, "text", visit);
+            text_field(delta, "partial_json", visit);
+        }
+        _ => {}
+    }
+    for key in ["response", "message"] {
+        if let Some(inner) = reply.get_mut(key) {
+            visit_reply_strings(inner, visit);
         }
     }
 }
@@ -1041,6 +1066,42 @@ mod tests {
             .validate_fields()
             .is_err()
         );
+    }
+
+    #[test]
+    fn stream_events_of_every_api_are_guarded() {
+        let config = GuardConfig {
+            reversible: true,
+            ..emails(Action::Mask)
+        };
+        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let mut masker = Masker::default();
+        masker.mask(&detectors, "a@x.io").unwrap();
+        for (mut event, path) in [
+            (
+                serde_json::json!({"type": "response.output_text.delta", "delta": "[EMAIL_1]"}),
+                "/delta",
+            ),
+            (
+                serde_json::json!({"type": "response.output_text.done", "text": "[EMAIL_1]"}),
+                "/text",
+            ),
+            (
+                serde_json::json!({"response": {"output": [{"content": [{"text": "[EMAIL_1]"}]}]}}),
+                "/response/output/0/content/0/text",
+            ),
+            (
+                serde_json::json!({"item": {"content": [{"text": "[EMAIL_1]"}]}}),
+                "/item/content/0/text",
+            ),
+            (
+                serde_json::json!({"delta": {"type": "text_delta", "text": "[EMAIL_1]"}}),
+                "/delta/text",
+            ),
+        ] {
+            guard_reply(&mut event, &config, &detectors, &mut masker);
+            assert_eq!(event.pointer(path).unwrap(), "a@x.io", "{event}");
+        }
     }
 
     #[test]
