@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::{Filter, Outcome, State};
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
-use crate::openai::ApiError;
+use crate::openai::{ApiError, parse_object};
 use crate::routes::Endpoint;
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
@@ -352,17 +352,6 @@ impl Filter {
         let masked = self.guard_request(host, &mut fields).ok_or(())?;
         Ok((transformed || masked)
             .then(|| serde_json::to_vec(&fields).expect("serializing JSON values cannot fail")))
-    }
-}
-
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(fields)) => Ok(fields),
-        Ok(other) => Err(ApiError::invalid_json(format_args!(
-            "expected an object, but got {}",
-            crate::openai::type_phrase(&other)
-        ))),
-        Err(error) => Err(ApiError::invalid_json(error)),
     }
 }
 

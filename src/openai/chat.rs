@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::json::type_phrase;
+use super::json::{parse_object, take_model, type_phrase};
 
 /// The most choices OpenAI generates for one request.
 pub(super) const MAX_CHOICES: u32 = 128;
@@ -100,25 +100,8 @@ pub struct ChatMessage {
 impl ChatRequest {
     /// Parses and validates a request body, answering malformed input with the error OpenAI gives.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-        let Value::Object(mut fields) = value else {
-            return Err(ApiError::invalid_json(format_args!(
-                "expected an object, but got {}",
-                type_phrase(&value)
-            )));
-        };
-
-        let model = match fields.remove("model") {
-            Some(Value::String(model)) => model,
-            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
-            Some(other) => {
-                return Err(ApiError::invalid_type(
-                    "model",
-                    "a string",
-                    type_phrase(&other),
-                ));
-            }
-        };
+        let mut fields = parse_object(body)?;
+        let model = take_model(&mut fields)?;
         let messages = parse_messages(fields.remove("messages"))?;
         let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
         let stream = stream.unwrap_or(false);

@@ -8,7 +8,7 @@ use super::chat::{
     parse_stop, parse_stream_options,
 };
 use super::error::ApiError;
-use super::json::type_phrase;
+use super::json::{parse_object, take_model, type_phrase};
 
 /// The reply's token limit when the request names none: the legacy endpoint's default.
 pub const DEFAULT_MAX_TOKENS: u32 = 16;
@@ -48,24 +48,8 @@ pub struct CompletionRequest {
 impl CompletionRequest {
     /// Parses and validates a request body, with OpenAI's errors for bad input.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-        let Value::Object(mut fields) = value else {
-            return Err(ApiError::invalid_json(format_args!(
-                "expected an object, but got {}",
-                type_phrase(&value)
-            )));
-        };
-        let model = match fields.remove("model") {
-            Some(Value::String(model)) => model,
-            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
-            Some(other) => {
-                return Err(ApiError::invalid_type(
-                    "model",
-                    "a string",
-                    type_phrase(&other),
-                ));
-            }
-        };
+        let mut fields = parse_object(body)?;
+        let model = take_model(&mut fields)?;
         let prompts = parse_prompt(fields.remove("prompt"))?;
         let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
         let stream = stream.unwrap_or(false);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::json::type_phrase;
+use super::json::{parse_object, take_model, type_phrase};
 
 /// The most dimensions a request may ask for (text-embedding-3-large's size).
 pub const MAX_DIMENSIONS: usize = 3072;
@@ -45,24 +45,8 @@ pub struct EmbeddingsRequest {
 impl EmbeddingsRequest {
     /// Parses and validates a request body, with OpenAI's errors for bad input.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-        let Value::Object(mut fields) = value else {
-            return Err(ApiError::invalid_json(format_args!(
-                "expected an object, but got {}",
-                type_phrase(&value)
-            )));
-        };
-        let model = match fields.remove("model") {
-            Some(Value::String(model)) => model,
-            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
-            Some(other) => {
-                return Err(ApiError::invalid_type(
-                    "model",
-                    "a string",
-                    type_phrase(&other),
-                ));
-            }
-        };
+        let mut fields = parse_object(body)?;
+        let model = take_model(&mut fields)?;
         let inputs = parse_input(fields.remove("input"))?;
         let dimensions = parse_dimensions(&fields)?;
         let encoding_format = match fields.get("encoding_format") {

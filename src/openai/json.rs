@@ -1,6 +1,32 @@
 //! Small helpers for reading untrusted JSON and describing what was found.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use super::ApiError;
+
+/// Parses a request body that must be a JSON object, with OpenAI's error otherwise.
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body).map_err(ApiError::invalid_json)? {
+        Value::Object(fields) => Ok(fields),
+        other => Err(ApiError::invalid_json(format_args!(
+            "expected an object, but got {}",
+            type_phrase(&other)
+        ))),
+    }
+}
+
+/// Takes the required string `model` out of a request's fields.
+pub(crate) fn take_model(fields: &mut Map<String, Value>) -> Result<String, ApiError> {
+    match fields.remove("model") {
+        Some(Value::String(model)) => Ok(model),
+        None | Some(Value::Null) => Err(ApiError::missing_parameter("model")),
+        Some(other) => Err(ApiError::invalid_type(
+            "model",
+            "a string",
+            type_phrase(&other),
+        )),
+    }
+}
 
 /// The phrase OpenAI uses for a JSON value's type in `got …` error messages.
 pub(crate) fn type_phrase(value: &Value) -> &'static str {

@@ -12,4 +12,4 @@ pub mod models;
 pub mod responses;
 
 pub use error::ApiError;
-pub(crate) use json::type_phrase;
+pub(crate) use json::parse_object;

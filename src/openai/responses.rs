@@ -11,7 +11,7 @@ use super::chat::{
     bounded_integer, optional,
 };
 use super::error::ApiError;
-use super::json::type_phrase;
+use super::json::{parse_object, take_model, type_phrase};
 
 /// A parsed Responses request.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,24 +25,8 @@ pub struct ResponsesRequest {
 impl ResponsesRequest {
     /// Parses and validates a request body, with OpenAI's errors for bad input.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-        let Value::Object(mut fields) = value else {
-            return Err(ApiError::invalid_json(format_args!(
-                "expected an object, but got {}",
-                type_phrase(&value)
-            )));
-        };
-        let model = match fields.remove("model") {
-            Some(Value::String(model)) => model,
-            None | Some(Value::Null) => return Err(ApiError::missing_parameter("model")),
-            Some(other) => {
-                return Err(ApiError::invalid_type(
-                    "model",
-                    "a string",
-                    type_phrase(&other),
-                ));
-            }
-        };
+        let mut fields = parse_object(body)?;
+        let model = take_model(&mut fields)?;
         let instructions = optional(
             &fields,
             "instructions",
