@@ -23,6 +23,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::budget::BudgetsConfig;
 use crate::faults::{FaultDice, FaultsConfig};
 use crate::guard::{Detectors, GuardConfig};
 use crate::tokens::Tokenizer;
@@ -53,6 +54,8 @@ pub struct FilterConfig {
     pub transform: TransformConfig,
     /// Which sensitive values are masked, refused or counted.
     pub guard: GuardConfig,
+    /// Token budgets per unit of time.
+    pub budgets: BudgetsConfig,
 }
 
 /// What the filter does with the requests it handles.
@@ -258,6 +261,8 @@ struct RawConfig {
     transform: TransformConfig,
     #[serde(default)]
     guard: GuardConfig,
+    #[serde(default)]
+    budgets: BudgetsConfig,
 }
 
 impl Default for ContentMode {
@@ -359,6 +364,9 @@ impl FilterConfig {
             .validate()
             .map_err(|(field, message)| ConfigError { field, message })?;
         validate_guard(&raw.guard)?;
+        raw.budgets
+            .validate()
+            .map_err(|(field, message)| ConfigError { field, message })?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -369,6 +377,7 @@ impl FilterConfig {
             tokenizer: raw.tokenizer,
             transform: raw.transform,
             guard: raw.guard,
+            budgets: raw.budgets,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::anthropic::{self, MessagesRequest};
+use crate::budget::Budgets;
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::guard::{Detectors, Masker};
@@ -44,6 +45,10 @@ pub struct FilterContext {
     pub model_labels: ModelLabels,
     /// The compiled sensitive-data detectors.
     pub detectors: Detectors,
+    /// The token budgets, shared by every worker.
+    pub budgets: Budgets,
+    /// The budget keys with a stats label of their own.
+    pub budget_key_labels: ModelLabels,
 }
 
 impl FilterContext {
@@ -53,12 +58,15 @@ impl FilterContext {
             .expect("FilterConfig::from_json validated the rates");
         let detectors = Detectors::compile(&config.guard.detectors, &config.guard.custom)
             .expect("FilterConfig::from_json validated the detectors");
+        let budgets = Budgets::new(&config.budgets);
         Self {
             config,
             pacer: Pacer::default(),
             fault_dice,
             model_labels: ModelLabels::default(),
             detectors,
+            budgets,
+            budget_key_labels: ModelLabels::default(),
         }
     }
 }
@@ -300,6 +308,7 @@ enum Outcome {
     MethodNotAllowed,
     InternalError,
     Fault,
+    OverBudget,
 }
 
 impl Outcome {
@@ -311,6 +320,7 @@ impl Outcome {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InternalError => "internal_error",
             Self::Fault => "fault",
+            Self::OverBudget => "over_budget",
         }
     }
 
@@ -322,6 +332,7 @@ impl Outcome {
             Self::MethodNotAllowed => "llm_edge_method_not_allowed",
             Self::InternalError => "llm_edge_internal_error",
             Self::Fault => "llm_edge_fault_injected",
+            Self::OverBudget => "llm_edge_over_budget",
         }
     }
 }
@@ -371,6 +382,8 @@ pub struct Filter {
     anthropic_errors: bool,
     /// This request's masked values, for restoring them in its reply.
     masker: Masker,
+    /// The `x-ratelimit-*-tokens` headers of this request's reply, once a budget admitted it.
+    rate_headers: Vec<(&'static str, String)>,
 }
 
 impl Filter {
@@ -382,6 +395,7 @@ impl Filter {
             endpoint_label: "",
             anthropic_errors: false,
             masker: Masker::default(),
+            rate_headers: Vec::new(),
         }
     }
 
@@ -665,6 +679,12 @@ impl Filter {
         };
         request.model = model;
         let reply = mock::embeddings(self.config().tokenizer, &request);
+        if self
+            .charge_mock(host, &request.model, reply.usage, None, 1)
+            .is_err()
+        {
+            return;
+        }
         self.count_answer(host, &request.model, reply.usage);
         self.send_now(host, &reply);
     }
@@ -700,11 +720,48 @@ impl Filter {
             }
         };
         let fault = plan.stream_fault.filter(|_| request.stream());
+        let steps = reply.steps.len();
+        if self
+            .charge_mock(host, request.model(), reply.usage, fault, steps)
+            .is_err()
+        {
+            return;
+        }
         self.count_answer(host, request.model(), reply.usage);
         if let Some(fault) = fault {
             host.count(Counter::Faults, &[fault.kind()], 1);
         }
         self.send_reply(host, reply, fault, started);
+    }
+
+    /// Admits a mock reply under the budgets and charges it at once (its usage is known before
+    /// it is sent): all of it, or the prompt and the share of steps sent of a stream cut short.
+    /// `Err(())` after answering 429.
+    fn charge_mock(
+        &mut self,
+        host: &mut impl Host,
+        model: &str,
+        usage: Usage,
+        fault: Option<StreamFault>,
+        steps: usize,
+    ) -> Result<(), ()> {
+        let prompt = u64::from(usage.prompt_tokens);
+        let completion = u64::from(usage.completion_tokens);
+        let Some(claim) = self.admit(host, model, prompt + completion)? else {
+            return Ok(());
+        };
+        let sent = match fault {
+            Some(
+                StreamFault::Truncate(kept) | StreamFault::Reset(kept) | StreamFault::Stall(kept),
+            ) => {
+                let steps = u64::try_from(steps.max(1)).unwrap_or(u64::MAX);
+                let kept = u64::try_from(kept).unwrap_or(u64::MAX).min(steps);
+                completion * kept / steps
+            }
+            Some(StreamFault::Malformed(_)) | None => completion,
+        };
+        self.charge(host, &claim, prompt + sent);
+        Ok(())
     }
 
     /// Reads how this request is to be answered from its headers and the fault dice: an error
@@ -770,10 +827,10 @@ impl Filter {
             return;
         }
         let (steps, offsets, end) = break_stream(reply.steps, reply.offsets, fault);
-        let headers = [
+        let headers = self.reply_headers(&[
             ("content-type", reply.content_type),
             ("cache-control", "no-cache"),
-        ];
+        ]);
         host.send_response_headers(200, &headers);
         if !offsets.is_empty() {
             if let Some(pacing) = host.pace(&self.context.pacer, &offsets) {
@@ -826,7 +883,7 @@ impl Filter {
 
     /// Sends a whole reply now, as one local reply.
     fn send_now(&mut self, host: &mut impl Host, reply: &MockReply) {
-        let headers = [("content-type", reply.content_type)];
+        let headers = self.reply_headers(&[("content-type", reply.content_type)]);
         let body = reply.steps.concat();
         host.send_response(200, &headers, &body, Outcome::Mock.details());
         self.state = State::Answered;
@@ -916,7 +973,7 @@ impl Filter {
         body: &[u8],
         outcome: Outcome,
     ) {
-        let mut headers = vec![("content-type", "application/json")];
+        let mut headers = self.reply_headers(&[("content-type", "application/json")]);
         headers.extend_from_slice(extra_headers);
         let labels = [self.endpoint_label, outcome.label()];
         host.count(Counter::Requests, &labels, 1);
@@ -953,6 +1010,7 @@ fn content_length(host: &impl Host) -> Option<u64> {
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
+mod budgets;
 mod passthrough;
 
 #[cfg(test)]

@@ -41,16 +41,22 @@ pub enum Counter {
     Faults,
     /// Sensitive values detected, by detector and action.
     Detections,
+    /// Tokens charged to a budget, by budget and key.
+    BudgetTokens,
+    /// Requests refused by a budget, by budget and key.
+    BudgetRefusals,
 }
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
         Self::Faults,
         Self::Detections,
+        Self::BudgetTokens,
+        Self::BudgetRefusals,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -66,6 +72,8 @@ impl Counter {
             Self::CompletionTokens => "completion_tokens_total",
             Self::Faults => "faults_total",
             Self::Detections => "guard_detections_total",
+            Self::BudgetTokens => "budget_tokens_total",
+            Self::BudgetRefusals => "budget_refusals_total",
         }
     }
 
@@ -76,6 +84,7 @@ impl Counter {
             Self::PromptTokens | Self::CompletionTokens => &["model"],
             Self::Faults => &["type"],
             Self::Detections => &["detector", "action"],
+            Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
         }
     }
 }

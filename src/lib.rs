@@ -24,6 +24,7 @@
 
 mod abi;
 pub mod anthropic;
+pub mod budget;
 pub mod config;
 pub mod faults;
 pub mod filter;

@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{Filter, Outcome, State};
+use super::{Filter, Outcome, State, budgets};
+use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::openai::{ApiError, parse_object};
@@ -29,6 +30,14 @@ pub(super) struct Accounting {
     strip_usage_chunk: bool,
     /// Held-back stream text, when replies are guarded.
     delta_guard: guard::DeltaGuard,
+    /// The request's claim on the token budgets, until its reply is charged.
+    claim: Option<Claim>,
+    /// The prompt's tokens as llm-edge counted them, for a reply that does not report them.
+    prompt_estimate: u64,
+    /// Stream events that carried generated text: about one token each.
+    streamed_texts: u64,
+    /// The upstream answered 2xx: only then are tokens charged without a reported usage.
+    upstream_ok: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +74,41 @@ impl Accounting {
             self.completion_tokens = Some(completion);
         }
     }
+
+    /// The tokens to charge: the reply's usage, else (a stream cut short, or a reply without
+    /// usage) the counted prompt and one token per streamed text event; nothing for an error.
+    pub(super) fn used_tokens(&self) -> u64 {
+        match (self.prompt_tokens, self.completion_tokens) {
+            (Some(prompt), Some(completion)) => prompt + completion,
+            _ if !self.upstream_ok => 0,
+            (prompt, completion) => {
+                prompt.unwrap_or(self.prompt_estimate) + completion.unwrap_or(self.streamed_texts)
+            }
+        }
+    }
+
+    /// Takes the claim, to charge it once.
+    pub(super) fn take_claim(&mut self) -> Option<Claim> {
+        self.claim.take()
+    }
+}
+
+/// Whether a stream event carries generated text, in any API's shape.
+fn carries_text(event: &Value) -> bool {
+    let choice = event.get("choices").and_then(|c| c.get(0)).map(|c| {
+        c.get("delta")
+            .and_then(|d| d.get("content"))
+            .or_else(|| c.get("text"))
+    });
+    let text = match choice {
+        Some(text) => text,
+        None => match event.get("type").and_then(Value::as_str) {
+            Some("response.output_text.delta") => event.get("delta"),
+            Some("content_block_delta") => event.get("delta").and_then(|d| d.get("text")),
+            _ => None,
+        },
+    };
+    text.and_then(Value::as_str).is_some_and(|t| !t.is_empty())
 }
 
 impl Filter {
@@ -117,13 +161,12 @@ impl Filter {
             Some(masked) => changed |= masked,
             None => return BodyStatus::StopIterationNoBuffer,
         }
-        let transform = &self.context.config.transform;
         let reports_usage_unasked =
             !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         let strip_usage_chunk = !reports_usage_unasked && ask_for_usage(&mut fields);
         changed |= strip_usage_chunk;
         if changed {
-            let body = serde_json::to_vec(&fields).expect("serializing JSON values cannot fail");
+            body = serde_json::to_vec(&fields).expect("serializing JSON values cannot fail");
             host.replace_request_body(&body);
         }
         let model = fields
@@ -131,6 +174,19 @@ impl Filter {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let mut prompt_estimate = 0;
+        let mut claim = None;
+        if !self.context.budgets.is_empty() {
+            let tokenizer = self.config().tokenizer;
+            prompt_estimate = budgets::prompt_tokens(tokenizer, endpoint, &body, &fields, &model);
+            let budgets = &self.context.budgets;
+            let needed = prompt_estimate + budgets.completion_reserve(budgets::max_tokens(&fields));
+            match self.admit(host, &model, needed) {
+                Ok(admitted) => claim = admitted,
+                Err(()) => return BodyStatus::StopIterationNoBuffer,
+            }
+        }
+        let transform = &self.context.config.transform;
         if !model.is_empty() {
             host.set_request_header(&transform.model_header, Some(&model));
         }
@@ -138,6 +194,8 @@ impl Filter {
         self.state = State::Proxying(Accounting {
             model,
             strip_usage_chunk,
+            claim,
+            prompt_estimate,
             ..Accounting::default()
         });
         BodyStatus::Continue
@@ -200,6 +258,14 @@ impl Filter {
     pub(super) fn on_proxied_response_headers(&mut self, host: &mut impl Host) -> HeadersStatus {
         let guards = self.guards_replies();
         if let State::Proxying(accounting) = &mut self.state {
+            accounting.upstream_ok = host
+                .response_header(":status")
+                .is_some_and(|status| status.starts_with(b"2"));
+            // llm-edge's budget is the one this client is held to: its headers replace the
+            // upstream's.
+            for (name, value) in &self.rate_headers {
+                host.set_response_header(name, Some(value));
+            }
             let content_type = host.response_header("content-type").unwrap_or_default();
             accounting.kind = if content_type.starts_with(b"text/event-stream") {
                 ReplyKind::EventStream
@@ -270,6 +336,7 @@ impl Filter {
                 let mut delta_guard = std::mem::take(&mut accounting.delta_guard);
                 let emitted = scan_events(&mut pending, &chunk, end_of_stream, |event| {
                     accounting.observe(event);
+                    accounting.streamed_texts += u64::from(carries_text(event));
                     if strip && is_usage_only(event) {
                         return EventFate::Drop;
                     }
@@ -302,6 +369,13 @@ impl Filter {
 
     /// Writes the reply's tokens to dynamic metadata (exact integers, as strings) and stats.
     fn record_usage(&mut self, host: &mut impl Host) {
+        let State::Proxying(accounting) = &mut self.state else {
+            return;
+        };
+        if let Some(claim) = accounting.take_claim() {
+            let used = accounting.used_tokens();
+            self.charge(host, &claim, used);
+        }
         let State::Proxying(accounting) = &self.state else {
             return;
         };

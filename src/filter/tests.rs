@@ -1061,3 +1061,145 @@ fn routes_can_disable_replace_or_extend_the_policy() {
         "mail [EMAIL_1]"
     );
 }
+
+fn context_with(config: &str) -> Arc<FilterContext> {
+    Arc::new(FilterContext::new(
+        FilterConfig::from_json(config.as_bytes()).unwrap(),
+    ))
+}
+
+/// Posts `body` to `path` through a new filter of `context`.
+fn post_in(
+    context: &Arc<FilterContext>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (Filter, FakeHost) {
+    let mut filter = Filter::new(Arc::clone(context));
+    let mut host = FakeHost::request("POST", path);
+    for (name, value) in headers {
+        host = host.with_header(name, value);
+    }
+    post(&mut filter, &mut host, &[body]);
+    (filter, host)
+}
+
+#[test]
+fn a_mock_budget_refuses_the_reply_after_the_budget_is_spent() {
+    let probe = post_with("", &[], HELLO);
+    let total = probe.only_reply().json()["usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+    let context = context_with(&format!(
+        r#"{{"budgets": {{"limits": [{{"name": "tpm", "tokens": {}, "per": "minute", "key": "global"}}]}}}}"#,
+        2 * total
+    ));
+    let (_, first) = post_in(&context, CHAT, &[], HELLO);
+    assert_eq!(first.only_reply().status, 200);
+    let remaining = (2 * total - total).to_string();
+    assert_eq!(
+        first.only_reply().header("x-ratelimit-remaining-tokens"),
+        Some(remaining.as_str())
+    );
+    let (_, second) = post_in(&context, CHAT, &[], HELLO);
+    assert_eq!(
+        second.only_reply().header("x-ratelimit-remaining-tokens"),
+        Some("0")
+    );
+    let (_, third) = post_in(&context, CHAT, &[], HELLO);
+    let refused = third.only_reply();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "tokens");
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        refused.header("x-ratelimit-limit-tokens"),
+        Some(&*(2 * total).to_string())
+    );
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(
+        counted(&third, Counter::BudgetRefusals),
+        [(labels(&["tpm", "*"]), 1)]
+    );
+}
+
+#[test]
+fn a_credential_key_is_fingerprinted_in_stats() {
+    let context = context_with(
+        r#"{"budgets": {"limits": [{"name": "per_key", "tokens": 1000, "per": "hour", "key": {"header": "x-api-key"}}]}}"#,
+    );
+    let (_, host) = post_in(&context, CHAT, &[("x-api-key", "sk-secret")], HELLO);
+    let charged = counted(&host, Counter::BudgetTokens);
+    assert_eq!(charged.len(), 1);
+    assert_eq!(charged[0].0[0], "per_key");
+    assert!(!charged[0].0[1].contains("sk-secret"), "{charged:?}");
+}
+
+const RESERVING: &str = r#"{"mode": "passthrough", "budgets": {"reserve": true, "limits": [
+    {"name": "tpm", "tokens": 100, "per": "minute", "key": "global"}]}}"#;
+const ASKS_60: &[u8] =
+    br#"{"model":"gpt-4o","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Answers a forwarded request with a JSON reply that used `total` tokens.
+fn reply_with_usage(filter: &mut Filter, host: &mut FakeHost, total: u64) {
+    host.response_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"application/json".to_vec()),
+    ];
+    filter.on_response_headers(host);
+    host.response_chunk =
+        format!(r#"{{"usage":{{"prompt_tokens":{total},"completion_tokens":0}}}}"#).into_bytes();
+    filter.on_response_body(host, true);
+}
+
+#[test]
+fn reservation_refuses_what_could_overshoot_and_settles_to_real_usage() {
+    let context = context_with(RESERVING);
+    let (mut first, mut first_host) = post_in(&context, CHAT, &[], ASKS_60);
+    assert!(first_host.sent.is_empty(), "the first request goes on");
+    let (_, second) = post_in(&context, CHAT, &[], ASKS_60);
+    assert_eq!(
+        second.only_reply().status,
+        429,
+        "60 + prompt do not fit twice in 100"
+    );
+    reply_with_usage(&mut first, &mut first_host, 10);
+    let remaining = first_host
+        .response_headers
+        .iter()
+        .find(|(name, _)| name == "x-ratelimit-remaining-tokens")
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
+    assert!(
+        remaining.is_some(),
+        "the reply carries the budget's headers"
+    );
+    let (_, third) = post_in(&context, CHAT, &[], ASKS_60);
+    assert!(
+        third.sent.is_empty(),
+        "the first request settled to 10 tokens"
+    );
+}
+
+#[test]
+fn a_stream_cut_short_is_charged_for_what_was_sent() {
+    let context = context_with(RESERVING);
+    let (mut filter, mut host) = post_in(&context, CHAT, &[], ASKS_60);
+    host.response_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"text/event-stream".to_vec()),
+    ];
+    filter.on_response_headers(&mut host);
+    host.response_chunk = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n"
+        .to_vec();
+    filter.on_response_body(&mut host, false);
+    drop(filter);
+    let standing = context.budgets.admit(&["*".to_owned()], 0, Instant::now());
+    let claim = standing.unwrap();
+    let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
+    let prompt = 100 - 2 - left;
+    assert!(
+        (1..20).contains(&prompt),
+        "charged the prompt and two streamed tokens: {left}"
+    );
+}

@@ -1,0 +1,170 @@
+//! Token budgets in the filter: admit or refuse a request, charge what its reply used, and tell
+//! the client where it stands with OpenAI's `x-ratelimit-*-tokens` headers.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::{Filter, Outcome, State};
+use crate::budget::{Claim, Exceeded, Standing, reset_text};
+use crate::host::{Counter, Host};
+use crate::openai::ApiError;
+use crate::openai::chat::ChatRequest;
+use crate::routes::Endpoint;
+use crate::tokens::Tokenizer;
+
+/// The request fields that hold prompt text, in every API llm-edge speaks.
+const PROMPT_FIELDS: [&str; 5] = ["messages", "prompt", "input", "system", "instructions"];
+
+impl Filter {
+    /// Admits a request for `model` that may use `needed` tokens. `Ok(None)` when no budget is
+    /// configured; `Err(())` after answering the refusal.
+    pub(super) fn admit(
+        &mut self,
+        host: &mut impl Host,
+        model: &str,
+        needed: u64,
+    ) -> Result<Option<Claim>, ()> {
+        let budgets = &self.context.budgets;
+        if budgets.is_empty() {
+            return Ok(None);
+        }
+        let path = host.request_header(":path").unwrap_or_default();
+        let path = String::from_utf8_lossy(path);
+        let route = path.split('?').next().unwrap_or_default();
+        let keys = budgets.keys(model, route, |name| host.request_header(name));
+        match budgets.admit(&keys, needed, Instant::now()) {
+            Ok(claim) => {
+                self.rate_headers = rate_headers(budgets.standings(&claim, Instant::now()).first());
+                Ok(Some(claim))
+            }
+            Err(exceeded) => {
+                self.refuse_over_budget(host, model, &exceeded);
+                Err(())
+            }
+        }
+    }
+
+    /// Charges a claim the tokens its request used, and updates the headers to match.
+    pub(super) fn charge(&mut self, host: &mut impl Host, claim: &Claim, used: u64) {
+        let budgets = &self.context.budgets;
+        budgets.settle(claim, used, Instant::now());
+        for (budget, key) in budgets.stat_keys(claim) {
+            let key = self.context.budget_key_labels.label(&key);
+            host.count(Counter::BudgetTokens, &[budget, key], used);
+        }
+        self.rate_headers = rate_headers(budgets.standings(claim, Instant::now()).first());
+    }
+
+    /// Answers 429 as OpenAI does when a request would exceed a token budget.
+    fn refuse_over_budget(&mut self, host: &mut impl Host, model: &str, exceeded: &Exceeded) {
+        let standing = &exceeded.standing;
+        let key = self.context.budget_key_labels.label(&exceeded.stat_key);
+        host.count(Counter::BudgetRefusals, &[&standing.budget, key], 1);
+        let error = ApiError {
+            status: 429,
+            message: format!(
+                "Rate limit reached for {model} on tokens ({unit}) by llm-edge budget '{budget}': \
+                 Limit {limit}, Used {used}, Requested {requested}. Please try again in {reset}.",
+                unit = standing.unit,
+                budget = standing.budget,
+                limit = standing.limit,
+                used = standing.limit - standing.remaining,
+                requested = exceeded.requested,
+                reset = reset_text(standing.reset),
+            ),
+            kind: "tokens",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        };
+        self.rate_headers = rate_headers(Some(standing));
+        let retry_after = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+        let retry_after = retry_after.max(1).to_string();
+        self.send_error(
+            host,
+            &error,
+            &[("retry-after", &retry_after)],
+            Outcome::OverBudget,
+        );
+    }
+
+    /// The reply headers of this request: its content type and the rate-limit headers.
+    pub(super) fn reply_headers<'a>(
+        &'a self,
+        base: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut headers = base.to_vec();
+        headers.extend(self.rate_headers.iter().map(|(n, v)| (*n, v.as_str())));
+        headers
+    }
+}
+
+/// OpenAI's rate-limit headers for the tightest budget, if any.
+fn rate_headers(standing: Option<&Standing>) -> Vec<(&'static str, String)> {
+    let Some(standing) = standing else {
+        return Vec::new();
+    };
+    vec![
+        ("x-ratelimit-limit-tokens", standing.limit.to_string()),
+        (
+            "x-ratelimit-remaining-tokens",
+            standing.remaining.to_string(),
+        ),
+        ("x-ratelimit-reset-tokens", reset_text(standing.reset)),
+    ]
+}
+
+/// The tokens a forwarded request may use: its prompt, exactly for chat completions and by the
+/// text of its prompt fields otherwise, and the completion it asks for.
+pub(super) fn prompt_tokens(
+    tokenizer: Tokenizer,
+    endpoint: &Endpoint,
+    body: &[u8],
+    fields: &Map<String, Value>,
+    model: &str,
+) -> u64 {
+    if *endpoint == Endpoint::ChatCompletions {
+        if let Ok(request) = ChatRequest::parse(body) {
+            return tokenizer.prompt_tokens(model, &request.messages).into();
+        }
+    }
+    let mut text = String::new();
+    for field in PROMPT_FIELDS {
+        if let Some(value) = fields.get(field) {
+            collect_strings(value, &mut text);
+        }
+    }
+    tokenizer.count(model, &text).into()
+}
+
+/// The completion tokens a request asks for at most, in any API's field.
+pub(super) fn max_tokens(fields: &Map<String, Value>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|field| fields.get(*field).and_then(Value::as_u64))
+}
+
+fn collect_strings(value: &Value, text: &mut String) {
+    match value {
+        Value::String(s) => {
+            text.push_str(s);
+            text.push('\n');
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, text)),
+        Value::Object(fields) => fields.values().for_each(|v| collect_strings(v, text)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+impl Drop for Filter {
+    /// A forwarded request whose reply never ended (a stream cut short, a client gone) is charged
+    /// for what was sent by then.
+    fn drop(&mut self) {
+        if let State::Proxying(accounting) = &mut self.state {
+            if let Some(claim) = accounting.take_claim() {
+                let used = accounting.used_tokens();
+                self.context.budgets.settle(&claim, used, Instant::now());
+            }
+        }
+    }
+}
