@@ -263,7 +263,7 @@ impl Budgets {
         self.budgets
             .iter()
             .map(|budget| match &budget.config.key {
-                KeyBy::Global => "*".to_owned(),
+                KeyBy::Global => "all".to_owned(),
                 KeyBy::Header(name) => header(name).map_or_else(
                     || "-".to_owned(),
                     |v| String::from_utf8_lossy(v).into_owned(),
@@ -478,7 +478,7 @@ mod tests {
     fn ten_seven_token_replies_fit_seventy_tokens_and_the_eleventh_does_not() {
         let budgets = budgets(false, &[("tpm", 70, KeyBy::Global)]);
         let now = Instant::now();
-        let keys = vec!["*".to_owned()];
+        let keys = vec!["all".to_owned()];
         for _ in 0..10 {
             let claim = budgets.admit(&keys, 0, now).unwrap();
             budgets.settle(&claim, 7, now);
@@ -510,7 +510,7 @@ mod tests {
     fn reservation_stops_a_burst_and_settles_to_real_usage() {
         let budgets = budgets(true, &[("tpm", 100, KeyBy::Global)]);
         let now = Instant::now();
-        let keys = vec!["*".to_owned()];
+        let keys = vec!["all".to_owned()];
         let claims: Vec<Claim> = (0..4)
             .filter_map(|_| budgets.admit(&keys, 30, now).ok())
             .collect();
@@ -533,7 +533,7 @@ mod tests {
         );
         let now = Instant::now();
         let keys = budgets.keys("gpt-4o", "/v1/chat/completions", |_| None);
-        assert_eq!(keys, ["*", "gpt-4o"]);
+        assert_eq!(keys, ["all", "gpt-4o"]);
         let refused = budgets.admit(&keys, 20, now).unwrap_err();
         assert_eq!(refused.standing.budget, "small");
         let claim = budgets.admit(&keys, 5, now).unwrap();

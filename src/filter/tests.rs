@@ -1119,7 +1119,7 @@ fn a_mock_budget_refuses_the_reply_after_the_budget_is_spent() {
     assert!((1..=60).contains(&retry_after));
     assert_eq!(
         counted(&third, Counter::BudgetRefusals),
-        [(labels(&["tpm", "*"]), 1)]
+        [(labels(&["tpm", "all"]), 1)]
     );
 }
 
@@ -1194,7 +1194,9 @@ fn a_stream_cut_short_is_charged_for_what_was_sent() {
         .to_vec();
     filter.on_response_body(&mut host, false);
     drop(filter);
-    let standing = context.budgets.admit(&["*".to_owned()], 0, Instant::now());
+    let standing = context
+        .budgets
+        .admit(&["all".to_owned()], 0, Instant::now());
     let claim = standing.unwrap();
     let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
     let prompt = 100 - 2 - left;

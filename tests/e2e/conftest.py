@@ -27,7 +27,7 @@ def start_envoy(tmp_path_factory):
         filter_config: str | None = None,
         module_dir: Path = MODULE_DIR,
         concurrency: int = 1,
-        cluster_ports: dict[str, int] | None = None,
+        cluster_ports: dict[str, int | list[int]] | None = None,
     ) -> Envoy:
         workdir = tmp_path_factory.mktemp("envoy")
         config = render_config(source, workdir / "envoy.yaml", filter_config, cluster_ports)

@@ -57,18 +57,25 @@ def render_config(
     source: Path,
     out: Path,
     filter_config: str | None = None,
-    cluster_ports: dict[str, int] | None = None,
+    cluster_ports: dict[str, int | list[int]] | None = None,
 ) -> Path:
     """Writes `source` with every listener and admin port set to 0, the given clusters pointed
-    at the given loopback ports and, if given, a different llm-edge config."""
+    at the given loopback ports (a list gives each endpoint of a pool its own, in order) and, if
+    given, a different llm-edge config."""
     config = yaml.safe_load(source.read_text())
     for cluster in config["static_resources"].get("clusters", []):
-        port = (cluster_ports or {}).get(cluster["name"])
-        if port is None:
+        ports = (cluster_ports or {}).get(cluster["name"])
+        if ports is None:
             continue
-        for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
-                endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
+        endpoints = [
+            endpoint
+            for group in cluster["load_assignment"]["endpoints"]
+            for endpoint in group["lb_endpoints"]
+        ]
+        ports = ports if isinstance(ports, list) else [ports] * len(endpoints)
+        assert len(ports) == len(endpoints), f"{cluster['name']} has {len(endpoints)} endpoints"
+        for endpoint, port in zip(endpoints, ports):
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = 0

@@ -12,10 +12,12 @@ class Upstream:
     """One upstream server on a free loopback port; `requests` holds every request it got."""
 
     def __init__(
-        self, name: str, reply_text: str | None = "Hello from the upstream.", delta_size: int = 0
+        self, name: str, reply_text: str | None = "Hello from the upstream.", delta_size: int = 0,
+        status: int = 200,
     ):
         """`reply_text` None: reply with the last user message, as received (an echo).
-        `delta_size`: stream the text in deltas of that many characters instead of by word."""
+        `delta_size`: stream the text in deltas of that many characters instead of by word.
+        `status` other than 200: a failing provider, answering every request with that error."""
         self.name = name
         self.reply_text = reply_text
         self.requests: list[dict] = []
@@ -38,7 +40,9 @@ class Upstream:
                     {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                      "body": body, "raw": raw}
                 )
-                if body.get("stream"):
+                if status != 200:
+                    self.fail()
+                elif body.get("stream"):
                     self.stream(body)
                 else:
                     self.whole(body)
@@ -49,6 +53,16 @@ class Upstream:
                 users = [m for m in body.get("messages", []) if m.get("role") == "user"]
                 content = users[-1]["content"] if users else ""
                 return content if isinstance(content, str) else ""
+
+            def fail(self) -> None:
+                data = json.dumps({"error": {"message": f"{upstream.name} is failing",
+                                             "type": "server_error", "param": None,
+                                             "code": None}}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def whole(self, body: dict) -> None:
                 reply = {
