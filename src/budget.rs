@@ -526,6 +526,22 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_reservations_never_overshoot() {
+        let budgets = budgets(true, &[("tpm", 100, KeyBy::Global)]);
+        let now = Instant::now();
+        let admitted: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| budgets.admit(&["all".to_owned()], 30, now).is_ok()))
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| usize::from(worker.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
     fn every_budget_must_fit_and_a_refusal_reserves_nothing() {
         let budgets = budgets(
             true,

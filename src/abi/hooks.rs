@@ -514,12 +514,32 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     }
 }
 
-/// The stream is finished (before access logging and destroy). Nothing to do yet.
+/// The stream is finished (before access logging and destroy): a reply that never ended is
+/// charged to its budgets now. A panic here has nothing left to fail: it is logged.
+///
+/// # Safety
+/// Envoy's live pointers for this stream.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    filter_envoy: FilterEnvoyPtr,
+    stream: *const c_void,
 ) {
+    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+        return;
+    };
+    if stream.poisoned {
+        return;
+    }
+    // SAFETY: Envoy passes this hook's live filter pointer.
+    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        inject_panic(&host, "stream_complete");
+        stream.filter.on_stream_complete(&mut host);
+    }));
+    if outcome.is_err() {
+        log::error!("llm_edge: panic in stream_complete");
+        stream.poisoned = true;
+    }
 }
 
 /// A paced reply's step is due (committed by the pacing thread), on the stream's worker.

@@ -156,9 +156,22 @@ fn collect_strings(value: &Value, text: &mut String) {
     }
 }
 
+impl Filter {
+    /// The stream is over: a forwarded request whose reply never ended (a stream cut short, a
+    /// client gone) is charged for what was sent by then.
+    pub fn on_stream_complete(&mut self, host: &mut impl Host) {
+        if let State::Proxying(accounting) = &mut self.state {
+            if let Some(claim) = accounting.take_claim() {
+                let used = accounting.used_tokens();
+                self.charge(host, &claim, used);
+            }
+        }
+    }
+}
+
 impl Drop for Filter {
-    /// A forwarded request whose reply never ended (a stream cut short, a client gone) is charged
-    /// for what was sent by then.
+    /// A claim still open when the filter goes (its stream's completion was never seen) is
+    /// charged the same way, without stats.
     fn drop(&mut self) {
         if let State::Proxying(accounting) = &mut self.state {
             if let Some(claim) = accounting.take_claim() {

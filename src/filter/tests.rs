@@ -1193,6 +1193,9 @@ fn a_stream_cut_short_is_charged_for_what_was_sent() {
         data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n"
         .to_vec();
     filter.on_response_body(&mut host, false);
+    filter.on_stream_complete(&mut host);
+    let charged = counted(&host, Counter::BudgetTokens);
+    assert_eq!(charged.len(), 1, "{charged:?}");
     drop(filter);
     let standing = context
         .budgets
@@ -1203,5 +1206,26 @@ fn a_stream_cut_short_is_charged_for_what_was_sent() {
     assert!(
         (1..20).contains(&prompt),
         "charged the prompt and two streamed tokens: {left}"
+    );
+    assert_eq!(
+        charged[0].1,
+        100 - left,
+        "the stat counts what the budget was charged"
+    );
+}
+
+#[test]
+fn a_reservation_left_open_when_the_filter_goes_is_released() {
+    let context = context_with(RESERVING);
+    let (filter, _) = post_in(&context, CHAT, &[], ASKS_60);
+    drop(filter);
+    let claim = context
+        .budgets
+        .admit(&["all".to_owned()], 0, Instant::now())
+        .unwrap();
+    let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
+    assert_eq!(
+        left, 100,
+        "no reply came: nothing is charged and nothing stays reserved"
     );
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -177,6 +178,15 @@ class Envoy:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout_s: float = 10.0) -> re.Match:
+        """Log lines are flushed on Envoy's schedule: polls until one matches `pattern`."""
+        deadline = time.monotonic() + timeout_s
+        while not (found := re.search(pattern, self.log())):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matches {pattern!r}:\n{self.log()[-2000:]}")
+            time.sleep(0.05)
+        return found
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -66,8 +66,12 @@ def test_two_keys_have_separate_budgets(start_envoy):
             acme.completions.create(model="m", prompt="Hi")
         raw = globex.completions.with_raw_response.create(model="m", prompt="Hi")
         assert raw.headers["x-ratelimit-remaining-tokens"] == "7"
+        with globex.completions.with_streaming_response.create(
+                model="m", prompt="Hi", stream=True) as streamed:
+            assert streamed.headers["x-ratelimit-remaining-tokens"] == "0"
+            assert "[DONE]" in streamed.read().decode()
     assert envoy.stat("llm_edge.budget_tokens_total.budget.per_tenant.key.acme") == 14
-    assert envoy.stat("llm_edge.budget_tokens_total.budget.per_tenant.key.globex") == 7
+    assert envoy.stat("llm_edge.budget_tokens_total.budget.per_tenant.key.globex") == 14
 
 
 def test_an_api_key_budget_never_names_the_key_in_stats(start_envoy):

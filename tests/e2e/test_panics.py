@@ -63,6 +63,13 @@ def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
     assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log()
 
 
+def test_a_panic_after_the_reply_is_logged_and_envoy_serves_on(http, fault_envoy):
+    reply = http.post(CHAT, json=HELLO, headers={TRIGGER: "stream_complete"})
+    assert reply.status_code == 200
+    fault_envoy.wait_for_log("llm_edge: panic in stream_complete")
+    assert http.post(CHAT, json=HELLO).status_code == 200
+
+
 def test_panic_output_goes_to_envoys_log_not_stderr(fault_envoy, http):
     http.post(CHAT, json=HELLO, headers={TRIGGER: "request_headers"})
     # Rust's default hook would print "thread '…' panicked at"; ours logs through Envoy instead.

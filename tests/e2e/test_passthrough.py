@@ -4,8 +4,6 @@ routing on the resolved model, token accounting on the way down (JSON and stream
 from __future__ import annotations
 
 import json
-import re
-import time
 
 import httpx
 import openai
@@ -36,17 +34,6 @@ def proxy(start_envoy, upstreams):
 def sdk(proxy):
     with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key="upstream-key", max_retries=0) as client:
         yield client
-
-
-def wait_for_log(envoy, pattern: str, timeout_s: float = 10.0) -> re.Match:
-    """Access-log lines are flushed on Envoy's schedule: poll until one matches."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(pattern, envoy.log())
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matches {pattern!r}:\n{envoy.log()[-2000:]}")
 
 
 def test_requests_are_transformed_before_the_upstream(sdk, upstreams):
@@ -88,7 +75,7 @@ def test_the_resolved_model_routes_and_a_forged_header_does_not(sdk, upstreams):
 
 def test_tokens_reach_stats_and_the_access_log(sdk, proxy):
     sdk.chat.completions.create(model="claude-3-opus", messages=[{"role": "user", "content": "count me"}])
-    line = wait_for_log(proxy, r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16")
+    line = proxy.wait_for_log(r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16")
     assert line
     assert proxy.stat("llm_edge.completion_tokens_total.model.claude-sonnet-4-6") >= 5
 
@@ -102,7 +89,7 @@ def test_streams_are_accounted_and_the_usage_chunk_asked_for_is_stripped(sdk, pr
     assert main.requests[-1]["body"]["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the upstream."
     assert all(c.choices for c in chunks), "the usage chunk the client did not ask for is gone"
-    wait_for_log(proxy, r"model=stream-model prompt_tokens=11 completion_tokens=4 total_tokens=15")
+    proxy.wait_for_log(r"model=stream-model prompt_tokens=11 completion_tokens=4 total_tokens=15")
 
 
 def test_a_client_asking_for_usage_keeps_its_chunk(sdk):
