@@ -747,7 +747,8 @@ impl Filter {
     ) -> Result<(), ()> {
         let prompt = u64::from(usage.prompt_tokens);
         let completion = u64::from(usage.completion_tokens);
-        let Some(claim) = self.admit(host, model, prompt + completion)? else {
+        let needed = prompt + completion;
+        let Some(claim) = self.admit(host, model, needed, || needed)? else {
             return Ok(());
         };
         let sent = match fault {

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::{Filter, Outcome, State};
 use crate::budget::{Claim, Exceeded, Standing, reset_text};
 use crate::host::{Counter, Host};
-use crate::openai::ApiError;
 use crate::openai::chat::ChatRequest;
+use crate::openai::{ApiError, parse_object};
 use crate::routes::Endpoint;
 use crate::tokens::Tokenizer;
 
@@ -17,13 +17,15 @@ use crate::tokens::Tokenizer;
 const PROMPT_FIELDS: [&str; 5] = ["messages", "prompt", "input", "system", "instructions"];
 
 impl Filter {
-    /// Admits a request for `model` that may use `needed` tokens. `Ok(None)` when no budget is
-    /// configured; `Err(())` after answering the refusal.
+    /// Admits a request for `model` that may use up to `bound` tokens, or `exact()` when the
+    /// bound does not fit a reserving budget. `Ok(None)` when no budget is configured; `Err(())`
+    /// after answering the refusal.
     pub(super) fn admit(
         &mut self,
         host: &mut impl Host,
         model: &str,
-        needed: u64,
+        bound: u64,
+        exact: impl FnOnce() -> u64,
     ) -> Result<Option<Claim>, ()> {
         let budgets = &self.context.budgets;
         if budgets.is_empty() {
@@ -33,7 +35,18 @@ impl Filter {
         let path = String::from_utf8_lossy(path);
         let route = path.split('?').next().unwrap_or_default();
         let keys = budgets.keys(model, route, |name| host.request_header(name));
-        match budgets.admit(&keys, needed, Instant::now()) {
+        let admitted = budgets
+            .admit(&keys, bound, Instant::now())
+            .or_else(|refused| {
+                if !budgets.reserves() {
+                    return Err(refused);
+                }
+                match exact() {
+                    needed if needed < bound => budgets.admit(&keys, needed, Instant::now()),
+                    _ => Err(refused),
+                }
+            });
+        match admitted {
             Ok(claim) => {
                 self.rate_headers = rate_headers(budgets.standings(&claim, Instant::now()).first());
                 Ok(Some(claim))
@@ -114,13 +127,12 @@ fn rate_headers(standing: Option<&Standing>) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The tokens a forwarded request may use: its prompt, exactly for chat completions and by the
-/// text of its prompt fields otherwise, and the completion it asks for.
+/// The prompt tokens of a forwarded request: exactly for chat completions (as the mock counts
+/// them), by the text of its prompt fields otherwise.
 pub(super) fn prompt_tokens(
     tokenizer: Tokenizer,
     endpoint: &Endpoint,
     body: &[u8],
-    fields: &Map<String, Value>,
     model: &str,
 ) -> u64 {
     if *endpoint == Endpoint::ChatCompletions {
@@ -128,6 +140,9 @@ pub(super) fn prompt_tokens(
             return tokenizer.prompt_tokens(model, &request.messages).into();
         }
     }
+    let Ok(fields) = parse_object(body) else {
+        return 0;
+    };
     let mut text = String::new();
     for field in PROMPT_FIELDS {
         if let Some(value) = fields.get(field) {

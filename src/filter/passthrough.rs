@@ -9,6 +9,7 @@ use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::openai::{ApiError, parse_object};
 use crate::routes::Endpoint;
+use crate::tokens::Tokenizer;
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).
@@ -32,8 +33,8 @@ pub(super) struct Accounting {
     delta_guard: guard::DeltaGuard,
     /// The request's claim on the token budgets, until its reply is charged.
     claim: Option<Claim>,
-    /// The prompt's tokens as llm-edge counted them, for a reply that does not report them.
-    prompt_estimate: u64,
+    /// The request as sent, to count its prompt only if a reply does not report it.
+    prompt: Option<Prompt>,
     /// Stream events that carried generated text: about one token each.
     streamed_texts: u64,
     /// The upstream answered 2xx: only then are tokens charged without a reported usage.
@@ -82,7 +83,8 @@ impl Accounting {
             (Some(prompt), Some(completion)) => prompt + completion,
             _ if !self.upstream_ok => 0,
             (prompt, completion) => {
-                prompt.unwrap_or(self.prompt_estimate) + completion.unwrap_or(self.streamed_texts)
+                let counted = || self.prompt.as_ref().map_or(0, Prompt::tokens);
+                prompt.unwrap_or_else(counted) + completion.unwrap_or(self.streamed_texts)
             }
         }
     }
@@ -90,6 +92,22 @@ impl Accounting {
     /// Takes the claim, to charge it once.
     pub(super) fn take_claim(&mut self) -> Option<Claim> {
         self.claim.take()
+    }
+}
+
+/// A forwarded request's prompt, kept uncounted until its count is needed.
+#[derive(Debug)]
+pub(super) struct Prompt {
+    tokenizer: Tokenizer,
+    endpoint: Endpoint,
+    model: String,
+    body: Vec<u8>,
+}
+
+impl Prompt {
+    /// The prompt's tokens: exactly for chat completions, by its prompt fields' text otherwise.
+    fn tokens(&self) -> u64 {
+        budgets::prompt_tokens(self.tokenizer, &self.endpoint, &self.body, &self.model)
     }
 }
 
@@ -174,17 +192,26 @@ impl Filter {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut prompt_estimate = 0;
+        let mut prompt = None;
         let mut claim = None;
         if !self.context.budgets.is_empty() {
-            let tokenizer = self.config().tokenizer;
-            prompt_estimate = budgets::prompt_tokens(tokenizer, endpoint, &body, &fields, &model);
-            let budgets = &self.context.budgets;
-            let needed = prompt_estimate + budgets.completion_reserve(budgets::max_tokens(&fields));
-            match self.admit(host, &model, needed) {
+            let sent = Prompt {
+                tokenizer: self.config().tokenizer,
+                endpoint: endpoint.clone(),
+                model: model.clone(),
+                body,
+            };
+            let completion =
+                (self.context.budgets).completion_reserve(budgets::max_tokens(&fields));
+            // Every token is at least one byte of the body: the body's length bounds the prompt
+            // without counting it, which is only done when that bound does not fit.
+            let bound = u64::try_from(sent.body.len()).unwrap_or(u64::MAX);
+            let exact = || sent.tokens() + completion;
+            match self.admit(host, &model, bound + completion, exact) {
                 Ok(admitted) => claim = admitted,
                 Err(()) => return BodyStatus::StopIterationNoBuffer,
             }
+            prompt = Some(sent);
         }
         let transform = &self.context.config.transform;
         if !model.is_empty() {
@@ -195,7 +222,7 @@ impl Filter {
             model,
             strip_usage_chunk,
             claim,
-            prompt_estimate,
+            prompt,
             ..Accounting::default()
         });
         BodyStatus::Continue

@@ -1229,3 +1229,20 @@ fn a_reservation_left_open_when_the_filter_goes_is_released() {
         "no reply came: nothing is charged and nothing stays reserved"
     );
 }
+
+#[test]
+fn a_roomy_budget_reserves_the_body_length_bound_without_counting() {
+    let context = context_with(
+        r#"{"mode": "passthrough", "budgets": {"reserve": true, "limits": [
+            {"name": "tpm", "tokens": 100000, "per": "minute", "key": "global"}]}}"#,
+    );
+    let (_filter, host) = post_in(&context, CHAT, &[], ASKS_60);
+    assert!(host.sent.is_empty(), "the request goes on");
+    let claim = context
+        .budgets
+        .admit(&["all".to_owned()], 0, Instant::now())
+        .unwrap();
+    let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
+    let bound = u64::try_from(ASKS_60.len()).unwrap() + 60;
+    assert_eq!(100_000 - left, bound);
+}
