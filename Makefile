@@ -15,7 +15,7 @@ TEST_STAMP  := $(VENV)/.test-requirements
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection test lint unit e2e bench-pacing bench-passthrough clean
+.PHONY: run build build-fault-injection test lint unit e2e bench-pacing bench-passthrough bench-budgets clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
 run: build $(ENVOY_STAMP)
@@ -49,6 +49,10 @@ bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
 ## bench-passthrough: llm-edge pass-through with every detector versus plain Envoy proxying (needs wrk)
 bench-passthrough: build $(ENVOY_STAMP) $(TEST_STAMP)
 	$(PYTHON) bench/passthrough.py
+
+## bench-budgets: pass-through with reserving token budgets versus none and plain Envoy (needs wrk)
+bench-budgets: build $(ENVOY_STAMP) $(TEST_STAMP)
+	$(PYTHON) bench/budgets.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

@@ -41,6 +41,15 @@ GUARD = {
 }
 
 
+# The upstream's route: the canned completion, as JSON (direct_response alone says text/plain).
+UPSTREAM_ROUTE = {
+    "match": {"prefix": "/"},
+    "direct_response": {"status": 200, "body": {"inline_string": CANNED}},
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+}
+
+
 def listener(routes: dict, http_filters: list) -> dict:
     return {
         "name": "bench",
@@ -101,13 +110,15 @@ def chat_body(size: int) -> bytes:
     return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
 
 
-def run_wrk(url: str, body: bytes, seconds: int, workdir: Path) -> dict:
+def run_wrk(url: str, body: bytes, seconds: int, workdir: Path,
+            headers: dict[str, str] | None = None) -> dict:
     body_file = workdir / "body.json"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
     script.write_text(
         'local f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n' % body_file
+        + "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items())
     )
     out = subprocess.run(
         ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -130,9 +141,7 @@ def main() -> None:
     route_to_upstream = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        upstream = start(workdir, "upstream", bootstrap(listener(
-            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": CANNED}}},
-            [])))
+        upstream = start(workdir, "upstream", bootstrap(listener(UPSTREAM_ROUTE, [])))
         plain = start(workdir, "plain", bootstrap(listener(route_to_upstream, []), upstream.port))
         edge = start(workdir, "edge", bootstrap(listener(route_to_upstream, [llm_edge_filter(GUARD)]), upstream.port))
         try:
