@@ -13,14 +13,11 @@ bench/passthrough.py.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from passthrough import (UPSTREAM_ROUTE, bootstrap, chat_body, listener, llm_edge_filter, run_wrk,
-                         start)
+                         start, wrk_bench_args)
 
 BUDGETS = {
     "mode": "passthrough",
@@ -32,12 +29,7 @@ BUDGETS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is missing: apt-get install wrk")
-
+    args = wrk_bench_args(__doc__)
     route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -131,13 +131,18 @@ def run_wrk(url: str, body: bytes, seconds: int, workdir: Path,
     return {"rps": rps, "p50": p50, "p99": p99, "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def wrk_bench_args(doc: str) -> argparse.Namespace:
+    """The command line of a wrk benchmark (`--seconds`); exits if wrk is missing."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
+    return args
 
+
+def main() -> None:
+    args = wrk_bench_args(__doc__)
     route_to_upstream = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

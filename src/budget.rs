@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::host::check_label_name;
+
 /// The length of a budget's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,18 +129,14 @@ impl BudgetsConfig {
                     "0 is out of range; allowed: 1 or more".into(),
                 ));
             }
-            let valid = !limit.name.is_empty()
-                && limit
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
+            check_label_name(format!("budgets.limits[{i}].name"), &limit.name)?;
+            if self.limits[..i]
+                .iter()
+                .any(|other| other.name == limit.name)
+            {
                 return Err((
                     format!("budgets.limits[{i}].name"),
-                    format!(
-                        "{:?} is not a name; allowed: letters, digits and '_'",
-                        limit.name
-                    ),
+                    format!("{:?} is used twice; allowed: a name per budget", limit.name),
                 ));
             }
         }
@@ -570,6 +568,43 @@ mod tests {
             .map(|s| s.lock().unwrap().len())
             .sum();
         assert!(kept <= 100 + SHARDS, "{kept}");
+    }
+
+    #[test]
+    fn bad_budgets_are_refused_naming_the_field() {
+        let field_of = |json: &str| {
+            crate::config::FilterConfig::from_json(json.as_bytes())
+                .unwrap_err()
+                .field
+        };
+        let limit = |body: &str| format!(r#"{{"budgets": {{"limits": [{body}]}}}}"#);
+        let good = r#"{"name": "a", "tokens": 1, "per": "minute", "key": "global"}"#;
+        assert_eq!(
+            field_of(&limit(
+                r#"{"name": "a", "tokens": 0, "per": "minute", "key": "global"}"#
+            )),
+            "budgets.limits[0].tokens"
+        );
+        assert_eq!(
+            field_of(&limit(
+                r#"{"name": "a b", "tokens": 1, "per": "minute", "key": "global"}"#
+            )),
+            "budgets.limits[0].name"
+        );
+        assert_eq!(
+            field_of(&limit(&format!("{good}, {good}"))),
+            "budgets.limits[1].name"
+        );
+        assert_eq!(
+            field_of(&limit(
+                r#"{"name": "a", "tokens": 1, "per": "week", "key": "global"}"#
+            )),
+            "budgets.limits[0].per"
+        );
+        assert_eq!(
+            field_of(r#"{"budgets": {"max_keys": 0}}"#),
+            "budgets.max_keys"
+        );
     }
 
     #[test]

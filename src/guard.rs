@@ -12,6 +12,8 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::host::check_label_name;
+
 /// What to do with a detected value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,20 +193,7 @@ impl Detectors {
                         format!("invalid regex {pattern:?}: {e}"),
                     )
                 })?;
-            let valid_name = !detector.name.is_empty()
-                && detector
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid_name {
-                return Err((
-                    format!("guard.custom[{i}].name"),
-                    format!(
-                        "{:?} is not a name; allowed: letters, digits and '_'",
-                        detector.name
-                    ),
-                ));
-            }
+            check_label_name(format!("guard.custom[{i}].name"), &detector.name)?;
             detectors.push(Detector::new(
                 &detector.name,
                 regex,
@@ -239,20 +228,7 @@ impl GuardConfig {
                     ),
                 ));
             }
-            let valid_name = !rule.name.is_empty()
-                && rule
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid_name {
-                return Err((
-                    format!("guard.fields[{i}].name"),
-                    format!(
-                        "{:?} is not a name; allowed: letters, digits and '_'",
-                        rule.name
-                    ),
-                ));
-            }
+            check_label_name(format!("guard.fields[{i}].name"), &rule.name)?;
         }
         Ok(())
     }

@@ -47,6 +47,19 @@ pub enum Counter {
     BudgetRefusals,
 }
 
+/// Checks a configured name that becomes a stats label value: letters, digits and `_` only, so
+/// that it reads the same in every stats format. Returns `(field, message)` on failure.
+pub fn check_label_name(field: String, name: &str) -> Result<(), (String, String)> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        return Ok(());
+    }
+    Err((
+        field,
+        format!("{name:?} is not a name; allowed: letters, digits and '_'"),
+    ))
+}
+
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
     pub const ALL: [Self; 7] = [
