@@ -193,11 +193,31 @@ pub struct Exceeded {
     pub stat_key: String,
 }
 
-/// A request's claim on the budgets: the keys it was admitted under and what it reserved.
+/// The tokens a request may use: it is refused unless `at_least` fit, and reserves up to
+/// `at_most` (its prompt plus `max_tokens` if it sets one, else the default completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// The least the request needs room for.
+    pub at_least: u64,
+    /// The most it reserves.
+    pub at_most: u64,
+}
+
+impl Need {
+    /// A need known exactly.
+    pub fn exactly(tokens: u64) -> Self {
+        Self {
+            at_least: tokens,
+            at_most: tokens,
+        }
+    }
+}
+
+/// A request's claim on the budgets: per budget, the key it was admitted under and what it
+/// reserved there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claim {
-    keys: Vec<(usize, String)>,
-    reserved: u64,
+    keys: Vec<(usize, String, u64)>,
 }
 
 /// Every budget of a config.
@@ -237,15 +257,23 @@ impl Budgets {
         self.reserve
     }
 
-    /// The completion tokens to reserve for a request that asks for `max_tokens` (or not).
-    pub fn completion_reserve(&self, max_tokens: Option<u64>) -> u64 {
-        max_tokens.unwrap_or(self.default_max_tokens)
+    /// What a request of `prompt` tokens needs: room for its `max_tokens` if it sets one; else
+    /// room for the prompt, reserving up to `default_max_tokens` more of what is left (a reply with
+    /// no limit cannot be bounded, so it is not refused for a guess).
+    pub fn need(&self, prompt: u64, max_tokens: Option<u64>) -> Need {
+        match max_tokens {
+            Some(max_tokens) => Need::exactly(prompt.saturating_add(max_tokens)),
+            None => Need {
+                at_least: prompt,
+                at_most: prompt.saturating_add(self.default_max_tokens),
+            },
+        }
     }
 
     /// The budget and stats key of each of a claim's keys: a credential header's value is
     /// replaced by its fingerprint, so stats never hold an API key.
     pub fn stat_keys<'a>(&'a self, claim: &'a Claim) -> impl Iterator<Item = (&'a str, String)> {
-        claim.keys.iter().filter_map(|(index, key)| {
+        claim.keys.iter().filter_map(|(index, key, _)| {
             let budget = self.budgets.get(*index)?;
             Some((budget.config.name.as_str(), budget.stat_key(key)))
         })
@@ -272,35 +300,34 @@ impl Budgets {
             .collect()
     }
 
-    /// Admits a request under `keys` if every budget has room for `needed` tokens (with
-    /// reservation) or any room at all (without); reserves `needed` when reserving.
-    pub fn admit(&self, keys: &[String], needed: u64, now: Instant) -> Result<Claim, Exceeded> {
-        let needed = if self.reserve { needed } else { 0 };
+    /// Admits a request under `keys` if every budget has room for what it needs (with
+    /// reservation) or any room at all (without); reserves what it may use when reserving.
+    pub fn admit(&self, keys: &[String], need: Need, now: Instant) -> Result<Claim, Exceeded> {
+        let need = if self.reserve { need } else { Need::exactly(0) };
+        let mut claim = Claim::default();
         // Each budget checks and reserves under one lock, so concurrent requests cannot both
         // take the last tokens; a refusal gives back what the earlier budgets reserved.
         for (index, (budget, key)) in self.budgets.iter().zip(keys).enumerate() {
-            if let Err(standing) = budget.try_add(key, needed, self.reserve, now) {
-                for (budget, key) in self.budgets.iter().zip(keys).take(index) {
-                    budget.settle(key, needed, 0, now);
+            match budget.try_add(key, need, self.reserve, now) {
+                Ok(reserved) => claim.keys.push((index, key.clone(), reserved)),
+                Err(standing) => {
+                    self.settle(&claim, 0, now);
+                    return Err(Exceeded {
+                        standing,
+                        requested: need.at_least.max(1),
+                        stat_key: budget.stat_key(key),
+                    });
                 }
-                return Err(Exceeded {
-                    standing,
-                    requested: needed.max(1),
-                    stat_key: budget.stat_key(key),
-                });
             }
         }
-        Ok(Claim {
-            keys: keys.iter().cloned().enumerate().collect(),
-            reserved: needed,
-        })
+        Ok(claim)
     }
 
     /// Settles a claim to the tokens really used (its reservation, if any, is given back first).
     pub fn settle(&self, claim: &Claim, used: u64, now: Instant) {
-        for (index, key) in &claim.keys {
+        for (index, key, reserved) in &claim.keys {
             if let Some(budget) = self.budgets.get(*index) {
-                budget.settle(key, claim.reserved, used, now);
+                budget.settle(key, *reserved, used, now);
             }
         }
     }
@@ -310,7 +337,7 @@ impl Budgets {
         let mut standings: Vec<Standing> = claim
             .keys
             .iter()
-            .filter_map(|(index, key)| Some(self.budgets.get(*index)?.standing(key, now)))
+            .filter_map(|(index, key, _)| Some(self.budgets.get(*index)?.standing(key, now)))
             .collect();
         standings.sort_by_key(|s| s.remaining);
         standings
@@ -366,9 +393,9 @@ impl Budget {
         }
     }
 
-    /// Adds `tokens` to the key's window if they fit (all of them when `whole`, else if any room
-    /// is left); else says where the budget stands.
-    fn try_add(&self, key: &str, tokens: u64, whole: bool, now: Instant) -> Result<(), Standing> {
+    /// Reserves up to `need.at_most` of the key's window if `need.at_least` fits (when `whole`;
+    /// else admits while any room is left, reserving nothing); else says where the budget stands.
+    fn try_add(&self, key: &str, need: Need, whole: bool, now: Instant) -> Result<u64, Standing> {
         let mut windows = self
             .shard(key)
             .lock()
@@ -376,19 +403,24 @@ impl Budget {
         let mut window = self.current(&windows, key, now);
         let remaining = self.config.tokens.saturating_sub(window.used);
         let fits = if whole {
-            remaining >= tokens
+            remaining >= need.at_least
         } else {
             remaining > 0
         };
         if !fits {
             return Err(self.standing_of(window, now));
         }
+        let tokens = if whole {
+            need.at_most.min(remaining)
+        } else {
+            0
+        };
         window.used = window.used.saturating_add(tokens);
         if !windows.contains_key(key) && windows.len() >= self.max_keys_per_shard {
             self.evict(&mut windows, now);
         }
         windows.insert(key.to_owned(), window);
-        Ok(())
+        Ok(tokens)
     }
 
     fn settle(&self, key: &str, reserved: u64, used: u64, now: Instant) {
@@ -478,16 +510,16 @@ mod tests {
         let now = Instant::now();
         let keys = vec!["all".to_owned()];
         for _ in 0..10 {
-            let claim = budgets.admit(&keys, 0, now).unwrap();
+            let claim = budgets.admit(&keys, Need::exactly(0), now).unwrap();
             budgets.settle(&claim, 7, now);
         }
-        let refused = budgets.admit(&keys, 0, now).unwrap_err();
+        let refused = budgets.admit(&keys, Need::exactly(0), now).unwrap_err();
         assert_eq!(refused.standing.remaining, 0);
         assert!(refused.standing.reset <= Duration::from_secs(60));
         // A new window opens a minute later.
         assert!(
             budgets
-                .admit(&keys, 0, now + Duration::from_secs(61))
+                .admit(&keys, Need::exactly(0), now + Duration::from_secs(61))
                 .is_ok()
         );
     }
@@ -497,11 +529,11 @@ mod tests {
         let budgets = budgets(false, &[("per_key", 10, KeyBy::Header("x-api-key".into()))]);
         let now = Instant::now();
         let keys_a = budgets.keys("m", "/", |_| Some(b"a"));
-        let claim = budgets.admit(&keys_a, 0, now).unwrap();
+        let claim = budgets.admit(&keys_a, Need::exactly(0), now).unwrap();
         budgets.settle(&claim, 10, now);
-        assert!(budgets.admit(&keys_a, 0, now).is_err());
+        assert!(budgets.admit(&keys_a, Need::exactly(0), now).is_err());
         let keys_b = budgets.keys("m", "/", |_| Some(b"b"));
-        assert!(budgets.admit(&keys_b, 0, now).is_ok());
+        assert!(budgets.admit(&keys_b, Need::exactly(0), now).is_ok());
     }
 
     #[test]
@@ -510,7 +542,7 @@ mod tests {
         let now = Instant::now();
         let keys = vec!["all".to_owned()];
         let claims: Vec<Claim> = (0..4)
-            .filter_map(|_| budgets.admit(&keys, 30, now).ok())
+            .filter_map(|_| budgets.admit(&keys, Need::exactly(30), now).ok())
             .collect();
         assert_eq!(
             claims.len(),
@@ -529,7 +561,13 @@ mod tests {
         let now = Instant::now();
         let admitted: usize = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..8)
-                .map(|_| scope.spawn(|| budgets.admit(&["all".to_owned()], 30, now).is_ok()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        budgets
+                            .admit(&["all".to_owned()], Need::exactly(30), now)
+                            .is_ok()
+                    })
+                })
                 .collect();
             workers
                 .into_iter()
@@ -548,9 +586,9 @@ mod tests {
         let now = Instant::now();
         let keys = budgets.keys("gpt-4o", "/v1/chat/completions", |_| None);
         assert_eq!(keys, ["all", "gpt-4o"]);
-        let refused = budgets.admit(&keys, 20, now).unwrap_err();
+        let refused = budgets.admit(&keys, Need::exactly(20), now).unwrap_err();
         assert_eq!(refused.standing.budget, "small");
-        let claim = budgets.admit(&keys, 5, now).unwrap();
+        let claim = budgets.admit(&keys, Need::exactly(5), now).unwrap();
         assert_eq!(budgets.standings(&claim, now)[1].remaining, 995);
     }
 
@@ -559,7 +597,9 @@ mod tests {
         let budgets = budgets(false, &[("k", 5, KeyBy::Route)]);
         let now = Instant::now();
         for i in 0..1000 {
-            let claim = budgets.admit(&[format!("/{i}")], 0, now).unwrap();
+            let claim = budgets
+                .admit(&[format!("/{i}")], Need::exactly(0), now)
+                .unwrap();
             budgets.settle(&claim, 1, now);
         }
         let kept: usize = budgets.budgets[0]

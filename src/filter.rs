@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::anthropic::{self, MessagesRequest};
-use crate::budget::Budgets;
+use crate::budget::{Budgets, Need};
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::guard::{Detectors, Masker};
@@ -747,8 +747,8 @@ impl Filter {
     ) -> Result<(), ()> {
         let prompt = u64::from(usage.prompt_tokens);
         let completion = u64::from(usage.completion_tokens);
-        let needed = prompt + completion;
-        let Some(claim) = self.admit(host, model, needed, || needed)? else {
+        let need = Need::exactly(prompt + completion);
+        let Some(claim) = self.admit(host, model, need, || need)? else {
             return Ok(());
         };
         let sent = match fault {

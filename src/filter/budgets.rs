@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
-use crate::budget::{Claim, Exceeded, Standing, reset_text};
+use crate::budget::{Claim, Exceeded, Need, Standing, reset_text};
 use crate::host::{Counter, Host};
 use crate::openai::chat::ChatRequest;
 use crate::openai::{ApiError, parse_object};
@@ -17,15 +17,15 @@ use crate::tokens::Tokenizer;
 const PROMPT_FIELDS: [&str; 5] = ["messages", "prompt", "input", "system", "instructions"];
 
 impl Filter {
-    /// Admits a request for `model` that may use up to `bound` tokens, or `exact()` when the
+    /// Admits a request for `model` on what it needs at most, `bound`, or on `exact()` when the
     /// bound does not fit a reserving budget. `Ok(None)` when no budget is configured; `Err(())`
     /// after answering the refusal.
     pub(super) fn admit(
         &mut self,
         host: &mut impl Host,
         model: &str,
-        bound: u64,
-        exact: impl FnOnce() -> u64,
+        bound: Need,
+        exact: impl FnOnce() -> Need,
     ) -> Result<Option<Claim>, ()> {
         let budgets = &self.context.budgets;
         if budgets.is_empty() {
@@ -42,7 +42,9 @@ impl Filter {
                     return Err(refused);
                 }
                 match exact() {
-                    needed if needed < bound => budgets.admit(&keys, needed, Instant::now()),
+                    need if need.at_least < bound.at_least => {
+                        budgets.admit(&keys, need, Instant::now())
+                    }
                     _ => Err(refused),
                 }
             });

@@ -1,6 +1,8 @@
 //! Pass-through mode: transform a request, send it on to the upstream, and account the tokens of
 //! its reply (JSON or server-sent events) into stats and dynamic metadata.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State, budgets};
@@ -201,13 +203,18 @@ impl Filter {
                 model: model.clone(),
                 body,
             };
-            let completion =
-                (self.context.budgets).completion_reserve(budgets::max_tokens(&fields));
+            // `admit` borrows `self` while the exact count reads the budgets: hold the config.
+            let context = Arc::clone(&self.context);
+            let budgets = &context.budgets;
+            let max_tokens = budgets::max_tokens(&fields);
             // Every token is at least one byte of the body: the body's length bounds the prompt
             // without counting it, which is only done when that bound does not fit.
-            let bound = u64::try_from(sent.body.len()).unwrap_or(u64::MAX);
-            let exact = || sent.tokens() + completion;
-            match self.admit(host, &model, bound + completion, exact) {
+            let bound = budgets.need(
+                u64::try_from(sent.body.len()).unwrap_or(u64::MAX),
+                max_tokens,
+            );
+            let exact = || budgets.need(sent.tokens(), max_tokens);
+            match self.admit(host, &model, bound, exact) {
                 Ok(admitted) => claim = admitted,
                 Err(()) => return BodyStatus::StopIterationNoBuffer,
             }

@@ -1,5 +1,6 @@
 //! Unit tests of `filter`, kept beside it so the module stays readable.
 use super::*;
+use crate::budget::Need;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -1199,7 +1200,7 @@ fn a_stream_cut_short_is_charged_for_what_was_sent() {
     drop(filter);
     let standing = context
         .budgets
-        .admit(&["all".to_owned()], 0, Instant::now());
+        .admit(&["all".to_owned()], Need::exactly(0), Instant::now());
     let claim = standing.unwrap();
     let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
     let prompt = 100 - 2 - left;
@@ -1221,7 +1222,7 @@ fn a_reservation_left_open_when_the_filter_goes_is_released() {
     drop(filter);
     let claim = context
         .budgets
-        .admit(&["all".to_owned()], 0, Instant::now())
+        .admit(&["all".to_owned()], Need::exactly(0), Instant::now())
         .unwrap();
     let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
     assert_eq!(
@@ -1240,9 +1241,32 @@ fn a_roomy_budget_reserves_the_body_length_bound_without_counting() {
     assert!(host.sent.is_empty(), "the request goes on");
     let claim = context
         .budgets
-        .admit(&["all".to_owned()], 0, Instant::now())
+        .admit(&["all".to_owned()], Need::exactly(0), Instant::now())
         .unwrap();
     let left = context.budgets.standings(&claim, Instant::now())[0].remaining;
     let bound = u64::try_from(ASKS_60.len()).unwrap() + 60;
     assert_eq!(100_000 - left, bound);
+}
+
+#[test]
+fn a_request_without_max_tokens_reserves_what_is_left_up_to_the_default() {
+    let context = context_with(
+        r#"{"mode": "passthrough", "budgets": {"reserve": true, "limits": [
+            {"name": "tpm", "tokens": 70, "per": "minute", "key": "global"}]}}"#,
+    );
+    let unlimited = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let (mut first, mut first_host) = post_in(&context, CHAT, &[], unlimited);
+    assert!(
+        first_host.sent.is_empty(),
+        "the prompt fits: the request goes on"
+    );
+    let (_, second) = post_in(&context, CHAT, &[], unlimited);
+    assert_eq!(
+        second.only_reply().status,
+        429,
+        "the first holds the rest of the budget until its reply ends"
+    );
+    reply_with_usage(&mut first, &mut first_host, 7);
+    let (_, third) = post_in(&context, CHAT, &[], unlimited);
+    assert!(third.sent.is_empty(), "the first settled to 7 tokens");
 }
