@@ -8,19 +8,13 @@ use super::chat::{
     parse_stop, parse_stream_options,
 };
 use super::error::ApiError;
-use super::json::{parse_object, take_model, type_phrase};
+use super::json::{parse_object, parse_text_or_tokens, take_model};
 
 /// The reply's token limit when the request names none: the legacy endpoint's default.
 pub const DEFAULT_MAX_TOKENS: u32 = 16;
 
 /// One prompt: text, or text already tokenized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prompt {
-    /// A string.
-    Text(String),
-    /// Token ids.
-    Tokens(Vec<u32>),
-}
+pub use super::json::TextOrTokens as Prompt;
 
 /// The parts of a legacy completion request that llm-edge reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +44,7 @@ impl CompletionRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let mut fields = parse_object(body)?;
         let model = take_model(&mut fields)?;
-        let prompts = parse_prompt(fields.remove("prompt"))?;
+        let prompts = parse_text_or_tokens("prompt", fields.remove("prompt"), false)?;
         let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
         let stream = stream.unwrap_or(false);
         Ok(Self {
@@ -66,59 +60,6 @@ impl CompletionRequest {
             echo: optional(&fields, "echo", "echo", "a boolean", Value::as_bool)?.unwrap_or(false),
         })
     }
-}
-
-/// `prompt`: a string, strings, token ids, or arrays of token ids.
-fn parse_prompt(value: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
-    let expected = "a string, an array of strings, or an array of token arrays";
-    let items = match value {
-        None | Some(Value::Null) => return Err(ApiError::missing_parameter("prompt")),
-        Some(Value::String(text)) => return Ok(vec![Prompt::Text(text)]),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(ApiError::invalid_type(
-                "prompt",
-                expected,
-                type_phrase(&other),
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::empty_array("prompt"));
-    }
-    let token_ids = |param: String, items: &[Value]| {
-        items
-            .iter()
-            .enumerate()
-            .map(|(j, item)| {
-                item.as_u64()
-                    .and_then(|id| u32::try_from(id).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid_type(
-                            &format!("{param}[{j}]"),
-                            "a non-negative token id",
-                            type_phrase(item),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<u32>, ApiError>>()
-    };
-    if items.iter().all(Value::is_number) {
-        return Ok(vec![Prompt::Tokens(token_ids("prompt".into(), &items)?)]);
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(text) => Ok(Prompt::Text(text.clone())),
-            Value::Array(tokens) => Ok(Prompt::Tokens(token_ids(format!("prompt[{i}]"), tokens)?)),
-            other => Err(ApiError::invalid_type(
-                &format!("prompt[{i}]"),
-                "a string or an array of token ids",
-                type_phrase(other),
-            )),
-        })
-        .collect()
 }
 
 /// Everything needed to render one legacy completion, streamed or not.

@@ -6,19 +6,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::json::{parse_object, take_model, type_phrase};
+use super::json::{parse_object, parse_text_or_tokens, take_model, type_phrase};
 
 /// The most dimensions a request may ask for (text-embedding-3-large's size).
 pub const MAX_DIMENSIONS: usize = 3072;
 
 /// One input to embed: text, or text already tokenized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EmbeddingInput {
-    /// A string.
-    Text(String),
-    /// Token ids.
-    Tokens(Vec<u32>),
-}
+pub use super::json::TextOrTokens as EmbeddingInput;
 
 /// How the vectors are encoded in the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +41,7 @@ impl EmbeddingsRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let mut fields = parse_object(body)?;
         let model = take_model(&mut fields)?;
-        let inputs = parse_input(fields.remove("input"))?;
+        let inputs = parse_text_or_tokens("input", fields.remove("input"), true)?;
         let dimensions = parse_dimensions(&fields)?;
         let encoding_format = match fields.get("encoding_format") {
             None | Some(Value::Null) => EncodingFormat::Float,
@@ -75,64 +69,6 @@ impl EmbeddingsRequest {
             encoding_format,
         })
     }
-}
-
-/// `input`: a string, an array of strings, an array of token ids, or an array of such arrays.
-fn parse_input(value: Option<Value>) -> Result<Vec<EmbeddingInput>, ApiError> {
-    let expected = "a string, an array of strings, or an array of token arrays";
-    let items = match value {
-        None | Some(Value::Null) => return Err(ApiError::missing_parameter("input")),
-        Some(Value::String(text)) => return Ok(vec![EmbeddingInput::Text(text)]),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(ApiError::invalid_type(
-                "input",
-                expected,
-                type_phrase(&other),
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::empty_array("input"));
-    }
-    if items.iter().all(Value::is_number) {
-        return Ok(vec![EmbeddingInput::Tokens(token_ids("input", &items)?)]);
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(text) => Ok(EmbeddingInput::Text(text)),
-            Value::Array(tokens) if !tokens.is_empty() => Ok(EmbeddingInput::Tokens(token_ids(
-                &format!("input[{i}]"),
-                &tokens,
-            )?)),
-            Value::Array(_) => Err(ApiError::empty_array(&format!("input[{i}]"))),
-            other => Err(ApiError::invalid_type(
-                &format!("input[{i}]"),
-                "a string or an array of token ids",
-                type_phrase(&other),
-            )),
-        })
-        .collect()
-}
-
-fn token_ids(param: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, item)| {
-            item.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid_type(
-                        &format!("{param}[{j}]"),
-                        "a non-negative token id",
-                        type_phrase(item),
-                    )
-                })
-        })
-        .collect()
 }
 
 fn parse_dimensions(fields: &Map<String, Value>) -> Result<Option<usize>, ApiError> {

@@ -57,3 +57,77 @@ mod tests {
         assert_eq!(type_phrase(&json!(true)), "a boolean");
     }
 }
+
+/// A `prompt` or an embeddings `input` item: text, or text already tokenized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextOrTokens {
+    /// A string.
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+}
+
+/// `param` as OpenAI's text endpoints take it: a string, an array of strings, an array of token
+/// ids, or an array of such arrays. The embeddings endpoint refuses an empty token array.
+pub(crate) fn parse_text_or_tokens(
+    param: &str,
+    value: Option<Value>,
+    refuse_empty_token_arrays: bool,
+) -> Result<Vec<TextOrTokens>, ApiError> {
+    let items = match value {
+        None | Some(Value::Null) => return Err(ApiError::missing_parameter(param)),
+        Some(Value::String(text)) => return Ok(vec![TextOrTokens::Text(text)]),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                param,
+                "a string, an array of strings, or an array of token arrays",
+                type_phrase(&other),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::empty_array(param));
+    }
+    if items.iter().all(Value::is_number) {
+        return Ok(vec![TextOrTokens::Tokens(token_ids(param, &items)?)]);
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(text) => Ok(TextOrTokens::Text(text)),
+            Value::Array(tokens) if tokens.is_empty() && refuse_empty_token_arrays => {
+                Err(ApiError::empty_array(&format!("{param}[{i}]")))
+            }
+            Value::Array(tokens) => Ok(TextOrTokens::Tokens(token_ids(
+                &format!("{param}[{i}]"),
+                &tokens,
+            )?)),
+            other => Err(ApiError::invalid_type(
+                &format!("{param}[{i}]"),
+                "a string or an array of token ids",
+                type_phrase(&other),
+            )),
+        })
+        .collect()
+}
+
+/// Token ids: non-negative integers that fit a `u32`.
+fn token_ids(param: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, item)| {
+            item.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid_type(
+                        &format!("{param}[{j}]"),
+                        "a non-negative token id",
+                        type_phrase(item),
+                    )
+                })
+        })
+        .collect()
+}
