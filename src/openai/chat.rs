@@ -115,7 +115,7 @@ impl ChatRequest {
         let stop = parse_stop(&fields)?;
         let seed = optional(&fields, "seed", "seed", "an integer", Value::as_i64)?;
         let tools = parse_tools(&fields)?;
-        let tool_choice = parse_tool_choice(&fields, &tools)?;
+        let tool_choice = parse_tool_choice(&fields, &tools, &["function", "name"], true)?;
         let parallel_tool_calls = optional(
             &fields,
             "parallel_tool_calls",
@@ -361,7 +361,14 @@ fn parse_tools(fields: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
         .collect()
 }
 
-fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+/// `tool_choice`: a mode, or a named tool whose name sits at `name_path` (chat's
+/// `function.name`, the Responses API's `name`). Chat also refuses a choice without `tools`.
+pub(super) fn parse_tool_choice(
+    fields: &Map<String, Value>,
+    tools: &[Tool],
+    name_path: &[&str],
+    needs_tools: bool,
+) -> Result<ToolChoice, ApiError> {
     let param = "tool_choice";
     let choice = match fields.get(param) {
         None | Some(Value::Null) => return Ok(ToolChoice::Auto),
@@ -377,12 +384,14 @@ fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<Tool
                 ));
             }
         },
-        Some(Value::Object(named)) => {
-            let name = named
-                .get("function")
-                .and_then(|function| function.get("name"))
+        Some(named @ Value::Object(_)) => {
+            let name = name_path
+                .iter()
+                .try_fold(named, |value, key| value.get(key))
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::missing_parameter("tool_choice.function.name"))?;
+                .ok_or_else(|| {
+                    ApiError::missing_parameter(&format!("{param}.{}", name_path.join(".")))
+                })?;
             ToolChoice::Named(name.to_owned())
         }
         Some(other) => {
@@ -393,7 +402,7 @@ fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<Tool
             ));
         }
     };
-    if tools.is_empty() && choice != ToolChoice::None {
+    if needs_tools && tools.is_empty() && choice != ToolChoice::None {
         return Err(ApiError::bad_request(
             "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
              specified."

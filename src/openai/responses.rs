@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::chat::{
     ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
-    bounded_integer, optional,
+    bounded_integer, optional, parse_tool_choice,
 };
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
@@ -45,7 +45,7 @@ impl ResponsesRequest {
         }
         messages.extend(parse_input(fields.remove("input"))?);
         let tools = parse_tools(&fields)?;
-        let tool_choice = parse_tool_choice(&fields, &tools)?;
+        let tool_choice = parse_tool_choice(&fields, &tools, &["name"], false)?;
         let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
         let content_override =
             optional(&fields, "httpbun", "httpbun", "an object", Value::as_object)?
@@ -176,45 +176,6 @@ fn parse_tools(fields: &Map<String, Value>) -> Result<Vec<Tool>, ApiError> {
         });
     }
     Ok(tools)
-}
-
-fn parse_tool_choice(fields: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
-    let choice = match fields.get("tool_choice") {
-        None | Some(Value::Null) => ToolChoice::Auto,
-        Some(Value::String(mode)) => match mode.as_str() {
-            "none" => ToolChoice::None,
-            "auto" => ToolChoice::Auto,
-            "required" => ToolChoice::Required,
-            other => {
-                return Err(ApiError::invalid_value(
-                    "tool_choice",
-                    other,
-                    &["none", "auto", "required"],
-                ));
-            }
-        },
-        Some(Value::Object(named)) => match named.get("name").and_then(Value::as_str) {
-            Some(name) => ToolChoice::Named(name.to_owned()),
-            None => return Err(ApiError::missing_parameter("tool_choice.name")),
-        },
-        Some(other) => {
-            return Err(ApiError::invalid_type(
-                "tool_choice",
-                "a string or an object",
-                type_phrase(other),
-            ));
-        }
-    };
-    if let ToolChoice::Named(name) = &choice {
-        if !tools.iter().any(|tool| &tool.name == name) {
-            return Err(ApiError::bad_request(
-                format!("Tool choice '{name}' not found in 'tools' parameter."),
-                Some("tool_choice"),
-                None,
-            ));
-        }
-    }
-    Ok(choice)
 }
 
 /// `text.format`: `text`, `json_object`, or `json_schema` with the schema inline.
