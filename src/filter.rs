@@ -461,16 +461,9 @@ impl Filter {
             self.answer(host, endpoint, &[]);
             return HeadersStatus::StopIteration;
         }
-        let limit = self.config().max_request_body_bytes;
-        if content_length(host).is_some_and(|declared| declared > limit) {
-            self.send_error(
-                host,
-                &ApiError::request_too_large(limit),
-                &[],
-                Outcome::TooLarge,
-            );
+        let Some(limit) = self.body_limit_unless_declared_larger(host) else {
             return HeadersStatus::StopIteration;
-        }
+        };
         if end_of_stream {
             self.answer(host, endpoint, &[]);
         } else {
@@ -946,6 +939,18 @@ impl Filter {
             timing.inter_token = itl;
         }
         Ok(timing)
+    }
+
+    /// The request body limit; `None` after answering OpenAI's 413 to a request whose
+    /// `content-length` already exceeds it.
+    fn body_limit_unless_declared_larger(&mut self, host: &mut impl Host) -> Option<u64> {
+        let limit = self.config().max_request_body_bytes;
+        if content_length(host).is_some_and(|declared| declared > limit) {
+            let error = ApiError::request_too_large(limit);
+            self.send_error(host, &error, &[], Outcome::TooLarge);
+            return None;
+        }
+        Some(limit)
     }
 
     /// Answers with an error in the endpoint's envelope: Anthropic's on its Messages API, else

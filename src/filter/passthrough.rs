@@ -148,16 +148,9 @@ impl Filter {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
         }
-        let limit = self.config().max_request_body_bytes;
-        if super::content_length(host).is_some_and(|declared| declared > limit) {
-            self.send_error(
-                host,
-                &ApiError::request_too_large(limit),
-                &[],
-                Outcome::TooLarge,
-            );
+        let Some(limit) = self.body_limit_unless_declared_larger(host) else {
             return HeadersStatus::StopIteration;
-        }
+        };
         host.ensure_buffer_limit(limit);
         self.state = State::Transforming(endpoint);
         HeadersStatus::StopIteration
