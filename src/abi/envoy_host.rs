@@ -100,6 +100,27 @@ impl EnvoyHost<'_> {
         }
     }
 
+    /// Empties `views` and puts `data` in `into` (one of them).
+    fn replace_views(&mut self, views: &[u32], into: u32, data: &[u8]) {
+        for &view in views {
+            // SAFETY: live filter pointer; draining what Envoy reports it holds.
+            unsafe {
+                let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
+                ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
+            }
+        }
+        if !data.is_empty() {
+            // SAFETY: live filter pointer; the data is copied during the call.
+            unsafe {
+                ffi::envoy_dynamic_module_callback_http_append_body(
+                    self.filter,
+                    into,
+                    Buffer::of(data),
+                );
+            }
+        }
+    }
+
     fn read_views(&self, views: &[u32], out: &mut Vec<u8>) {
         for &view in views {
             // SAFETY: live filter pointer; the array has exactly the number of slices Envoy
@@ -150,56 +171,19 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn replace_response_body(&mut self, body: &[u8]) {
-        for view in [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE] {
-            // SAFETY: live filter pointer; draining what Envoy reports it holds.
-            unsafe {
-                let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
-                ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
-            }
-        }
-        // SAFETY: live filter pointer; the body is copied during the call.
-        unsafe {
-            ffi::envoy_dynamic_module_callback_http_append_body(
-                self.filter,
-                ffi::body::RECEIVED_RESPONSE,
-                Buffer::of(body),
-            );
-        }
+        let views = [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE];
+        self.replace_views(&views, ffi::body::RECEIVED_RESPONSE, body);
         self.set_response_header("content-length", Some(&body.len().to_string()));
     }
 
     fn replace_response_chunk(&mut self, data: &[u8]) {
         let view = ffi::body::RECEIVED_RESPONSE;
-        // SAFETY: live filter pointer; the data is copied during the call.
-        unsafe {
-            let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
-            ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
-            if !data.is_empty() {
-                ffi::envoy_dynamic_module_callback_http_append_body(
-                    self.filter,
-                    view,
-                    Buffer::of(data),
-                );
-            }
-        }
+        self.replace_views(&[view], view, data);
     }
 
     fn replace_request_body(&mut self, body: &[u8]) {
-        for &view in self.request_body_views() {
-            // SAFETY: live filter pointer; draining what Envoy reports it holds.
-            unsafe {
-                let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
-                ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
-            }
-        }
-        // SAFETY: live filter pointer; the body is copied during the call.
-        unsafe {
-            ffi::envoy_dynamic_module_callback_http_append_body(
-                self.filter,
-                ffi::body::RECEIVED_REQUEST,
-                Buffer::of(body),
-            );
-        }
+        let views = self.request_body_views();
+        self.replace_views(views, ffi::body::RECEIVED_REQUEST, body);
         self.set_request_header("content-length", Some(&body.len().to_string()));
     }
 

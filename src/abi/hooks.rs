@@ -127,6 +127,18 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     }
 }
 
+/// Whether a config names this filter (or none); logs the refusal of any other `what` name.
+fn is_our_filter_name(name: &[u8], what: &str) -> bool {
+    if name.is_empty() || name == FILTER_NAME.as_bytes() {
+        return true;
+    }
+    log::error!(
+        "llm_edge: invalid {what} {:?}; allowed: \"{FILTER_NAME}\"",
+        String::from_utf8_lossy(name)
+    );
+    false
+}
+
 /// Parses the `filter_config` once, on the main thread; null refuses the config.
 ///
 /// # Safety
@@ -140,11 +152,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     let created = catch_unwind(|| {
         // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-        if !name.is_empty() && name != FILTER_NAME.as_bytes() {
-            log::error!(
-                "llm_edge: invalid filter_name {:?}; allowed: \"{FILTER_NAME}\"",
-                String::from_utf8_lossy(name)
-            );
+        if !is_our_filter_name(name, "filter_name") {
             return std::ptr::null();
         }
         match FilterConfig::from_json(config) {
@@ -181,11 +189,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_ne
     let created = catch_unwind(|| {
         // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-        if !name.is_empty() && name != FILTER_NAME.as_bytes() {
-            log::error!(
-                "llm_edge: invalid per-route filter_name {:?}; allowed: \"{FILTER_NAME}\"",
-                String::from_utf8_lossy(name)
-            );
+        if !is_our_filter_name(name, "per-route filter_name") {
             return std::ptr::null();
         }
         match RoutePolicy::from_json(config) {
