@@ -28,9 +28,12 @@ def start_envoy(tmp_path_factory):
         module_dir: Path = MODULE_DIR,
         concurrency: int = 1,
         cluster_ports: dict[str, int | list[int]] | None = None,
+        listener_ports: dict[str, int] | None = None,
     ) -> Envoy:
         workdir = tmp_path_factory.mktemp("envoy")
-        config = render_config(source, workdir / "envoy.yaml", filter_config, cluster_ports)
+        config = render_config(
+            source, workdir / "envoy.yaml", filter_config, cluster_ports, listener_ports
+        )
         instance = Envoy(config, workdir, module_dir, concurrency)
         started.append(instance)
         return instance

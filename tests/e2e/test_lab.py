@@ -1,0 +1,62 @@
+"""envoy/lab.yaml: the edge in pass-through mode in front of llm-edge's own mock, in one Envoy."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from harness import ENVOY_DIR
+
+LAB_CONFIG = ENVOY_DIR / "lab.yaml"
+
+
+def unused_loopback_port() -> int:
+    """A port for the lab's provider listener, which the edge's cluster must name before Envoy
+    starts (the edge itself listens on a port the kernel picks, as everywhere else)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(start_envoy):
+    port = unused_loopback_port()
+    return start_envoy(
+        LAB_CONFIG, listener_ports={"mock_provider": port}, cluster_ports={"provider": port}
+    )
+
+
+def chat(lab, content: str, **extra) -> httpx.Response:
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": content}], **extra}
+    return httpx.post(
+        f"{lab.base_url}/v1/chat/completions", json=body, headers={"x-tenant": "acme"}, timeout=30
+    )
+
+
+def test_the_provider_sees_the_transformed_request(lab):
+    reply = chat(lab, "mail me at jane@example.com", user="u-42")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model"] == "gpt-4o"
+    echoed = body["choices"][0]["message"]["content"]
+    assert "[EMAIL_1]" in echoed
+    assert "jane@example.com" not in reply.text
+
+
+def test_the_edge_accounts_the_provider_reply(lab):
+    reply = chat(lab, "count me")
+    assert reply.status_code == 200, reply.text
+    usage = reply.json()["usage"]
+    lab.wait_for_log(
+        rf"model=gpt-4o prompt_tokens={usage['prompt_tokens']} "
+        rf"completion_tokens={usage['completion_tokens']} total_tokens={usage['total_tokens']}"
+    )
+
+
+def test_a_credential_is_refused_at_the_edge(lab):
+    reply = chat(lab, "my key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "sensitive_data_detected"
+    assert "sk-proj-" not in reply.text
