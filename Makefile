@@ -47,8 +47,9 @@ tools: $(ZIG_STAMP) $(CARGO_ZIGBUILD)
 image:
 	docker build --build-arg ENVOY_VERSION=$(ENVOY_VERSION) -t llm-edge:$(ENVOY_VERSION) .
 
-## test: formatting, lints, unit tests, then end-to-end and client tests against the real Envoy
-test: lint unit e2e
+## test: formatting, lints, unit tests, static checks of the Dockerfile and manifests, then
+## end-to-end and client tests against the real Envoy
+test: lint unit static e2e
 
 lint:
 	cargo fmt --all -- --check
@@ -57,6 +58,10 @@ lint:
 
 unit:
 	cargo test
+
+## static: hadolint, Dockerfile against the pin, Kubernetes schemas, Envoy configs in ConfigMaps
+static: build $(ENVOY_STAMP) $(TEST_STAMP)
+	$(PYTHON) -m pytest tests/static
 
 e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
