@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import httpx
@@ -45,18 +46,41 @@ def test_the_provider_sees_the_transformed_request(lab):
     assert "jane@example.com" not in reply.text
 
 
-def test_the_edge_accounts_the_provider_reply(lab):
-    reply = chat(lab, "count me")
+def access_log_entry(lab, marker: str) -> dict:
+    """The JSON access-log line of the request whose path carries `marker`."""
+    line = lab.wait_for_log(rf"\{{[^\n]*{marker}[^\n]*\}}").group(0)
+    return json.loads(line)
+
+
+def test_the_edge_logs_its_accounting_of_the_provider_reply(lab):
+    reply = httpx.post(
+        f"{lab.base_url}/v1/chat/completions?case=accounting",
+        json={"model": "gpt-4", "messages": [{"role": "user", "content": "count me"}]},
+        headers={"x-tenant": "acme"},
+        timeout=30,
+    )
     assert reply.status_code == 200, reply.text
     usage = reply.json()["usage"]
-    lab.wait_for_log(
-        rf"model=gpt-4o prompt_tokens={usage['prompt_tokens']} "
-        rf"completion_tokens={usage['completion_tokens']} total_tokens={usage['total_tokens']}"
+    entry = access_log_entry(lab, "case=accounting")
+    assert entry["status"] == 200
+    assert entry["upstream"] == "provider"
+    assert entry["model"] == "gpt-4o"
+    assert entry["prompt_tokens"] == str(usage["prompt_tokens"])
+    assert entry["completion_tokens"] == str(usage["completion_tokens"])
+    assert entry["total_tokens"] == str(usage["total_tokens"])
+
+
+def test_a_credential_is_refused_at_the_edge_and_never_logged(lab):
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+    reply = httpx.post(
+        f"{lab.base_url}/v1/chat/completions?case=credential",
+        json={"model": "gpt-4", "messages": [{"role": "user", "content": f"my key is {key}"}]},
+        timeout=30,
     )
-
-
-def test_a_credential_is_refused_at_the_edge(lab):
-    reply = chat(lab, "my key is sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD")
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "sensitive_data_detected"
-    assert "sk-proj-" not in reply.text
+    assert key not in reply.text
+    entry = access_log_entry(lab, "case=credential")
+    assert entry["status"] == 400
+    assert entry["details"] == "llm_edge_invalid_request"
+    assert key not in lab.log()
