@@ -946,6 +946,19 @@ const GUARDED: &str = r#"{"mode": "passthrough", "guard": {
     "reversible": true}}"#;
 
 #[test]
+fn detections_are_counted_once_per_detector_and_action() {
+    let (_, host, _) = forward(
+        GUARDED,
+        &[],
+        br#"{"model":"m","messages":[{"role":"user","content":"a@x.io b@y.io c@z.io"},{"role":"user","content":"d@w.io"}]}"#,
+    );
+    assert_eq!(
+        counted(&host, Counter::Detections),
+        [(labels(&["email", "mask"]), 4)]
+    );
+}
+
+#[test]
 fn the_guard_masks_what_goes_upstream_and_restores_the_reply() {
     let (mut filter, mut host, status) = forward(
         GUARDED,
