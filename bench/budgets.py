@@ -16,8 +16,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from passthrough import (UPSTREAM_ROUTE, bootstrap, chat_body, listener, llm_edge_filter, run_wrk,
-                         start, wrk_bench_args)
+from passthrough import (bootstrap, chat_body, listener, llm_edge_filter, run_wrk, start,
+                         upstream_config, wrk_bench_args)
 
 BUDGETS = {
     "mode": "passthrough",
@@ -33,7 +33,7 @@ def main() -> None:
     route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        upstream = start(workdir, "upstream", bootstrap(listener(UPSTREAM_ROUTE, [])))
+        upstream = start(workdir, "upstream", upstream_config())
         contenders = {
             "plain Envoy proxy": [],
             "llm-edge pass-through, no budget": [llm_edge_filter({"mode": "passthrough"})],

@@ -50,6 +50,23 @@ UPSTREAM_ROUTE = {
 }
 
 
+# The upstream reads each request body whole before it answers, as a provider does; answering
+# on the headers alone would leave the body unread, and the proxy would have to close the
+# upstream connection after every request.
+READ_WHOLE_BODY = {
+    "name": "envoy.filters.http.buffer",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 1 << 20,
+    },
+}
+
+
+def upstream_config() -> dict:
+    """The stand-in provider: reads the body, answers the canned completion."""
+    return bootstrap(listener(UPSTREAM_ROUTE, [READ_WHOLE_BODY]))
+
+
 def listener(routes: dict, http_filters: list) -> dict:
     return {
         "name": "bench",
@@ -146,7 +163,7 @@ def main() -> None:
     route_to_upstream = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        upstream = start(workdir, "upstream", bootstrap(listener(UPSTREAM_ROUTE, [])))
+        upstream = start(workdir, "upstream", upstream_config())
         plain = start(workdir, "plain", bootstrap(listener(route_to_upstream, []), upstream.port))
         edge = start(workdir, "edge", bootstrap(listener(route_to_upstream, [llm_edge_filter(GUARD)]), upstream.port))
         try:
