@@ -22,10 +22,13 @@ ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUI
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 ZIG_STAMP   := $(VENV)/.ziglang-$(ZIGLANG_VERSION)
 TEST_STAMP  := $(VENV)/.test-requirements
+BENCH_STAMP := $(VENV)/.bench-requirements
+# The npm peer of `make bench`, installed into bench/.peers when npm is present.
+NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit e2e static bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit e2e static bench bench-pacing bench-passthrough bench-budgets clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -66,6 +69,14 @@ static: build $(ENVOY_STAMP) $(TEST_STAMP)
 e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
 
+## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run;
+## rewrites BENCHMARKS.md and bench/throughput.png (needs wrk and taskset; npm for the npm peer)
+bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix bench/.peers $(NODE_PEER); \
+	else echo "npm is missing: $(NODE_PEER) is left out of the run"; fi
+	$(PYTHON) bench/compare.py
+
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
 bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
 	$(PYTHON) bench/pacing.py --streams 1000
@@ -93,6 +104,10 @@ $(ZIG_STAMP): | $(VENV)/bin/python
 
 $(CARGO_ZIGBUILD):
 	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_ZIGBUILD_VERSION) cargo-zigbuild
+
+$(BENCH_STAMP): bench/requirements.txt $(TEST_STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
 
 $(TEST_STAMP): tests/requirements.txt | $(VENV)/bin/python
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt

@@ -48,6 +48,7 @@ async def one_stream(port: int, request: bytes) -> tuple[float, list[float]]:
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     arrivals: list[float] = []
+    first = b""
     started = time.perf_counter()
     writer.write(request)
     await writer.drain()
@@ -56,12 +57,15 @@ async def one_stream(port: int, request: bytes) -> tuple[float, list[float]]:
         if not data:
             break
         now = time.perf_counter()
+        first = first or data[:120]
         # A token: a chunk with non-empty content (the role chunk's content is "").
         tokens = data.count(b'"content":"') - data.count(b'"content":""')
         arrivals.extend([now] * tokens)
         if b"[DONE]" in data:
             break
     writer.close()
+    if not arrivals:
+        raise ConnectionError(f"no token arrived; the stream began {first!r}")
     ttft = (arrivals[0] - started) * 1000
     gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
     return ttft, gaps
@@ -76,13 +80,45 @@ async def run(envoy: Envoy, streams: int, tokens: int) -> list[tuple[float, list
         f"POST {CHAT} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
-    return await asyncio.gather(*(one_stream(envoy.port, request) for _ in range(streams)))
+    # A stream that fails is returned as its exception, so one refusal does not hide the rest.
+    return await asyncio.gather(
+        *(one_stream(envoy.port, request) for _ in range(streams)), return_exceptions=True
+    )
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime
     return ticks / 100
+
+
+def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dict:
+    """Runs `streams` paced streams against a fresh Envoy; returns their errors (ms) and CPU use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, streams * 2 + 256)), hard))
+    config = {"mock": {"latency": {"time_to_first_token_ms": ttft, "inter_token_ms": itl}}}
+    with tempfile.TemporaryDirectory() as workdir:
+        path = render_config(MOCK_CONFIG, Path(workdir) / "envoy.yaml", json.dumps(config))
+        envoy = Envoy(path, Path(workdir), concurrency=workers)
+        try:
+            cpu_before = cpu_seconds(envoy.process.pid)
+            wall = time.perf_counter()
+            results = asyncio.run(run(envoy, streams, tokens))
+            wall = time.perf_counter() - wall
+            cpu = cpu_seconds(envoy.process.pid) - cpu_before
+        finally:
+            envoy.stop()
+    failed = [result for result in results if isinstance(result, BaseException)]
+    results = [result for result in results if not isinstance(result, BaseException)]
+    gaps = [gap for _, stream_gaps in results for gap in stream_gaps]
+    return {
+        "failed": len(failed),
+        "failure": repr(failed[0]) if failed else "",
+        "ttft_errors": [abs(first - ttft) for first, _ in results],
+        "gap_errors": [abs(gap - itl) for gap in gaps],
+        "mean_gap": statistics.fmean(gaps) if gaps else float("nan"),
+        "cpu_share": cpu / wall,
+    }
 
 
 def main() -> None:
@@ -94,29 +130,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="Envoy worker threads")
     args = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.streams * 2 + 256)), hard))
-    config = {"mock": {"latency": {"time_to_first_token_ms": args.ttft, "inter_token_ms": args.itl}}}
-    with tempfile.TemporaryDirectory() as workdir:
-        path = render_config(MOCK_CONFIG, Path(workdir) / "envoy.yaml", json.dumps(config))
-        envoy = Envoy(path, Path(workdir), concurrency=args.workers)
-        try:
-            cpu_before = cpu_seconds(envoy.process.pid)
-            wall = time.perf_counter()
-            results = asyncio.run(run(envoy, args.streams, args.tokens))
-            wall = time.perf_counter() - wall
-            cpu = cpu_seconds(envoy.process.pid) - cpu_before
-        finally:
-            envoy.stop()
-
-    ttft_errors = [abs(ttft - args.ttft) for ttft, _ in results]
-    gap_errors = [abs(gap - args.itl) for _, gaps in results for gap in gaps]
+    result = measure(args.streams, args.ttft, args.itl, args.tokens, args.workers)
     print(f"{args.streams} concurrent streams x {args.tokens} tokens on {args.workers} Envoy worker(s), "
           f"TTFT {args.ttft} ms, ITL {args.itl} ms")
-    print(f"TTFT error:          {percentiles(ttft_errors)}")
-    print(f"inter-token error:   {percentiles(gap_errors)}")
-    print(f"mean inter-token gap {statistics.fmean(g for _, gaps in results for g in gaps):.2f} ms")
-    print(f"Envoy CPU {cpu:.2f} s over {wall:.2f} s wall ({100 * cpu / wall:.0f}% of one core)")
+    if result["ttft_errors"]:
+        print(f"TTFT error:          {percentiles(result['ttft_errors'])}")
+        print(f"inter-token error:   {percentiles(result['gap_errors'])}")
+    print(f"mean inter-token gap {result['mean_gap']:.2f} ms")
+    print(f"Envoy CPU: {100 * result['cpu_share']:.0f}% of one core")
+    if result["failed"]:
+        print(f"{result['failed']} streams failed, the first with {result['failure']}")
 
 
 if __name__ == "__main__":

@@ -128,24 +128,36 @@ def chat_body(size: int) -> bytes:
 
 
 def run_wrk(url: str, body: bytes, seconds: int, workdir: Path,
-            headers: dict[str, str] | None = None) -> dict:
+            headers: dict[str, str] | None = None, cpu: int | None = None) -> dict:
+    """wrk POSTing `body` to `url` for `seconds` (on CPU `cpu` if given)."""
     body_file = workdir / "body.json"
     body_file.write_bytes(body)
-    script = workdir / "post.lua"
-    script.write_text(
+    script = (
         'local f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n' % body_file
         + "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items())
     )
+    return run_wrk_script(url, script, seconds, workdir, cpu)
+
+
+def run_wrk_script(url: str, script: str, seconds: int, workdir: Path, cpu: int | None = None) -> dict:
+    """wrk (1 thread, 16 connections) with a Lua script; requests/s, latency and errors."""
+    path = workdir / "wrk.lua"
+    path.write_text(script)
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [*pin, "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(path), url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non_2xx": int(errors.group(1)) if errors else 0}
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": p50, "p99": p99, "requests": requests,
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
 def wrk_bench_args(doc: str) -> argparse.Namespace:
