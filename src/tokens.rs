@@ -6,6 +6,8 @@
 //! formatting is counted the way OpenAI counts it: 3 tokens per message, 1 more for a `name`,
 //! and 3 to prime the reply. Approximate counting (one token per four characters) skips the BPE.
 
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 use tiktoken_rs::CoreBPE;
 
@@ -44,15 +46,15 @@ impl Tokenizer {
     /// Loads the vocabularies now, at config time, so no request pays for it.
     pub fn warm(self) {
         if self == Self::Exact {
-            tiktoken_rs::o200k_base_singleton();
-            tiktoken_rs::cl100k_base_singleton();
+            vocabulary_for("gpt-4o");
+            vocabulary_for("gpt-4");
         }
     }
 
     /// Tokens in `text` for `model`.
     pub fn count(self, model: &str, text: &str) -> u32 {
         let count = match self {
-            Self::Exact => bpe_for(model).encode_ordinary(text).len(),
+            Self::Exact => vocabulary_for(model).bpe.encode_ordinary(text).len(),
             Self::Approx => text.chars().count().div_ceil(APPROX_CHARS_PER_TOKEN),
         };
         u32::try_from(count).unwrap_or(u32::MAX)
@@ -73,7 +75,7 @@ impl Tokenizer {
 
     /// The text of token ids, in `model`'s vocabulary; ids it lacks decode to nothing.
     pub fn decode(self, model: &str, ids: &[u32]) -> String {
-        let bpe = bpe_for(model);
+        let bpe = vocabulary_for(model).bpe;
         let bytes: Vec<u8> = ids
             .iter()
             .filter_map(|&id| bpe.decode_bytes(&[id]).ok())
@@ -85,13 +87,52 @@ impl Tokenizer {
     /// Splits `text` at token boundaries; the pieces concatenate back to exactly `text`.
     pub fn pieces<'a>(self, model: &str, text: &'a str) -> Vec<Piece<'a>> {
         match self {
-            Self::Exact => exact_pieces(bpe_for(model), text),
+            Self::Exact => exact_pieces(vocabulary_for(model), text),
             Self::Approx => approx_pieces(text),
         }
     }
 }
 
-/// The vocabulary OpenAI uses for `model`.
+/// A BPE vocabulary and the byte length of each of its tokens, so that cutting a text at token
+/// boundaries needs no decoding, and no allocation, per token.
+struct Vocabulary {
+    bpe: &'static CoreBPE,
+    token_lengths: Vec<u16>,
+}
+
+impl Vocabulary {
+    /// Ids run densely from 0 (special tokens sit after them, and `encode_ordinary` never makes
+    /// one); the table stops at the first id the vocabulary does not know.
+    fn new(bpe: &'static CoreBPE) -> Self {
+        let token_lengths = (0..)
+            .map_while(|id| bpe.decode_bytes(&[id]).ok())
+            .map(|bytes| u16::try_from(bytes.len()).unwrap_or(u16::MAX))
+            .collect();
+        Self { bpe, token_lengths }
+    }
+
+    fn token_len(&self, id: u32) -> usize {
+        match self.token_lengths.get(id as usize) {
+            Some(&len) => usize::from(len),
+            None => self.bpe.decode_bytes(&[id]).map_or(0, |bytes| bytes.len()),
+        }
+    }
+}
+
+/// The vocabulary OpenAI uses for `model`, built once per process.
+fn vocabulary_for(model: &str) -> &'static Vocabulary {
+    static O200K: OnceLock<Vocabulary> = OnceLock::new();
+    static CL100K: OnceLock<Vocabulary> = OnceLock::new();
+    let bpe = bpe_for(model);
+    let cell = if std::ptr::eq(bpe, tiktoken_rs::cl100k_base_singleton()) {
+        &CL100K
+    } else {
+        &O200K
+    };
+    cell.get_or_init(|| Vocabulary::new(bpe))
+}
+
+/// The BPE OpenAI uses for `model`.
 fn bpe_for(model: &str) -> &'static CoreBPE {
     const CL100K_FAMILIES: [&str; 4] =
         ["gpt-4", "gpt-3.5", "text-embedding-ada", "text-embedding-3"];
@@ -110,11 +151,11 @@ fn bpe_for(model: &str) -> &'static CoreBPE {
     }
 }
 
-fn exact_pieces<'a>(bpe: &CoreBPE, text: &'a str) -> Vec<Piece<'a>> {
+fn exact_pieces<'a>(vocabulary: &Vocabulary, text: &'a str) -> Vec<Piece<'a>> {
     let mut pieces = Vec::new();
     let (mut start, mut end, mut tokens) = (0, 0, 0);
-    for token in bpe.encode_ordinary(text) {
-        end += bpe.decode_bytes(&[token]).map_or(0, |bytes| bytes.len());
+    for token in vocabulary.bpe.encode_ordinary(text) {
+        end += vocabulary.token_len(token);
         tokens += 1;
         // A token may end inside a multi-byte character: carry on until the text is whole.
         if text.is_char_boundary(end) {
@@ -174,6 +215,18 @@ mod tests {
                 .encode_ordinary(text)
                 .len() as u32
         );
+    }
+
+    #[test]
+    fn the_length_table_matches_decoding_every_token() {
+        for (model, ordinary_tokens) in [("gpt-4o", 199_998), ("gpt-4", 100_256)] {
+            let vocabulary = vocabulary_for(model);
+            assert_eq!(vocabulary.token_lengths.len(), ordinary_tokens, "{model}");
+            for id in 0..ordinary_tokens as u32 + 2 {
+                let decoded = vocabulary.bpe.decode_bytes(&[id]).map_or(0, |b| b.len());
+                assert_eq!(vocabulary.token_len(id), decoded, "{model} token {id}");
+            }
+        }
     }
 
     #[test]
