@@ -144,28 +144,39 @@ class Peer:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start; see {self.log.name}")
+                    self.stop()
+                    raise RuntimeError(f"{name} did not start; see {self.log.name}") from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.log.close()
 
 
 def start_peers(workdir: Path) -> tuple[list[Peer], list[str]]:
-    """The peers that run here, and why any could not."""
+    """The peers that run here, and why any could not. A peer that fails to start stops the
+    ones already running before the error goes up."""
     peers, missing = [], []
-    fakellm = Path(sys.executable).parent / "fakellm"
-    port = free_port()
-    peers.append(Peer("fakellm", [str(fakellm), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                  "--config", str(PEERS_DIR / "fakellm.yaml")], {}, port, workdir))
-    if (NODE_PEER / "dist" / "main.js").exists():
+    try:
+        fakellm = Path(sys.executable).parent / "fakellm"
         port = free_port()
-        peers.append(Peer("@dwmkerr/mock-llm", ["node", str(NODE_PEER / "dist" / "main.js")],
-                          {"HOST": "127.0.0.1", "PORT": str(port)}, port, workdir))
-    else:
-        missing.append("@dwmkerr/mock-llm (npm) is not installed: `make bench` installs it when npm is present")
+        peers.append(Peer("fakellm", [str(fakellm), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                      "--config", str(PEERS_DIR / "fakellm.yaml")], {}, port, workdir))
+        if (NODE_PEER / "dist" / "main.js").exists():
+            port = free_port()
+            peers.append(Peer("@dwmkerr/mock-llm", ["node", str(NODE_PEER / "dist" / "main.js")],
+                              {"HOST": "127.0.0.1", "PORT": str(port)}, port, workdir))
+        else:
+            missing.append("@dwmkerr/mock-llm (npm) is not installed: `make bench` installs it when npm is present")
+    except Exception:
+        for peer in peers:
+            peer.stop()
+        raise
     return peers, missing
 
 
