@@ -356,10 +356,9 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
 
 
-def render(results: dict, args: argparse.Namespace) -> str:
+def render(results: dict, args: argparse.Namespace, commit: str) -> str:
     rows = results["rows"]
     envoy_build = version_of([str(ENVOY_BINARY), "--version"]).split("version: ")[-1].split("/")
-    commit = version_of(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     wrk = " ".join(version_of(["wrk", "-v"]).split()[:2])
     fakellm = version_of([str(Path(sys.executable).parent / "fakellm"), "--version"]).split()[-1]
     lines = [
@@ -484,10 +483,12 @@ def main() -> None:
     parser.add_argument("--pacing-streams", type=lambda s: [int(n) for n in s.split(",")], default=[1000, 10000])
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
+    # Read before the run rewrites BENCHMARKS.md and the plot, which would make the tree dirty.
+    commit = version_of(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     with tempfile.TemporaryDirectory() as tmp:
         results = run_all(args, Path(tmp))
     plot(results["rows"], REPO / "bench" / "throughput.png")
-    args.output.write_text(render(results, args))
+    args.output.write_text(render(results, args, commit))
     print(f"wrote {args.output} and bench/throughput.png")
 
 
