@@ -37,7 +37,7 @@ from passthrough import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import ENVOY_BINARY, PIN, REPO, Envoy  # noqa: E402
+from harness import ENVOY_BINARY, PIN, REPO, Envoy, terminate  # noqa: E402
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -149,12 +149,7 @@ class Peer:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout_s=10)
         self.log.close()
 
 

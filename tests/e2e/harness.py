@@ -118,6 +118,18 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def terminate(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """Stops a child: SIGTERM, and SIGKILL if it has not exited after `timeout_s`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Envoy:
     """One running Envoy, started from a config file, stopped by `stop()`."""
 
@@ -207,12 +219,6 @@ class Envoy:
         return self.process.poll() is None
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self._log.close()
         return self.process.returncode
