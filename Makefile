@@ -36,7 +36,7 @@ NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak bench-pacing bench-passthrough bench-budgets clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -99,6 +99,11 @@ bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
 		npm install --silent --no-audit --no-fund --prefix bench/.peers $(NODE_PEER); \
 	else echo "npm is missing: $(NODE_PEER) is left out of the run"; fi
 	$(PYTHON) bench/compare.py
+
+## soak: a mixed workload for 10 minutes, with Envoy's memory, descriptors and threads sampled
+## each minute (not a test; needs wrk)
+soak: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
+	$(PYTHON) bench/soak.py
 
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
 bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)

@@ -183,11 +183,16 @@ def version_of(command: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0]
 
 
-def rss_kib(pid: int) -> int:
+def status_value(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def rss_kib(pid: int) -> int:
+    return status_value(pid, "VmRSS")
 
 
 def mixed_script() -> str:
