@@ -9,6 +9,7 @@ use crate::route_policy::RoutePolicy;
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
 use super::metrics::MetricIds;
+use super::optional::optional;
 
 /// A stream's Envoy scheduler, driven from the pacing thread: the one Envoy pointer that may
 /// cross threads. Each wake commits an event; `finish` deletes the scheduler, exactly once.
@@ -53,9 +54,10 @@ impl<'a> EnvoyHost<'a> {
     /// The body views that together hold the request body seen so far.
     fn request_body_views(&self) -> &'static [u32] {
         // SAFETY: `self.filter` is live for this hook (see `new`).
-        if unsafe {
-            ffi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter)
-        } {
+        let received_is_buffered = optional()
+            .received_buffered_request_body
+            .is_some_and(|received_buffered| unsafe { received_buffered(self.filter) });
+        if received_is_buffered {
             &[ffi::body::RECEIVED_REQUEST]
         } else {
             &[ffi::body::BUFFERED_REQUEST, ffi::body::RECEIVED_REQUEST]
@@ -241,10 +243,14 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn ensure_buffer_limit(&mut self, bytes: u64) {
+        let (Some(get), Some(set)) = (optional().get_buffer_limit, optional().set_buffer_limit)
+        else {
+            return;
+        };
         // SAFETY: live filter pointer.
         unsafe {
-            if ffi::envoy_dynamic_module_callback_http_get_buffer_limit(self.filter) < bytes {
-                ffi::envoy_dynamic_module_callback_http_set_buffer_limit(self.filter, bytes);
+            if get(self.filter) < bytes {
+                set(self.filter, bytes);
             }
         }
     }
@@ -291,13 +297,17 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn reset_stream(&mut self, details: &str) {
-        // SAFETY: live filter pointer; `details` is copied during the call.
-        unsafe {
-            ffi::envoy_dynamic_module_callback_http_filter_reset_stream(
-                self.filter,
-                ffi::reset_reason::LOCAL_RESET,
-                Buffer::of(details.as_bytes()),
-            );
+        match optional().reset_stream {
+            // SAFETY: live filter pointer; `details` is copied during the call.
+            Some(reset) => unsafe {
+                reset(
+                    self.filter,
+                    ffi::reset_reason::LOCAL_RESET,
+                    Buffer::of(details.as_bytes()),
+                );
+            },
+            // Envoy 1.37 cannot reset from a module: end the reply where it stands.
+            None => self.send_response_data(b"", true),
         }
     }
 

@@ -144,6 +144,38 @@ pub type LogV2 =
 /// The symbol name of [`LogV2`].
 pub const LOG_V2: &std::ffi::CStr = c"envoy_dynamic_module_callback_log_v2";
 
+/// `envoy_dynamic_module_callback_http_received_buffered_request_body`: true when this filter
+/// receives a body that an earlier filter buffered (the received and buffered views are then the
+/// same bytes). Envoy 1.38 and later.
+pub type ReceivedBufferedRequestBody = unsafe extern "C" fn(filter: FilterEnvoyPtr) -> bool;
+
+/// The symbol name of [`ReceivedBufferedRequestBody`].
+pub const RECEIVED_BUFFERED_REQUEST_BODY: &std::ffi::CStr =
+    c"envoy_dynamic_module_callback_http_received_buffered_request_body";
+
+/// `envoy_dynamic_module_callback_http_get_buffer_limit`: the stream's buffer limit in bytes.
+/// Envoy 1.38 and later.
+pub type GetBufferLimit = unsafe extern "C" fn(filter: FilterEnvoyPtr) -> u64;
+
+/// The symbol name of [`GetBufferLimit`].
+pub const GET_BUFFER_LIMIT: &std::ffi::CStr =
+    c"envoy_dynamic_module_callback_http_get_buffer_limit";
+
+/// `envoy_dynamic_module_callback_http_set_buffer_limit`: sets the stream's buffer limit in
+/// bytes. Envoy 1.38 and later.
+pub type SetBufferLimit = unsafe extern "C" fn(filter: FilterEnvoyPtr, limit: u64);
+
+/// The symbol name of [`SetBufferLimit`].
+pub const SET_BUFFER_LIMIT: &std::ffi::CStr =
+    c"envoy_dynamic_module_callback_http_set_buffer_limit";
+
+/// `envoy_dynamic_module_callback_http_filter_reset_stream`: resets the stream, for failures after
+/// the response has started. Envoy 1.38 and later.
+pub type ResetStream = unsafe extern "C" fn(filter: FilterEnvoyPtr, reason: u32, details: Buffer);
+
+/// The symbol name of [`ResetStream`].
+pub const RESET_STREAM: &std::ffi::CStr = c"envoy_dynamic_module_callback_http_filter_reset_stream";
+
 unsafe extern "C" {
     /// Finds a symbol in the process; `handle` null is glibc's `RTLD_DEFAULT`.
     pub fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
@@ -223,18 +255,6 @@ unsafe extern "C" {
         out: *mut Buffer,
     ) -> bool;
 
-    /// True when this filter receives a body that an earlier filter buffered: the received and
-    /// buffered views are then the same bytes.
-    pub fn envoy_dynamic_module_callback_http_received_buffered_request_body(
-        filter: FilterEnvoyPtr,
-    ) -> bool;
-
-    /// The stream's buffer limit in bytes.
-    pub fn envoy_dynamic_module_callback_http_get_buffer_limit(filter: FilterEnvoyPtr) -> u64;
-
-    /// Sets the stream's buffer limit in bytes.
-    pub fn envoy_dynamic_module_callback_http_set_buffer_limit(filter: FilterEnvoyPtr, limit: u64);
-
     /// Sends a complete local reply; Envoy computes `content-length`.
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,
@@ -310,11 +330,4 @@ unsafe extern "C" {
         label_values_len: usize,
         value: u64,
     ) -> u32;
-
-    /// Resets the stream, for failures after the response has started.
-    pub fn envoy_dynamic_module_callback_http_filter_reset_stream(
-        filter: FilterEnvoyPtr,
-        reason: u32,
-        details: Buffer,
-    );
 }

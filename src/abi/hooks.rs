@@ -156,6 +156,10 @@ static ABI_VERSION: &str = concat!(env!("LLM_EDGE_ENVOY_ABI_VERSION"), "\0");
 /// The ABI string Envoy 1.38 and 1.39 expect. They warn about any other and load the module
 /// anyway, but a matching string keeps their logs clean.
 static ABI_VERSION_BEFORE_1_40: &str = "v0.1.0\0";
+/// The ABI string Envoy 1.37 expects: a hash of its header, checked strictly (any other string
+/// and it refuses the module, with a misleading "not found in any search path").
+static ABI_VERSION_1_37: &str =
+    "4dae397a7c9ff0238d318d57ea656ce8b3fbff595787dcd7ee2ff5b79c9fe10f\0";
 
 /// Called once per process, before any config: installs logging and names our ABI version.
 #[unsafe(no_mangle)]
@@ -163,11 +167,14 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     match catch_unwind(logger::install) {
         Ok(()) => {
             log::debug!("llm_edge: built for Envoy ABI {ENVOY_ABI_VERSION}");
-            // log_v2 arrived with 1.40, the pinned release: its absence means 1.38 or 1.39.
-            let abi = if optional().log_v2.is_some() {
+            // log_v2 arrived with 1.40, the pinned release, and the buffer-limit pair with 1.38.
+            let callbacks = optional();
+            let abi = if callbacks.log_v2.is_some() {
                 ABI_VERSION
-            } else {
+            } else if callbacks.get_buffer_limit.is_some() {
                 ABI_VERSION_BEFORE_1_40
+            } else {
+                ABI_VERSION_1_37
             };
             abi.as_ptr().cast()
         }

@@ -134,7 +134,12 @@ class Envoy:
     """One running Envoy, started from a config file, stopped by `stop()`."""
 
     def __init__(
-        self, config: Path, workdir: Path, module_dir: Path = MODULE_DIR, concurrency: int = 1
+        self,
+        config: Path,
+        workdir: Path,
+        module_dir: Path = MODULE_DIR,
+        concurrency: int = 1,
+        binary: Path = ENVOY_BINARY,
     ):
         self.config = config
         self.log_path = workdir / "envoy.log"
@@ -142,7 +147,7 @@ class Envoy:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
-                str(ENVOY_BINARY),
+                str(binary),
                 "-c", str(config),
                 "--admin-address-path", str(admin_path),
                 "--disable-hot-restart",
