@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,9 @@ from passthrough import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import ENVOY_BINARY, PIN, REPO, Envoy, terminate  # noqa: E402
+from harness import (  # noqa: E402
+    ENVOY_BINARY, PIN, REPO, Envoy, proc_status, terminate, unused_loopback_port,
+)
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -123,12 +124,6 @@ def post(url: str, body: dict) -> bytes:
         return reply.read()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Peer:
     """A peer mock server in its own process on CPU 0, ready once it answers a chat request."""
 
@@ -159,11 +154,11 @@ def start_peers(workdir: Path) -> tuple[list[Peer], list[str]]:
     peers, missing = [], []
     try:
         fakellm = Path(sys.executable).parent / "fakellm"
-        port = free_port()
+        port = unused_loopback_port()
         peers.append(Peer("fakellm", [str(fakellm), "serve", "--host", "127.0.0.1", "--port", str(port),
                                       "--config", str(PEERS_DIR / "fakellm.yaml")], {}, port, workdir))
         if (NODE_PEER / "dist" / "main.js").exists():
-            port = free_port()
+            port = unused_loopback_port()
             peers.append(Peer("@dwmkerr/mock-llm", ["node", str(NODE_PEER / "dist" / "main.js")],
                               {"HOST": "127.0.0.1", "PORT": str(port)}, port, workdir))
         else:
@@ -181,18 +176,6 @@ def version_of(command: list[str]) -> str:
     except OSError:
         return "not installed"
     return (out.stdout or out.stderr).strip().splitlines()[0]
-
-
-def status_value(pid: int, field: str) -> int:
-    """A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def rss_kib(pid: int) -> int:
-    return status_value(pid, "VmRSS")
 
 
 def mixed_script() -> str:
@@ -219,13 +202,13 @@ def measure_memory(workdir: Path, requests: int, seconds: int) -> dict:
     try:
         url = envoy.base_url
         run_wrk_script(url, mixed_script(), 3, workdir, LOAD_CPU)
-        before = rss_kib(envoy.process.pid)
+        before = proc_status(envoy.process.pid, "VmRSS")
         sent = errors = 0
         while sent < requests:
             result = run_wrk_script(url, mixed_script(), seconds, workdir, LOAD_CPU)
             sent += result["requests"]
             errors += result["non_2xx"]
-        after = rss_kib(envoy.process.pid)
+        after = proc_status(envoy.process.pid, "VmRSS")
     finally:
         envoy.stop()
     # One request in eight is the malformed one, answered 400 on purpose.

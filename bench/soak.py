@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from compare import LOAD_CPU, mixed_script, mock_envoy, rss_kib, status_value
+from compare import LOAD_CPU, mixed_script, mock_envoy
+from harness import proc_status
 from passthrough import run_wrk_script
 
 
@@ -38,13 +39,13 @@ def main() -> None:
         try:
             print("| Elapsed | RSS (MB) | Open fds | Threads | Requests | Non-2xx | Socket errors |")
             print("|---|---|---|---|---|---|---|")
-            print(f"| 0 s | {rss_kib(pid) / 1024:.1f} | {open_fds(pid)} | {status_value(pid, 'Threads')} | | | |")
+            print(f"| 0 s | {proc_status(pid, 'VmRSS') / 1024:.1f} | {open_fds(pid)} | {proc_status(pid, 'Threads')} | | | |")
             started = time.monotonic()
             while time.monotonic() - started < args.minutes * 60:
                 result = run_wrk_script(envoy.base_url, mixed_script(), args.interval, workdir, LOAD_CPU)
                 elapsed = time.monotonic() - started
-                print(f"| {elapsed:.0f} s | {rss_kib(pid) / 1024:.1f} | {open_fds(pid)} | "
-                      f"{status_value(pid, 'Threads')} | {result['requests']:,} | {result['non_2xx']:,} | "
+                print(f"| {elapsed:.0f} s | {proc_status(pid, 'VmRSS') / 1024:.1f} | {open_fds(pid)} | "
+                      f"{proc_status(pid, 'Threads')} | {result['requests']:,} | {result['non_2xx']:,} | "
                       f"{result['socket_errors'] or 0} |", flush=True)
             if not envoy.alive():
                 raise SystemExit(f"Envoy died:\n{envoy.log()[-2000:]}")

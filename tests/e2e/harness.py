@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -116,6 +117,22 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def unused_loopback_port() -> int:
+    """A loopback port free right now, for a listener another config must name before it starts
+    (everything else listens on a port the kernel picks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(f"no {field} in /proc/{pid}/status")
 
 
 def terminate(process: subprocess.Popen, timeout_s: float = 15) -> None:

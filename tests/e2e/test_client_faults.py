@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
 
+from harness import proc_status
 from test_chat import CHAT, HELLO
 
 STORM = 300
@@ -58,13 +58,6 @@ def storm(port: int) -> None:
         thread.join()
 
 
-def status_field(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def settle(envoy) -> None:
     """Every abandoned stream is gone, and a good request is answered."""
     envoy.wait_for_stat("http.llm_edge.downstream_rq_active", 0)
@@ -77,18 +70,18 @@ def settle(envoy) -> None:
 def test_storms_of_clients_giving_up_leave_envoy_as_it_was(paced_envoy):
     pid = paced_envoy.process.pid
     settle(paced_envoy)
-    threads_before = status_field(pid, "Threads")
+    threads_before = proc_status(pid, "Threads")
 
     storm(paced_envoy.port)
     settle(paced_envoy)
-    rss_after_first = status_field(pid, "VmRSS")
+    rss_after_first = proc_status(pid, "VmRSS")
 
     storm(paced_envoy.port)
     settle(paced_envoy)
-    rss_after_second = status_field(pid, "VmRSS")
+    rss_after_second = proc_status(pid, "VmRSS")
 
     assert paced_envoy.alive()
-    assert status_field(pid, "Threads") == threads_before
+    assert proc_status(pid, "Threads") == threads_before
     # The first storm may grow pools and caches to their working size; the second must not add.
     assert rss_after_second - rss_after_first < 8 * 1024, (rss_after_first, rss_after_second)
     assert "Caught" not in paced_envoy.log()

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 
-from harness import ENVOY_DIR
+from harness import ENVOY_DIR, unused_loopback_port
 
 LAB_CONFIG = ENVOY_DIR / "lab.yaml"
-
-
-def unused_loopback_port() -> int:
-    """A port for the lab's provider listener, which the edge's cluster must name before Envoy
-    starts (the edge itself listens on a port the kernel picks, as everywhere else)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
