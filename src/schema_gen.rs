@@ -6,6 +6,10 @@
 //! (inclusive and exclusive), `minLength`/`maxLength`, common string `format`s, and `$ref` into
 //! `$defs`/`definitions`. `pattern` is not solved: a string under one is plain words. Recursion
 //! stops at a fixed depth with the smallest value the schema allows.
+//!
+//! Schemas come from clients, so generation is bounded: a value never serialises to more than
+//! [`MAX_OUTPUT_BYTES`]. A schema that asks for more (a huge `minItems` or `minLength`, or wide
+//! recursion) gets a value cut short there, which may not validate, instead of a stalled worker.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -14,6 +18,13 @@ use serde_json::{Map, Number, Value, json};
 /// How deep `$ref`s and nesting may go before values are cut to their smallest form.
 const MAX_DEPTH: usize = 12;
 
+/// The most JSON one generated value serialises to, give or take a `null` per nesting level
+/// where the room ran out.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// The serialised size of the largest number generated (`-1.2345678901234567e-300`).
+const NUMBER_BYTES: usize = 24;
+
 const WORDS: [&str; 16] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
     "kilo", "lima", "mike", "november", "oscar", "papa",
@@ -21,32 +32,72 @@ const WORDS: [&str; 16] = [
 
 /// A value for `schema`, drawn from `rng`.
 pub fn generate(schema: &Value, rng: &mut StdRng) -> Value {
-    Generator { root: schema, rng }.value(schema, 0)
+    Generator {
+        root: schema,
+        rng,
+        room: MAX_OUTPUT_BYTES,
+    }
+    .value(schema, 0)
 }
 
 struct Generator<'a, 'r> {
     root: &'a Value,
     rng: &'r mut StdRng,
+    /// Output bytes still allowed; at zero every further value is `null` and containers stop.
+    room: usize,
 }
 
-impl Generator<'_, '_> {
+impl<'a> Generator<'a, '_> {
+    /// Takes `bytes` of the room left; when they do not fit, the room is used up and `false`.
+    fn spend(&mut self, bytes: usize) -> bool {
+        match self.room.checked_sub(bytes) {
+            Some(left) => {
+                self.room = left;
+                true
+            }
+            None => {
+                self.room = 0;
+                false
+            }
+        }
+    }
+
+    /// A value taken whole from the schema (`const`, `enum`), if it fits.
+    fn copied(&mut self, value: &Value) -> Value {
+        if self.spend(value.to_string().len()) {
+            value.clone()
+        } else {
+            Value::Null
+        }
+    }
+
+    fn null(&mut self) -> Value {
+        self.spend("null".len());
+        Value::Null
+    }
+
     fn value(&mut self, schema: &Value, depth: usize) -> Value {
+        if self.room == 0 {
+            return Value::Null;
+        }
         let Value::Object(schema) = schema else {
             // `true` or `{}`-like: anything goes; a string is the friendliest anything.
+            self.spend("\"value\"".len());
             return json!("value");
         };
         if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
             return match self.resolve(target) {
-                Some(resolved) if depth < MAX_DEPTH => self.value(&resolved.clone(), depth + 1),
-                _ => Value::Null,
+                Some(resolved) if depth < MAX_DEPTH => self.value(resolved, depth + 1),
+                _ => self.null(),
             };
         }
         if let Some(constant) = schema.get("const") {
-            return constant.clone();
+            return self.copied(constant);
         }
         if let Some(Value::Array(choices)) = schema.get("enum") {
             if !choices.is_empty() {
-                return choices[self.rng.random_range(0..choices.len())].clone();
+                let pick = self.rng.random_range(0..choices.len());
+                return self.copied(&choices[pick]);
             }
         }
         for key in ["anyOf", "oneOf"] {
@@ -68,10 +119,19 @@ impl Generator<'_, '_> {
         match self.type_of(schema, depth) {
             "object" => self.object(schema, depth),
             "array" => self.array(schema, depth),
-            "integer" => self.integer(schema),
-            "number" => self.number(schema),
-            "boolean" => Value::Bool(self.rng.random()),
-            "null" => Value::Null,
+            "integer" => {
+                self.spend(NUMBER_BYTES);
+                self.integer(schema)
+            }
+            "number" => {
+                self.spend(NUMBER_BYTES);
+                self.number(schema)
+            }
+            "boolean" => {
+                self.spend("false".len());
+                Value::Bool(self.rng.random())
+            }
+            "null" => self.null(),
             _ => self.string(schema),
         }
     }
@@ -109,7 +169,7 @@ impl Generator<'_, '_> {
         }
     }
 
-    fn resolve(&self, target: &str) -> Option<&Value> {
+    fn resolve(&self, target: &str) -> Option<&'a Value> {
         let pointer = target.strip_prefix('#')?;
         self.root.pointer(pointer)
     }
@@ -121,11 +181,13 @@ impl Generator<'_, '_> {
             .map(|names| names.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let mut object = Map::new();
+        self.spend("{}".len());
         if let Some(Value::Object(properties)) = schema.get("properties") {
             for (name, property) in properties {
                 let include = required.contains(&name.as_str())
                     || (depth < MAX_DEPTH && self.rng.random_bool(0.5));
-                if include {
+                // The key, quoted and escaped, its colon and a comma.
+                if include && self.spend(Value::from(name.as_str()).to_string().len() + 2) {
                     let value = self.value(property, depth + 1);
                     object.insert(name.clone(), value);
                 }
@@ -141,10 +203,9 @@ impl Generator<'_, '_> {
                 merged.extend(fields);
             }
         }
-        let mut rest = schema.clone();
-        rest.remove("allOf");
-        if rest.contains_key("properties") {
-            if let Value::Object(fields) = self.object(&rest, depth) {
+        // The schema's own properties, beside `allOf`, belong to the object too.
+        if schema.contains_key("properties") {
+            if let Value::Object(fields) = self.object(schema, depth) {
                 merged.extend(fields);
             }
         }
@@ -161,8 +222,15 @@ impl Generator<'_, '_> {
         } else {
             self.rng.random_range(min..=max)
         };
-        let items = schema.get("items").cloned().unwrap_or(Value::Bool(true));
-        Value::Array((0..len).map(|_| self.value(&items, depth + 1)).collect())
+        self.spend("[]".len());
+        static ANYTHING: Value = Value::Bool(true);
+        let items = schema.get("items").unwrap_or(&ANYTHING);
+        let mut array = Vec::new();
+        // Each item's comma is spent here, the item itself as it is generated.
+        while array.len() < len && self.spend(1) {
+            array.push(self.value(items, depth + 1));
+        }
+        Value::Array(array)
     }
 
     /// The inclusive range a number must fall in, from the bounds present.
@@ -197,8 +265,11 @@ impl Generator<'_, '_> {
 
     fn number(&mut self, schema: &Map<String, Value>) -> Value {
         let (low, high) = Self::range(schema, 1e-6);
-        let x: f64 = if high > low {
+        let x: f64 = if high > low && (high - low).is_finite() {
             self.rng.random_range(low..=high)
+        } else if high > low {
+            // Bounds so far apart that their span overflows: their midpoint is a fine value.
+            low / 2.0 + high / 2.0
         } else {
             low
         };
@@ -238,12 +309,16 @@ impl Generator<'_, '_> {
             }
         };
         let mut text = text;
-        while text.chars().count() < min {
-            text.push('x');
+        // Generated text is ASCII: its length in bytes is its length in characters.
+        let min = min.min(self.room.saturating_sub(2));
+        if text.len() < min {
+            text.push_str(&"x".repeat(min - text.len()));
         }
         if let Some(max) = max {
-            text = text.chars().take(max).collect();
+            text.truncate(max);
         }
+        text.truncate(self.room.saturating_sub(2));
+        self.spend(text.len() + 2);
         Value::String(text)
     }
 }
@@ -330,6 +405,30 @@ mod tests {
         });
         for value in many(schema) {
             assert!(value.is_object() || value.is_null());
+        }
+    }
+
+    /// Found by the `schema` fuzz target: each of these used to stall a worker or abort on a
+    /// huge allocation.
+    #[test]
+    fn hostile_schemas_give_small_values_promptly() {
+        let wide: Map<String, Value> = (0..50)
+            .map(|i| (format!("p{i}"), json!({"$ref": "#"})))
+            .collect();
+        let names: Vec<String> = wide.keys().cloned().collect();
+        let schemas = [
+            json!({"type": "array", "minItems": 1e18}),
+            json!({"type": "array", "minItems": 1e3, "items": {"type": "array", "minItems": 1e3}}),
+            json!({"type": "string", "minLength": 1e12}),
+            json!({"type": "array", "minItems": 1e6, "items": {"const": "x".repeat(10_000)}}),
+            json!({"type": "object", "properties": wide, "required": names}),
+            json!({"type": "number", "minimum": -1e308, "maximum": 1e308}),
+        ];
+        let mut rng = StdRng::seed_from_u64(5);
+        for schema in schemas {
+            let text = generate(&schema, &mut rng).to_string();
+            // Give or take a `null` per nesting level, where the room ran out.
+            assert!(text.len() <= MAX_OUTPUT_BYTES + 16, "{} bytes", text.len());
         }
     }
 
