@@ -21,7 +21,7 @@ CARGO_ZIGBUILD := $(TOOLS_DIR)/bin/cargo-zigbuild
 # fuzz build runs this stable toolchain with RUSTC_BOOTSTRAP=1.
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ     := $(TOOLS_DIR)/bin/cargo-fuzz
-FUZZ_TARGETS   := config requests guard
+FUZZ_TARGETS   := config requests guard sse schema
 FUZZ_SECONDS   ?= 5
 ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --target $(RUST_TARGET).$(GLIBC_FLOOR)
 # Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
@@ -76,12 +76,14 @@ unit:
 ## fuzz: every fuzz target for FUZZ_SECONDS each (5 in `make test`; `make fuzz FUZZ_SECONDS=600` for a
 ## real run). Seeds are in fuzz/corpus/<target>; what libFuzzer finds goes to target/fuzz-corpus, and a
 ## crash to fuzz/artifacts/<target>/ (replay: RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run <target> <file>).
+## fuzz/dict/<target>.dict, when present, gives libFuzzer the target's syntax to mutate with.
 fuzz: $(CARGO_FUZZ)
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p target/fuzz-corpus/$$t; \
 		echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		dict=; if [ -f fuzz/dict/$$t.dict ]; then dict=-dict=fuzz/dict/$$t.dict; fi; \
 		if ! RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run $$t target/fuzz-corpus/$$t fuzz/corpus/$$t \
-			-- -max_total_time=$(FUZZ_SECONDS) > target/fuzz-$$t.log 2>&1; then \
+			-- -max_total_time=$(FUZZ_SECONDS) $$dict > target/fuzz-$$t.log 2>&1; then \
 			tail -n 40 target/fuzz-$$t.log; exit 1; \
 		fi; \
 		grep DONE target/fuzz-$$t.log; \

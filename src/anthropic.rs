@@ -12,6 +12,7 @@ use crate::openai::chat::{
     ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
     optional, parse_stop_sequences,
 };
+use crate::sse;
 
 /// A parsed Messages request.
 #[derive(Debug, Clone, PartialEq)]
@@ -268,11 +269,7 @@ pub fn render_message(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usa
 }
 
 fn write_event(out: &mut Vec<u8>, kind: &str, data: Value) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    serde_json::to_writer(&mut *out, &data).expect("serializing JSON values cannot fail");
-    out.extend_from_slice(b"\n\n");
+    sse::write_event(out, Some(kind), &data);
 }
 
 /// Renders the event stream in timed steps: `message_start`, then per content block its start,

@@ -104,7 +104,7 @@ enum State {
     /// Pass-through mode: a request whose body is being buffered for the transforms.
     Transforming(Endpoint),
     /// Pass-through mode: a request sent on upstream; its reply is being accounted.
-    Proxying(Accounting),
+    Proxying(Box<Accounting>),
     /// A local reply has been sent, or the reply is accounted; nothing more to do.
     Answered,
 }

@@ -8,6 +8,7 @@
 //! minimal response fields, streams split into words that keep their whitespace, and its error
 //! bodies. Unlike the OpenAI profile this is not spec-exact on purpose: it is httpbun's shape.
 
+use crate::sse;
 use serde_json::{Value, json};
 
 /// An endpoint of httpbun's `/llm`.
@@ -279,11 +280,15 @@ fn whole(body: &Value) -> HttpbunReply {
 }
 
 fn data_event(value: &Value) -> Vec<u8> {
-    format!("data: {value}\n\n").into_bytes()
+    let mut out = Vec::new();
+    sse::write_event(&mut out, None, value);
+    out
 }
 
 fn typed_event(kind: &str, value: &Value) -> Vec<u8> {
-    format!("event: {kind}\ndata: {value}\n\n").into_bytes()
+    let mut out = Vec::new();
+    sse::write_event(&mut out, Some(kind), value);
+    out
 }
 
 fn stream(steps: Vec<Vec<u8>>) -> HttpbunReply {
@@ -313,7 +318,7 @@ fn chat(model: &str, text: &str, prompt_tokens: usize, n: usize, streamed: bool)
                 .map(|w| chunk(json!({"content": w}), Value::Null)),
         );
         let mut last = chunk(json!({}), json!("stop"));
-        last.extend_from_slice(b"data: [DONE]\n\n");
+        last.extend_from_slice(sse::DONE);
         steps.push(last);
         return stream(steps);
     }
@@ -346,7 +351,7 @@ fn completion(
             .map(|w| chunk(w, Value::Null))
             .collect();
         let mut last = chunk("", json!("stop"));
-        last.extend_from_slice(b"data: [DONE]\n\n");
+        last.extend_from_slice(sse::DONE);
         steps.push(last);
         return stream(steps);
     }

@@ -38,6 +38,7 @@ pub mod pacing;
 pub mod route_policy;
 pub mod routes;
 pub mod schema_gen;
+pub mod sse;
 pub mod tokens;
 pub mod transform;
 pub mod version;

@@ -11,6 +11,7 @@ use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::openai::{ApiError, parse_object};
 use crate::routes::Endpoint;
+use crate::sse::{EventFate, EventReader};
 use crate::tokens::Tokenizer;
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
@@ -24,8 +25,10 @@ pub(super) struct Accounting {
     model: String,
     /// What the reply is.
     kind: ReplyKind,
-    /// A copy of a JSON reply, or the unfinished event at the end of the stream so far.
+    /// A copy of a JSON reply.
     pending: Vec<u8>,
+    /// The reader of an event-stream reply.
+    events: EventReader,
     /// Token counts seen so far.
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -218,13 +221,13 @@ impl Filter {
             host.set_request_header(&transform.model_header, Some(&model));
         }
         host.clear_route_cache();
-        self.state = State::Proxying(Accounting {
+        self.state = State::Proxying(Box::new(Accounting {
             model,
             strip_usage_chunk,
             claim,
             prompt,
             ..Accounting::default()
-        });
+        }));
         BodyStatus::Continue
     }
 
@@ -313,6 +316,8 @@ impl Filter {
                 ReplyKind::Unknown
             };
             let rewritten = accounting.strip_usage_chunk || guards;
+            // A guarded stream lets no event pass unread, however large.
+            accounting.events = EventReader::new(guards);
             if accounting.kind == ReplyKind::EventStream && rewritten {
                 // The body changes length as it streams.
                 host.set_response_header("content-length", None);
@@ -368,11 +373,11 @@ impl Filter {
             }
             ReplyKind::EventStream => {
                 let strip = accounting.strip_usage_chunk;
-                let mut pending = std::mem::take(&mut accounting.pending);
+                let mut events = std::mem::take(&mut accounting.events);
                 let context = &self.context;
                 let masker = &mut self.masker;
                 let mut delta_guard = std::mem::take(&mut accounting.delta_guard);
-                let emitted = scan_events(&mut pending, &chunk, end_of_stream, |event| {
+                let emitted = events.read(&chunk, end_of_stream, |event| {
                     accounting.observe(event);
                     accounting.streamed_texts += u64::from(carries_text(event));
                     if strip && is_usage_only(event) {
@@ -390,7 +395,7 @@ impl Filter {
                         EventFate::Replace(guarded)
                     }
                 });
-                accounting.pending = pending;
+                accounting.events = events;
                 accounting.delta_guard = delta_guard;
                 if strip || guards {
                     host.replace_response_chunk(&emitted);
@@ -500,108 +505,15 @@ fn is_usage_only(event: &Value) -> bool {
         && event.get("usage").is_some_and(Value::is_object)
 }
 
-/// What becomes of one server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-enum EventFate {
-    /// It goes on as it came.
-    Keep,
-    /// It is left out (a usage chunk llm-edge asked for).
-    Drop,
-    /// Its JSON payload is replaced.
-    Replace(Value),
-}
-
-/// Scans server-sent events for JSON payloads. Each complete event with a JSON payload goes to
-/// `decide`; an incomplete one waits in `pending` for the next chunk (all of it goes out at the
-/// end of the stream). Returns the bytes to send on.
-fn scan_events(
-    pending: &mut Vec<u8>,
-    chunk: &[u8],
-    end_of_stream: bool,
-    mut decide: impl FnMut(&Value) -> EventFate,
-) -> Vec<u8> {
-    pending.extend_from_slice(chunk);
-    let mut out = Vec::with_capacity(pending.len());
-    let mut start = 0;
-    while let Some(end) = find_event_end(&pending[start..]) {
-        let event = &pending[start..start + end];
-        start += end;
-        let data: Vec<u8> = event
-            .split(|&b| b == b'\n')
-            .filter_map(|line| line.strip_prefix(b"data:"))
-            .flat_map(|data| data.strip_prefix(b" ").unwrap_or(data).to_vec())
-            .collect();
-        let fate = match serde_json::from_slice::<Value>(&data) {
-            Ok(value) => decide(&value),
-            Err(_) => EventFate::Keep,
-        };
-        match fate {
-            EventFate::Keep => out.extend_from_slice(event),
-            EventFate::Drop => {}
-            EventFate::Replace(value) => {
-                // Other lines (such as `event:`) stay; the data line carries the new payload.
-                for line in event.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    if line.starts_with(b"data:") {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(value.to_string().as_bytes());
-                    } else {
-                        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                    }
-                    out.push(b'\n');
-                }
-                out.push(b'\n');
-            }
-        }
-    }
-    pending.drain(..start);
-    if end_of_stream {
-        out.append(pending);
-    }
-    out
-}
-
-/// The length of the first complete event (through its blank line), if there is one.
-fn find_event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
-    fn events_split_across_chunks_are_scanned_whole() {
-        let mut pending = Vec::new();
-        let mut seen = Vec::new();
-        let mut keep = |v: &Value| {
-            seen.push(v.clone());
-            EventFate::Keep
-        };
-        let first = scan_events(
-            &mut pending,
-            b"data: {\"a\":1}\n\ndata: {\"b\"",
-            false,
-            &mut keep,
-        );
-        assert_eq!(first, b"data: {\"a\":1}\n\n");
-        let rest = scan_events(&mut pending, b":2}\n\ndata: [DONE]\n\n", true, &mut keep);
-        assert_eq!(rest, b"data: {\"b\":2}\n\ndata: [DONE]\n\n");
-        assert_eq!(seen, [json!({"a": 1}), json!({"b": 2})]);
-    }
-
-    #[test]
     fn events_can_be_dropped_or_rewritten_keeping_their_event_line() {
         let stream = b"event: x\ndata: {\"v\":1}\n\ndata: {\"choices\":[],\"usage\":{}}\n\n";
-        let out = scan_events(&mut Vec::new(), stream, true, |v| {
+        let out = EventReader::default().read(stream, true, |v| {
             if is_usage_only(v) {
                 EventFate::Drop
             } else {

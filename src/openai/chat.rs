@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
+use crate::sse;
 
 /// The most choices OpenAI generates for one request.
 pub(super) const MAX_CHOICES: u32 = 128;
@@ -929,7 +930,7 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Ve
         let usage = UsageField::Present(completion.usage.into());
         write_chunk(last, completion, &[], usage);
     }
-    last.extend_from_slice(b"data: [DONE]\n\n");
+    last.extend_from_slice(sse::DONE);
     steps
 }
 
@@ -981,9 +982,7 @@ fn write_chunk(
         service_tier: "default",
         usage,
     };
-    out.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut *out, &chunk).expect("serializing plain data cannot fail");
-    out.extend_from_slice(b"\n\n");
+    sse::write_event(out, None, &chunk);
 }
 
 #[cfg(test)]

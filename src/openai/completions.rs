@@ -9,6 +9,7 @@ use super::chat::{
 };
 use super::error::ApiError;
 use super::json::{parse_object, parse_text_or_tokens, take_model};
+use crate::sse;
 
 /// The reply's token limit when the request names none: the legacy endpoint's default.
 pub const DEFAULT_MAX_TOKENS: u32 = 16;
@@ -154,9 +155,7 @@ pub fn render_stream(completion: &TextCompletion<'_>, include_usage: bool) -> Ve
             choices,
             usage,
         };
-        out.extend_from_slice(b"data: ");
-        write_json(out, &body);
-        out.extend_from_slice(b"\n\n");
+        sse::write_event(out, None, &body);
     };
     let placeholder = || {
         if include_usage {

@@ -12,6 +12,7 @@ use super::chat::{
 };
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
+use crate::sse;
 
 /// A parsed Responses request.
 #[derive(Debug, Clone, PartialEq)]
@@ -351,11 +352,7 @@ impl EventWriter {
         event.insert("type".into(), kind.into());
         event.insert("sequence_number".into(), self.sequence.into());
         self.sequence += 1;
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        serde_json::to_writer(&mut *out, &event).expect("serializing JSON values cannot fail");
-        out.extend_from_slice(b"\n\n");
+        sse::write_event(out, Some(kind), &event);
     }
 }
 
