@@ -4,6 +4,7 @@ use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use crate::host::{Counter, Header, Histogram, Host};
+use crate::openai::ApiError;
 use crate::pacing::{Pacer, PacingHandle, Wakeup};
 use crate::route_policy::RoutePolicy;
 
@@ -49,6 +50,13 @@ impl<'a> EnvoyHost<'a> {
     /// `filter` must be the live Envoy filter pointer of the hook being run, on its worker thread.
     pub(super) unsafe fn new(filter: FilterEnvoyPtr, metrics: &'a MetricIds) -> Self {
         Self { filter, metrics }
+    }
+
+    /// Answers OpenAI's 500, for a failure outside the filter's own logic.
+    pub(super) fn send_internal_error(&mut self, details: &str) {
+        let error = ApiError::internal();
+        let json = [("content-type", "application/json")];
+        self.send_response(error.status, &json, &error.to_json(), details);
     }
 
     /// The body views that together hold the request body seen so far.
@@ -306,8 +314,9 @@ impl Host for EnvoyHost<'_> {
                     Buffer::of(details.as_bytes()),
                 );
             },
-            // Envoy 1.37 cannot reset from a module: end the reply where it stands.
-            None => self.send_response_data(b"", true),
+            // Envoy 1.37 has no reset callback, but a local reply resets the stream itself once
+            // response headers went downstream; before that, the client gets an OpenAI 500.
+            None => self.send_internal_error(details),
         }
     }
 

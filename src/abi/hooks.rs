@@ -34,6 +34,10 @@ const FILTER_NAME: &str = "llm_edge";
 /// `%RESPONSE_CODE_DETAILS%` of a stream reset after a contained panic.
 const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
 
+/// `%RESPONSE_CODE_DETAILS%` of the 500 answered when `filter_new` failed (Envoy before 1.40;
+/// 1.40 answers itself, with `dynamic_module_filter_init_failed`).
+const FILTER_INIT_FAILED_DETAILS: &str = "llm_edge_filter_init_failed";
+
 /// What Envoy's config pointer owns, shared by `Arc` with every stream.
 struct ModuleConfig {
     context: Arc<FilterContext>,
@@ -309,6 +313,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
     let config = unsafe { config_ref(config) };
     let created = catch_unwind(|| {
+        inject_filter_new_panic();
         let stream = Stream {
             filter: Filter::new(Arc::clone(&config.context)),
             config: Arc::clone(config),
@@ -350,14 +355,21 @@ unsafe fn on_request(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
     hook: &str,
-    pass: u32,
     stop: u32,
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     let _running = Running::enter(stream);
-    // Envoy before 1.40 runs hooks with a null stream when filter_new failed: stay out of the way.
     let Some(stream) = (unsafe { stream_mut(stream) }) else {
-        return pass;
+        // Envoy before 1.40 runs the hooks with a null stream when filter_new failed, where 1.40
+        // answers 500 itself: fail closed the same way, with OpenAI's 500, rather than let the
+        // request through unfiltered.
+        if hook == "request_headers" {
+            let metrics = MetricIds::default();
+            // SAFETY: the caller passes this hook's live filter pointer.
+            let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics) };
+            host.send_internal_error(FILTER_INIT_FAILED_DETAILS);
+        }
+        return stop;
     };
     if stream.poisoned {
         return stop;
@@ -385,6 +397,8 @@ unsafe fn on_request(
 }
 
 /// Runs a response-path hook. A panic resets the stream: headers may already be downstream.
+/// The hook then returns `after_panic`: for a body chunk, drop it, since where Envoy cannot reset
+/// (1.37) the reply only ends, and the chunk would otherwise pass unread.
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
@@ -392,6 +406,7 @@ unsafe fn on_response(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
     hook: &str,
+    after_panic: u32,
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     const CONTINUE: u32 = 0;
@@ -414,7 +429,7 @@ unsafe fn on_response(
             log::error!("llm_edge: panic in {hook}; resetting the stream");
             stream.poisoned = true;
             host.reset_stream(PANIC_RESET_DETAILS);
-            CONTINUE
+            after_panic
         }
     }
 }
@@ -431,6 +446,18 @@ fn inject_panic(host: &EnvoyHost, hook: &str) {
 
 #[cfg(not(feature = "fault-injection"))]
 fn inject_panic(_host: &EnvoyHost, _hook: &str) {}
+
+/// Test-only: makes every `filter_new` fail when Envoy runs with this variable set, to prove the
+/// null-stream path. Only the `fault-injection` build has it.
+#[cfg(feature = "fault-injection")]
+fn inject_filter_new_panic() {
+    if std::env::var_os("LLM_EDGE_TEST_PANIC_IN_FILTER_NEW").is_some() {
+        panic!("injected panic in filter_new");
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn inject_filter_new_panic() {}
 
 fn headers_status(status: HeadersStatus) -> u32 {
     match status {
@@ -464,16 +491,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    let (pass, stop) = (
-        ffi::headers_status::CONTINUE,
-        ffi::headers_status::STOP_ITERATION,
-    );
+    let stop = ffi::headers_status::STOP_ITERATION;
     unsafe {
         on_request(
             filter_envoy,
             stream,
             "request_headers",
-            pass,
             stop,
             |filter, host| headers_status(filter.on_request_headers(host, end_of_stream)),
         )
@@ -490,16 +513,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    let (pass, stop) = (
-        ffi::body_status::CONTINUE,
-        ffi::body_status::STOP_ITERATION_NO_BUFFER,
-    );
+    let stop = ffi::body_status::STOP_ITERATION_NO_BUFFER;
     unsafe {
         on_request(
             filter_envoy,
             stream,
             "request_body",
-            pass,
             stop,
             |filter, host| body_status(filter.on_request_body(host, end_of_stream)),
         )
@@ -515,16 +534,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
 ) -> u32 {
-    let (pass, stop) = (
-        ffi::trailers_status::CONTINUE,
-        ffi::trailers_status::STOP_ITERATION,
-    );
+    let stop = ffi::trailers_status::STOP_ITERATION;
     unsafe {
         on_request(
             filter_envoy,
             stream,
             "request_trailers",
-            pass,
             stop,
             |filter, host| trailers_status(filter.on_request_trailers(host)),
         )
@@ -542,9 +557,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     _end_of_stream: bool,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_headers", |filter, host| {
-            headers_status(filter.on_response_headers(host))
-        })
+        let after_panic = ffi::headers_status::CONTINUE;
+        on_response(
+            filter_envoy,
+            stream,
+            "response_headers",
+            after_panic,
+            |filter, host| headers_status(filter.on_response_headers(host)),
+        )
     }
 }
 
@@ -559,9 +579,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     end_of_stream: bool,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_body", |filter, host| {
-            body_status(filter.on_response_body(host, end_of_stream))
-        })
+        let after_panic = ffi::body_status::STOP_ITERATION_NO_BUFFER;
+        on_response(
+            filter_envoy,
+            stream,
+            "response_body",
+            after_panic,
+            |filter, host| body_status(filter.on_response_body(host, end_of_stream)),
+        )
     }
 }
 
@@ -575,9 +600,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     stream: *const c_void,
 ) -> u32 {
     unsafe {
-        on_response(filter_envoy, stream, "response_trailers", |_, _| {
-            ffi::trailers_status::CONTINUE
-        })
+        let after_panic = ffi::trailers_status::CONTINUE;
+        on_response(
+            filter_envoy,
+            stream,
+            "response_trailers",
+            after_panic,
+            |_, _| ffi::trailers_status::CONTINUE,
+        )
     }
 }
 
@@ -622,7 +652,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 ) {
     // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
     unsafe {
-        on_request(filter_envoy, stream, "scheduled", 0, 0, |filter, host| {
+        on_request(filter_envoy, stream, "scheduled", 0, |filter, host| {
             filter.on_scheduled(host, event_id);
             0
         });
