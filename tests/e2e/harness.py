@@ -61,6 +61,18 @@ PIN = read_pin()
 ENVOY_VERSION_UNDER_TEST = os.environ.get("LLM_EDGE_ENVOY_VERSION", PIN["ENVOY_VERSION"])
 # The ABI string each release expects; llm-edge picks it when it loads (see src/abi/hooks.rs).
 ABI_VERSION_BEFORE_1_40 = "v0.1.0"
+# Envoy 1.37 knows neither `metrics_namespace` (its module stats all sit under
+# `dynamicmodulescustom`, and in Prometheus output carry no prefix at all) nor the per-route
+# `filter_name` (it spells it `per_route_config_name`), and the module cannot raise its buffer
+# limit: render_config rewrites configs for it as the README tells 1.37 users to.
+RELEASE_UNDER_TEST = tuple(int(part) for part in ENVOY_VERSION_UNDER_TEST.split(".")[:2])
+BEFORE_1_38 = RELEASE_UNDER_TEST < (1, 38)
+# Before 1.40, a failed filter_new does not stop the stream: every hook runs with a null stream.
+NULL_STREAM_HOOKS = RELEASE_UNDER_TEST < (1, 40)
+MODULE_STATS = "dynamicmodulescustom" if BEFORE_1_38 else "llm_edge"
+MODULE_PROMETHEUS_PREFIX = "" if BEFORE_1_38 else "envoy_llm_edge_"
+# Envoy's default per-connection buffer limit, which llm-edge's max_request_body_bytes defaults to.
+ENVOY_BUFFER_LIMIT = 1 << 20
 
 
 def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
@@ -96,15 +108,46 @@ def render_config(
     for listener in config["static_resources"]["listeners"]:
         port = (listener_ports or {}).get(listener["name"], 0)
         listener["address"]["socket_address"]["port_value"] = port
-        if filter_config is None:
-            continue
         for chain in listener["filter_chains"]:
             for network_filter in chain["filters"]:
-                for http_filter in network_filter["typed_config"].get("http_filters", []):
-                    if http_filter["name"] == DYNAMIC_MODULE_FILTER:
+                manager = network_filter["typed_config"]
+                for http_filter in manager.get("http_filters", []):
+                    if http_filter["name"] != DYNAMIC_MODULE_FILTER:
+                        continue
+                    if filter_config is not None:
                         http_filter["typed_config"]["filter_config"]["value"] = filter_config
+                    if BEFORE_1_38:
+                        http_filter["typed_config"]["dynamic_module_config"].pop(
+                            "metrics_namespace", None
+                        )
+                        raise_buffer_limit_for_1_37(listener, http_filter["typed_config"])
+                if BEFORE_1_38:
+                    spell_per_route_configs_for_1_37(manager)
     out.write_text(yaml.safe_dump(config))
     return out
+
+
+def raise_buffer_limit_for_1_37(listener: dict, filter_typed_config: dict) -> None:
+    """Raises the listener's buffer limit to llm-edge's `max_request_body_bytes`, which the module
+    does itself on 1.38 and later."""
+    try:
+        module_config = json.loads(filter_typed_config["filter_config"]["value"] or "{}")
+        wanted = int(module_config.get("max_request_body_bytes", ENVOY_BUFFER_LIMIT))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return  # a bad config, refused by the module anyway
+    current = listener.get("per_connection_buffer_limit_bytes", ENVOY_BUFFER_LIMIT)
+    listener["per_connection_buffer_limit_bytes"] = max(current, wanted)
+
+
+def spell_per_route_configs_for_1_37(manager: dict) -> None:
+    """Renames the per-route `filter_name` of llm-edge's per-route configs to the only spelling
+    Envoy 1.37 knows."""
+    for host in manager.get("route_config", {}).get("virtual_hosts", []):
+        scopes = [host, *host.get("routes", [])]
+        for scope in scopes:
+            per_route = scope.get("typed_per_filter_config", {}).get(DYNAMIC_MODULE_FILTER)
+            if per_route and "filter_name" in per_route:
+                per_route["per_route_config_name"] = per_route.pop("filter_name")
 
 
 def validate(config: Path) -> subprocess.CompletedProcess[str]:
@@ -157,6 +200,7 @@ class Envoy:
         module_dir: Path = MODULE_DIR,
         concurrency: int = 1,
         binary: Path = ENVOY_BINARY,
+        extra_env: dict[str, str] | None = None,
     ):
         self.config = config
         self.log_path = workdir / "envoy.log"
@@ -173,7 +217,7 @@ class Envoy:
                 # Access-log lines reach the log within 100 ms, for tests that read them.
                 "--file-flush-interval-msec", "100",
             ],
-            env=envoy_env(module_dir),
+            env={**envoy_env(module_dir), **(extra_env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ENVOY_DIR
+from harness import ENVOY_DIR, MODULE_STATS
 from upstream import Upstream
 
 SEVEN_TOKEN_REPLIES = {
@@ -48,8 +48,8 @@ def test_seventy_tokens_a_minute_answer_ten_seven_token_replies(start_envoy):
     error = response.json()["error"]
     assert error["type"] == "tokens" and error["code"] == "rate_limit_exceeded"
     assert error["param"] is None and "Limit 70, Used 70" in error["message"]
-    assert envoy.stat("llm_edge.budget_tokens_total.budget.tpm.key.all") == 70
-    assert envoy.stat("llm_edge.budget_refusals_total.budget.tpm.key.all") == 1
+    assert envoy.stat(f"{MODULE_STATS}.budget_tokens_total.budget.tpm.key.all") == 70
+    assert envoy.stat(f"{MODULE_STATS}.budget_refusals_total.budget.tpm.key.all") == 1
 
 
 def test_two_keys_have_separate_budgets(start_envoy):
@@ -70,8 +70,8 @@ def test_two_keys_have_separate_budgets(start_envoy):
                 model="m", prompt="Hi", stream=True) as streamed:
             assert streamed.headers["x-ratelimit-remaining-tokens"] == "0"
             assert "[DONE]" in streamed.read().decode()
-    assert envoy.stat("llm_edge.budget_tokens_total.budget.per_tenant.key.acme") == 14
-    assert envoy.stat("llm_edge.budget_tokens_total.budget.per_tenant.key.globex") == 14
+    assert envoy.stat(f"{MODULE_STATS}.budget_tokens_total.budget.per_tenant.key.acme") == 14
+    assert envoy.stat(f"{MODULE_STATS}.budget_tokens_total.budget.per_tenant.key.globex") == 14
 
 
 def test_an_api_key_budget_never_names_the_key_in_stats(start_envoy):
@@ -118,7 +118,7 @@ def test_reservation_holds_a_concurrent_burst_within_the_budget(start_envoy, pro
     answered = statuses.count(200)
     assert statuses.count(429) == burst - answered >= 1, statuses
     assert answered * 16 <= 100, f"{answered} replies of 16 tokens overshoot the budget"
-    assert envoy.stat("llm_edge.budget_tokens_total.budget.tpm.key.all") == answered * 16
+    assert envoy.stat(f"{MODULE_STATS}.budget_tokens_total.budget.tpm.key.all") == answered * 16
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ENVOY_DIR
+from harness import ENVOY_DIR, MODULE_STATS
 from upstream import Upstream
 
 SECRET_KEY = "sk-proj-Zx9Qw8Er7Ty6Ui5Op4As3Df2"
@@ -92,7 +92,7 @@ def test_no_secret_reaches_logs_or_stats(sdk, guarded):
     sdk.chat.completions.create(
         model="m", messages=[{"role": "user", "content": f"{EMAIL} {SECRET_KEY} +1 415-555-2671"}]
     )
-    assert guarded.stat("llm_edge.guard_detections_total.detector.phone.action.monitor") >= 1
+    assert guarded.stat(f"{MODULE_STATS}.guard_detections_total.detector.phone.action.monitor") >= 1
     with httpx.Client() as http:
         stats = http.get(f"http://{guarded.admin}/stats").text
     for secret in (EMAIL, SECRET_KEY, "4111"):

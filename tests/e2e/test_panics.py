@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness import FAULT_MODULE_DIR
+from harness import BEFORE_1_38, FAULT_MODULE_DIR, NULL_STREAM_HOOKS
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "still here?"}]}
@@ -40,7 +40,13 @@ def client_after(envoy):
 
 @pytest.mark.parametrize("hook", ["request_headers", "request_body"])
 def test_request_path_panic_answers_an_openai_500(http, fault_envoy, hook):
-    reply = http.post(CHAT, json=HELLO, headers={TRIGGER: hook})
+    assert_openai_500(http.post(CHAT, json=HELLO, headers={TRIGGER: hook}))
+    log = fault_envoy.log()
+    assert "llm_edge: panicked at" in log and f"injected panic in {hook}" in log
+    assert f"llm_edge: panic in {hook}; failing the request closed" in log
+
+
+def assert_openai_500(reply: httpx.Response) -> None:
     assert reply.status_code == 500
     assert reply.json() == {
         "error": {
@@ -50,16 +56,18 @@ def test_request_path_panic_answers_an_openai_500(http, fault_envoy, hook):
             "code": None,
         }
     }
-    log = fault_envoy.log()
-    assert "llm_edge: panicked at" in log and f"injected panic in {hook}" in log
-    assert f"llm_edge: panic in {hook}; failing the request closed" in log
 
 
 @pytest.mark.parametrize("hook", ["response_headers", "response_body"])
 def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
-    # A pass-through path: the router's 404 flows back through the response hooks.
-    with pytest.raises(httpx.RemoteProtocolError):
-        http.get("/v1/files", headers={TRIGGER: hook})
+    # llm-edge's 404 for an unknown URL flows back through the response hooks.
+    if BEFORE_1_38 and hook == "response_headers":
+        # 1.37 has no reset callback; llm-edge's local reply stands in, which Envoy turns into a
+        # reset only once headers went downstream. Here they had not: the client gets a 500.
+        assert_openai_500(http.get("/v1/files", headers={TRIGGER: hook}))
+    else:
+        with pytest.raises(httpx.RemoteProtocolError):
+            http.get("/v1/files", headers={TRIGGER: hook})
     assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log()
 
 
@@ -68,6 +76,24 @@ def test_a_panic_after_the_reply_is_logged_and_envoy_serves_on(http, fault_envoy
     assert reply.status_code == 200
     fault_envoy.wait_for_log("llm_edge: panic in stream_complete")
     assert http.post(CHAT, json=HELLO).status_code == 200
+
+
+def test_a_failed_filter_new_fails_requests_closed(start_envoy):
+    """When filter_new fails (here a panic, contained), 1.40 answers 500 itself; 1.37 to 1.39 run
+    every hook with a null stream instead, and llm-edge answers OpenAI's 500 rather than let the
+    request pass unfiltered."""
+    envoy = start_envoy(
+        module_dir=FAULT_MODULE_DIR, extra_env={"LLM_EDGE_TEST_PANIC_IN_FILTER_NEW": "1"}
+    )
+    with httpx.Client(base_url=envoy.base_url, timeout=10) as client:
+        for _ in range(3):
+            reply = client.post(CHAT, json=HELLO)
+            if NULL_STREAM_HOOKS:
+                assert_openai_500(reply)
+            else:
+                assert (reply.status_code, reply.content) == (500, b"")
+    assert "injected panic in filter_new" in envoy.log()
+    assert envoy.alive()
 
 
 def test_panic_output_goes_to_envoys_log_not_stderr(fault_envoy, http):

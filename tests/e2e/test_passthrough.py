@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ENVOY_DIR
+from harness import ENVOY_DIR, MODULE_STATS
 from upstream import Upstream
 
 
@@ -77,7 +77,7 @@ def test_tokens_reach_stats_and_the_access_log(sdk, proxy):
     sdk.chat.completions.create(model="claude-3-opus", messages=[{"role": "user", "content": "count me"}])
     line = proxy.wait_for_log(r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16")
     assert line
-    assert proxy.stat("llm_edge.completion_tokens_total.model.claude-sonnet-4-6") >= 5
+    assert proxy.stat(f"{MODULE_STATS}.completion_tokens_total.model.claude-sonnet-4-6") >= 5
 
 
 def test_streams_are_accounted_and_the_usage_chunk_asked_for_is_stripped(sdk, proxy, upstreams):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from harness import MODULE_PROMETHEUS_PREFIX, MODULE_STATS
+
 CHAT = "/v1/chat/completions"
 
 
@@ -16,12 +18,13 @@ def test_requests_tokens_and_faults_are_counted(start_envoy):
                   headers={"x-llm-edge-fault": "503"})
     usage = ok.json()["usage"]
     stat = envoy.stat
-    assert stat("llm_edge.requests_total.endpoint.chat_completions.outcome.ok") == 1
-    assert stat("llm_edge.requests_total.endpoint.chat_completions.outcome.invalid_request") == 1
-    assert stat("llm_edge.requests_total.endpoint.chat_completions.outcome.fault") == 1
-    assert stat("llm_edge.faults_total.type.503") == 1
-    assert stat("llm_edge.prompt_tokens_total.model.stat-model") == usage["prompt_tokens"]
-    assert stat("llm_edge.completion_tokens_total.model.stat-model") == usage["completion_tokens"]
+    assert stat(f"{MODULE_STATS}.requests_total.endpoint.chat_completions.outcome.ok") == 1
+    assert stat(f"{MODULE_STATS}.requests_total.endpoint.chat_completions.outcome.invalid_request") == 1
+    assert stat(f"{MODULE_STATS}.requests_total.endpoint.chat_completions.outcome.fault") == 1
+    assert stat(f"{MODULE_STATS}.faults_total.type.503") == 1
+    assert stat(f"{MODULE_STATS}.prompt_tokens_total.model.stat-model") == usage["prompt_tokens"]
+    assert stat(f"{MODULE_STATS}.completion_tokens_total.model.stat-model") == usage["completion_tokens"]
     prometheus = envoy.admin_get("/stats/prometheus")
-    assert 'envoy_llm_edge_requests_total{endpoint="chat_completions",outcome="ok"} 1' in prometheus
-    assert "# TYPE envoy_llm_edge_time_to_first_token_ms histogram" in prometheus
+    ok_line = 'requests_total{endpoint="chat_completions",outcome="ok"} 1'
+    assert MODULE_PROMETHEUS_PREFIX + ok_line in prometheus
+    assert f"# TYPE {MODULE_PROMETHEUS_PREFIX}time_to_first_token_ms histogram" in prometheus
