@@ -59,8 +59,12 @@ def give_up(port: int, kind: int, headers: dict[str, str]) -> None:
             conn.sendall(head + payload)
         else:
             conn.sendall(head + payload)
-            while b'"content":"word' not in conn.recv(65536):
-                pass
+            received = b""
+            # The first token may arrive split over reads; a closed connection ends the wait.
+            while b'"content":"word' not in received:
+                data = conn.recv(65536)
+                assert data, f"the stream ended before its first token: {received!r}"
+                received += data
         # A reset, not a polite close: the harshest way to leave.
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
