@@ -21,6 +21,16 @@ const TOKENS_PER_NAME: u32 = 1;
 const TOKENS_PER_REPLY: u32 = 3;
 /// Characters per token in approximate counting.
 const APPROX_CHARS_PER_TOKEN: usize = 4;
+/// The chat roles: each is one token in both of OpenAI's vocabularies (a test checks it), so
+/// exact counting need not run the BPE over them for every message.
+const ONE_TOKEN_ROLES: [&str; 6] = [
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "developer",
+    "function",
+];
 
 /// How tokens are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -67,10 +77,18 @@ impl Tokenizer {
                 TOKENS_PER_NAME.saturating_add(self.count(model, name))
             });
             sum.saturating_add(TOKENS_PER_MESSAGE)
-                .saturating_add(self.count(model, &message.role))
+                .saturating_add(self.count_role(model, &message.role))
                 .saturating_add(self.count(model, &message.text))
                 .saturating_add(name)
         })
+    }
+
+    fn count_role(self, model: &str, role: &str) -> u32 {
+        if self == Self::Exact && ONE_TOKEN_ROLES.contains(&role) {
+            1
+        } else {
+            self.count(model, role)
+        }
     }
 
     /// The text of token ids, in `model`'s vocabulary; ids it lacks decode to nothing.
@@ -295,6 +313,21 @@ mod tests {
             pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
             ["hello", " world"]
         );
+    }
+
+    #[test]
+    fn chat_roles_are_one_token_in_both_vocabularies() {
+        for model in ["gpt-4o", "gpt-4"] {
+            for role in ONE_TOKEN_ROLES {
+                assert_eq!(Tokenizer::Exact.count(model, role), 1, "{role} in {model}");
+                assert_eq!(Tokenizer::Exact.count_role(model, role), 1);
+            }
+        }
+        assert_eq!(
+            Tokenizer::Exact.count_role("gpt-4o", "a made-up role"),
+            Tokenizer::Exact.count("gpt-4o", "a made-up role")
+        );
+        assert_eq!(Tokenizer::Approx.count_role("gpt-4o", "assistant"), 3);
     }
 
     #[test]
