@@ -1,0 +1,130 @@
+//! The pure core, without Envoy: what each request costs llm-edge itself. `make bench` runs it
+//! (briefly) and reports it in BENCHMARKS.md; `cargo bench --bench core` runs it in full.
+//!
+//! The inputs are the ones the end-to-end benchmark (bench/compare.py) sends: the same short
+//! chat request, and pass-through prompts that hold an e-mail address and a phone number in
+//! every sentence, so that masking really happens.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use llm_edge::config::FilterConfig;
+use llm_edge::guard::{Action, Detectors, Masker};
+use llm_edge::mock::{self, Timing};
+use llm_edge::openai::chat::ChatRequest;
+use llm_edge::sse;
+use llm_edge::tokens::Tokenizer;
+use serde_json::json;
+
+const PROMPT: &str =
+    "Summarise, in two sentences, why answering LLM requests inside the proxy is fast.";
+const SENTENCE: &str = "Please summarise the quarterly report for the board; contact \
+                        jane.doe@example.com or call +1 415-555-2671 if anything is unclear. ";
+const BUILT_IN_DETECTORS: [&str; 13] = [
+    "email",
+    "phone",
+    "credit_card",
+    "us_ssn",
+    "iban",
+    "ipv4",
+    "ipv6",
+    "jwt",
+    "openai_key",
+    "aws_access_key",
+    "github_token",
+    "slack_token",
+    "private_key",
+];
+
+fn chat_body(stream: bool) -> Vec<u8> {
+    let body = json!({"model": "gpt-4o", "stream": stream,
+                      "messages": [{"role": "user", "content": PROMPT}]});
+    body.to_string().into_bytes()
+}
+
+/// `size` bytes of PII-dense prose.
+fn pii_text(size: usize) -> String {
+    SENTENCE.repeat(size / SENTENCE.len() + 1)[..size].to_owned()
+}
+
+fn parse_and_mock(c: &mut Criterion) {
+    let config = FilterConfig::from_json(b"{}").expect("the default config");
+    let timing = Timing::from_config(&config.mock.latency);
+    let no_header = |_: &str| None;
+    let body = chat_body(false);
+    c.bench_function("chat request: parse", |b| {
+        b.iter(|| ChatRequest::parse(black_box(&body)).expect("a valid request"))
+    });
+    let mut group = c.benchmark_group("chat request: parse and mock reply");
+    for (name, tokenizer, stream) in [
+        ("exact tokens", Tokenizer::Exact, false),
+        ("approx tokens", Tokenizer::Approx, false),
+        ("exact tokens, streamed", Tokenizer::Exact, true),
+    ] {
+        tokenizer.warm();
+        let body = chat_body(stream);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let request = ChatRequest::parse(black_box(&body)).expect("a valid request");
+                mock::chat_completion(&config.mock, tokenizer, &timing, &request, no_header)
+                    .expect("a reply")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn sse_encode(c: &mut Criterion) {
+    let chunk = json!({"id": "chatcmpl-0123456789abcdef", "object": "chat.completion.chunk",
+                       "created": 1_763_700_000, "model": "gpt-4o", "service_tier": "default",
+                       "choices": [{"index": 0, "delta": {"content": " proxy"},
+                                    "logprobs": null, "finish_reason": null}]});
+    let mut out = Vec::with_capacity(64 * 1024);
+    c.bench_function("sse: write one chunk event", |b| {
+        b.iter(|| {
+            out.clear();
+            sse::write_event(&mut out, None, black_box(&chunk));
+        })
+    });
+}
+
+fn masking(c: &mut Criterion) {
+    let actions: BTreeMap<String, Action> = BUILT_IN_DETECTORS
+        .iter()
+        .map(|name| ((*name).to_owned(), Action::Mask))
+        .collect();
+    let detectors = Detectors::compile(&actions, &[]).expect("the built-in detectors compile");
+    let mut group = c.benchmark_group("mask with all 13 detectors");
+    for size in [4 * 1024, 64 * 1024] {
+        let text = pii_text(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &text, |b, text| {
+            b.iter(|| {
+                let mut masker = Masker::default();
+                masker
+                    .mask(&detectors, black_box(text))
+                    .map(|masked| masked.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn token_counting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("count tokens");
+    for (name, tokenizer) in [("exact", Tokenizer::Exact), ("approx", Tokenizer::Approx)] {
+        tokenizer.warm();
+        for size in [4 * 1024, 64 * 1024] {
+            let text = pii_text(size);
+            group.throughput(Throughput::Bytes(size as u64));
+            group.bench_with_input(BenchmarkId::new(name, size), &text, |b, text| {
+                b.iter(|| tokenizer.count("gpt-4o", black_box(text)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_mock, sse_encode, masking, token_counting);
+criterion_main!(benches);
