@@ -1,7 +1,10 @@
 //! Pass-through mode: transform a request, send it on to the upstream, and account the tokens of
 //! its reply (JSON or server-sent events) into stats and dynamic metadata.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use serde_json::{Map, Value};
 
@@ -163,33 +166,23 @@ impl Filter {
     pub(super) fn forward(&mut self, host: &mut impl Host, endpoint: &Endpoint) -> BodyStatus {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
-        let mut fields = match parse_object(&body) {
-            Ok(fields) => fields,
-            Err(error) => {
-                self.send_error(host, &error, &[], Outcome::InvalidRequest);
-                return BodyStatus::StopIterationNoBuffer;
-            }
+        let untouched = self.context.config.transform.is_empty()
+            && !self.context.config.guard.is_active(&self.context.detectors);
+        let read = match untouched
+            .then(|| Essentials::read(&body, endpoint))
+            .flatten()
+        {
+            Some(essentials) => essentials,
+            None => match self.rewrite(host, endpoint, &mut body) {
+                Some(essentials) => essentials,
+                None => return BodyStatus::StopIterationNoBuffer,
+            },
         };
-        let transform = &self.context.config.transform;
-        let header = |name: &str| host.request_header(name);
-        let mut changed = transform.apply(&mut fields, header);
-        match self.guard_request(host, &mut fields) {
-            Some(masked) => changed |= masked,
-            None => return BodyStatus::StopIterationNoBuffer,
-        }
-        let reports_usage_unasked =
-            !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        let strip_usage_chunk = !reports_usage_unasked && ask_for_usage(&mut fields);
-        changed |= strip_usage_chunk;
-        if changed {
-            body = serde_json::to_vec(&fields).expect("serializing JSON values cannot fail");
-            host.replace_request_body(&body);
-        }
-        let model = fields
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let Essentials {
+            model,
+            max_tokens,
+            strip_usage_chunk,
+        } = read;
         let mut prompt = None;
         let mut claim = None;
         if !self.context.budgets.is_empty() {
@@ -202,7 +195,6 @@ impl Filter {
             // `admit` borrows `self` while the exact count reads the budgets: hold the config.
             let context = Arc::clone(&self.context);
             let budgets = &context.budgets;
-            let max_tokens = budgets::max_tokens(&fields);
             // Every token is at least one byte of the body: the body's length bounds the prompt
             // without counting it, which is only done when that bound does not fit.
             let bound = budgets.need(
@@ -229,6 +221,40 @@ impl Filter {
             ..Accounting::default()
         }));
         BodyStatus::Continue
+    }
+
+    /// Parses the body whole, transforms and guards it, asks for usage where needed, and replaces
+    /// the body when anything changed; `None` after answering an error.
+    fn rewrite(
+        &mut self,
+        host: &mut impl Host,
+        endpoint: &Endpoint,
+        body: &mut Vec<u8>,
+    ) -> Option<Essentials> {
+        let mut fields = match parse_object(body) {
+            Ok(fields) => fields,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return None;
+            }
+        };
+        let transform = &self.context.config.transform;
+        let header = |name: &str| host.request_header(name);
+        let mut changed = transform.apply(&mut fields, header);
+        changed |= self.guard_request(host, &mut fields)?;
+        let strip_usage_chunk =
+            reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);
+        changed |= strip_usage_chunk;
+        if changed {
+            *body = serde_json::to_vec(&fields).expect("serializing JSON values cannot fail");
+            host.replace_request_body(body);
+        }
+        let model = fields.get("model").and_then(Value::as_str);
+        Some(Essentials {
+            model: model.unwrap_or_default().to_owned(),
+            max_tokens: budgets::max_tokens(&fields),
+            strip_usage_chunk,
+        })
     }
 
     /// Guards a request body in place; `None` after refusing the request (a `reject` detector
@@ -472,6 +498,70 @@ impl Filter {
     }
 }
 
+/// What forwarding needs to know of a request.
+struct Essentials {
+    /// The model the request is sent as.
+    model: String,
+    /// The most tokens the reply may take, if the request says.
+    max_tokens: Option<u64>,
+    /// llm-edge asked for a usage chunk: it leaves the stream before the client sees it.
+    strip_usage_chunk: bool,
+}
+
+/// The fields of a request body that forwarding reads, borrowed: nothing else is built.
+#[derive(Deserialize)]
+struct Borrowed<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl Essentials {
+    /// Reads a body that nothing rewrites without building its JSON tree: far cheaper on a large
+    /// prompt. `None` when the body needs the full path: invalid JSON or not an object (for the
+    /// exact error), a field of an unexpected type or a duplicate (to keep the full path's
+    /// reading of it), or a stream that must be asked for usage (a rewrite).
+    fn read(body: &[u8], endpoint: &Endpoint) -> Option<Self> {
+        // serde would read a struct from a JSON array too.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        let fields: Borrowed<'_> = serde_json::from_slice(body).ok()?;
+        let asked = fields.stream_options.and_then(|o| o.include_usage) == Some(true);
+        if reports_usage_only_when_asked(endpoint) && fields.stream == Some(true) && !asked {
+            return None;
+        }
+        Some(Self {
+            model: fields.model.unwrap_or_default().into_owned(),
+            max_tokens: fields
+                .max_completion_tokens
+                .or(fields.max_tokens)
+                .or(fields.max_output_tokens),
+            strip_usage_chunk: false,
+        })
+    }
+}
+
+/// Chat and legacy completions report usage in a stream only when asked to.
+fn reports_usage_only_when_asked(endpoint: &Endpoint) -> bool {
+    matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+}
+
 /// For a streamed chat or legacy completion that did not ask for usage, asks for it, so the
 /// tokens can be accounted; returns whether it did (the usage chunk is then stripped).
 fn ask_for_usage(fields: &mut Map<String, Value>) -> bool {
@@ -521,6 +611,36 @@ mod tests {
             }
         });
         assert_eq!(out, b"event: x\ndata: {\"v\":2}\n\n".to_vec());
+    }
+
+    #[test]
+    fn untouched_bodies_are_read_without_a_tree_or_left_to_the_full_path() {
+        let chat = Endpoint::ChatCompletions;
+        let read = |body: &str, endpoint: &Endpoint| Essentials::read(body.as_bytes(), endpoint);
+        let essentials = read(
+            r#" {"model":"gpt-4o","max_tokens":null,"max_output_tokens":7,"messages":[],"x":{"y":[1]}}"#,
+            &chat,
+        )
+        .expect("a plain request");
+        assert_eq!(
+            (essentials.model.as_str(), essentials.max_tokens),
+            ("gpt-4o", Some(7))
+        );
+        let asked = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert!(read(asked, &chat).is_some());
+        // A stream that must be asked for usage, and anything the full path reads its own way.
+        for body in [
+            r#"{"model":"m","stream":true}"#,
+            r#"["m", true]"#,
+            r#"{"model":"m","max_tokens":1.5}"#,
+            r#"{"model":7}"#,
+            r#"{"model":"a","model":"b"}"#,
+            "{",
+        ] {
+            assert!(read(body, &chat).is_none(), "{body}");
+        }
+        // Only chat and legacy completions need asking.
+        assert!(read(r#"{"model":"m","stream":true}"#, &Endpoint::Responses).is_some());
     }
 
     #[test]
