@@ -39,7 +39,7 @@ NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak bench-pacing bench-passthrough bench-budgets clean
+.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak bench-pacing bench-passthrough bench-budgets bench-binaries clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -100,8 +100,7 @@ e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
 ## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run,
 ## the criterion suite of the pure core, and CPU profiles; rewrites BENCHMARKS.md, bench/throughput.png
 ## and bench/flamegraph-*.svg (needs wrk and taskset; npm for the npm peer; perf for the profiles)
-bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP) $(INFERNO)
-	cargo build --release --locked
+bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP) $(INFERNO) bench-binaries
 	@if command -v npm >/dev/null; then \
 		npm install --silent --no-audit --no-fund --prefix bench/.peers $(NODE_PEER); \
 	else echo "npm is missing: $(NODE_PEER) is left out of the run"; fi
@@ -113,8 +112,12 @@ soak: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
 	$(PYTHON) bench/soak.py
 
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
-bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP)
+bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP) bench-binaries
 	$(PYTHON) bench/pacing.py --streams 1000
+
+# The native pacing client, and a module that keeps its symbols for the CPU profiles.
+bench-binaries:
+	cargo build --release --locked --lib --example pacing_client
 
 ## bench-passthrough: llm-edge pass-through with every detector versus plain Envoy proxying (needs wrk)
 bench-passthrough: build $(ENVOY_STAMP) $(TEST_STAMP)

@@ -1,12 +1,16 @@
 """Pacing accuracy: how closely paced mock streams keep their configured timing.
 
-Starts the real pinned Envoy with llm-edge (one worker unless --workers), opens N concurrent streams whose first
-token is due after --ttft ms and every next one --itl ms later, and measures at the client when each
-token step arrives. Reports, over all streams, the error of time to first token and of every
-inter-token gap against the configured value (p50, p90, p99, max), and the Envoy process's CPU time.
+Starts the real pinned Envoy with llm-edge (one worker unless --workers), opens N
+concurrent streams whose first token is due after --ttft ms and every next one --itl ms later, and
+measures at the client when each token arrives. Reports, over all streams, the error of time to
+first token and of every inter-token gap against the configured value (p50, p90, p99, max), and
+the Envoy process's CPU time.
 
-The client is Python asyncio on the same two cores, so the figures are an upper bound on
-llm-edge's own error: they include the client's scheduling delays.
+The client is native (examples/pacing_client.rs: one epoll loop), so that the figures are Envoy's
+and llm-edge's timing rather than an interpreter's scheduling; they still include the kernel's
+delivery to the client. After a warm-up stream has started llm-edge's pacing thread, the Envoy
+worker threads get CPU 0 to themselves; every other thread (Envoy's main thread, the pacing
+thread, the client) shares CPU 1.
 
     make bench-pacing                       # 1,000 streams
     .venv/bin/python bench/pacing.py --streams 200 --ttft 50 --itl 10
@@ -15,10 +19,10 @@ llm-edge's own error: they include the client's scheduling delays.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,9 +30,13 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import MOCK_CONFIG, Envoy, render_config  # noqa: E402
+from harness import MOCK_CONFIG, REPO, Envoy, render_config  # noqa: E402
 
 CHAT = "/v1/chat/completions"
+# Built by `make bench` and `make bench-pacing` (cargo build --release --example pacing_client).
+CLIENT = REPO / "target" / "release" / "examples" / "pacing_client"
+WORKER_CPU = 0
+OTHER_CPU = 1
 
 
 def percentiles(values: list[float]) -> str:
@@ -40,50 +48,35 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-async def one_stream(port: int, request: bytes) -> tuple[float, list[float]]:
-    """Returns (time to first token, inter-token gaps), in ms, timed at each socket read.
-
-    A raw HTTP/1.1 client on asyncio streams: an HTTP library's own scheduling would add more
-    noise than the pacing being measured.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    arrivals: list[float] = []
-    first = b""
-    started = time.perf_counter()
-    writer.write(request)
-    await writer.drain()
-    while True:
-        data = await reader.read(65536)
-        if not data:
-            break
-        now = time.perf_counter()
-        first = first or data[:120]
-        # A token: a chunk with non-empty content (the role chunk's content is "").
-        tokens = data.count(b'"content":"') - data.count(b'"content":""')
-        arrivals.extend([now] * tokens)
-        if b"[DONE]" in data:
-            break
-    writer.close()
-    if not arrivals:
-        raise ConnectionError(f"no token arrived; the stream began {first!r}")
-    ttft = (arrivals[0] - started) * 1000
-    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
-    return ttft, gaps
-
-
-async def run(envoy: Envoy, streams: int, tokens: int) -> list[tuple[float, list[float]]]:
+def request_bytes(tokens: int) -> bytes:
     text = " ".join(["word"] * tokens)  # one o200k token per word
     body = json.dumps(
         {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": text}]}
     ).encode()
-    request = (
+    return (
         f"POST {CHAT} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
-    # A stream that fails is returned as its exception, so one refusal does not hide the rest.
-    return await asyncio.gather(
-        *(one_stream(envoy.port, request) for _ in range(streams)), return_exceptions=True
-    )
+
+
+def run(envoy: Envoy, streams: int, tokens: int, workdir: Path) -> dict:
+    """The native client's report: each stream's time to first token and gaps, in ms."""
+    request_file = workdir / "request.http"
+    request_file.write_bytes(request_bytes(tokens))
+    out = subprocess.run(
+        ["taskset", "-c", str(OTHER_CPU), str(CLIENT), str(envoy.port), str(streams), str(request_file)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def give_workers_their_cpu(pid: int) -> None:
+    """Envoy's worker threads (named `wrk:worker_<n>`) onto WORKER_CPU, its other threads onto
+    OTHER_CPU."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        worker = (task / "comm").read_text().startswith("wrk:")
+        cpu = WORKER_CPU if worker else OTHER_CPU
+        subprocess.run(["taskset", "-p", "-c", str(cpu), task.name], check=True, capture_output=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,20 +94,21 @@ def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dic
         path = render_config(MOCK_CONFIG, Path(workdir) / "envoy.yaml", json.dumps(config))
         envoy = Envoy(path, Path(workdir), concurrency=workers)
         try:
+            run(envoy, 1, 2, Path(workdir))  # starts the pacing thread, which is then pinned too
+            give_workers_their_cpu(envoy.process.pid)
             cpu_before = cpu_seconds(envoy.process.pid)
             wall = time.perf_counter()
-            results = asyncio.run(run(envoy, streams, tokens))
+            report = run(envoy, streams, tokens, Path(workdir))
             wall = time.perf_counter() - wall
             cpu = cpu_seconds(envoy.process.pid) - cpu_before
         finally:
             envoy.stop()
-    failed = [result for result in results if isinstance(result, BaseException)]
-    results = [result for result in results if not isinstance(result, BaseException)]
-    gaps = [gap for _, stream_gaps in results for gap in stream_gaps]
+    results = report["streams"]
+    gaps = [gap for stream in results for gap in stream["gaps_ms"]]
     return {
-        "failed": len(failed),
-        "failure": repr(failed[0]) if failed else "",
-        "ttft_errors": [abs(first - ttft) for first, _ in results],
+        "failed": report["failed"],
+        "failure": report["failure"],
+        "ttft_errors": [abs(stream["ttft_ms"] - ttft) for stream in results],
         "gap_errors": [abs(gap - itl) for gap in gaps],
         "mean_gap": statistics.fmean(gaps) if gaps else float("nan"),
         "cpu_share": cpu / wall,
