@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use llm_edge::config::FilterConfig;
-use llm_edge::guard::{Action, Detectors, Masker};
+use llm_edge::guard::{self, Action, Detectors, Masker};
 use llm_edge::mock::{self, Timing};
 use llm_edge::openai::chat::ChatRequest;
 use llm_edge::sse;
@@ -21,21 +21,6 @@ const PROMPT: &str =
     "Summarise, in two sentences, why answering LLM requests inside the proxy is fast.";
 const SENTENCE: &str = "Please summarise the quarterly report for the board; contact \
                         jane.doe@example.com or call +1 415-555-2671 if anything is unclear. ";
-const BUILT_IN_DETECTORS: [&str; 13] = [
-    "email",
-    "phone",
-    "credit_card",
-    "us_ssn",
-    "iban",
-    "ipv4",
-    "ipv6",
-    "jwt",
-    "openai_key",
-    "aws_access_key",
-    "github_token",
-    "slack_token",
-    "private_key",
-];
 
 fn chat_body(stream: bool) -> Vec<u8> {
     let body = json!({"model": "gpt-4o", "stream": stream,
@@ -90,7 +75,7 @@ fn sse_encode(c: &mut Criterion) {
 }
 
 fn masking(c: &mut Criterion) {
-    let actions: BTreeMap<String, Action> = BUILT_IN_DETECTORS
+    let actions: BTreeMap<String, Action> = guard::BUILT_IN
         .iter()
         .map(|name| ((*name).to_owned(), Action::Mask))
         .collect();

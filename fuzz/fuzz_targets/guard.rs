@@ -8,26 +8,10 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use llm_edge::guard::{self, Action, Detectors, GuardConfig, Masker};
 
-const BUILT_IN: [&str; 13] = [
-    "email",
-    "phone",
-    "credit_card",
-    "us_ssn",
-    "iban",
-    "ipv4",
-    "ipv6",
-    "jwt",
-    "openai_key",
-    "aws_access_key",
-    "github_token",
-    "slack_token",
-    "private_key",
-];
-
 fn detectors() -> &'static Detectors {
     static DETECTORS: OnceLock<Detectors> = OnceLock::new();
     DETECTORS.get_or_init(|| {
-        let actions: BTreeMap<String, Action> = BUILT_IN
+        let actions: BTreeMap<String, Action> = guard::BUILT_IN
             .iter()
             .map(|name| ((*name).to_owned(), Action::Mask))
             .collect();
