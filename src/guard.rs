@@ -172,20 +172,9 @@ impl Detectors {
         actions: &BTreeMap<String, Action>,
         custom: &[CustomDetector],
     ) -> Result<Self, (String, String)> {
+        // Where matches overlap the earlier detector wins: custom ones first, in config order,
+        // then the built-in ones most specific first (BUILT_IN's order, not the config's).
         let mut detectors = Vec::new();
-        for (name, &action) in actions {
-            let (pattern, validate) = built_in(name).ok_or_else(|| {
-                (
-                    format!("guard.detectors.{name}"),
-                    format!(
-                        "{name:?} is not a detector; allowed: {}",
-                        BUILT_IN.join(", ")
-                    ),
-                )
-            })?;
-            let regex = Regex::new(pattern).expect("built-in patterns compile");
-            detectors.push(Detector::new(name, regex, validate, action));
-        }
         for (i, detector) in custom.iter().enumerate() {
             let regex = RegexBuilder::new(&detector.regex)
                 .size_limit(REGEX_SIZE_LIMIT)
@@ -204,6 +193,23 @@ impl Detectors {
                 always,
                 detector.action,
             ));
+        }
+        if let Some(name) = actions.keys().find(|name| built_in(name).is_none()) {
+            return Err((
+                format!("guard.detectors.{name}"),
+                format!(
+                    "{name:?} is not a detector; allowed: {}",
+                    BUILT_IN.join(", ")
+                ),
+            ));
+        }
+        for name in BUILT_IN {
+            if let Some(&action) = actions.get(name) {
+                let (pattern, validate) =
+                    built_in(name).expect("BUILT_IN names built-in detectors");
+                let regex = Regex::new(pattern).expect("built-in patterns compile");
+                detectors.push(Detector::new(name, regex, validate, action));
+            }
         }
         let any = RegexSetBuilder::new(detectors.iter().map(|d| d.regex.as_str()))
             .size_limit(REGEX_SIZE_LIMIT * detectors.len().max(1))
@@ -955,6 +961,38 @@ mod tests {
         }
     }
 
+    /// The order BUILT_IN documents: custom detectors first, then the most specific built-in
+    /// one. The config's (alphabetical) order used to decide: an email detector that masks beat
+    /// a custom one that rejects, and an e-mail-shaped key was masked instead of refused.
+    #[test]
+    fn overlaps_go_to_custom_then_the_most_specific_detector() {
+        let actions = [("email", Action::Mask), ("openai_key", Action::Reject)]
+            .iter()
+            .map(|(n, a)| ((*n).to_owned(), *a))
+            .collect();
+        let custom = [CustomDetector {
+            name: "staff".to_owned(),
+            regex: r"[a-z]+@corp\.example".to_owned(),
+            action: Action::Reject,
+        }];
+        let detectors = Detectors::compile(&actions, &custom).unwrap();
+        let refused = |text: &str| {
+            Masker::default()
+                .mask(&detectors, text)
+                .unwrap_err()
+                .detector
+        };
+        assert_eq!(refused("mail jane@corp.example"), "staff");
+        assert_eq!(
+            refused("sk-proj-abcdefghijklmnopqrstuvwx@example.com"),
+            "openai_key"
+        );
+        let masked = Masker::default()
+            .mask(&detectors, "mail jane@example.com")
+            .unwrap();
+        assert_eq!(masked, "mail [EMAIL_1]");
+    }
+
     #[test]
     fn validation_rejects_lookalikes() {
         for text in [
@@ -1150,16 +1188,16 @@ mod tests {
         };
         let actions = BTreeMap::from([("us_ssn".to_owned(), Action::Mask)]);
         let customs = [
-            custom("tail", r"\d{4} and \d{3}"),
             custom("digits", r"\d{3}-\d{2}-\d{4}"),
+            custom("tail", r"\d{4} and \d{3}"),
         ];
         let detectors = Detectors::compile(&actions, &customs).unwrap();
-        // The SSN claims the first value; `tail` overlaps it and is dropped; the second value is
-        // no valid SSN, so `digits` takes it.
+        // Custom detectors come first, in config order: `digits` claims both values, so `tail`
+        // and the built-in SSN, which overlap them, are dropped.
         let masked = Masker::default()
             .mask(&detectors, "123-45-6789 and 999-99-9999")
             .unwrap();
-        assert_eq!(masked, "[US_SSN_1] and [DIGITS_1]");
+        assert_eq!(masked, "[DIGITS_1] and [DIGITS_2]");
     }
 
     #[test]
