@@ -397,8 +397,8 @@ unsafe fn on_request(
 }
 
 /// Runs a response-path hook. A panic resets the stream: headers may already be downstream.
-/// The hook then returns `after_panic`: for a body chunk, drop it, since where Envoy cannot reset
-/// (1.37) the reply only ends, and the chunk would otherwise pass unread.
+/// The hook then returns `after_panic`: for a body chunk, drop it, so that nothing the hook did
+/// not finish reading passes, whether Envoy resets or (1.37) answers a local reply instead.
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
