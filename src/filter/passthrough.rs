@@ -172,7 +172,13 @@ impl Filter {
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
         {
-            Some(essentials) => essentials,
+            Some(essentials) => {
+                if essentials.strip_usage_chunk {
+                    ask_for_usage_in_place(&mut body);
+                    host.replace_request_body(&body);
+                }
+                essentials
+            }
             None => match self.rewrite(host, endpoint, &mut body) {
                 Some(essentials) => essentials,
                 None => return BodyStatus::StopIterationNoBuffer,
@@ -533,18 +539,26 @@ struct StreamOptions {
 
 impl Essentials {
     /// Reads a body that nothing rewrites without building its JSON tree: far cheaper on a large
-    /// prompt. `None` when the body needs the full path: invalid JSON or not an object (for the
-    /// exact error), a field of an unexpected type or a duplicate (to keep the full path's
-    /// reading of it), or a stream that must be asked for usage (a rewrite).
+    /// prompt. A stream that must be asked for usage and has no `stream_options` comes back with
+    /// `strip_usage_chunk` set, for [`ask_for_usage_in_place`]. `None` when the body needs the
+    /// full path: invalid JSON or not an object (for the exact error), a field of an unexpected
+    /// type or a duplicate (to keep the full path's reading of it), or `stream_options` without
+    /// `include_usage: true` (a rewrite of an object).
     fn read(body: &[u8], endpoint: &Endpoint) -> Option<Self> {
         // serde would read a struct from a JSON array too.
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return None;
         }
         let fields: Borrowed<'_> = serde_json::from_slice(body).ok()?;
-        let asked = fields.stream_options.and_then(|o| o.include_usage) == Some(true);
-        if reports_usage_only_when_asked(endpoint) && fields.stream == Some(true) && !asked {
-            return None;
+        let mut strip_usage_chunk = false;
+        if reports_usage_only_when_asked(endpoint) && fields.stream == Some(true) {
+            match fields.stream_options {
+                None => strip_usage_chunk = true,
+                Some(StreamOptions {
+                    include_usage: Some(true),
+                }) => {}
+                Some(_) => return None,
+            }
         }
         Some(Self {
             model: fields.model.unwrap_or_default().into_owned(),
@@ -552,9 +566,25 @@ impl Essentials {
                 .max_completion_tokens
                 .or(fields.max_tokens)
                 .or(fields.max_output_tokens),
-            strip_usage_chunk: false,
+            strip_usage_chunk,
         })
     }
+}
+
+/// Adds `"stream_options":{"include_usage":true}` to a JSON object's raw bytes, first, without
+/// parsing it again. Only for an object that has no `stream_options` (see [`Essentials::read`]).
+fn ask_for_usage_in_place(body: &mut Vec<u8>) {
+    const ASK: &[u8] = br#""stream_options":{"include_usage":true}"#;
+    let open = body
+        .iter()
+        .position(|&b| b == b'{')
+        .expect("the body is a JSON object");
+    let empty = body[open + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'}');
+    let separator: &[u8] = if empty { b"" } else { b"," };
+    body.splice(open + 1..open + 1, ASK.iter().chain(separator).copied());
 }
 
 /// Chat and legacy completions report usage in a stream only when asked to.
@@ -627,10 +657,15 @@ mod tests {
             ("gpt-4o", Some(7))
         );
         let asked = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
-        assert!(read(asked, &chat).is_some());
-        // A stream that must be asked for usage, and anything the full path reads its own way.
+        assert!(!read(asked, &chat).unwrap().strip_usage_chunk);
+        assert!(
+            read(r#"{"model":"m","stream":true}"#, &chat)
+                .unwrap()
+                .strip_usage_chunk
+        );
+        // Anything the full path reads or rewrites its own way.
         for body in [
-            r#"{"model":"m","stream":true}"#,
+            r#"{"model":"m","stream":true,"stream_options":{}}"#,
             r#"["m", true]"#,
             r#"{"model":"m","max_tokens":1.5}"#,
             r#"{"model":7}"#,
@@ -640,7 +675,24 @@ mod tests {
             assert!(read(body, &chat).is_none(), "{body}");
         }
         // Only chat and legacy completions need asking.
-        assert!(read(r#"{"model":"m","stream":true}"#, &Endpoint::Responses).is_some());
+        let responses = read(r#"{"model":"m","stream":true}"#, &Endpoint::Responses);
+        assert!(!responses.unwrap().strip_usage_chunk);
+    }
+
+    #[test]
+    fn usage_is_asked_for_in_the_raw_bytes() {
+        for (body, asked) in [
+            (
+                r#" {"model":"m","stream":true}"#,
+                r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#,
+            ),
+            ("{ }", r#"{"stream_options":{"include_usage":true} }"#),
+        ] {
+            let mut bytes = body.as_bytes().to_vec();
+            ask_for_usage_in_place(&mut bytes);
+            assert_eq!(String::from_utf8(bytes).unwrap(), asked);
+            serde_json::from_str::<Value>(asked).expect("still JSON");
+        }
     }
 
     #[test]

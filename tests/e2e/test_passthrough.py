@@ -80,6 +80,27 @@ def test_tokens_reach_stats_and_the_access_log(sdk, proxy):
     assert proxy.stat(f"{MODULE_STATS}.completion_tokens_total.model.claude-sonnet-4-6") >= 5
 
 
+def test_an_untouched_stream_is_asked_for_usage_in_its_raw_bytes(start_envoy, upstreams):
+    """With nothing to transform, the body is not rebuilt: llm-edge only adds stream_options."""
+    main, _ = upstreams
+    bare = start_envoy(
+        ENVOY_DIR / "passthrough.yaml",
+        filter_config='{"mode": "passthrough"}',
+        cluster_ports={"openai_compatible": main.port, "small_models": main.port},
+    )
+    with openai.OpenAI(base_url=bare.base_url + "/v1", api_key="k", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(
+            model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True
+        ))
+    sent = main.requests[-1]["body"]
+    assert sent == {"stream_options": {"include_usage": True}, "model": "stream-model",
+                    "messages": [{"role": "user", "content": "stream"}], "stream": True}
+    # Spliced in first; a rebuilt body would have its keys sorted, stream_options last.
+    assert list(sent)[0] == "stream_options"
+    assert all(c.choices for c in chunks), "the usage chunk the client did not ask for is gone"
+    bare.wait_for_stat(f"{MODULE_STATS}.completion_tokens_total.model.stream-model", 4)
+
+
 def test_streams_are_accounted_and_the_usage_chunk_asked_for_is_stripped(sdk, proxy, upstreams):
     main, _ = upstreams
     stream = sdk.chat.completions.create(
