@@ -226,6 +226,26 @@ impl Detectors {
         self.detectors.is_empty()
     }
 
+    /// The values in `text` that a detector accepts, by start: where matches overlap, the one
+    /// of the detector listed first.
+    fn spans(&self, text: &str) -> BTreeMap<usize, (usize, &Detector)> {
+        // Accepted matches never overlap one another, so a new match overlaps one only if it
+        // overlaps the last that starts before the new one ends.
+        let mut spans: BTreeMap<usize, (usize, &Detector)> = BTreeMap::new();
+        for detector in self.candidates(text) {
+            for found in detector.regex.find_iter(text) {
+                let overlaps = spans
+                    .range(..found.end())
+                    .next_back()
+                    .is_some_and(|(_, (end, _))| *end > found.start());
+                if !overlaps && (detector.validate)(found.as_str()) {
+                    spans.insert(found.start(), (found.end(), detector));
+                }
+            }
+        }
+        spans
+    }
+
     /// The detectors whose pattern matches somewhere in `text`, in order.
     fn candidates<'d>(&'d self, text: &str) -> impl Iterator<Item = &'d Detector> {
         self.any
@@ -397,20 +417,7 @@ impl Masker {
         detectors: &Detectors,
         text: &'t str,
     ) -> Result<Cow<'t, str>, Rejected> {
-        // Accepted matches by start: they never overlap one another, so a new match overlaps
-        // one only if it overlaps the last that starts before the new one ends.
-        let mut spans: BTreeMap<usize, (usize, &Detector)> = BTreeMap::new();
-        for detector in detectors.candidates(text) {
-            for found in detector.regex.find_iter(text) {
-                let overlaps = spans
-                    .range(..found.end())
-                    .next_back()
-                    .is_some_and(|(_, (end, _))| *end > found.start());
-                if !overlaps && (detector.validate)(found.as_str()) {
-                    spans.insert(found.start(), (found.end(), detector));
-                }
-            }
-        }
+        let spans = detectors.spans(text);
         if spans.is_empty() {
             return Ok(Cow::Borrowed(text));
         }
@@ -450,9 +457,7 @@ impl Masker {
         if let Some(existing) = self.placeholders.get(value) {
             return existing.clone();
         }
-        let n = self.counters.entry(name.to_owned()).or_insert(0);
-        *n += 1;
-        let placeholder = format!("[{prefix}_{n}]");
+        let placeholder = self.next_placeholder(name, prefix);
         self.placeholders
             .insert(value.to_owned(), placeholder.clone());
         self.originals.insert(placeholder.clone(), value.to_owned());
@@ -463,37 +468,50 @@ impl Masker {
     /// and a `reject` detector masks: a reply cannot be refused after the fact). New placeholders
     /// are not restorable.
     pub fn mask_new(&mut self, detectors: &Detectors, text: &str) -> String {
-        let as_mask = Detectors {
-            detectors: detectors
-                .detectors
-                .iter()
-                .map(|d| Detector {
-                    action: if d.action == Action::Reject {
-                        Action::Mask
-                    } else {
-                        d.action
-                    },
-                    ..d.clone()
-                })
-                .collect(),
-            any: detectors.any.clone(),
-        };
-        // The request's own values "mask" to themselves; new ones get fresh numbers.
-        let mut scratch = Masker {
-            placeholders: self
-                .placeholders
-                .keys()
-                .map(|v| (v.clone(), v.clone()))
-                .collect(),
-            counters: std::mem::take(&mut self.counters),
-            ..Masker::default()
-        };
-        let masked = scratch
-            .mask(&as_mask, text)
-            .map_or_else(|_| text.to_owned(), Cow::into_owned);
-        self.counters = scratch.counters;
-        self.detections.append(&mut scratch.detections);
-        masked
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        // A new value seen twice in this text gets one placeholder; it is not remembered after.
+        let mut fresh: HashMap<&str, String> = HashMap::new();
+        for (start, (end, detector)) in detectors.spans(text) {
+            let action = match detector.action {
+                Action::Reject => Action::Mask,
+                action => action,
+            };
+            self.detections.push(Detection {
+                detector: detector.name.clone(),
+                action,
+            });
+            if action == Action::Monitor {
+                continue;
+            }
+            let value = &text[start..end];
+            out.push_str(&text[at..start]);
+            if self.placeholders.contains_key(value) {
+                // The request's own value: the user already knows it.
+                out.push_str(value);
+            } else {
+                let placeholder = match fresh.get(value) {
+                    Some(placeholder) => placeholder.clone(),
+                    None => {
+                        let placeholder =
+                            self.next_placeholder(&detector.name, &detector.placeholder_prefix);
+                        fresh.insert(value, placeholder.clone());
+                        placeholder
+                    }
+                };
+                out.push_str(&placeholder);
+            }
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    /// The next placeholder of a detector: `[PREFIX_n]`, numbered per detector name.
+    fn next_placeholder(&mut self, name: &str, prefix: &str) -> String {
+        let n = self.counters.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        format!("[{prefix}_{n}]")
     }
 
     /// Puts the original values back in place of this request's placeholders.
