@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pacing import measure as measure_pacing  # noqa: E402
 from cpu_profile import profile, unavailable  # noqa: E402
 from passthrough import (  # noqa: E402
-    GUARD, READ_WHOLE_BODY, bootstrap, chat_body, listener, llm_edge_filter, run_wrk,
+    GUARD, READ_WHOLE_BODY, bootstrap, chat_body, listener, llm_edge_filter, pin, run_wrk,
     run_wrk_script, start, upstream_config,
 )
 
@@ -85,11 +85,6 @@ class Row:
     name: str
     result: dict
     baseline: str | None = None
-
-
-def pin(pid: int, cpu: int) -> None:
-    """Every thread of `pid` onto `cpu` (Envoy starts its workers before we can pin the process)."""
-    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True, capture_output=True)
 
 
 def mock_envoy(workdir: Path, name: str, config: dict) -> Envoy:

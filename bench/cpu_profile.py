@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from passthrough import run_wrk, start
+from passthrough import pin, run_wrk, start
 
 from harness import REPO
 
@@ -41,8 +41,7 @@ def profile(workdir: Path, name: str, config: dict, url_path: str, body: bytes, 
     envoy = start(workdir, name, config, module_dir=PROFILE_MODULE_DIR)
     samples = workdir / f"{name}.perf"
     try:
-        subprocess.run(["taskset", "-a", "-p", "-c", str(server_cpu), str(envoy.process.pid)],
-                       check=True, capture_output=True)
+        pin(envoy.process.pid, server_cpu)
         perf = subprocess.Popen(
             ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(envoy.process.pid),
              "-o", str(samples), "--", "sleep", str(seconds)],

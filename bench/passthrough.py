@@ -140,6 +140,11 @@ def run_wrk(url: str, body: bytes, seconds: int, workdir: Path,
     return run_wrk_script(url, script, seconds, workdir, cpu)
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of `pid` onto `cpu` (Envoy starts its workers before we can pin the process)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True, capture_output=True)
+
+
 def run_wrk_script(url: str, script: str, seconds: int, workdir: Path, cpu: int | None = None) -> dict:
     """wrk (1 thread, 16 connections) with a Lua script; requests/s, latency and errors."""
     path = workdir / "wrk.lua"
