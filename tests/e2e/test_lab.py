@@ -12,12 +12,20 @@ from harness import ENVOY_DIR, unused_loopback_port
 LAB_CONFIG = ENVOY_DIR / "lab.yaml"
 
 
-@pytest.fixture(scope="module")
-def lab(start_envoy):
+def start_lab(start_envoy, concurrency: int = 1):
+    """envoy/lab.yaml, its edge's provider cluster pointed at its own mock_provider listener."""
     port = unused_loopback_port()
     return start_envoy(
-        LAB_CONFIG, listener_ports={"mock_provider": port}, cluster_ports={"provider": port}
+        LAB_CONFIG,
+        listener_ports={"mock_provider": port},
+        cluster_ports={"provider": port},
+        concurrency=concurrency,
     )
+
+
+@pytest.fixture(scope="module")
+def lab(start_envoy):
+    return start_lab(start_envoy)
 
 
 def chat(lab, content: str, **extra) -> httpx.Response:
