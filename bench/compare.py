@@ -51,7 +51,8 @@ PEERS_DIR = REPO / "bench" / "peers"
 # The ceiling: Envoy answering the same bytes with direct_response, after reading the request body
 # as llm-edge must (a buffer filter), so that both keep their connections alive.
 CEILING = "Envoy direct_response after reading the body"
-EXACT_ECHO = {"mock": {"content": {"mode": "echo"}}}
+# The mock the benchmarks measure: it echoes the prompt, with exact token counts (the default).
+ECHO_MOCK = {"mock": {"content": {"mode": "echo"}}}
 NODE_PEER = REPO / "bench" / ".peers" / "node_modules" / "@dwmkerr" / "mock-llm"
 NOT_FOUND_ROUTE = {
     "match": {"prefix": "/"},
@@ -195,7 +196,7 @@ def mixed_script() -> str:
 
 def measure_memory(workdir: Path, requests: int, seconds: int) -> dict:
     """Envoy's RSS after a warm-up, and after `requests` more mixed requests."""
-    envoy = mock_envoy(workdir, "memory", {"mock": {"content": {"mode": "echo"}}})
+    envoy = mock_envoy(workdir, "memory", ECHO_MOCK)
     try:
         url = envoy.base_url
         run_wrk_script(url, mixed_script(), 3, workdir, LOAD_CPU)
@@ -263,7 +264,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                                  SERVER_CPU, LOAD_CPU)
 
     # In-proxy answers: the ceiling first, with a body the size of llm-edge's own reply.
-    exact = mock_envoy(workdir, "mock-exact", EXACT_ECHO)
+    exact = mock_envoy(workdir, "mock-exact", ECHO_MOCK)
     reply = post(f"{exact.base_url}{CHAT_PATH}", CHAT).decode()
     ceiling = direct_response_envoy(workdir, "ceiling", reply, read_body=True)
     measure("in-proxy", CEILING, ceiling, chat)
@@ -273,11 +274,11 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
     on_headers.stop()
     measure("in-proxy", "llm-edge mock, exact tokens", exact, chat, CEILING)
     exact.stop()
-    approx = mock_envoy(workdir, "mock-approx", {"tokenizer": "approx", "mock": {"content": {"mode": "echo"}}})
+    approx = mock_envoy(workdir, "mock-approx", {**ECHO_MOCK, "tokenizer": "approx"})
     measure("in-proxy", "llm-edge mock, approx tokens", approx, chat, CEILING)
     measure("in-proxy", "llm-edge mock, streamed (no pacing)", approx, streamed, CEILING)
     approx.stop()
-    profile_one("mock", bootstrap(listener(NOT_FOUND_ROUTE, [llm_edge_filter(EXACT_ECHO)])), chat,
+    profile_one("mock", bootstrap(listener(NOT_FOUND_ROUTE, [llm_edge_filter(ECHO_MOCK)])), chat,
                 "llm-edge mock, exact tokens, one Envoy worker")
 
     # Peer mock servers, alone and behind a plain Envoy, on the same single core.

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from compare import LOAD_CPU, mixed_script, mock_envoy
+from compare import ECHO_MOCK, LOAD_CPU, mixed_script, mock_envoy
 from harness import proc_status
 from passthrough import run_wrk_script
 
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        envoy = mock_envoy(workdir, "soak", {"mock": {"content": {"mode": "echo"}}})
+        envoy = mock_envoy(workdir, "soak", ECHO_MOCK)
         pid = envoy.process.pid
         try:
             print("| Elapsed | RSS (MB) | Open fds | Threads | Requests | Non-2xx | Socket errors |")
