@@ -121,7 +121,8 @@ def start(workdir: Path, name: str, config: dict, module_dir: Path = MODULE_DIR)
 
 
 def chat_body(size: int) -> bytes:
-    sentence = ("Please summarise the quarterly report for the board; contact jane.doe@example.com "
+    # A typographic apostrophe, as real prose has: non-ASCII text must stay on the fast path.
+    sentence = ("Please summarise the quarter’s report for the board; contact jane.doe@example.com "
                 "or call +1 415-555-2671 if anything is unclear. ")
     text = (sentence * (size // len(sentence) + 1))[:size]
     return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()

@@ -19,7 +19,7 @@ use serde_json::json;
 
 const PROMPT: &str =
     "Summarise, in two sentences, why answering LLM requests inside the proxy is fast.";
-const SENTENCE: &str = "Please summarise the quarterly report for the board; contact \
+const SENTENCE: &str = "Please summarise the quarter’s report for the board; contact \
                         jane.doe@example.com or call +1 415-555-2671 if anything is unclear. ";
 
 fn chat_body(stream: bool) -> Vec<u8> {
@@ -28,9 +28,14 @@ fn chat_body(stream: bool) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
-/// `size` bytes of PII-dense prose.
+/// `size` bytes of PII-dense prose (with a typographic apostrophe, as real prose has: a Unicode
+/// `\b` in a pattern once made such text 40× slower to mask).
 fn pii_text(size: usize) -> String {
-    SENTENCE.repeat(size / SENTENCE.len() + 1)[..size].to_owned()
+    let mut text = SENTENCE.repeat(size / SENTENCE.len() + 1);
+    while text.len() > size {
+        text.pop();
+    }
+    text
 }
 
 fn parse_and_mock(c: &mut Criterion) {
