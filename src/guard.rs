@@ -145,6 +145,13 @@ pub struct Detectors {
     any: RegexSet,
 }
 
+/// A value a detector accepted: `text[start..end]`.
+struct Span<'d> {
+    start: usize,
+    end: usize,
+    detector: &'d Detector,
+}
+
 /// A refused request: which detector fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -152,13 +159,15 @@ pub struct Rejected {
     pub detector: String,
 }
 
-/// A detection, as counted in stats.
+/// The detections of one detector and action, as counted in stats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detection {
     /// The detector's name.
     pub detector: String,
     /// What was done.
     pub action: Action,
+    /// How many values.
+    pub count: u64,
 }
 
 fn always(_: &str) -> bool {
@@ -226,20 +235,23 @@ impl Detectors {
         self.detectors.is_empty()
     }
 
-    /// The values in `text` that a detector accepts, by start: where matches overlap, the one
+    /// The values in `text` that a detector accepts, in order: where matches overlap, the one
     /// of the detector listed first.
-    fn spans(&self, text: &str) -> BTreeMap<usize, (usize, &Detector)> {
+    fn spans(&self, text: &str) -> Vec<Span<'_>> {
         // Accepted matches never overlap one another, so a new match overlaps one only if it
-        // overlaps the last that starts before the new one ends.
-        let mut spans: BTreeMap<usize, (usize, &Detector)> = BTreeMap::new();
+        // overlaps the last that starts before the new one ends; if not, it goes just after it.
+        let mut spans: Vec<Span<'_>> = Vec::new();
         for detector in self.candidates(text) {
             for found in detector.regex.find_iter(text) {
-                let overlaps = spans
-                    .range(..found.end())
-                    .next_back()
-                    .is_some_and(|(_, (end, _))| *end > found.start());
+                let at = spans.partition_point(|span| span.start < found.end());
+                let overlaps = at > 0 && spans[at - 1].end > found.start();
                 if !overlaps && (detector.validate)(found.as_str()) {
-                    spans.insert(found.start(), (found.end(), detector));
+                    let span = Span {
+                        start: found.start(),
+                        end: found.end(),
+                        detector,
+                    };
+                    spans.insert(at, span);
                 }
             }
         }
@@ -341,31 +353,29 @@ fn built_in(name: &str) -> Option<(&'static str, Validator)> {
     })
 }
 
-fn digits(text: &str) -> Vec<u32> {
-    text.chars().filter_map(|c| c.to_digit(10)).collect()
+/// The decimal digits of `text`, in order.
+fn digits(text: &str) -> impl DoubleEndedIterator<Item = u32> + '_ {
+    text.chars().filter_map(|c| c.to_digit(10))
 }
 
 fn valid_phone(text: &str) -> bool {
-    (10..=15).contains(&digits(text).len())
+    (10..=15).contains(&digits(text).count())
 }
 
 /// The Luhn checksum every payment card number satisfies.
 fn valid_card(text: &str) -> bool {
-    let digits = digits(text);
-    if !(13..=19).contains(&digits.len()) {
-        return false;
-    }
-    let sum: u32 = digits
-        .iter()
+    let (count, sum) = digits(text)
         .rev()
         .enumerate()
-        .map(|(i, &d)| match (i % 2, d * 2) {
-            (1, doubled) if doubled > 9 => doubled - 9,
-            (1, doubled) => doubled,
-            _ => d,
-        })
-        .sum();
-    sum % 10 == 0
+        .fold((0, 0), |(count, sum), (i, d)| {
+            let term = match (i % 2, d * 2) {
+                (1, doubled) if doubled > 9 => doubled - 9,
+                (1, doubled) => doubled,
+                _ => d,
+            };
+            (count + 1, sum + term)
+        });
+    (13..=19).contains(&count) && sum % 10 == 0
 }
 
 /// Area 001–899 but not 666, group not 00, serial not 0000.
@@ -431,11 +441,13 @@ impl Masker {
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for (start, (end, detector)) in spans {
-            self.detections.push(Detection {
-                detector: detector.name.clone(),
-                action: detector.action,
-            });
+        for Span {
+            start,
+            end,
+            detector,
+        } in spans
+        {
+            self.detected(&detector.name, detector.action);
             match detector.action {
                 Action::Reject => {
                     return Err(Rejected {
@@ -446,7 +458,12 @@ impl Masker {
                 Action::Mask => {}
             }
             out.push_str(&text[at..start]);
-            out.push_str(&self.placeholder(detector, &text[start..end]));
+            let placeholder = self.placeholder_named(
+                &detector.name,
+                &detector.placeholder_prefix,
+                &text[start..end],
+            );
+            out.push_str(placeholder);
             at = end;
         }
         if at == 0 {
@@ -457,19 +474,30 @@ impl Masker {
         Ok(Cow::Owned(out))
     }
 
-    fn placeholder(&mut self, detector: &Detector, value: &str) -> String {
-        self.placeholder_named(&detector.name, &detector.placeholder_prefix, value)
+    /// Counts one detection of `detector`, tallied per detector and action.
+    fn detected(&mut self, detector: &str, action: Action) {
+        match self
+            .detections
+            .iter_mut()
+            .find(|seen| seen.detector == detector && seen.action == action)
+        {
+            Some(seen) => seen.count += 1,
+            None => self.detections.push(Detection {
+                detector: detector.to_owned(),
+                action,
+                count: 1,
+            }),
+        }
     }
 
-    fn placeholder_named(&mut self, name: &str, prefix: &str, value: &str) -> String {
-        if let Some(existing) = self.placeholders.get(value) {
-            return existing.clone();
+    /// The placeholder of `value`: the one it already has, or the detector's next.
+    fn placeholder_named(&mut self, name: &str, prefix: &str, value: &str) -> &str {
+        if !self.placeholders.contains_key(value) {
+            let placeholder = self.next_placeholder(name, prefix);
+            self.originals.insert(placeholder.clone(), value.to_owned());
+            self.placeholders.insert(value.to_owned(), placeholder);
         }
-        let placeholder = self.next_placeholder(name, prefix);
-        self.placeholders
-            .insert(value.to_owned(), placeholder.clone());
-        self.originals.insert(placeholder.clone(), value.to_owned());
-        placeholder
+        &self.placeholders[value]
     }
 
     /// Masks values in a reply that the request did not hold (those the user already knows stay,
@@ -480,15 +508,17 @@ impl Masker {
         let mut at = 0;
         // A new value seen twice in this text gets one placeholder; it is not remembered after.
         let mut fresh: HashMap<&str, String> = HashMap::new();
-        for (start, (end, detector)) in detectors.spans(text) {
+        for Span {
+            start,
+            end,
+            detector,
+        } in detectors.spans(text)
+        {
             let action = match detector.action {
                 Action::Reject => Action::Mask,
                 action => action,
             };
-            self.detections.push(Detection {
-                detector: detector.name.clone(),
-                action,
-            });
+            self.detected(&detector.name, action);
             if action == Action::Monitor {
                 continue;
             }
@@ -572,10 +602,7 @@ pub fn guard_request(
         let Some(value) = scalar_at(body, &rule.pointer) else {
             continue;
         };
-        walker.masker.detections.push(Detection {
-            detector: rule.name.clone(),
-            action: rule.action,
-        });
+        walker.masker.detected(&rule.name, rule.action);
         match rule.action {
             Action::Reject => {
                 return Err(Rejected {
@@ -590,7 +617,7 @@ pub fn guard_request(
                 };
                 let prefix = rule.name.to_ascii_uppercase();
                 let placeholder = walker.masker.placeholder_named(&rule.name, &prefix, &text);
-                *value = Value::String(placeholder);
+                *value = Value::String(placeholder.to_owned());
                 walker.changed = true;
             }
         }

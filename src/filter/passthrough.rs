@@ -299,19 +299,15 @@ impl Filter {
         }
     }
 
-    /// One stat update per detector and action, however many values it found: a labelled
-    /// update is a stat lookup in Envoy, far dearer than the addition.
+    /// One stat update per detector and action, however many values it found (the masker
+    /// tallies them): a labelled update is a stat lookup in Envoy, far dearer than the addition.
     fn count_detections(&mut self, host: &mut impl Host) {
-        let mut totals: Vec<(String, guard::Action, u64)> = Vec::new();
-        for detection in self.masker.detections.drain(..) {
-            match totals.iter_mut().find(|(name, action, _)| {
-                *name == detection.detector && *action == detection.action
-            }) {
-                Some((_, _, count)) => *count += 1,
-                None => totals.push((detection.detector, detection.action, 1)),
-            }
-        }
-        for (detector, action, count) in totals {
+        for guard::Detection {
+            detector,
+            action,
+            count,
+        } in self.masker.detections.drain(..)
+        {
             let action = match action {
                 guard::Action::Mask => "mask",
                 guard::Action::Reject => "reject",
