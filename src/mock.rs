@@ -96,6 +96,9 @@ pub struct Generation<'a> {
     pub model: &'a str,
     /// The text rules match and echo repeats: the last user message, or the prompt.
     pub prompt_text: &'a str,
+    /// `prompt_text`'s token ids, when counting the prompt encoded them (exact tokens): an echo
+    /// is then not encoded a second time.
+    pub prompt_ids: Option<&'a [u32]>,
     /// httpbun's exact reply, if the request gave one.
     pub content_override: Option<&'a str>,
     /// How many choices.
@@ -114,6 +117,7 @@ impl<'a> Generation<'a> {
         Self {
             model: &request.model,
             prompt_text: request.last_user_text(),
+            prompt_ids: None,
             content_override: request.content_override.as_deref(),
             n: request.n,
             seed: request.seed,
@@ -134,13 +138,7 @@ fn shape_all<'t>(
     let choices = texts
         .iter()
         .map(|text| {
-            let (choice, tokens) = shape_reply(
-                tokenizer,
-                generation.model,
-                text,
-                generation.stop,
-                generation.max_tokens,
-            );
+            let (choice, tokens) = shape_reply(tokenizer, generation, text);
             completion_tokens = completion_tokens.saturating_add(tokens);
             choice
         })
@@ -192,7 +190,7 @@ fn tool_call_choices(
                 .iter()
                 .map(|tool| {
                     let arguments = schema_gen::generate(&tool.parameters, &mut rng).to_string();
-                    let pieces = tokenizer.pieces(&request.model, &arguments);
+                    let pieces = tokenizer.pieces(&request.model, &arguments, None);
                     let tokens: u32 = pieces.iter().map(|piece| piece.tokens).sum();
                     let name_tokens = tokenizer.count(&request.model, &tool.name);
                     completion_tokens = completion_tokens.saturating_add(tokens + name_tokens);
@@ -290,11 +288,13 @@ pub fn with_chat_choices<'h, R>(
     header: impl Fn(&str) -> Option<&'h [u8]>,
     render: impl FnOnce(&[ChoiceText<'_>], Usage) -> R,
 ) -> Result<R, ApiError> {
-    let prompt_tokens = tokenizer.prompt_tokens(&request.model, &request.messages);
+    let mut generation = Generation::of_chat(request);
+    let (prompt_tokens, prompt_ids) =
+        tokenizer.prompt_tokens_keeping(&request.model, &request.messages, generation.prompt_text);
     if let Some(window) = config.context_window(&request.model) {
         check_context(window, prompt_tokens, request.max_tokens)?;
     }
-    let generation = Generation::of_chat(request);
+    generation.prompt_ids = prompt_ids.as_deref();
     let calls_tools = !request.tools.is_empty()
         && request.tool_choice != ToolChoice::None
         && !request.ends_with_tool_result();
@@ -419,13 +419,26 @@ pub fn text_completion<'h>(
             Prompt::Tokens(ids) => Cow::Owned(tokenizer.decode(model, ids)),
         })
         .collect();
-    let prompt_token_counts: Vec<u32> = request
+    // Text prompts are encoded once (exact tokens), for their count and for an echo of them.
+    let prompt_ids: Vec<Option<Vec<u32>>> = request
         .prompts
         .iter()
         .zip(&prompt_texts)
         .map(|(prompt, text)| match prompt {
-            Prompt::Text(_) => tokenizer.count(model, text),
-            Prompt::Tokens(ids) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            Prompt::Text(_) => tokenizer.encode(model, text),
+            Prompt::Tokens(_) => None,
+        })
+        .collect();
+    let prompt_token_counts: Vec<u32> = request
+        .prompts
+        .iter()
+        .zip(&prompt_texts)
+        .zip(&prompt_ids)
+        .map(|((prompt, text), ids)| match (prompt, ids) {
+            (Prompt::Tokens(ids), _) | (Prompt::Text(_), Some(ids)) => {
+                u32::try_from(ids.len()).unwrap_or(u32::MAX)
+            }
+            (Prompt::Text(_), None) => tokenizer.count(model, text),
         })
         .collect();
     if let Some(window) = config.context_window(model) {
@@ -436,10 +449,12 @@ pub fn text_completion<'h>(
     let mut choices = Vec::new();
     let mut echoes = Vec::new();
     let mut completion_tokens = 0u32;
-    for (prompt_text, texts) in prompt_texts.iter().zip(storage.iter_mut()) {
+    for ((prompt_text, ids), texts) in prompt_texts.iter().zip(&prompt_ids).zip(storage.iter_mut())
+    {
         let generation = Generation {
             model,
             prompt_text,
+            prompt_ids: ids.as_deref(),
             content_override: None,
             n: request.n,
             seed: request.seed,
@@ -576,25 +591,29 @@ fn embedding_vector(input: &EmbeddingInput, dimensions: usize) -> Vec<f32> {
     vector
 }
 
-/// Cuts `text` the way a model stops: before the first `stop` sequence it contains, then at
-/// `max_tokens` (`finish_reason: "length"`). Returns the choice and its token count.
+/// Cuts `text` the way a model stops: before the first of the generation's `stop` sequences it
+/// contains, then at `max_tokens` (`finish_reason: "length"`). Returns the choice and its token
+/// count.
 fn shape_reply<'a>(
     tokenizer: Tokenizer,
-    model: &str,
+    generation: &Generation<'_>,
     text: &'a str,
-    stop: &[String],
-    max_tokens: Option<u32>,
 ) -> (ChoiceText<'a>, u32) {
-    let text = stop
+    let text = generation
+        .stop
         .iter()
         .filter_map(|sequence| text.find(sequence.as_str()))
         .min()
         .map_or(text, |cut| &text[..cut]);
-    let limit = max_tokens.unwrap_or(u32::MAX);
+    // An echo of the whole prompt reuses the prompt's tokens; a cut one is encoded anew.
+    let ids = generation
+        .prompt_ids
+        .filter(|_| text == generation.prompt_text);
+    let limit = generation.max_tokens.unwrap_or(u32::MAX);
     let (mut tokens, mut end) = (0u32, 0usize);
     let mut deltas = Vec::new();
     let mut finish_reason = FinishReason::Stop;
-    for piece in tokenizer.pieces(model, text) {
+    for piece in tokenizer.pieces(generation.model, text, ids) {
         if tokens.saturating_add(piece.tokens) > limit {
             finish_reason = FinishReason::Length;
             break;
@@ -661,7 +680,7 @@ fn reply_texts<'a, 'h>(
 fn sentence_of_tokens(tokenizer: Tokenizer, model: &str, rng: &mut StdRng, tokens: u32) -> String {
     let text = lorem::filler(rng, tokens as usize);
     let end: usize = tokenizer
-        .pieces(model, &text)
+        .pieces(model, &text, None)
         .iter()
         .scan(0u32, |count, piece| {
             *count += piece.tokens;

@@ -70,17 +70,44 @@ impl Tokenizer {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
+    /// The token ids of `text` for `model` when counting is exact; `None` when approximate.
+    pub fn encode(self, model: &str, text: &str) -> Option<Vec<u32>> {
+        (self == Self::Exact).then(|| vocabulary_for(model).bpe.encode_ordinary(text))
+    }
+
     /// Prompt tokens of a chat conversation for `model`, formatting overhead included.
     pub fn prompt_tokens(self, model: &str, messages: &[ChatMessage]) -> u32 {
-        messages.iter().fold(TOKENS_PER_REPLY, |sum, message| {
+        self.prompt_tokens_keeping(model, messages, "").0
+    }
+
+    /// [`Self::prompt_tokens`], also returning the token ids of the message whose text is `keep`
+    /// (the same slice, borrowed from `messages`) when counting is exact: a reply that echoes it
+    /// is then cut into tokens without encoding it again.
+    pub fn prompt_tokens_keeping(
+        self,
+        model: &str,
+        messages: &[ChatMessage],
+        keep: &str,
+    ) -> (u32, Option<Vec<u32>>) {
+        let mut kept = None;
+        let total = messages.iter().fold(TOKENS_PER_REPLY, |sum, message| {
             let name = message.name.as_deref().map_or(0, |name| {
                 TOKENS_PER_NAME.saturating_add(self.count(model, name))
             });
+            let text = if std::ptr::eq(message.text.as_str(), keep) && self == Self::Exact {
+                let ids = self.encode(model, keep);
+                let count = ids.as_ref().map_or(0, Vec::len);
+                kept = ids;
+                u32::try_from(count).unwrap_or(u32::MAX)
+            } else {
+                self.count(model, &message.text)
+            };
             sum.saturating_add(TOKENS_PER_MESSAGE)
                 .saturating_add(self.count_role(model, &message.role))
-                .saturating_add(self.count(model, &message.text))
+                .saturating_add(text)
                 .saturating_add(name)
-        })
+        });
+        (total, kept)
     }
 
     fn count_role(self, model: &str, role: &str) -> u32 {
@@ -103,10 +130,15 @@ impl Tokenizer {
     }
 
     /// Splits `text` at token boundaries; the pieces concatenate back to exactly `text`.
-    pub fn pieces<'a>(self, model: &str, text: &'a str) -> Vec<Piece<'a>> {
-        match self {
-            Self::Exact => exact_pieces(vocabulary_for(model), text),
-            Self::Approx => approx_pieces(text),
+    /// `ids`, when given, are `text`'s token ids from [`Self::encode`], so it is not encoded again.
+    pub fn pieces<'a>(self, model: &str, text: &'a str, ids: Option<&[u32]>) -> Vec<Piece<'a>> {
+        match (self, ids) {
+            (Self::Exact, Some(ids)) => exact_pieces(vocabulary_for(model), text, ids),
+            (Self::Exact, None) => {
+                let vocabulary = vocabulary_for(model);
+                exact_pieces(vocabulary, text, &vocabulary.bpe.encode_ordinary(text))
+            }
+            (Self::Approx, _) => approx_pieces(text),
         }
     }
 }
@@ -169,10 +201,10 @@ fn bpe_for(model: &str) -> &'static CoreBPE {
     }
 }
 
-fn exact_pieces<'a>(vocabulary: &Vocabulary, text: &'a str) -> Vec<Piece<'a>> {
+fn exact_pieces<'a>(vocabulary: &Vocabulary, text: &'a str, ids: &[u32]) -> Vec<Piece<'a>> {
     let mut pieces = Vec::new();
     let (mut start, mut end, mut tokens) = (0, 0, 0);
-    for token in vocabulary.bpe.encode_ordinary(text) {
+    for &token in ids {
         end += vocabulary.token_len(token);
         tokens += 1;
         // A token may end inside a multi-byte character: carry on until the text is whole.
@@ -302,13 +334,13 @@ mod tests {
             "naïve café 日本語 🦀🦀",
             " spaces   here\n",
         ] {
-            let pieces = Tokenizer::Exact.pieces("gpt-4o", text);
+            let pieces = Tokenizer::Exact.pieces("gpt-4o", text, None);
             let rebuilt: String = pieces.iter().map(|p| p.text).collect();
             assert_eq!(rebuilt, text);
             let tokens: u32 = pieces.iter().map(|p| p.tokens).sum();
             assert_eq!(tokens, Tokenizer::Exact.count("gpt-4o", text));
         }
-        let pieces = Tokenizer::Exact.pieces("gpt-4o", "hello world");
+        let pieces = Tokenizer::Exact.pieces("gpt-4o", "hello world", None);
         assert_eq!(
             pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
             ["hello", " world"]
@@ -330,6 +362,30 @@ mod tests {
         assert_eq!(Tokenizer::Approx.count_role("gpt-4o", "assistant"), 3);
     }
 
+    /// The mock counts the prompt and cuts an echo of it from one encoding: the same counts and
+    /// pieces as encoding twice.
+    #[test]
+    fn a_kept_encoding_gives_what_encoding_again_gives() {
+        let messages = [
+            message("system", "Be brief."),
+            message("user", "Tell me about naïve Bayes — in 2 lines, please."),
+        ];
+        let echoed = messages[1].text.as_str();
+        for tokenizer in [Tokenizer::Exact, Tokenizer::Approx] {
+            let (count, kept) = tokenizer.prompt_tokens_keeping("gpt-4o", &messages, echoed);
+            assert_eq!(count, tokenizer.prompt_tokens("gpt-4o", &messages));
+            assert_eq!(kept, tokenizer.encode("gpt-4o", echoed));
+            assert_eq!(
+                tokenizer.pieces("gpt-4o", echoed, kept.as_deref()),
+                tokenizer.pieces("gpt-4o", echoed, None)
+            );
+        }
+        // Only the very slice named is kept, not an equal text elsewhere.
+        let copy = echoed.to_owned();
+        let (_, kept) = Tokenizer::Exact.prompt_tokens_keeping("gpt-4o", &messages, &copy);
+        assert_eq!(kept, None);
+    }
+
     #[test]
     fn decodes_token_ids() {
         let ids = tiktoken_rs::o200k_base_singleton().encode_ordinary("hello world");
@@ -342,7 +398,7 @@ mod tests {
         assert_eq!(Tokenizer::Approx.count("m", ""), 0);
         assert_eq!(Tokenizer::Approx.count("m", "abcd"), 1);
         assert_eq!(Tokenizer::Approx.count("m", "héllo"), 2);
-        let pieces = Tokenizer::Approx.pieces("m", "héllo wörld");
+        let pieces = Tokenizer::Approx.pieces("m", "héllo wörld", None);
         assert_eq!(
             pieces.iter().map(|p| p.text).collect::<Vec<_>>(),
             ["héll", "o wö", "rld"]
