@@ -910,10 +910,20 @@ pub fn render_stream(completion: &Completion<'_>, include_usage: bool) -> Vec<Ve
         event(&mut steps[0], index, role, None);
     }
     let mut per_choice: Vec<_> = deltas.into_iter().map(Vec::into_iter).collect();
+    let content_chunks: Vec<ContentChunk> = indexed()
+        .map(|(_, index)| ContentChunk::new(completion, index, usage_placeholder()))
+        .collect();
     for step in steps.iter_mut().take(longest) {
-        for (events, index) in per_choice.iter_mut().zip(0..) {
-            if let Some(delta) = events.next() {
-                event(step, index, delta, None);
+        for ((events, index), content_chunk) in per_choice.iter_mut().zip(0..).zip(&content_chunks)
+        {
+            match events.next() {
+                Some(DeltaJson {
+                    role: None,
+                    content: Some(Some(piece)),
+                    tool_calls: None,
+                }) => content_chunk.write(step, piece),
+                Some(delta) => event(step, index, delta, None),
+                None => {}
             }
         }
     }
@@ -965,6 +975,51 @@ fn choice_deltas<'a>(choice: &'a ChoiceText<'a>) -> Vec<DeltaJson<'a>> {
         std::iter::once(open).chain(fragments)
     });
     content.chain(calls).collect()
+}
+
+/// The event of one choice's content delta, rendered once with empty content and cut around it:
+/// each token's event is then its JSON string between the two halves, not a whole chunk
+/// serialized again.
+struct ContentChunk {
+    /// Up to `"content":`.
+    before: Vec<u8>,
+    /// From the byte after the content's string to the end of the event.
+    after: Vec<u8>,
+}
+
+impl ContentChunk {
+    /// The key and empty value the template is cut around. No string value can hold it
+    /// unescaped, and a chunk has one `content` key.
+    const EMPTY_CONTENT: &'static [u8] = br#""content":"""#;
+
+    fn new(completion: &Completion<'_>, index: u32, usage: UsageField) -> Self {
+        let choice = ChunkChoiceJson {
+            index,
+            delta: DeltaJson {
+                content: Some(Some("")),
+                ..DeltaJson::default()
+            },
+            logprobs: None,
+            finish_reason: None,
+        };
+        let mut whole = Vec::new();
+        write_chunk(&mut whole, completion, &[choice], usage);
+        let at = whole
+            .windows(Self::EMPTY_CONTENT.len())
+            .position(|window| window == Self::EMPTY_CONTENT)
+            .expect("a content delta has a content key")
+            + br#""content":"#.len();
+        Self {
+            before: whole[..at].to_vec(),
+            after: whole[at + 2..].to_vec(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, piece: &str) {
+        out.extend_from_slice(&self.before);
+        serde_json::to_writer(&mut *out, piece).expect("serializing a string cannot fail");
+        out.extend_from_slice(&self.after);
+    }
 }
 
 fn write_chunk(

@@ -294,6 +294,48 @@ fn stream_deltas_concatenate_to_the_content() {
         && c.get("usage").is_none()));
 }
 
+/// Token events are cut from a pre-rendered chunk: byte for byte what serializing the whole
+/// chunk gives, whatever the piece, the model name and the choice.
+#[test]
+fn content_events_match_whole_chunks() {
+    let choices = choices(2, FinishReason::Stop);
+    let tricky = Completion {
+        model: r#"m "content":"" \ é"#,
+        ..sample(&choices)
+    };
+    for usage in [|| UsageField::Absent, || UsageField::Null] {
+        for index in [0, 1] {
+            let template = ContentChunk::new(&tricky, index, usage());
+            for piece in [
+                "",
+                "Hello",
+                " \"quoted\"\n\t",
+                "naïve 🦀",
+                "</script>\u{7f}",
+            ] {
+                let mut cut = Vec::new();
+                template.write(&mut cut, piece);
+                let choice = ChunkChoiceJson {
+                    index,
+                    delta: DeltaJson {
+                        content: Some(Some(piece)),
+                        ..DeltaJson::default()
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                };
+                let mut whole = Vec::new();
+                write_chunk(&mut whole, &tricky, &[choice], usage());
+                assert_eq!(
+                    String::from_utf8(cut),
+                    String::from_utf8(whole),
+                    "{piece:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn stream_interleaves_choices_and_finishes_each() {
     let choices = choices(2, FinishReason::Length);
