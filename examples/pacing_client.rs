@@ -20,6 +20,8 @@ use serde_json::json;
 
 /// How a token's event starts; the role chunk's empty content (`"content":""`) is not a token.
 const CONTENT: &[u8] = b"\"content\":\"";
+/// The stream's last event.
+const DONE: &[u8] = b"[DONE]";
 /// Streams still open after this long are counted as failed.
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -128,9 +130,13 @@ fn main() {
                         }
                         Ok(n) => {
                             let now = Instant::now();
+                            // Only the bytes just read (and a marker cut at the end of the last
+                            // read) can complete `[DONE]`: searching all received at every read
+                            // cost this client time quadratic in the stream's length.
+                            let unsearched = stream.received.len().saturating_sub(DONE.len() - 1);
                             stream.received.extend_from_slice(&buffer[..n]);
                             stream.note_tokens(now);
-                            if find(&stream.received, b"[DONE]").is_some() {
+                            if find(&stream.received[unsearched..], DONE).is_some() {
                                 stream.done = true;
                                 break;
                             }
