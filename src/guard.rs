@@ -238,22 +238,29 @@ impl Detectors {
     /// The values in `text` that a detector accepts, in order: where matches overlap, the one
     /// of the detector listed first.
     fn spans(&self, text: &str) -> Vec<Span<'_>> {
-        // Accepted matches never overlap one another, so a new match overlaps one only if it
-        // overlaps the last that starts before the new one ends; if not, it goes just after it.
+        // Each detector's matches come in order, as do the spans accepted so far, which never
+        // overlap: one merge per detector, linear however many values a text holds.
         let mut spans: Vec<Span<'_>> = Vec::new();
         for detector in self.candidates(text) {
+            let mut merged = Vec::with_capacity(spans.len());
+            let mut accepted = spans.into_iter().peekable();
             for found in detector.regex.find_iter(text) {
-                let at = spans.partition_point(|span| span.start < found.end());
-                let overlaps = at > 0 && spans[at - 1].end > found.start();
-                if !overlaps && (detector.validate)(found.as_str()) {
-                    let span = Span {
+                while let Some(before) = accepted.next_if(|span| span.end <= found.start()) {
+                    merged.push(before);
+                }
+                // The first accepted span that ends after this match starts overlaps it if it
+                // also starts before the match ends. An empty match holds nothing to mask.
+                let overlaps = accepted.peek().is_some_and(|span| span.start < found.end());
+                if !overlaps && !found.is_empty() && (detector.validate)(found.as_str()) {
+                    merged.push(Span {
                         start: found.start(),
                         end: found.end(),
                         detector,
-                    };
-                    spans.insert(at, span);
+                    });
                 }
             }
+            merged.extend(accepted);
+            spans = merged;
         }
         spans
     }
@@ -1030,6 +1037,34 @@ mod tests {
         for (text, masked) in cases {
             assert_eq!(mask_all(text), masked, "{text}");
         }
+    }
+
+    /// A custom pattern that can match nothing (`x*`) masks only what it matches: its empty
+    /// matches put no placeholder between every two characters.
+    #[test]
+    fn empty_matches_mask_nothing() {
+        let custom = [CustomDetector {
+            name: "xs".to_owned(),
+            regex: "x*".to_owned(),
+            action: Action::Mask,
+        }];
+        let detectors = Detectors::compile(&BTreeMap::new(), &custom).unwrap();
+        let mut masker = Masker::default();
+        assert_eq!(masker.mask(&detectors, "abc").unwrap(), "abc");
+        assert_eq!(masker.mask(&detectors, "axxb").unwrap(), "a[XS_1]b");
+    }
+
+    /// Many values of detectors that interleave (each detector's pass merges into the spans
+    /// already accepted) come out in order, each masked once.
+    #[test]
+    fn interleaved_values_of_many_detectors_are_all_masked() {
+        let unit = "mail a@x.io call +1 415-555-2671 host 10.0.0.1 ";
+        let text = unit.repeat(300);
+        let masked = mask_all(&text);
+        assert_eq!(
+            masked,
+            "mail [EMAIL_1] call [PHONE_1] host [IPV4_1] ".repeat(300)
+        );
     }
 
     /// The order BUILT_IN documents: custom detectors first, then the most specific built-in

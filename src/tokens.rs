@@ -94,11 +94,11 @@ impl Tokenizer {
             let name = message.name.as_deref().map_or(0, |name| {
                 TOKENS_PER_NAME.saturating_add(self.count(model, name))
             });
-            let text = if std::ptr::eq(message.text.as_str(), keep) && self == Self::Exact {
-                let ids = self.encode(model, keep);
-                let count = ids.as_ref().map_or(0, Vec::len);
-                kept = ids;
-                u32::try_from(count).unwrap_or(u32::MAX)
+            let text = if self == Self::Exact && std::ptr::eq(message.text.as_str(), keep) {
+                let ids = vocabulary_for(model).bpe.encode_ordinary(keep);
+                let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+                kept = Some(ids);
+                count
             } else {
                 self.count(model, &message.text)
             };
