@@ -5,6 +5,7 @@
 //! system message, `tool_result` blocks as tool messages, `input_schema` tools as tools), so the
 //! mock answers it alike; only the wire format differs.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::openai::ApiError;
@@ -272,6 +273,23 @@ fn write_event(out: &mut Vec<u8>, kind: &str, data: Value) {
     sse::write_event(out, Some(kind), &data);
 }
 
+/// A `content_block_delta` event with text: one per token, so written from borrowed fields
+/// rather than built as a JSON tree, in the order Anthropic sends them.
+#[derive(Serialize)]
+struct TextDeltaEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: usize,
+    delta: TextDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
 /// Renders the event stream in timed steps: `message_start`, then per content block its start,
 /// deltas (text, or `input_json_delta` fragments) and stop, then `message_delta` and
 /// `message_stop`. Each delta is a step; each tool-use block opens with its own step.
@@ -301,12 +319,16 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
             if k > 0 {
                 steps.push(Vec::new());
             }
-            write_event(
-                steps.last_mut().expect("a step"),
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "text_delta", "text": text}}),
-            );
+            let event = TextDeltaEvent {
+                kind: "content_block_delta",
+                index: 0,
+                delta: TextDelta {
+                    kind: "text_delta",
+                    text,
+                },
+            };
+            let step = steps.last_mut().expect("a step");
+            sse::write_event(step, Some("content_block_delta"), &event);
         }
         write_event(
             steps.last_mut().expect("a step"),
@@ -454,7 +476,13 @@ mod tests {
         );
         assert_eq!(message["stop_reason"], "max_tokens");
         assert_eq!(message["usage"]["output_tokens"], 2);
-        let kinds: Vec<String> = events(&render_stream("m", "msg_1", &choice, usage()))
+        let events = events(&render_stream("m", "msg_1", &choice, usage()));
+        assert_eq!(
+            events[4],
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": " there"}})
+        );
+        let kinds: Vec<String> = events
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_owned())
             .collect();

@@ -4,6 +4,7 @@
 //! become a leading system message, input items become messages, function tools become tools),
 //! so the mock answers both alike; only the wire format differs.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::chat::{
@@ -350,10 +351,41 @@ struct EventWriter {
 impl EventWriter {
     fn write(&mut self, out: &mut Vec<u8>, kind: &str, mut event: Map<String, Value>) {
         event.insert("type".into(), kind.into());
-        event.insert("sequence_number".into(), self.sequence.into());
-        self.sequence += 1;
+        event.insert("sequence_number".into(), self.next_sequence().into());
         sse::write_event(out, Some(kind), &event);
     }
+
+    /// Writes one `response.output_text.delta`, typed: there is one per token.
+    fn write_text_delta(&mut self, out: &mut Vec<u8>, item_id: &str, delta: &str) {
+        let event = OutputTextDelta {
+            kind: "response.output_text.delta",
+            sequence_number: self.next_sequence(),
+            item_id,
+            output_index: 0,
+            content_index: 0,
+            delta,
+            logprobs: [],
+        };
+        sse::write_event(out, Some(event.kind), &event);
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence - 1
+    }
+}
+
+/// `response.output_text.delta`, written from borrowed fields rather than built as a JSON tree.
+#[derive(Serialize)]
+struct OutputTextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    delta: &'a str,
+    logprobs: [(); 0],
 }
 
 fn fields(value: Value) -> Map<String, Value> {
@@ -405,11 +437,7 @@ pub fn render_stream(
             if k > 0 {
                 steps.push(Vec::new());
             }
-            let mut event = fields(at.clone());
-            event.insert("delta".into(), json!(delta));
-            event.insert("logprobs".into(), json!([]));
-            let step = steps.last_mut().expect("a step");
-            writer.write(step, "response.output_text.delta", event);
+            writer.write_text_delta(steps.last_mut().expect("a step"), item_id, delta);
         }
         let last = steps.last_mut().expect("a step");
         let mut done = fields(at.clone());
@@ -613,6 +641,13 @@ mod tests {
             .map(|e| e["sequence_number"].as_u64().unwrap())
             .collect();
         assert_eq!(numbers, (0..10).collect::<Vec<_>>());
+        // Every field OpenAI's ResponseTextDeltaEvent requires.
+        assert_eq!(
+            events[5],
+            json!({"type": "response.output_text.delta", "sequence_number": 5,
+                   "item_id": "msg_1", "output_index": 0, "content_index": 0,
+                   "delta": " there", "logprobs": []})
+        );
     }
 
     #[test]
