@@ -19,6 +19,8 @@ from test_lab import start_lab
 STORM = 300
 PACED = {"mock": {"latency": {"time_to_first_token_ms": 50, "inter_token_ms": 10}}}
 # The lab's provider is llm-edge's mock: these headers, passed on by the edge, pace its replies.
+# The lab's edge reserves a token budget per `x-tenant`: each storm client is its own tenant (the
+# same ones in both storms), or 600 streamed requests a minute would exhaust one tenant's budget.
 PACED_PROVIDER = {"x-llm-edge-ttft-ms": "50", "x-llm-edge-itl-ms": "10", "x-tenant": "acme"}
 
 
@@ -55,23 +57,36 @@ def give_up(port: int, kind: int, headers: dict[str, str]) -> None:
         else:
             conn.sendall(head + payload)
             received = b""
-            # The first token may arrive split over reads; a closed connection ends the wait.
+            # The first token may arrive split over reads; a closed connection or another
+            # status ends the wait (the connection is kept alive: an error would leave it idle).
             while b'"content":"word' not in received:
                 data = conn.recv(65536)
                 assert data, f"the stream ended before its first token: {received!r}"
                 received += data
+                assert not received.startswith(b"HTTP/") or received.startswith(
+                    b"HTTP/1.1 200 "
+                ), f"the stream was refused: {received!r}"
         # A reset, not a polite close: the harshest way to leave.
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
 def storm(port: int, headers: dict[str, str]) -> None:
-    threads = [
-        threading.Thread(target=give_up, args=(port, i % 3, headers)) for i in range(STORM)
-    ]
+    """STORM clients at once, each giving up its own way; any client that saw something wrong
+    fails the test (an exception in a thread alone would only be a warning)."""
+    failures: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            give_up(port, i % 3, {**headers, "x-tenant": f"storm-{i}"})
+        except Exception as failure:  # noqa: BLE001 - reported below, whatever it is
+            failures.append(failure)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(STORM)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures, f"{len(failures)} clients failed, the first with {failures[0]!r}"
 
 
 def settle(envoy, target: dict) -> None:
