@@ -289,8 +289,11 @@ pub fn with_chat_choices<'h, R>(
     render: impl FnOnce(&[ChoiceText<'_>], Usage) -> R,
 ) -> Result<R, ApiError> {
     let mut generation = Generation::of_chat(request);
-    let (prompt_tokens, prompt_ids) =
-        tokenizer.prompt_tokens_keeping(&request.model, &request.messages, generation.prompt_text);
+    let (prompt_tokens, prompt_ids) = tokenizer.prompt_tokens_keeping(
+        &request.model,
+        &request.messages,
+        Some(generation.prompt_text),
+    );
     if let Some(window) = config.context_window(&request.model) {
         check_context(window, prompt_tokens, request.max_tokens)?;
     }

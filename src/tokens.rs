@@ -77,25 +77,26 @@ impl Tokenizer {
 
     /// Prompt tokens of a chat conversation for `model`, formatting overhead included.
     pub fn prompt_tokens(self, model: &str, messages: &[ChatMessage]) -> u32 {
-        self.prompt_tokens_keeping(model, messages, "").0
+        self.prompt_tokens_keeping(model, messages, None).0
     }
 
     /// [`Self::prompt_tokens`], also returning the token ids of the message whose text is `keep`
-    /// (the same slice, borrowed from `messages`) when counting is exact: a reply that echoes it
+    /// (the very slice, borrowed from `messages`) when counting is exact: a reply that echoes it
     /// is then cut into tokens without encoding it again.
     pub fn prompt_tokens_keeping(
         self,
         model: &str,
         messages: &[ChatMessage],
-        keep: &str,
+        keep: Option<&str>,
     ) -> (u32, Option<Vec<u32>>) {
         let mut kept = None;
         let total = messages.iter().fold(TOKENS_PER_REPLY, |sum, message| {
             let name = message.name.as_deref().map_or(0, |name| {
                 TOKENS_PER_NAME.saturating_add(self.count(model, name))
             });
-            let text = if self == Self::Exact && std::ptr::eq(message.text.as_str(), keep) {
-                let ids = vocabulary_for(model).bpe.encode_ordinary(keep);
+            let kept_here = keep.is_some_and(|keep| std::ptr::eq(message.text.as_str(), keep));
+            let text = if self == Self::Exact && kept_here {
+                let ids = vocabulary_for(model).bpe.encode_ordinary(&message.text);
                 let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
                 kept = Some(ids);
                 count
@@ -372,7 +373,7 @@ mod tests {
         ];
         let echoed = messages[1].text.as_str();
         for tokenizer in [Tokenizer::Exact, Tokenizer::Approx] {
-            let (count, kept) = tokenizer.prompt_tokens_keeping("gpt-4o", &messages, echoed);
+            let (count, kept) = tokenizer.prompt_tokens_keeping("gpt-4o", &messages, Some(echoed));
             assert_eq!(count, tokenizer.prompt_tokens("gpt-4o", &messages));
             assert_eq!(kept, tokenizer.encode("gpt-4o", echoed));
             assert_eq!(
@@ -382,7 +383,7 @@ mod tests {
         }
         // Only the very slice named is kept, not an equal text elsewhere.
         let copy = echoed.to_owned();
-        let (_, kept) = Tokenizer::Exact.prompt_tokens_keeping("gpt-4o", &messages, &copy);
+        let (_, kept) = Tokenizer::Exact.prompt_tokens_keeping("gpt-4o", &messages, Some(&copy));
         assert_eq!(kept, None);
     }
 
