@@ -112,10 +112,6 @@ impl Serialize for TextJson<'_> {
     }
 }
 
-fn write_json(out: &mut Vec<u8>, value: &impl Serialize) {
-    serde_json::to_writer(out, value).expect("serializing plain data cannot fail");
-}
-
 /// Renders `CreateCompletionResponse`.
 pub fn render_completion(completion: &TextCompletion<'_>) -> Vec<u8> {
     let choices = completion
@@ -137,9 +133,7 @@ pub fn render_completion(completion: &TextCompletion<'_>) -> Vec<u8> {
         choices,
         usage: UsageField::Present(UsageJson::from(completion.usage)),
     };
-    let mut out = Vec::new();
-    write_json(&mut out, &body);
-    out
+    serde_json::to_vec(&body).expect("serializing plain data cannot fail")
 }
 
 /// Renders a legacy completion as server-sent events in timed steps: step `k` carries the `k`-th
@@ -208,7 +202,7 @@ pub fn render_stream(completion: &TextCompletion<'_>, include_usage: bool) -> Ve
             UsageField::Present(completion.usage.into()),
         );
     }
-    last.extend_from_slice(b"data: [DONE]\n\n");
+    last.extend_from_slice(sse::DONE);
     steps
 }
 
