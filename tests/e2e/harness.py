@@ -199,7 +199,6 @@ class Envoy:
         workdir: Path,
         module_dir: Path = MODULE_DIR,
         concurrency: int = 1,
-        binary: Path = ENVOY_BINARY,
         extra_env: dict[str, str] | None = None,
     ):
         self.config = config
@@ -208,7 +207,7 @@ class Envoy:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
-                str(binary),
+                str(ENVOY_BINARY),
                 "-c", str(config),
                 "--admin-address-path", str(admin_path),
                 "--disable-hot-restart",
