@@ -1,5 +1,6 @@
 //! [`Host`] over Envoy's callbacks: the production side of the seam.
 
+use std::cell::OnceCell;
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
@@ -43,13 +44,21 @@ fn header_views(headers: &[Header<'_>]) -> Vec<HttpHeader> {
 pub(super) struct EnvoyHost<'a> {
     filter: FilterEnvoyPtr,
     metrics: &'a MetricIds,
+    /// The request headers, read in one call at the first lookup of the hook: a request is
+    /// asked for about ten headers, most of them absent, and each lookup through Envoy builds
+    /// a lower-case key and scans its map. Cleared whenever llm-edge changes a request header.
+    request_headers: OnceCell<Vec<HttpHeader>>,
 }
 
 impl<'a> EnvoyHost<'a> {
     /// # Safety
     /// `filter` must be the live Envoy filter pointer of the hook being run, on its worker thread.
     pub(super) unsafe fn new(filter: FilterEnvoyPtr, metrics: &'a MetricIds) -> Self {
-        Self { filter, metrics }
+        Self {
+            filter,
+            metrics,
+            request_headers: OnceCell::new(),
+        }
     }
 
     /// Answers OpenAI's 500, for a failure outside the filter's own logic.
@@ -96,8 +105,35 @@ impl EnvoyHost<'_> {
         found.then(|| unsafe { value.as_slice() })
     }
 
+    /// Every entry of the request header map, read once per hook.
+    fn request_headers(&self) -> &[HttpHeader] {
+        self.request_headers.get_or_init(|| {
+            let request = ffi::header_map::REQUEST;
+            // SAFETY: live filter pointer; the array has room for exactly the entries Envoy
+            // reported, and Envoy fills them all before returning true.
+            unsafe {
+                let count =
+                    ffi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, request);
+                let mut headers = vec![HttpHeader::EMPTY; count];
+                if count > 0
+                    && !ffi::envoy_dynamic_module_callback_http_get_headers(
+                        self.filter,
+                        request,
+                        headers.as_mut_ptr(),
+                    )
+                {
+                    headers.clear();
+                }
+                headers
+            }
+        })
+    }
+
     /// Sets (replacing every value) or, with `None`, removes a header.
     fn set_header(&mut self, header_type: u32, name: &str, value: Option<&str>) {
+        if header_type == ffi::header_map::REQUEST {
+            self.request_headers.take();
+        }
         let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
         // SAFETY: live filter pointer; name and value are copied during the call.
         unsafe {
@@ -233,7 +269,13 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn request_header(&self, name: &str) -> Option<&[u8]> {
-        self.header(ffi::header_map::REQUEST, name)
+        // Envoy's keys are lower case, as llm-edge's names are; the first entry is the first value.
+        self.request_headers().iter().find_map(|header| {
+            // SAFETY: the views point into Envoy's request header map, unchanged while `self` is
+            // borrowed: every call that changes it takes `&mut self` and clears the snapshot.
+            let (key, value) = unsafe { (header.key(), header.value()) };
+            (key == name.as_bytes()).then_some(value)
+        })
     }
 
     fn request_body_len(&self) -> usize {

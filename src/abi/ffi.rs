@@ -67,6 +67,44 @@ pub struct HttpHeader {
 }
 
 impl HttpHeader {
+    /// The name.
+    ///
+    /// # Safety
+    /// As [`Buffer::as_slice`]: the name's bytes must outlive `'a`.
+    pub unsafe fn key<'a>(&self) -> &'a [u8] {
+        // SAFETY: per the contract.
+        unsafe {
+            Buffer {
+                ptr: self.key_ptr,
+                len: self.key_len,
+            }
+            .as_slice()
+        }
+    }
+
+    /// The value.
+    ///
+    /// # Safety
+    /// As [`Buffer::as_slice`]: the value's bytes must outlive `'a`.
+    pub unsafe fn value<'a>(&self) -> &'a [u8] {
+        // SAFETY: per the contract.
+        unsafe {
+            Buffer {
+                ptr: self.value_ptr,
+                len: self.value_len,
+            }
+            .as_slice()
+        }
+    }
+
+    /// A header of nothing, to be overwritten.
+    pub const EMPTY: Self = Self {
+        key_ptr: std::ptr::null(),
+        key_len: 0,
+        value_ptr: std::ptr::null(),
+        value_len: 0,
+    };
+
     /// A header view of `(name, value)`, valid while both strings are.
     pub fn of(name: &str, value: &str) -> Self {
         Self {
@@ -195,6 +233,21 @@ unsafe extern "C" {
         result: *mut Buffer,
         index: usize,
         count: *mut usize,
+    ) -> bool;
+
+    /// How many entries (one per value) one header map has.
+    pub fn envoy_dynamic_module_callback_http_get_headers_size(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+    ) -> usize;
+
+    /// Writes every entry of one header map into `result`, which must have room for as many as
+    /// `get_headers_size` reported; the views stay valid until the hook returns or the map
+    /// changes.
+    pub fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        result: *mut HttpHeader,
     ) -> bool;
 
     /// Sets (replacing every value) or, with a null value, removes header `key`.
