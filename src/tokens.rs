@@ -5,13 +5,23 @@
 //! does not name), `cl100k_base` for gpt-4, gpt-3.5 and the ada/3 embedding models. Chat
 //! formatting is counted the way OpenAI counts it: 3 tokens per message, 1 more for a `name`,
 //! and 3 to prime the reply. Approximate counting (one token per four characters) skips the BPE.
+//!
+//! ASCII text is split into pieces here ([`ascii`]), and each piece is looked up, or byte-pair
+//! merged, in a table of the ASCII tokens built at config time; tiktoken encodes other text.
 
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 use serde::Deserialize;
 use tiktoken_rs::CoreBPE;
 
 use crate::openai::chat::ChatMessage;
+
+mod ascii;
+
+use ascii::Splitter;
 
 /// Tokens added around every chat message by the chat format.
 const TOKENS_PER_MESSAGE: u32 = 3;
@@ -21,6 +31,9 @@ const TOKENS_PER_NAME: u32 = 1;
 const TOKENS_PER_REPLY: u32 = 3;
 /// Characters per token in approximate counting.
 const APPROX_CHARS_PER_TOKEN: usize = 4;
+/// Pieces this long are merged by tiktoken, whose merge of long pieces is not quadratic (a
+/// hostile prompt can be one piece of a megabyte).
+const LONGEST_PIECE_MERGED_HERE: usize = 100;
 /// The chat roles: each is one token in both of OpenAI's vocabularies (a test checks it), so
 /// exact counting need not run the BPE over them for every message.
 const ONE_TOKEN_ROLES: [&str; 6] = [
@@ -64,7 +77,7 @@ impl Tokenizer {
     /// Tokens in `text` for `model`.
     pub fn count(self, model: &str, text: &str) -> u32 {
         let count = match self {
-            Self::Exact => vocabulary_for(model).bpe.encode_ordinary(text).len(),
+            Self::Exact => vocabulary_for(model).encode(text).len(),
             Self::Approx => text.chars().count().div_ceil(APPROX_CHARS_PER_TOKEN),
         };
         u32::try_from(count).unwrap_or(u32::MAX)
@@ -72,7 +85,7 @@ impl Tokenizer {
 
     /// The token ids of `text` for `model` when counting is exact; `None` when approximate.
     pub fn encode(self, model: &str, text: &str) -> Option<Vec<u32>> {
-        (self == Self::Exact).then(|| vocabulary_for(model).bpe.encode_ordinary(text))
+        (self == Self::Exact).then(|| vocabulary_for(model).encode(text))
     }
 
     /// Prompt tokens of a chat conversation for `model`, formatting overhead included.
@@ -96,7 +109,7 @@ impl Tokenizer {
             });
             let kept_here = keep.is_some_and(|keep| std::ptr::eq(message.text.as_str(), keep));
             let text = if self == Self::Exact && kept_here {
-                let ids = vocabulary_for(model).bpe.encode_ordinary(&message.text);
+                let ids = vocabulary_for(model).encode(&message.text);
                 let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
                 kept = Some(ids);
                 count
@@ -137,7 +150,7 @@ impl Tokenizer {
             (Self::Exact, Some(ids)) => exact_pieces(vocabulary_for(model), text, ids),
             (Self::Exact, None) => {
                 let vocabulary = vocabulary_for(model);
-                exact_pieces(vocabulary, text, &vocabulary.bpe.encode_ordinary(text))
+                exact_pieces(vocabulary, text, &vocabulary.encode(text))
             }
             (Self::Approx, _) => approx_pieces(text),
         }
@@ -149,17 +162,133 @@ impl Tokenizer {
 struct Vocabulary {
     bpe: &'static CoreBPE,
     token_lengths: Vec<u16>,
+    /// How the vocabulary's pre-tokenizer splits ASCII text.
+    splitter: Splitter,
+    /// The ASCII tokens, by their text: most pieces of ASCII text are one token.
+    ascii: AsciiTokens,
+}
+
+/// A vocabulary's ASCII tokens, found by their text. The table's entries are slices of one
+/// buffer: a map from owned texts took twice the memory.
+#[derive(Default)]
+struct AsciiTokens {
+    /// Every ASCII token's text, one after another.
+    text: Vec<u8>,
+    /// The ASCII tokens, hashed by their text.
+    table: HashTable<AsciiToken>,
+}
+
+/// An ASCII token: its id, and where its text is in [`AsciiTokens::text`].
+#[derive(Clone, Copy)]
+struct AsciiToken {
+    start: u32,
+    end: u32,
+    id: u32,
+}
+
+impl AsciiTokens {
+    fn hash(text: &[u8]) -> u64 {
+        FxBuildHasher.hash_one(text)
+    }
+
+    /// Adds token `id`, whose text is `text`.
+    fn insert(&mut self, id: u32, text: &[u8]) {
+        let offset = |len: usize| u32::try_from(len).expect("a vocabulary is under 4 GiB");
+        let start = offset(self.text.len());
+        self.text.extend_from_slice(text);
+        let end = offset(self.text.len());
+        let Self { text, table } = self;
+        let hash_of =
+            |token: &AsciiToken| Self::hash(&text[token.start as usize..token.end as usize]);
+        let token = AsciiToken { start, end, id };
+        table.insert_unique(hash_of(&token), token, hash_of);
+    }
+
+    /// The id of the token whose text is `text`, if it is one.
+    fn get(&self, text: &[u8]) -> Option<u32> {
+        self.table
+            .find(Self::hash(text), |token| {
+                &self.text[token.start as usize..token.end as usize] == text
+            })
+            .map(|token| token.id)
+    }
 }
 
 impl Vocabulary {
     /// Ids run densely from 0 (special tokens sit after them, and `encode_ordinary` never makes
-    /// one); the table stops at the first id the vocabulary does not know.
-    fn new(bpe: &'static CoreBPE) -> Self {
-        let token_lengths = (0..)
-            .map_while(|id| bpe.decode_bytes(&[id]).ok())
-            .map(|bytes| u16::try_from(bytes.len()).unwrap_or(u16::MAX))
+    /// one); the tables stop at the first id the vocabulary does not know.
+    fn new(bpe: &'static CoreBPE, splitter: Splitter) -> Self {
+        let mut token_lengths = Vec::new();
+        let mut ascii = AsciiTokens::default();
+        for (id, bytes) in (0..).map_while(|id| Some(id).zip(bpe.decode_bytes(&[id]).ok())) {
+            token_lengths.push(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
+            if bytes.is_ascii() {
+                ascii.insert(id, &bytes);
+            }
+        }
+        Self {
+            bpe,
+            token_lengths,
+            splitter,
+            ascii,
+        }
+    }
+
+    /// The token ids of `text`: what tiktoken's `encode_ordinary` gives.
+    fn encode(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        for segment in ascii::segments(text) {
+            if !segment.ascii {
+                ids.extend(self.bpe.encode_ordinary(segment.text));
+                continue;
+            }
+            for piece in self.splitter.pieces(segment.text) {
+                match self.ascii.get(piece.as_bytes()) {
+                    Some(id) => ids.push(id),
+                    None if piece.len() < LONGEST_PIECE_MERGED_HERE => {
+                        self.merge_ascii(piece.as_bytes(), &mut ids);
+                    }
+                    // tiktoken splits its own piece into just that piece again.
+                    None => ids.extend(self.bpe.encode_ordinary(piece)),
+                }
+            }
+        }
+        ids
+    }
+
+    /// Byte-pair encodes an ASCII piece that is not one token: starting from single bytes, the
+    /// adjacent pair whose union has the lowest rank (the leftmost, on a tie) merges, until no
+    /// union is a token. Every union of ASCII bytes is ASCII, so the ASCII table has every rank
+    /// this needs; ranks are ids in OpenAI's vocabularies.
+    fn merge_ascii(&self, piece: &[u8], ids: &mut Vec<u32>) {
+        let rank = |bytes: &[u8]| self.ascii.get(bytes).unwrap_or(u32::MAX);
+        // Where each part starts, then the piece's end.
+        let mut bounds: Vec<usize> = (0..=piece.len()).collect();
+        // The rank of the union of part `i` and part `i + 1`.
+        let mut unions: Vec<u32> = bounds
+            .windows(3)
+            .map(|w| rank(&piece[w[0]..w[2]]))
             .collect();
-        Self { bpe, token_lengths }
+        while let Some((i, _)) = unions
+            .iter()
+            .enumerate()
+            .filter(|&(_, &union)| union != u32::MAX)
+            .min_by_key(|&(i, &union)| (union, i))
+        {
+            bounds.remove(i + 1);
+            unions.remove(i);
+            let union_at = |k: usize| match bounds.get(k + 2) {
+                Some(&end) => rank(&piece[bounds[k]..end]),
+                None => u32::MAX,
+            };
+            if i > 0 {
+                unions[i - 1] = union_at(i - 1);
+            }
+            if i < unions.len() {
+                unions[i] = union_at(i);
+            }
+        }
+        ids.extend(bounds.windows(2).map(|w| rank(&piece[w[0]..w[1]])));
     }
 
     fn token_len(&self, id: u32) -> usize {
@@ -175,12 +304,11 @@ fn vocabulary_for(model: &str) -> &'static Vocabulary {
     static O200K: OnceLock<Vocabulary> = OnceLock::new();
     static CL100K: OnceLock<Vocabulary> = OnceLock::new();
     let bpe = bpe_for(model);
-    let cell = if std::ptr::eq(bpe, tiktoken_rs::cl100k_base_singleton()) {
-        &CL100K
+    if std::ptr::eq(bpe, tiktoken_rs::cl100k_base_singleton()) {
+        CL100K.get_or_init(|| Vocabulary::new(bpe, Splitter::Cl100k))
     } else {
-        &O200K
-    };
-    cell.get_or_init(|| Vocabulary::new(bpe))
+        O200K.get_or_init(|| Vocabulary::new(bpe, Splitter::O200k))
+    }
 }
 
 /// The BPE OpenAI uses for `model`.
