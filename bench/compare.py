@@ -350,9 +350,11 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
     rows = results["rows"]
     standalone = [row for row in rows if row.name.endswith("standalone")]
     fastest_peer = max(standalone, key=lambda row: row.result["rps"])
+    plain = ratio(rows, "llm-edge mock, exact tokens", "Envoy direct_response on the headers alone")
     found = [
-        ("Mock, non-streamed, vs `direct_response` with the same body", "≥ 1.00×",
-         ratio(rows, "llm-edge mock, exact tokens", CEILING), 1.0),
+        ("Mock, non-streamed, vs `direct_response` with the same body, after reading the body "
+         f"(against `direct_response` as plainly configured, answering on the headers: {plain:.2f}×)",
+         "≥ 1.00×", ratio(rows, "llm-edge mock, exact tokens", CEILING), 1.0),
         (f"Mock vs the fastest standalone peer ({fastest_peer.name.split(',')[0]})", "≥ 3.00×",
          ratio(rows, "llm-edge mock, exact tokens", fastest_peer.name), 3.0),
         ("Transforms on 4 KB vs plain proxy (cost ≤ 15%)", "≥ 0.85×",
@@ -502,14 +504,17 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         "  with the body unread it must close the connection after every reply, so measured that way",
         "  (the second row) it spends its time on TCP connects. The ceiling row reads the body first,",
         "  as llm-edge must to answer, and keeps its connections alive.",
-        "- **Exact token counting** is the largest single cost of a mock reply: the BPE pre-tokenizer",
-        "  of o200k/cl100k runs over the prompt (an echoed reply is cut from the prompt's tokens, not",
-        "  encoded again). The approx row is the same reply without it. A streamed reply's token",
-        "  events are cut from one pre-rendered chunk, not serialized whole each.",
+        "- **Exact token counting** splits and merges ASCII text in llm-edge itself: tiktoken-rs's",
+        "  look-ahead regex took most of an exact count (1.9 µs for the prompt above, now 0.46 µs).",
+        "  Words with other characters still go to tiktoken, as the criterion rows show: their prose",
+        "  has a typographic apostrophe in every sentence. An echoed reply is cut from the prompt's",
+        "  tokens, not encoded again; the approx row is the same reply without counting. A streamed",
+        "  reply's token events are cut from one pre-rendered chunk, not serialized whole each.",
         "- **Against the ceiling**, the core's own share (above) is small: even a free core would leave",
         "  the mock below `direct_response`. The rest is Envoy's work for a filter that answers itself:",
-        "  five hook calls into the module, its callbacks for headers and the body, a stat lookup for",
-        "  each labelled counter, and the local reply through the filter chain.",
+        "  five hook calls into the module, its callbacks for the headers (read in one call per hook)",
+        "  and the body, a stat lookup for each labelled counter (three per reply: about 0.7 µs in a",
+        "  profile), and the local reply through the filter chain.",
         "- **Transforms** parse and rewrite the body, and the guard runs every detector's pattern in",
         "  one RegexSet pass over each scanned text (the \"nothing to mask\" scan above: about 2 ns a",
         "  byte), then each detector that can match on its own; the PII-dense 64 KB prompt holds",
