@@ -13,6 +13,7 @@ the same request bodies at the same concurrency (wrk: 1 thread, 16 connections).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ PEERS_DIR = REPO / "bench" / "peers"
 # The ceiling: Envoy answering the same bytes with direct_response, after reading the request body
 # as llm-edge must (a buffer filter), so that both keep their connections alive.
 CEILING = "Envoy direct_response after reading the body"
+# The same, with the bytes of a streamed reply (its events, in one body) for the streamed mock.
+STREAMED_CEILING = "Envoy direct_response after reading the body, a streamed reply's bytes"
 # The mock the benchmarks measure: it echoes the prompt, with exact token counts (the default).
 ECHO_MOCK = {"mock": {"content": {"mode": "echo"}}}
 # Pacing runs per stream count: its timing varies from run to run here, so the median is reported.
@@ -102,16 +105,22 @@ def mock_envoy(workdir: Path, name: str, config: dict) -> Envoy:
     return envoy
 
 
-def direct_response_envoy(workdir: Path, name: str, body: str, read_body: bool) -> Envoy:
+def direct_response_envoy(workdir: Path, name: str, body: str, read_body: bool,
+                          content_type: str = "application/json") -> Envoy:
     """Envoy answering `body` itself. Without `read_body` it answers on the request headers and,
     the body left unread, must close the connection after every reply."""
     route = {
         "match": {"prefix": "/"},
-        "direct_response": {"status": 200, "body": {"inline_string": body}},
-        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+        # As bytes: Envoy's YAML reader dropped a trailing newline of the events as a string.
+        "direct_response": {"status": 200, "body": {"inline_bytes": base64.b64encode(body.encode()).decode()}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type},
                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
     }
-    envoy = start(workdir, name, bootstrap(listener(route, [READ_WHOLE_BODY] if read_body else [])))
+    config = bootstrap(listener(route, [READ_WHOLE_BODY] if read_body else []))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    # A streamed reply is larger than the 4 KiB Envoy allows a direct response by default.
+    manager["typed_config"]["route_config"]["max_direct_response_body_size_bytes"] = len(body.encode())
+    envoy = start(workdir, name, config)
     pin(envoy.process.pid, SERVER_CPU)
     return envoy
 
@@ -285,16 +294,20 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
     ceiling = direct_response_envoy(workdir, "ceiling", reply, read_body=True)
     on_headers = direct_response_envoy(workdir, "on-headers", reply, read_body=False)
     approx = mock_envoy(workdir, "mock-approx", {**ECHO_MOCK, "tokenizer": "approx"})
+    events = post(f"{approx.base_url}{CHAT_PATH}", STREAMED_CHAT).decode()
+    streamed_ceiling = direct_response_envoy(workdir, "streamed-ceiling", events, read_body=True,
+                                             content_type="text/event-stream")
     try:
         measure("in-proxy", [
             (CEILING, ceiling, chat, None),
             ("Envoy direct_response on the headers alone", on_headers, chat, CEILING),
             ("llm-edge mock, exact tokens", exact, chat, CEILING),
             ("llm-edge mock, approx tokens", approx, chat, CEILING),
-            ("llm-edge mock, streamed (no pacing)", approx, streamed, CEILING),
+            (STREAMED_CEILING, streamed_ceiling, streamed, None),
+            ("llm-edge mock, streamed (no pacing)", approx, streamed, STREAMED_CEILING),
         ])
     finally:
-        for envoy in (ceiling, on_headers, exact, approx):
+        for envoy in (ceiling, on_headers, exact, approx, streamed_ceiling):
             envoy.stop()
     profile_one("mock", bootstrap(listener(NOT_FOUND_ROUTE, [llm_edge_filter(ECHO_MOCK)])), chat,
                 "llm-edge mock, exact tokens, one Envoy worker")
