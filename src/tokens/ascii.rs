@@ -31,7 +31,7 @@ pub(super) struct Segment<'a> {
     pub ascii: bool,
 }
 
-/// Cuts `text` into segments, alternately ASCII and not, that concatenate back to it.
+/// Cuts `text` into segments, each all ASCII or not, that concatenate back to it.
 pub(super) fn segments(text: &str) -> impl Iterator<Item = Segment<'_>> {
     let bytes = text.as_bytes();
     let mut position = 0;
