@@ -423,27 +423,22 @@ pub fn text_completion<'h>(
         })
         .collect();
     // Text prompts are encoded once (exact tokens), for their count and for an echo of them.
-    let prompt_ids: Vec<Option<Vec<u32>>> = request
+    let len = |ids: &[u32]| u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    let (prompt_ids, prompt_token_counts): (Vec<Option<Vec<u32>>>, Vec<u32>) = request
         .prompts
         .iter()
         .zip(&prompt_texts)
         .map(|(prompt, text)| match prompt {
-            Prompt::Text(_) => tokenizer.encode(model, text),
-            Prompt::Tokens(_) => None,
+            Prompt::Tokens(ids) => (None, len(ids)),
+            Prompt::Text(_) => match tokenizer.encode(model, text) {
+                Some(ids) => {
+                    let count = len(&ids);
+                    (Some(ids), count)
+                }
+                None => (None, tokenizer.count(model, text)),
+            },
         })
-        .collect();
-    let prompt_token_counts: Vec<u32> = request
-        .prompts
-        .iter()
-        .zip(&prompt_texts)
-        .zip(&prompt_ids)
-        .map(|((prompt, text), ids)| match (prompt, ids) {
-            (Prompt::Tokens(ids), _) | (Prompt::Text(_), Some(ids)) => {
-                u32::try_from(ids.len()).unwrap_or(u32::MAX)
-            }
-            (Prompt::Text(_), None) => tokenizer.count(model, text),
-        })
-        .collect();
+        .unzip();
     if let Some(window) = config.context_window(model) {
         let longest = prompt_token_counts.iter().copied().max().unwrap_or(0);
         check_context(window, longest, Some(request.max_tokens))?;
