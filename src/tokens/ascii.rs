@@ -164,8 +164,8 @@ fn punctuation_end(bytes: &[u8], i: usize, trailing: impl Fn(u8) -> bool) -> Opt
     })
 }
 
-/// The whitespace run starting at `i`: `(start, end)` of the run, and where its last newline
-/// ends, if it has one.
+/// The whitespace run starting at `i`: where it ends, and where its last newline ends, if it
+/// has one.
 fn whitespace(bytes: &[u8], i: usize) -> (usize, Option<usize>) {
     let end = i + run(bytes, i, is_space);
     let last_newline = (i..end).rev().find(|&k| is_newline(bytes[k]));
