@@ -122,12 +122,13 @@ def start(workdir: Path, name: str, config: dict, module_dir: Path = MODULE_DIR)
 
 def chat_body(size: int, sensitive: bool = True) -> bytes:
     """A chat request of about `size` bytes of prose: with an e-mail address and a phone number
-    in every sentence, or with nothing for the guard to find."""
+    in every sentence, or with nothing for the guard to find but numbers, as prose has (the
+    guard's number detectors look only where digits are: digit-free prose would flatter it)."""
     # A typographic apostrophe, as real prose has: non-ASCII text must stay on the fast path.
     sentence = ("Please summarise the quarter’s report for the board; contact jane.doe@example.com "
                 "or call +1 415-555-2671 if anything is unclear. " if sensitive else
-                "Please summarise the quarter’s report for the board; contact the finance team "
-                "or the auditors if anything is still unclear. ")
+                "Please summarise the quarter’s 3 reports (Q2 2026) for the board; ask the "
+                "finance team if any of the 14 points is still unclear. ")
     text = (sentence * (size // len(sentence) + 1))[:size]
     return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
 

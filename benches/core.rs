@@ -22,9 +22,10 @@ const PROMPT: &str =
 /// A sentence with an e-mail address and a phone number to mask.
 const SENSITIVE: &str = "Please summarise the quarter’s report for the board; contact \
                          jane.doe@example.com or call +1 415-555-2671 if anything is unclear. ";
-/// A sentence of the same length with nothing to mask, as most prompts are.
-const CLEAN: &str = "Please summarise the quarter’s report for the board; contact the \
-                     finance team or the auditors if anything is still unclear. ";
+/// A sentence with nothing to mask, as most prompts are, but with numbers in it, as prose has:
+/// the detectors of numbers (phone, card, IBAN, IPv4, SSN) look only where digits are.
+const CLEAN: &str = "Please summarise the quarter’s 3 reports (Q2 2026) for the board; ask \
+                     the finance team if any of the 14 points is still unclear. ";
 
 fn chat_body(stream: bool) -> Vec<u8> {
     let body = json!({"model": "gpt-4o", "stream": stream,

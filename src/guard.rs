@@ -7,9 +7,12 @@
 //! them back in the reply.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
+use regex::{Match, Regex, RegexBuilder, RegexSet, RegexSetBuilder, SetMatches};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -134,15 +137,97 @@ struct Detector {
     regex: Regex,
     validate: Validator,
     action: Action,
+    reach: Reach,
+}
+
+/// Where in a text a detector looks for values. A pattern without a literal prefix costs a scan of
+/// every byte (the lazy DFA, ~2 ns a byte each); a narrower reach skips most text and finds every
+/// value all the same (the tests compare it with a search of the whole text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The whole text (custom detectors: their patterns are the user's).
+    Anywhere,
+    /// The whole text, if it holds one of these literals (of two bytes or more): every value
+    /// holds one.
+    Literals(&'static [&'static str]),
+    /// The runs of bytes around certain bytes that [`Around::runs`] finds, of those that hold
+    /// at least `digits` ASCII digits: every value lies in one, and holds that many.
+    Runs {
+        /// The bytes that the runs are found around.
+        around: Around,
+        /// The fewest ASCII digits in a value.
+        digits: usize,
+    },
+}
+
+/// A run of bytes where values can lie: `text[range]`, holding `digits` ASCII digits.
+#[derive(Debug, Clone)]
+struct Run {
+    range: Range<usize>,
+    digits: usize,
+}
+
+/// The bytes that values of a [`Reach::Runs`] detector are found around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Around {
+    /// ASCII digits: phone numbers, cards, SSNs, IBANs, IPv4 addresses.
+    Digits,
+    /// Colons: IPv6 addresses.
+    Colons,
+    /// `@`: e-mail addresses.
+    AtSigns,
 }
 
 /// The compiled detectors of one config.
 #[derive(Debug, Default, Clone)]
 pub struct Detectors {
+    /// Custom detectors first, then the built-in ones.
     detectors: Vec<Detector>,
-    /// All patterns in one set, in `detectors` order: one pass over a text tells which detectors
-    /// can match it, so most texts cost one scan instead of one per detector.
-    any: RegexSet,
+    /// The custom detectors' patterns in one set, in `detectors` order: one pass over a text
+    /// tells which of them can match it, however many there are.
+    custom: RegexSet,
+    /// The literals of the detectors of [`Reach::Literals`], found in one vectorised pass
+    /// (leftmost-first: overlapping ones are found by searching again from the next byte).
+    literals: Option<AhoCorasick>,
+    /// Which detector (its index in `detectors`) each literal, by pattern id, belongs to.
+    literal_owners: Vec<usize>,
+}
+
+/// What [`Detectors::spans`] learns of one text, once for all detectors: where each looks.
+struct Survey<'t> {
+    text: &'t str,
+    /// The custom detectors whose pattern matches somewhere in the text.
+    custom: SetMatches,
+    /// The detectors (by index, ascending) whose literal the text holds.
+    literals_found: Vec<usize>,
+    /// The runs around each kind of byte, by [`Around`], found when a detector first needs them.
+    runs: [OnceCell<Vec<Run>>; 3],
+}
+
+/// The windows of a text where one detector looks, in order: each a character-aligned range.
+enum Windows<'s> {
+    /// The whole text, or nothing.
+    Whole(Option<Range<usize>>),
+    /// The runs that hold at least `digits` digits.
+    Runs {
+        /// The runs around one kind of byte.
+        runs: std::slice::Iter<'s, Run>,
+        /// The fewest digits a value of the detector holds.
+        digits: usize,
+    },
+}
+
+impl Iterator for Windows<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        match self {
+            Self::Whole(whole) => whole.take(),
+            Self::Runs { runs, digits } => runs
+                .find(|run| run.digits >= *digits)
+                .map(|run| run.range.clone()),
+        }
+    }
 }
 
 /// A value a detector accepted: `text[start..end]`.
@@ -201,6 +286,7 @@ impl Detectors {
                 regex,
                 always,
                 detector.action,
+                Reach::Anywhere,
             ));
         }
         if let Some(name) = actions.keys().find(|name| built_in(name).is_none()) {
@@ -214,20 +300,39 @@ impl Detectors {
         }
         for name in BUILT_IN {
             if let Some(&action) = actions.get(name) {
-                let (pattern, validate) =
+                let (pattern, validate, reach) =
                     built_in(name).expect("BUILT_IN names built-in detectors");
                 let regex = Regex::new(pattern).expect("built-in patterns compile");
-                detectors.push(Detector::new(name, regex, validate, action));
+                detectors.push(Detector::new(name, regex, validate, action, reach));
             }
         }
-        let any = RegexSetBuilder::new(detectors.iter().map(|d| d.regex.as_str()))
-            .size_limit(REGEX_SIZE_LIMIT * detectors.len().max(1))
+        let mut literals: Vec<&str> = Vec::new();
+        let mut literal_owners = Vec::new();
+        for (index, detector) in detectors.iter().enumerate() {
+            if let Reach::Literals(of_detector) = detector.reach {
+                literals.extend(of_detector);
+                literal_owners.extend(of_detector.iter().map(|_| index));
+            }
+        }
+        let literals = (!literals.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(literals)
+                .expect("the built-in literals compile")
+        });
+        let custom = RegexSetBuilder::new(custom.iter().map(|d| d.regex.as_str()))
+            .size_limit(REGEX_SIZE_LIMIT * custom.len().max(1))
             .build()
             .map_err(|e| {
                 let field = "guard.custom".to_owned();
                 (field, format!("the detectors together are too large: {e}"))
             })?;
-        Ok(Self { detectors, any })
+        Ok(Self {
+            detectors,
+            custom,
+            literals,
+            literal_owners,
+        })
     }
 
     /// Whether no detector is configured.
@@ -241,10 +346,16 @@ impl Detectors {
         // Each detector's matches come in order, as do the spans accepted so far, which never
         // overlap: one merge per detector, linear however many values a text holds.
         let mut spans: Vec<Span<'_>> = Vec::new();
-        for detector in self.candidates(text) {
+        let survey = self.survey(text);
+        for (index, detector) in self.detectors.iter().enumerate() {
+            let mut windows = survey.windows(index, detector.reach).peekable();
+            if windows.peek().is_none() {
+                // Nowhere to look: the spans stay as they are, without a merge.
+                continue;
+            }
             let mut merged = Vec::with_capacity(spans.len());
             let mut accepted = spans.into_iter().peekable();
-            for found in detector.regex.find_iter(text) {
+            for found in find_within(&detector.regex, text, windows) {
                 while let Some(before) = accepted.next_if(|span| span.end <= found.start()) {
                     merged.push(before);
                 }
@@ -265,13 +376,159 @@ impl Detectors {
         spans
     }
 
-    /// The detectors whose pattern matches somewhere in `text`, in order.
-    fn candidates<'d>(&'d self, text: &str) -> impl Iterator<Item = &'d Detector> {
-        self.any
-            .matches(text)
-            .into_iter()
-            .map(|i| &self.detectors[i])
+    /// One pass over `text` for the custom detectors' set and one for the literals.
+    fn survey<'t>(&self, text: &'t str) -> Survey<'t> {
+        let mut literals_found = Vec::new();
+        if let Some(literals) = &self.literals {
+            let mut from = 0;
+            while let Some(literal) = literals.find(Input::new(text).range(from..)) {
+                literals_found.push(self.literal_owners[literal.pattern().as_usize()]);
+                from = literal.start() + 1;
+            }
+            literals_found.sort_unstable();
+            literals_found.dedup();
+        }
+        Survey {
+            text,
+            custom: self.custom.matches(text),
+            literals_found,
+            runs: Default::default(),
+        }
     }
+}
+
+impl Survey<'_> {
+    /// Where the detector at `index` in [`Detectors`] looks: nowhere if it cannot match.
+    fn windows(&self, index: usize, reach: Reach) -> Windows<'_> {
+        let whole_text_if = |found: bool| Windows::Whole(found.then_some(0..self.text.len()));
+        match reach {
+            Reach::Anywhere => whole_text_if(self.custom.matched(index)),
+            Reach::Literals(_) => whole_text_if(self.literals_found.binary_search(&index).is_ok()),
+            Reach::Runs { around, digits } => Windows::Runs {
+                runs: self.runs[around as usize]
+                    .get_or_init(|| around.runs(self.text.as_bytes()))
+                    .iter(),
+                digits,
+            },
+        }
+    }
+}
+
+/// The matches of `regex` in `text` that lie within `windows` (in order, disjoint, on character
+/// boundaries), in order: all that a search of the whole text finds, if each lies in a window.
+fn find_within<'t>(
+    regex: &'t Regex,
+    text: &'t str,
+    windows: impl Iterator<Item = Range<usize>> + 't,
+) -> impl Iterator<Item = Match<'t>> + 't {
+    windows.flat_map(move |window| {
+        // The search starts at the window's start in the whole text and ends one character past
+        // the window, so a word boundary at either edge is judged as in the whole text.
+        let past = text[window.end..].chars().next().map_or(0, char::len_utf8);
+        let haystack = &text[..window.end + past];
+        let mut at = window.start;
+        std::iter::from_fn(move || {
+            if at > haystack.len() {
+                return None;
+            }
+            let found = regex.find_at(haystack, at)?;
+            at = match haystack[found.end()..].chars().next() {
+                // An empty match: the next search starts one character on.
+                Some(next) if found.is_empty() => found.end() + next.len_utf8(),
+                None if found.is_empty() => haystack.len() + 1,
+                _ => found.end(),
+            };
+            Some(found)
+        })
+    })
+}
+
+impl Around {
+    /// The maximal runs of [`Around::holds`] bytes around each such byte in `bytes`, in order.
+    /// Each ends where `bytes` does or at a byte that starts a character (members are ASCII, or
+    /// whole characters): runs are on character boundaries.
+    fn runs(self, bytes: &[u8]) -> Vec<Run> {
+        let holds = |byte: u8| HOLDS[self as usize][usize::from(byte)];
+        let mut runs = Vec::new();
+        let mut end = 0;
+        while let Some(anchor) = self.next(bytes, end) {
+            // The byte at `end` ended the last run: the walk back stops there at the latest.
+            let mut start = anchor;
+            let mut digits = 0;
+            while start > 0 && holds(bytes[start - 1]) {
+                start -= 1;
+                digits += usize::from(bytes[start].is_ascii_digit());
+            }
+            end = anchor;
+            while let Some(&byte) = bytes.get(end).filter(|&&byte| holds(byte)) {
+                digits += usize::from(byte.is_ascii_digit());
+                end += 1;
+            }
+            runs.push(Run {
+                range: start..end,
+                digits,
+            });
+        }
+        runs
+    }
+
+    /// The position of the first byte to look around in `bytes[from..]`.
+    fn next(self, bytes: &[u8], from: usize) -> Option<usize> {
+        let rest = &bytes[from..];
+        let found = match self {
+            Self::Digits => next_digit(rest),
+            Self::Colons => memchr::memchr(b':', rest),
+            Self::AtSigns => memchr::memchr(b'@', rest),
+        };
+        found.map(|at| from + at)
+    }
+
+    /// Whether `byte` can be part of a value found around these bytes.
+    const fn holds(self, byte: u8) -> bool {
+        match self {
+            // Digits and capital letters (IBANs), separators (`+ . - ( )`, ASCII whitespace),
+            // and the bytes of non-ASCII characters (`\s` matches Unicode spaces too).
+            Self::Digits => {
+                byte.is_ascii_digit()
+                    || byte.is_ascii_uppercase()
+                    || matches!(byte, b'+' | b'.' | b'-' | b'(' | b')')
+                    || matches!(byte, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r')
+                    || !byte.is_ascii()
+            }
+            Self::Colons => byte.is_ascii_hexdigit() || matches!(byte, b':' | b'.'),
+            Self::AtSigns => {
+                byte.is_ascii_alphanumeric()
+                    || matches!(byte, b'.' | b'_' | b'%' | b'+' | b'-' | b'@')
+            }
+        }
+    }
+}
+
+/// [`Around::holds`] of every byte, by [`Around`]: one lookup a byte where runs are walked.
+const HOLDS: [[bool; 256]; 3] = {
+    let mut tables = [[false; 256]; 3];
+    let mut byte = 0;
+    while byte < 256 {
+        let value = byte as u8;
+        tables[Around::Digits as usize][byte] = Around::Digits.holds(value);
+        tables[Around::Colons as usize][byte] = Around::Colons.holds(value);
+        tables[Around::AtSigns as usize][byte] = Around::AtSigns.holds(value);
+        byte += 1;
+    }
+    tables
+};
+
+/// The position of the first ASCII digit in `bytes`. Prose has few digits, so it tests 32 bytes
+/// at a time, without a branch per byte, which the compiler vectorises.
+fn next_digit(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for chunk in bytes.chunks(32) {
+        if chunk.iter().fold(false, |any, b| any | b.is_ascii_digit()) {
+            return chunk.iter().position(u8::is_ascii_digit).map(|i| at + i);
+        }
+        at += chunk.len();
+    }
+    None
 }
 
 impl GuardConfig {
@@ -299,13 +556,14 @@ impl GuardConfig {
 }
 
 impl Detector {
-    fn new(name: &str, regex: Regex, validate: Validator, action: Action) -> Self {
+    fn new(name: &str, regex: Regex, validate: Validator, action: Action, reach: Reach) -> Self {
         Self {
             name: name.to_owned(),
             placeholder_prefix: name.to_ascii_uppercase(),
             regex,
             validate,
             action,
+            reach,
         }
     }
 }
@@ -313,48 +571,100 @@ impl Detector {
 /// Checks a candidate a pattern found (a checksum, a range).
 type Validator = fn(&str) -> bool;
 
-/// The pattern and validator of a built-in detector.
+/// The pattern, validator and reach of a built-in detector.
 ///
 /// Word boundaries are ASCII ones, `(?-u:\b)`: a CJK character or an accented letter next to a
 /// number is a boundary, so values in prose without spaces are found; and the fast lazy DFA
 /// handles them on any text, where a Unicode `\b` makes the regex engine fall back to a
 /// ~40× slower one as soon as the text holds a non-ASCII character.
-fn built_in(name: &str) -> Option<(&'static str, Validator)> {
+fn built_in(name: &str) -> Option<(&'static str, Validator, Reach)> {
     Some(match name {
         "email" => (
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
             always,
+            Reach::Runs {
+                around: Around::AtSigns,
+                digits: 0,
+            },
         ),
         "phone" => (
             r"(?:\+\d{1,3}[\s.-]?)?\(?(?-u:\b)\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?-u:\b)|\+\d{7,15}(?-u:\b)",
             valid_phone,
+            Reach::Runs {
+                around: Around::Digits,
+                digits: 7,
+            },
         ),
-        "credit_card" => (r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)", valid_card),
-        "us_ssn" => (r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)", valid_ssn),
+        "credit_card" => (
+            r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+            valid_card,
+            Reach::Runs {
+                around: Around::Digits,
+                digits: 13,
+            },
+        ),
+        "us_ssn" => (
+            r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
+            valid_ssn,
+            Reach::Runs {
+                around: Around::Digits,
+                digits: 9,
+            },
+        ),
         "iban" => (
             r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
             valid_iban,
+            Reach::Runs {
+                around: Around::Digits,
+                digits: 2,
+            },
         ),
         // Longer dotted runs (versions such as 1.2.3.4.5) match whole and then fail validation.
         "ipv4" => (
             r"(?-u:\b)(?:\d+\.)?\d{1,3}(?:\.\d{1,3}){3}(?:\.\d+)*(?-u:\b)",
             valid_ipv4,
+            Reach::Runs {
+                around: Around::Digits,
+                digits: 4,
+            },
         ),
-        "ipv6" => (r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", valid_ipv6),
+        "ipv6" => (
+            r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*",
+            valid_ipv6,
+            Reach::Runs {
+                around: Around::Colons,
+                digits: 0,
+            },
+        ),
         "jwt" => (
             r"(?-u:\b)eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
             always,
+            Reach::Literals(&["eyJ"]),
         ),
-        "openai_key" => (r"(?-u:\b)sk-(?:proj-)?[A-Za-z0-9_-]{20,}", always),
-        "aws_access_key" => (r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)", always),
+        "openai_key" => (
+            r"(?-u:\b)sk-(?:proj-)?[A-Za-z0-9_-]{20,}",
+            always,
+            Reach::Literals(&["sk-"]),
+        ),
+        "aws_access_key" => (
+            r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)",
+            always,
+            Reach::Literals(&["AKIA", "ASIA"]),
+        ),
         "github_token" => (
             r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
             always,
+            Reach::Literals(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
         ),
-        "slack_token" => (r"(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}", always),
+        "slack_token" => (
+            r"(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}",
+            always,
+            Reach::Literals(&["xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"]),
+        ),
         "private_key" => (
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
             always,
+            Reach::Literals(&["-----BEGIN "]),
         ),
         _ => return None,
     })
@@ -969,6 +1279,9 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
     use super::*;
 
     fn detectors(pairs: &[(&str, Action)]) -> Detectors {
@@ -982,6 +1295,81 @@ mod tests {
             .mask(&detectors(&all), text)
             .unwrap()
             .into_owned()
+    }
+
+    /// Pieces of text that random texts are made of: values of every detector (some at the
+    /// fewest digits their pattern allows), their near misses, the bytes runs stop and go on at,
+    /// literals that overlap ("sk" + "-----BEGIN"), and prose in several scripts.
+    #[rustfmt::skip]
+    const FRAGMENTS: &[&str] = &[
+        "4111 1111 1111 1111", "4111-1111-1111-1111", "+1 (415) 555-2671", "415.555.2671",
+        "+1234567", "+14155552671", "123-45-6789", "GB82 WEST 1234 5698 7654 32",
+        "GB82WESTABCDEFGHIJK", "DE89370400440532013000", "192.168.1.20", "1.2.3.4", "10.0.0.1.5",
+        "1.2.3", "2026", "3", "14", "Q2", "0", "(", ")", "+", "-", ".", " ", "\n", "\t", "\r",
+        "\u{b}", "\u{c}", "\u{a0}", "\u{3000}", "号", "é", "’", "a", "Z", "_", ",",
+        "2001:db8::8a2e:370:7334", "::1", ":", "fe80::1", "::ffff:10.0.0.1",
+        "jane.doe@example.com", "a@x.io", "@", "%", "user+tag@sub.example.co.uk",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJ",
+        "sk-proj-abcdefghijklmnopqrstuvwx", "sk", "AKIAIOSFODNN7EXAMPLE", "ASIA",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github_pat_abcdefghijklmnopqrstuv",
+        "xoxb-1234567890-abcdef", "-----BEGIN RSA PRIVATE KEY-----", "MIIE",
+        "-----END RSA PRIVATE KEY-----", "secret-42",
+    ];
+
+    /// Each detector finds where it looks (literals, runs around digits, colons or `@`) exactly
+    /// what a search of the whole text finds, on random texts of [`FRAGMENTS`].
+    #[test]
+    fn narrowed_searches_find_what_searching_the_whole_text_finds() {
+        let all: Vec<(&str, Action)> = BUILT_IN.iter().map(|n| (*n, Action::Mask)).collect();
+        let actions = all.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect();
+        let custom = [CustomDetector {
+            name: "secret".to_owned(),
+            regex: r"secret-\d+".to_owned(),
+            action: Action::Mask,
+        }];
+        let detectors = Detectors::compile(&actions, &custom).unwrap();
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut found = vec![0; detectors.detectors.len()];
+        for _ in 0..5_000 {
+            let text: String = (0..rng.random_range(0..24))
+                .map(|_| FRAGMENTS[rng.random_range(0..FRAGMENTS.len())])
+                .collect();
+            let survey = detectors.survey(&text);
+            for (index, detector) in detectors.detectors.iter().enumerate() {
+                let windows = survey.windows(index, detector.reach);
+                let narrowed: Vec<_> = find_within(&detector.regex, &text, windows)
+                    .map(|found| found.range())
+                    .collect();
+                let whole: Vec<_> = detector.regex.find_iter(&text).map(|m| m.range()).collect();
+                assert_eq!(narrowed, whole, "{} in {text:?}", detector.name);
+                found[index] += whole.len();
+            }
+        }
+        // Every detector found values, so no comparison was of two empty lists only.
+        for (detector, found) in detectors.detectors.iter().zip(found) {
+            assert!(found > 50, "{} found {found}", detector.name);
+        }
+    }
+
+    /// The runs around digits stop at a byte no value holds, count their digits, and skip
+    /// digit-free stretches; a value needs as many digits as its detector's reach says.
+    #[test]
+    fn runs_around_digits() {
+        let text = "call +1 (415) 555-2671, or Q2 2026’s line; x9y 415\u{b}555\u{c}2671\r\n";
+        let runs: Vec<_> = Around::Digits
+            .runs(text.as_bytes())
+            .into_iter()
+            .map(|run| (&text[run.range], run.digits))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (" +1 (415) 555-2671", 11),
+                (" Q2 2026’", 5),
+                ("9", 1),
+                (" 415\u{b}555\u{c}2671\r\n", 10),
+            ]
+        );
     }
 
     #[test]
