@@ -147,8 +147,8 @@ struct Detector {
 enum Reach {
     /// The whole text (custom detectors: their patterns are the user's).
     Anywhere,
-    /// The whole text, if it holds one of these literals (of two bytes or more): every value
-    /// holds one.
+    /// The whole text, if it holds one of these literals: every value holds one. Two bytes or
+    /// more each: a single byte among them turns off the vectorised search for all of them.
     Literals(&'static [&'static str]),
     /// The runs of bytes around certain bytes that [`Around::runs`] finds, of those that hold
     /// at least `digits` ASCII digits: every value lies in one, and holds that many.
