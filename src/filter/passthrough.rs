@@ -252,7 +252,8 @@ impl Filter {
             reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);
         changed |= strip_usage_chunk;
         if changed {
-            *body = serde_json::to_vec(&fields).expect("serializing JSON values cannot fail");
+            // Into the body's own buffer: about the size needed, so it is not grown step by step.
+            write_json(body, &fields);
             host.replace_request_body(body);
         }
         let model = fields.get("model").and_then(Value::as_str);
@@ -495,9 +496,18 @@ impl Filter {
         let header = |name: &str| host.request_header(name);
         let transformed = transform.apply(&mut fields, header);
         let masked = self.guard_request(host, &mut fields).ok_or(())?;
-        Ok((transformed || masked)
-            .then(|| serde_json::to_vec(&fields).expect("serializing JSON values cannot fail")))
+        Ok((transformed || masked).then(|| {
+            let mut rewritten = Vec::with_capacity(body.len());
+            write_json(&mut rewritten, &fields);
+            rewritten
+        }))
     }
+}
+
+/// Writes `fields` as JSON over what `out` held.
+fn write_json(out: &mut Vec<u8>, fields: &Map<String, Value>) {
+    out.clear();
+    serde_json::to_writer(out, fields).expect("serializing JSON values cannot fail");
 }
 
 /// What forwarding needs to know of a request.
