@@ -61,10 +61,45 @@ impl Accounting {
     /// Takes the counts of a `usage` object anywhere OpenAI, the Responses API or Anthropic put
     /// it (top level, `response.usage`, `message.usage`).
     fn observe(&mut self, event: &Value) {
-        let usage = [
+        self.observe_members(
             event.get("usage"),
-            event.get("response").and_then(|r| r.get("usage")),
-            event.get("message").and_then(|m| m.get("usage")),
+            event.get("response"),
+            event.get("message"),
+        );
+    }
+
+    /// [`Accounting::observe`] on a whole JSON reply, reading only the members that can hold its
+    /// usage: the rest (the reply's text) is skipped, not built into a tree.
+    fn observe_reply(&mut self, reply: &[u8]) {
+        /// The members of a reply that [`Accounting::observe`] looks in.
+        #[derive(Deserialize)]
+        struct Members {
+            usage: Option<Value>,
+            response: Option<Value>,
+            message: Option<Value>,
+        }
+        if let Ok(members) = serde_json::from_slice::<Members>(reply) {
+            let Members {
+                usage,
+                response,
+                message,
+            } = &members;
+            self.observe_members(usage.as_ref(), response.as_ref(), message.as_ref());
+        }
+    }
+
+    /// Takes the counts of the first `usage` object among `usage`, `response.usage` and
+    /// `message.usage`.
+    fn observe_members(
+        &mut self,
+        usage: Option<&Value>,
+        response: Option<&Value>,
+        message: Option<&Value>,
+    ) {
+        let usage = [
+            usage,
+            response.and_then(|r| r.get("usage")),
+            message.and_then(|m| m.get("usage")),
         ]
         .into_iter()
         .flatten()
@@ -395,9 +430,8 @@ impl Filter {
                     accounting.pending.extend_from_slice(&chunk);
                 }
                 if end_of_stream {
-                    if let Ok(reply) = serde_json::from_slice::<Value>(&accounting.pending) {
-                        accounting.observe(&reply);
-                    }
+                    let reply = std::mem::take(&mut accounting.pending);
+                    accounting.observe_reply(&reply);
                 }
             }
             ReplyKind::EventStream => {
@@ -715,6 +749,36 @@ mod tests {
         assert_eq!(
             (responses.prompt_tokens, responses.completion_tokens),
             (Some(4), Some(5))
+        );
+    }
+
+    /// A whole JSON reply is read as each of its events would be: the first `usage` object
+    /// wins, a `null` one is passed over, and text that is not a JSON object leaves no count.
+    #[test]
+    fn a_json_reply_is_read_as_its_events_are() {
+        let replies = [
+            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"usage":null,"message":{"usage":{"input_tokens":7,"output_tokens":1}}}"#,
+            r#"{"response":{"usage":{"input_tokens":4}},"message":{"usage":{"output_tokens":9}}}"#,
+            r#"{"usage":5}"#,
+            r#"[{"usage":{"prompt_tokens":1}}]"#,
+            "not json",
+        ];
+        for reply in replies {
+            let mut whole = Accounting::default();
+            whole.observe_reply(reply.as_bytes());
+            let mut event = Accounting::default();
+            if let Ok(value) = serde_json::from_str::<Value>(reply) {
+                event.observe(&value);
+            }
+            let counts = |a: &Accounting| (a.prompt_tokens, a.completion_tokens);
+            assert_eq!(counts(&whole), counts(&event), "{reply}");
+        }
+        let mut chat = Accounting::default();
+        chat.observe_reply(replies[0].as_bytes());
+        assert_eq!(
+            (chat.prompt_tokens, chat.completion_tokens),
+            (Some(3), Some(2))
         );
     }
 
