@@ -78,6 +78,10 @@ impl Accounting {
             response: Option<Value>,
             message: Option<Value>,
         }
+        // Serde also reads a struct from an array, by position: a reply is an object.
+        if reply.trim_ascii_start().first() != Some(&b'{') {
+            return;
+        }
         if let Ok(members) = serde_json::from_slice::<Members>(reply) {
             let Members {
                 usage,
@@ -762,6 +766,8 @@ mod tests {
             r#"{"response":{"usage":{"input_tokens":4}},"message":{"usage":{"output_tokens":9}}}"#,
             r#"{"usage":5}"#,
             r#"[{"usage":{"prompt_tokens":1}}]"#,
+            r#"[{"prompt_tokens":1,"completion_tokens":1},null,null]"#,
+            r#" {"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
             "not json",
         ];
         for reply in replies {
