@@ -198,7 +198,7 @@ struct Survey<'t> {
     text: &'t str,
     /// The custom detectors whose pattern matches somewhere in the text.
     custom: SetMatches,
-    /// The detectors (by index, ascending) whose literal the text holds.
+    /// The detectors (by index, each once) whose literal the text holds.
     literals_found: Vec<usize>,
     /// The runs around each kind of byte, by [`Around`], found when a detector first needs them.
     runs: [OnceCell<Vec<Run>>; 3],
@@ -382,11 +382,12 @@ impl Detectors {
         if let Some(literals) = &self.literals {
             let mut from = 0;
             while let Some(literal) = literals.find(Input::new(text).range(from..)) {
-                literals_found.push(self.literal_owners[literal.pattern().as_usize()]);
+                let owner = self.literal_owners[literal.pattern().as_usize()];
+                if !literals_found.contains(&owner) {
+                    literals_found.push(owner);
+                }
                 from = literal.start() + 1;
             }
-            literals_found.sort_unstable();
-            literals_found.dedup();
         }
         Survey {
             text,
@@ -403,7 +404,7 @@ impl Survey<'_> {
         let whole_text_if = |found: bool| Windows::Whole(found.then_some(0..self.text.len()));
         match reach {
             Reach::Anywhere => whole_text_if(self.custom.matched(index)),
-            Reach::Literals(_) => whole_text_if(self.literals_found.binary_search(&index).is_ok()),
+            Reach::Literals(_) => whole_text_if(self.literals_found.contains(&index)),
             Reach::Runs { around, digits } => Windows::Runs {
                 runs: self.runs[around as usize]
                     .get_or_init(|| around.runs(self.text.as_bytes()))
