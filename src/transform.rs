@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 /// Where a system prompt goes.
@@ -141,50 +142,64 @@ impl TransformConfig {
         body: &mut Map<String, Value>,
         header: impl Fn(&str) -> Option<&'h [u8]>,
     ) -> bool {
-        let before = body.clone();
-        if let Some(Value::String(model)) = body.get("model") {
-            let resolved = self.resolve_model(model).to_owned();
-            body.insert("model".into(), Value::String(resolved));
+        // Each step reports its own change: copying the body to compare it afterwards cost a
+        // deep copy and a deep comparison of every prompt.
+        let mut changed = false;
+        if let Some(Value::String(model)) = body.get_mut("model") {
+            let resolved = self.resolve_model(model);
+            if resolved != model {
+                let resolved = resolved.to_owned();
+                *model = resolved;
+                changed = true;
+            }
         }
         for field in &self.remove {
-            body.remove(field);
+            changed |= body.remove(field).is_some();
         }
         for (field, value) in &self.defaults {
-            body.entry(field.clone()).or_insert_with(|| value.clone());
+            if let Entry::Vacant(entry) = body.entry(field.as_str()) {
+                entry.insert(value.clone());
+                changed = true;
+            }
         }
         for (field, value) in &self.overrides {
-            body.insert(field.clone(), value.clone());
+            changed |= body.insert(field.clone(), value.clone()).as_ref() != Some(value);
         }
         if let Some(cap) = self.max_tokens_cap {
-            cap_max_tokens(body, cap);
+            changed |= cap_max_tokens(body, cap);
         }
         if let Some(Value::Array(messages)) = body.get_mut("messages") {
             for prompt in &self.system_prompts {
                 let content = render(&prompt.content, &header);
-                inject(messages, prompt.position, content);
+                changed |= inject(messages, prompt.position, content);
             }
         }
-        *body != before
+        changed
     }
 }
 
-fn cap_max_tokens(body: &mut Map<String, Value>, cap: u64) {
+/// Caps each max-tokens field at `cap`, or adds one; whether anything changed.
+fn cap_max_tokens(body: &mut Map<String, Value>, cap: u64) -> bool {
     let mut named = false;
+    let mut changed = false;
     for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
         if let Some(value) = body.get_mut(field) {
             named = true;
             if value.as_u64().is_none_or(|asked| asked > cap) {
                 *value = Value::from(cap);
+                changed = true;
             }
         }
     }
     if !named {
         body.insert("max_completion_tokens".into(), Value::from(cap));
     }
+    changed || !named
 }
 
-/// Puts a system message in place, unless an identical one is already there (idempotence).
-fn inject(messages: &mut Vec<Value>, position: Position, content: String) {
+/// Puts a system message in place, unless an identical one is already there (idempotence);
+/// whether the messages changed.
+fn inject(messages: &mut Vec<Value>, position: Position, content: String) -> bool {
     let is_system = |m: &Value| {
         matches!(
             m.get("role").and_then(Value::as_str),
@@ -193,21 +208,25 @@ fn inject(messages: &mut Vec<Value>, position: Position, content: String) {
     };
     let message = serde_json::json!({"role": "system", "content": content});
     if position == Position::Replace {
-        messages.retain(|m| !is_system(m));
-        messages.insert(0, message);
-        return;
+        let in_place = messages.first() == Some(&message) && !messages[1..].iter().any(is_system);
+        if !in_place {
+            messages.retain(|m| !is_system(m));
+            messages.insert(0, message);
+        }
+        return !in_place;
     }
     let present = messages
         .iter()
         .any(|m| is_system(m) && m.get("content").and_then(Value::as_str) == Some(&content));
     if present {
-        return;
+        return false;
     }
     let at = match position {
         Position::Prepend => 0,
         _ => messages.iter().take_while(|m| is_system(m)).count(),
     };
     messages.insert(at, message);
+    true
 }
 
 /// The `{header:name}` placeholders in `text`, or the first malformed `{…}`.
@@ -311,6 +330,40 @@ mod tests {
         let (again, changed) = apply(&config, out.clone(), &[("x-tenant", "acme")]);
         assert!(!changed, "idempotent");
         assert_eq!(again, out);
+    }
+
+    #[test]
+    fn reports_a_change_exactly_when_the_body_changed() {
+        let rules = [
+            json!({"model_aliases": {"gpt-4": "gpt-4o"}}),
+            json!({"remove": ["user"]}),
+            json!({"defaults": {"temperature": 0.2}}),
+            json!({"overrides": {"n": 1}}),
+            json!({"max_tokens_cap": 100}),
+            json!({"system_prompts": [{"position": "prepend", "content": "S."}]}),
+            json!({"system_prompts": [{"position": "append", "content": "S."}]}),
+            json!({"system_prompts": [{"position": "replace", "content": "S."}]}),
+        ];
+        // Each rule leaves at least one of these as it was and changes at least one.
+        let bodies = [
+            json!({"model": "gpt-4", "messages": []}),
+            json!({"model": "gpt-4o", "user": "u", "temperature": 1, "n": 1, "max_tokens": 50,
+                   "messages": [{"role": "system", "content": "S."}, {"role": "user", "content": "q"}]}),
+            json!({"model": "m", "n": 2, "max_tokens": 500, "max_completion_tokens": 100.0,
+                   "messages": [{"role": "developer", "content": "d"}, {"role": "system", "content": "S."}]}),
+            json!({"messages": [{"role": "system", "content": "S."}, {"role": "system", "content": "T."}]}),
+            json!({"model": 4, "max_completion_tokens": 100}),
+        ];
+        for rule in rules {
+            let transform = config(rule.clone());
+            let mut seen = [false, false];
+            for body in &bodies {
+                let (out, changed) = apply(&transform, body.clone(), &[]);
+                assert_eq!(changed, out != *body, "{rule} on {body}");
+                seen[usize::from(changed)] = true;
+            }
+            assert_eq!(seen, [true, true], "{rule} both keeps and changes a body");
+        }
     }
 
     #[test]
