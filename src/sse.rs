@@ -4,6 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::json_writer;
+
 /// The event that ends an OpenAI stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -139,8 +141,7 @@ fn write_fate(out: &mut Vec<u8>, event: &[u8], fate: EventFate) {
                 } else if !data_written {
                     // A payload over several data lines becomes one line.
                     out.extend_from_slice(b"data: ");
-                    serde_json::to_writer(&mut *out, &value)
-                        .expect("serializing JSON values cannot fail");
+                    json_writer::write_value(out, &value);
                     out.push(b'\n');
                     data_written = true;
                 }

@@ -12,6 +12,7 @@ use super::{Filter, Outcome, State, budgets};
 use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
+use crate::json_writer;
 use crate::openai::{ApiError, parse_object};
 use crate::routes::Endpoint;
 use crate::sse::{EventFate, EventReader};
@@ -420,7 +421,9 @@ impl Filter {
                 let context = &self.context;
                 let guard = &context.config.guard;
                 guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker);
-                host.replace_response_body(reply.to_string().as_bytes());
+                body.clear();
+                json_writer::write_value(&mut body, &reply);
+                host.replace_response_body(&body);
             }
             self.count_detections(host);
             self.record_usage(host);
@@ -545,7 +548,7 @@ impl Filter {
 /// Writes `fields` as JSON over what `out` held.
 fn write_json(out: &mut Vec<u8>, fields: &Map<String, Value>) {
     out.clear();
-    serde_json::to_writer(out, fields).expect("serializing JSON values cannot fail");
+    json_writer::write_object(out, fields);
 }
 
 /// What forwarding needs to know of a request.
