@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -70,19 +71,24 @@ def run(envoy: Envoy, streams: int, tokens: int, workdir: Path) -> dict:
     return json.loads(out)
 
 
-def give_workers_their_cpu(pid: int) -> None:
+def give_workers_their_cpu(pid: int) -> list[Path]:
     """Envoy's worker threads (named `wrk:worker_<n>`) onto WORKER_CPU, its other threads onto
-    OTHER_CPU."""
+    OTHER_CPU; returns the workers' /proc task directories."""
+    workers = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         worker = (task / "comm").read_text().startswith("wrk:")
         cpu = WORKER_CPU if worker else OTHER_CPU
         subprocess.run(["taskset", "-p", "-c", str(cpu), task.name], check=True, capture_output=True)
+        if worker:
+            workers.append(task)
+    return workers
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(proc: Path) -> float:
+    """User and system CPU time of a process (/proc/<pid>) or thread (/proc/<pid>/task/<tid>)."""
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / 100
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dict:
@@ -95,12 +101,15 @@ def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dic
         envoy = Envoy(path, Path(workdir), concurrency=workers)
         try:
             run(envoy, 1, 2, Path(workdir))  # starts the pacing thread, which is then pinned too
-            give_workers_their_cpu(envoy.process.pid)
-            cpu_before = cpu_seconds(envoy.process.pid)
+            workers = give_workers_their_cpu(envoy.process.pid)
+            process = Path(f"/proc/{envoy.process.pid}")
+            cpu_before = cpu_seconds(process)
+            workers_before = sum(map(cpu_seconds, workers))
             wall = time.perf_counter()
             report = run(envoy, streams, tokens, Path(workdir))
             wall = time.perf_counter() - wall
-            cpu = cpu_seconds(envoy.process.pid) - cpu_before
+            cpu = cpu_seconds(process) - cpu_before
+            worker_cpu = sum(map(cpu_seconds, workers)) - workers_before
         finally:
             envoy.stop()
     results = report["streams"]
@@ -112,6 +121,10 @@ def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dic
         "gap_errors": [abs(gap - itl) for gap in gaps],
         "mean_gap": statistics.fmean(gaps) if gaps else float("nan"),
         "cpu_share": cpu / wall,
+        # The workers' CPU over the run's wall time, and over the tokens they wrote (their
+        # requests' accepting and answering included).
+        "worker_share": worker_cpu / len(workers) / wall,
+        "worker_us_per_token": 1e6 * worker_cpu / max(1, len(gaps) + len(results)),
     }
 
 
@@ -131,7 +144,8 @@ def main() -> None:
         print(f"TTFT error:          {percentiles(result['ttft_errors'])}")
         print(f"inter-token error:   {percentiles(result['gap_errors'])}")
     print(f"mean inter-token gap {result['mean_gap']:.2f} ms")
-    print(f"Envoy CPU: {100 * result['cpu_share']:.0f}% of one core")
+    print(f"Envoy CPU: {100 * result['cpu_share']:.0f}% of one core; its worker(s) busy "
+          f"{100 * result['worker_share']:.0f}% of the run, {result['worker_us_per_token']:.1f} us per token")
     if result["failed"]:
         print(f"{result['failed']} streams failed, the first with {result['failure']}")
 
