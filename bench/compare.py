@@ -590,8 +590,8 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         f"  {floor:.2f}× of it. Issue 8 expected a trivial module's local reply at about 1.4× of",
         "  `direct_response`: that holds only against a `direct_response` that leaves a POST's body",
         "  unread (the second row), not against one that can keep its connections alive. A chat",
-        "  answer adds reading the body, parsing, counting and synthesis to this floor"
-        + (", so with the floor below 1.00× the ceiling is out of the mock's reach." if floor < 1 else "."),
+        "  answer adds reading the body, parsing, counting and synthesis to this floor.",
+        *(["  With the floor below 1.00×, the ceiling is out of the mock's reach."] if floor < 1 else []),
         "- **Transforms** parse and rewrite the body, and the guard looks for values only where they",
         "  can be: a detector with a literal (`sk-`, `eyJ`, `AKIA`, ...) runs only if one vectorised",
         "  Aho-Corasick pass finds one; e-mail, IPv6 and the number detectors (phone, card, SSN, IBAN,",
@@ -619,9 +619,8 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         "  1,000 streams, median p99 5.2 ms against 3.3 ms from the start (p50 0.19 against 0.07),",
         "  so it was not kept.",
         *pacing_demand(results["pacing"]),
-        "  At 10,000 streams",
-        "  (500,000 writes a second asked of one worker) it falls behind: first tokens come a second",
-        "  late and later ones arrive together.",
+        "  At 10,000 streams (500,000 writes a second asked of one worker) it falls behind: first",
+        "  tokens come a second late and later ones arrive together.",
         "",
     ]
     return "\n".join(lines)
@@ -632,10 +631,11 @@ def pacing_demand(pacing: dict) -> list[str]:
     run = pacing.get(1000)
     if not run or not run["gap_errors"]:
         return []
-    return [f"  At 1,000 streams the worker was busy {100 * run['worker_share']:.0f}% of the run's wall time",
-            f"  ({run['worker_us_per_token']:.1f} µs of CPU per token, the streams' requests included), and",
-            "  a worker that busy queues wakes behind writes; one run's p99 ranges from under 1 ms to",
-            "  over 20 ms here (the table's last column)."]
+    return [f"  At 1,000 streams the worker was busy {100 * run['worker_share']:.0f}% of the run's wall time "
+            f"({run['worker_us_per_token']:.1f} µs",
+            "  of CPU per token, the streams' requests included), and a worker that busy queues wakes",
+            "  behind writes; one run's p99 ranges from under 1 ms to over 20 ms here (the table's last",
+            "  column)."]
 
 
 def render_core(results: dict, rows: list[Row]) -> list[str]:
