@@ -984,13 +984,15 @@ fn scalar_at<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a 
 }
 
 /// Guards a JSON reply in place: restores the request's values (reversible mode) and masks new
-/// ones (response scanning), in chat, legacy, Responses and Anthropic shapes.
+/// ones (response scanning), in chat, legacy, Responses and Anthropic shapes. Returns whether
+/// any text changed.
 pub fn guard_reply(
     reply: &mut Value,
     config: &GuardConfig,
     detectors: &Detectors,
     masker: &mut Masker,
-) {
+) -> bool {
+    let mut changed = false;
     let mut fix = |text: &mut String| {
         let mut out = if config.reversible {
             masker.restore(text)
@@ -1000,9 +1002,13 @@ pub fn guard_reply(
         if config.responses {
             out = masker.mask_new(detectors, &out);
         }
-        *text = out;
+        if out != *text {
+            *text = out;
+            changed = true;
+        }
     };
     visit_reply_strings(reply, &mut fix);
+    changed
 }
 
 /// The most bytes held back at the end of a streamed text.
@@ -1798,11 +1804,15 @@ mod tests {
         let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
         let mut reply = serde_json::json!({"choices": [{"message": {"content": "[EMAIL_1] or z@y.io"}}],
                                            "content": [{"type": "text", "text": "[EMAIL_1]"}]});
-        guard_reply(&mut reply, &config, &detectors, &mut masker);
+        assert!(guard_reply(&mut reply, &config, &detectors, &mut masker));
         assert_eq!(
             reply["choices"][0]["message"]["content"],
             "a@x.io or [EMAIL_2]"
         );
         assert_eq!(reply["content"][0]["text"], "a@x.io");
+        let plain = serde_json::json!({"choices": [{"message": {"content": "Nothing to see."}}]});
+        let mut reply = plain.clone();
+        assert!(!guard_reply(&mut reply, &config, &detectors, &mut masker));
+        assert_eq!(reply, plain);
     }
 }

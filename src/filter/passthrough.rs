@@ -420,10 +420,12 @@ impl Filter {
                 accounting.observe(&reply);
                 let context = &self.context;
                 let guard = &context.config.guard;
-                guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker);
-                body.clear();
-                json_writer::write_value(&mut body, &reply);
-                host.replace_response_body(&body);
+                // A reply with nothing to restore or mask goes on byte for byte as it came.
+                if guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker) {
+                    body.clear();
+                    json_writer::write_value(&mut body, &reply);
+                    host.replace_response_body(&body);
+                }
             }
             self.count_detections(host);
             self.record_usage(host);

@@ -1004,6 +1004,24 @@ fn the_guard_masks_what_goes_upstream_and_restores_the_reply() {
 }
 
 #[test]
+fn a_guarded_reply_with_nothing_to_restore_or_mask_passes_as_it_came() {
+    let (mut filter, mut host, _) = forward(
+        GUARDED,
+        &[],
+        br#"{"model":"m","messages":[{"role":"user","content":"mail bob@corp.com"}]}"#,
+    );
+    host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
+    filter.on_response_headers(&mut host);
+    host.response_buffered =
+        b"{ \"choices\": [{\"message\": {\"content\": \"Sent.\"}}] }\n".to_vec();
+    assert_eq!(
+        filter.on_response_body(&mut host, true),
+        BodyStatus::Continue
+    );
+    assert_eq!(host.replaced_body, None);
+}
+
+#[test]
 fn a_reject_detector_refuses_the_request_without_echoing_the_value() {
     let (_, host, status) = forward(
         GUARDED,
