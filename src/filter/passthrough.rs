@@ -293,7 +293,8 @@ impl Filter {
         changed |= strip_usage_chunk;
         if changed {
             // Into the body's own buffer: about the size needed, so it is not grown step by step.
-            write_json(body, &fields);
+            body.clear();
+            json_writer::write_object(body, &fields);
             host.replace_request_body(body);
         }
         let model = fields.get("model").and_then(Value::as_str);
@@ -541,16 +542,10 @@ impl Filter {
         let masked = self.guard_request(host, &mut fields).ok_or(())?;
         Ok((transformed || masked).then(|| {
             let mut rewritten = Vec::with_capacity(body.len());
-            write_json(&mut rewritten, &fields);
+            json_writer::write_object(&mut rewritten, &fields);
             rewritten
         }))
     }
-}
-
-/// Writes `fields` as JSON over what `out` held.
-fn write_json(out: &mut Vec<u8>, fields: &Map<String, Value>) {
-    out.clear();
-    json_writer::write_object(out, fields);
 }
 
 /// What forwarding needs to know of a request.

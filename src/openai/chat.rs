@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
+use crate::json_writer;
 use crate::sse;
 
 /// The most choices OpenAI generates for one request.
@@ -1017,7 +1018,7 @@ impl ContentChunk {
 
     fn write(&self, out: &mut Vec<u8>, piece: &str) {
         out.extend_from_slice(&self.before);
-        serde_json::to_writer(&mut *out, piece).expect("serializing a string cannot fail");
+        json_writer::write_str(out, piece);
         out.extend_from_slice(&self.after);
     }
 }
