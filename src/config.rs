@@ -33,6 +33,7 @@ use crate::transform::TransformConfig;
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
 const DEFAULT_API_BASE_PATH: &str = "/v1";
 
 /// A validated filter configuration, shared read-only by every stream of every worker.
@@ -46,6 +47,11 @@ pub struct FilterConfig {
     pub api_base_path: String,
     /// Bodies larger than this get an OpenAI-shaped 413.
     pub max_request_body_bytes: u64,
+    /// The largest upstream reply llm-edge reads whole to guard it (a JSON or text reply in
+    /// pass-through with reply guarding on); a larger one gets an OpenAI-shaped 502.
+    pub max_response_body_bytes: u64,
+    /// What becomes of a request on a path llm-edge does not claim.
+    pub unclaimed_paths: UnclaimedPaths,
     /// What the mock answers.
     pub mock: MockConfig,
     /// How tokens are counted for `usage`, streamed deltas and `max_tokens`.
@@ -67,6 +73,18 @@ pub enum Mode {
     Mock,
     /// Transform requests and send them on to the upstream; account tokens from its replies.
     Passthrough,
+}
+
+/// What becomes of a request on a path that names none of the endpoints llm-edge answers or
+/// guards (files, audio, batches, anything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnclaimedPaths {
+    /// It goes on untouched, as Envoy routes it.
+    #[default]
+    Pass,
+    /// It gets OpenAI's 404 for an unknown URL: nothing reaches the upstream unguarded.
+    Refuse,
 }
 
 /// Whose wire format the mock speaks.
@@ -253,6 +271,10 @@ struct RawConfig {
     api_base_path: String,
     #[serde(default = "default_max_request_body_bytes")]
     max_request_body_bytes: u64,
+    #[serde(default = "default_max_response_body_bytes")]
+    max_response_body_bytes: u64,
+    #[serde(default)]
+    unclaimed_paths: UnclaimedPaths,
     #[serde(default)]
     mock: MockConfig,
     #[serde(default)]
@@ -277,6 +299,10 @@ fn default_api_base_path() -> String {
 
 fn default_max_request_body_bytes() -> u64 {
     DEFAULT_MAX_REQUEST_BODY_BYTES
+}
+
+fn default_max_response_body_bytes() -> u64 {
+    DEFAULT_MAX_RESPONSE_BODY_BYTES
 }
 
 /// A rejected `filter_config`: which field, and what is wrong with it.
@@ -348,6 +374,15 @@ impl FilterConfig {
             ));
         }
 
+        if !(1..=MAX_REQUEST_BODY_LIMIT).contains(&raw.max_response_body_bytes) {
+            return Err(ConfigError::new(
+                "max_response_body_bytes",
+                format!(
+                    "{} is out of range; allowed: 1 to {MAX_REQUEST_BODY_LIMIT}",
+                    raw.max_response_body_bytes
+                ),
+            ));
+        }
         validate_latency(&raw.mock.latency)?;
         validate_content(&raw.mock.content)?;
         validate_models(&raw.mock)?;
@@ -377,6 +412,8 @@ impl FilterConfig {
             profile: raw.profile,
             api_base_path: raw.api_base_path,
             max_request_body_bytes: raw.max_request_body_bytes,
+            max_response_body_bytes: raw.max_response_body_bytes,
+            unclaimed_paths: raw.unclaimed_paths,
             mock,
             tokenizer: raw.tokenizer,
             transform: raw.transform,
@@ -491,7 +528,8 @@ fn validate_api_base_path(path: &str) -> Result<(), ConfigError> {
             && !path.ends_with('/')
             && path
                 .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#'));
+                .all(|b| b.is_ascii_graphic() && !b"?#%\\;".contains(&b))
+            && crate::routes::is_canonical(path));
     if well_formed {
         Ok(())
     } else {
@@ -499,7 +537,8 @@ fn validate_api_base_path(path: &str) -> Result<(), ConfigError> {
             "api_base_path",
             format!(
                 "{path:?} is not a path prefix; allowed: \"\" or a path that starts with '/', \
-                 does not end with '/', and has no spaces, '?' or '#' (for example \"/v1\")"
+                 does not end with '/', has no empty, '.' or '..' segment, and has no spaces, \
+                 '?', '#', '%', ';' or '\\' (for example \"/v1\")"
             ),
         ))
     }
@@ -721,7 +760,9 @@ mod tests {
         assert_eq!(err.field, "mock.latency.jitter");
         let err = error_of(r#"{"mock": {"latency": {"time_to_first_token_ms": -1}}}"#);
         assert_eq!(err.field, "mock.latency.time_to_first_token_ms");
-        for bad in ["v1", "/v1/", "/v 1", "/v1?x"] {
+        for bad in [
+            "v1", "/v1/", "/v 1", "/v1?x", "/", "//v1", "/a/../v1", "/v%31",
+        ] {
             let err = error_of(&format!(r#"{{"api_base_path": "{bad}"}}"#));
             assert_eq!(err.field, "api_base_path");
             assert!(err.message.contains(bad), "{err}");

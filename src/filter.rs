@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::anthropic::{self, MessagesRequest};
 use crate::budget::{Budgets, Need};
-use crate::config::{FilterConfig, MAX_DELAY_MS, Mode};
+use crate::config::{FilterConfig, MAX_DELAY_MS, Mode, UnclaimedPaths};
 use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::guard::{Detectors, Masker};
 use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
@@ -23,7 +23,7 @@ use crate::openai::responses::ResponsesRequest;
 use crate::openai::{self, ApiError};
 use crate::pacing::{Pacer, PacingHandle};
 use crate::route_policy::RoutePolicy;
-use crate::routes::Endpoint;
+use crate::routes::{Endpoint, RequestPath};
 use passthrough::Accounting;
 
 /// Request header overriding the configured time to first token, in milliseconds.
@@ -105,6 +105,9 @@ enum State {
     Transforming(Endpoint),
     /// Pass-through mode: a request sent on upstream; its reply is being accounted.
     Proxying(Box<Accounting>),
+    /// The whole request is in and being answered or forwarded: nothing has been sent yet, so
+    /// a failure here can still answer OpenAI's 500.
+    Deciding,
     /// A local reply has been sent, or the reply is accounted; nothing more to do.
     Answered,
 }
@@ -309,6 +312,7 @@ enum Outcome {
     InternalError,
     Fault,
     OverBudget,
+    BadGateway,
 }
 
 impl Outcome {
@@ -321,6 +325,7 @@ impl Outcome {
             Self::InternalError => "internal_error",
             Self::Fault => "fault",
             Self::OverBudget => "over_budget",
+            Self::BadGateway => "bad_gateway",
         }
     }
 
@@ -333,6 +338,7 @@ impl Outcome {
             Self::InternalError => "llm_edge_internal_error",
             Self::Fault => "llm_edge_fault_injected",
             Self::OverBudget => "llm_edge_over_budget",
+            Self::BadGateway => "llm_edge_upstream_reply_refused",
         }
     }
 }
@@ -414,10 +420,14 @@ impl Filter {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> HeadersStatus {
+        let mut reroute = self.drop_model_header(host);
         if let Some(policy) = host.route_policy() {
             match &*policy {
                 RoutePolicy::Disabled => {
                     self.state = State::PassThrough;
+                    if reroute {
+                        host.clear_route_cache();
+                    }
                     return HeadersStatus::Continue;
                 }
                 RoutePolicy::Replace(context) => self.context = Arc::clone(context),
@@ -425,13 +435,15 @@ impl Filter {
                     self.context = extension.merged_with(&self.context);
                 }
             }
+            reroute |= self.drop_model_header(host);
         }
-        let path = host.request_header(":path").unwrap_or_default();
-        let config = self.config();
-        let Some(endpoint) = Endpoint::for_profile(config.profile, &config.api_base_path, path)
-        else {
-            self.state = State::PassThrough;
-            return HeadersStatus::Continue;
+        let claimed = self.claim(host);
+        reroute |= claimed.as_ref().is_some_and(|(_, rewritten)| *rewritten);
+        if reroute {
+            host.clear_route_cache();
+        }
+        let Some((endpoint, _)) = claimed else {
+            return self.on_unclaimed_path(host);
         };
         self.endpoint_label = endpoint.label();
         self.anthropic_errors = endpoint == Endpoint::Messages;
@@ -473,11 +485,58 @@ impl Filter {
         HeadersStatus::StopIteration
     }
 
+    /// Removes the model header a client sent: it is llm-edge's to set, so no client may pick a
+    /// route with it, on any path. Returns whether there was one (the route must be chosen
+    /// again without it).
+    fn drop_model_header(&self, host: &mut impl Host) -> bool {
+        let name = &self.config().transform.model_header;
+        if host.request_header(name).is_none() {
+            return false;
+        }
+        let name = name.clone();
+        host.set_request_header(&name, None);
+        true
+    }
+
+    /// The endpoint the request's path names, read as an upstream would route it, and whether
+    /// `:path` was rewritten to its canonical spelling (so that what llm-edge reads, guards and
+    /// charges is what the upstream serves).
+    fn claim(&self, host: &mut impl Host) -> Option<(Endpoint, bool)> {
+        let config = self.config();
+        let raw = host.request_header(":path").unwrap_or_default();
+        let path = RequestPath::parse(raw);
+        let endpoint = Endpoint::for_profile(config.profile, &config.api_base_path, &path)?;
+        let rewritten = endpoint
+            .canonical_path(&config.api_base_path)
+            .map(|canonical| path.rewritten(&canonical))
+            .filter(|rewritten| rewritten.as_bytes() != raw);
+        let changed = rewritten.is_some();
+        if let Some(rewritten) = rewritten {
+            host.set_request_header(":path", Some(&rewritten));
+        }
+        Some((endpoint, changed))
+    }
+
+    /// A path llm-edge does not claim: it passes untouched, or gets OpenAI's 404 when the config
+    /// refuses unclaimed paths.
+    fn on_unclaimed_path(&mut self, host: &mut impl Host) -> HeadersStatus {
+        if self.config().unclaimed_paths == UnclaimedPaths::Pass {
+            self.state = State::PassThrough;
+            return HeadersStatus::Continue;
+        }
+        let method = String::from_utf8_lossy(host.request_header(":method").unwrap_or_default());
+        let path = String::from_utf8_lossy(host.request_header(":path").unwrap_or_default());
+        let error = ApiError::unknown_url(&method, &path);
+        self.endpoint_label = "unclaimed";
+        self.send_error(host, &error, &[], Outcome::InvalidRequest);
+        HeadersStatus::StopIteration
+    }
+
     /// A request body chunk: buffer until the end, then answer.
     pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
         match &self.state {
             State::Start | State::PassThrough | State::Proxying(_) => BodyStatus::Continue,
-            State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
+            State::Deciding | State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 BodyStatus::StopIterationNoBuffer
             }
             State::Buffering(_) | State::Transforming(_) => {
@@ -504,7 +563,7 @@ impl Filter {
     pub fn on_request_trailers(&mut self, host: &mut impl Host) -> TrailersStatus {
         match &self.state {
             State::Start | State::PassThrough | State::Proxying(_) => TrailersStatus::Continue,
-            State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
+            State::Deciding | State::Answered | State::Delayed { .. } | State::Streaming { .. } => {
                 TrailersStatus::StopIteration
             }
             State::Buffering(_) | State::Transforming(_) => match self.body_complete(host) {
@@ -516,7 +575,7 @@ impl Filter {
 
     /// The whole request body is in: answer it (mock) or send it on (pass-through).
     fn body_complete(&mut self, host: &mut impl Host) -> BodyStatus {
-        match std::mem::replace(&mut self.state, State::Answered) {
+        match std::mem::replace(&mut self.state, State::Deciding) {
             State::Buffering(endpoint) => {
                 let mut body = Vec::with_capacity(host.request_body_len());
                 host.read_request_body(&mut body);
@@ -532,8 +591,13 @@ impl Filter {
     }
 
     /// Response headers: pass-through replies are inspected, local replies pass.
-    pub fn on_response_headers(&mut self, host: &mut impl Host) -> HeadersStatus {
-        self.on_proxied_response_headers(host)
+    /// `end_of_stream`: the reply has no body.
+    pub fn on_response_headers(
+        &mut self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> HeadersStatus {
+        self.on_proxied_response_headers(host, end_of_stream)
     }
 
     /// A response body chunk: pass-through replies are accounted, local replies pass.
@@ -656,7 +720,11 @@ impl Filter {
     }
 
     fn answer_embeddings(&mut self, host: &mut impl Host, body: &[u8]) {
-        let mut request = match EmbeddingsRequest::parse(body) {
+        let parsed = EmbeddingsRequest::parse(body).and_then(|request| {
+            openai::check_model_name(&request.model)?;
+            Ok(request)
+        });
+        let mut request = match parsed {
             Ok(request) => request,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
@@ -686,7 +754,11 @@ impl Filter {
     /// mock reply, stats, then send at once or paced.
     fn answer_generation<R: GenerationRequest>(&mut self, host: &mut impl Host, body: &[u8]) {
         let started = Instant::now();
-        let mut request = match R::parse(body) {
+        let parsed = R::parse(body).and_then(|request| {
+            openai::check_model_name(request.model())?;
+            Ok(request)
+        });
+        let mut request = match parsed {
             Ok(request) => request,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
@@ -925,6 +997,7 @@ impl Filter {
             | State::Buffering(_)
             | State::Transforming(_)
             | State::Proxying(_)
+            | State::Deciding
             | State::Answered => {}
         }
     }

@@ -186,6 +186,9 @@ pub trait Host {
     /// Sets response header `name` (replacing every value), or removes it with `None`.
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
 
+    /// The response body held so far: the chunks Envoy buffered plus the one just received.
+    fn response_body_len(&self) -> usize;
+
     /// Appends the whole response body so far (buffered, then just received) to `out`.
     fn read_response_body(&self, out: &mut Vec<u8>);
 

@@ -1,8 +1,112 @@
 //! Which endpoint a request path names: an OpenAI or Anthropic path under the configured
 //! `api_base_path`, or one of httpbun's `/llm` paths in its profile.
+//!
+//! Paths are matched as an upstream would route them, not byte for byte: [`RequestPath`] decodes
+//! percent-escapes (repeatedly, so double encoding cannot hide a path either), reads `\` as `/`,
+//! drops `;` path parameters, empty segments and `.`, resolves `..`, ignores a trailing slash and
+//! the case of the fixed part. Whatever spelling of `/v1/chat/completions` a server could route to
+//! its chat handler, llm-edge claims, and in pass-through it sends the upstream the canonical
+//! spelling, so that what it guarded and charged is what the provider serves.
 
 use crate::config::Profile;
 use crate::httpbun::HttpbunEndpoint;
+
+/// How many rounds of percent-decoding a path gets: one per layer of encoding a chain of proxies
+/// and frameworks could undo.
+const DECODING_ROUNDS: usize = 4;
+
+/// A request's `:path`, read as a router would: its canonical path and its raw query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPath<'a> {
+    /// The path after decoding and normalising, always starting with `/`.
+    pub canonical: Vec<u8>,
+    /// The query string after `?`, as it came; `None` without one.
+    pub query: Option<&'a [u8]>,
+}
+
+impl<'a> RequestPath<'a> {
+    /// Reads a raw `:path`. Linear in its length (each decoding round is one pass).
+    pub fn parse(raw: &'a [u8]) -> Self {
+        let (path, query) = match raw.iter().position(|&b| b == b'?' || b == b'#') {
+            Some(at) => (&raw[..at], (raw[at] == b'?').then(|| &raw[at + 1..])),
+            None => (raw, None),
+        };
+        let mut decoded = path.to_vec();
+        for _ in 0..DECODING_ROUNDS {
+            match percent_decode(&decoded) {
+                Some(again) => decoded = again,
+                None => break,
+            }
+        }
+        Self {
+            canonical: normalise_segments(&decoded),
+            query,
+        }
+    }
+
+    /// The canonical path of `endpoint` with this request's query, as sent upstream.
+    pub fn rewritten(&self, endpoint_path: &str) -> String {
+        match self.query {
+            Some(query) => format!("{endpoint_path}?{}", String::from_utf8_lossy(query)),
+            None => endpoint_path.to_owned(),
+        }
+    }
+}
+
+/// One round of percent-decoding; `None` when there is nothing (valid) to decode.
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escape {
+            Some((high, low)) => {
+                out.push(u8::try_from(high * 16 + low).expect("two hex digits are one byte"));
+                changed = true;
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+/// Whether a configured path prefix is already in the form [`RequestPath`] gives.
+pub fn is_canonical(prefix: &str) -> bool {
+    prefix.is_empty() || normalise_segments(prefix.as_bytes()) == prefix.as_bytes()
+}
+
+/// Splits at `/` and `\`, drops path parameters, empty and `.` segments, resolves `..`; the
+/// result starts with `/` and has no trailing slash (`/` alone for the root).
+fn normalise_segments(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in path.split(|&b| b == b'/' || b == b'\\') {
+        let segment = segment.split(|&b| b == b';').next().unwrap_or_default();
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    if segments.is_empty() {
+        return b"/".to_vec();
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for segment in segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    out
+}
 
 /// An endpoint llm-edge answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +131,29 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The endpoint `path` names in `profile`; `None` for any other path.
-    pub fn for_profile(profile: Profile, base: &str, path: &[u8]) -> Option<Self> {
+    pub fn for_profile(profile: Profile, base: &str, path: &RequestPath<'_>) -> Option<Self> {
         match profile {
             Profile::Spec => Self::resolve(base, path),
-            Profile::Httpbun => HttpbunEndpoint::resolve(path).map(Self::Httpbun),
+            Profile::Httpbun => {
+                let lower = path.canonical.to_ascii_lowercase();
+                HttpbunEndpoint::resolve(&lower).map(Self::Httpbun)
+            }
         }
     }
 
-    /// The endpoint `path` names under `base`, ignoring any query string; `None` for any other path.
-    pub fn resolve(base: &str, path: &[u8]) -> Option<Self> {
-        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-        let rest = path.strip_prefix(base.as_bytes())?;
-        match rest {
+    /// The endpoint a canonical `path` names under `base`, whatever the case of either;
+    /// `None` for any other path. A model id keeps its case.
+    pub fn resolve(base: &str, path: &RequestPath<'_>) -> Option<Self> {
+        let path = path.canonical.as_slice();
+        // The config holds the base in canonical form (see `is_canonical`).
+        let base = base.as_bytes();
+        let prefix = path.get(..base.len())?;
+        if !prefix.eq_ignore_ascii_case(base) {
+            return None;
+        }
+        let rest = &path[base.len()..];
+        let lower = rest.to_ascii_lowercase();
+        match lower.as_slice() {
             b"/chat/completions" => Some(Self::ChatCompletions),
             b"/completions" => Some(Self::Completions),
             b"/embeddings" => Some(Self::Embeddings),
@@ -46,8 +161,8 @@ impl Endpoint {
             b"/messages" => Some(Self::Messages),
             b"/models" => Some(Self::Models),
             _ => {
-                let id = rest.strip_prefix(b"/models/")?;
-                let id = std::str::from_utf8(id).ok().filter(|id| !id.is_empty())?;
+                lower.strip_prefix(b"/models/")?;
+                let id = std::str::from_utf8(&rest[b"/models/".len()..]).ok()?;
                 Some(Self::Model(id.to_owned()))
             }
         }
@@ -63,6 +178,15 @@ impl Endpoint {
             | Self::Messages
             | Self::Httpbun(_) => "POST",
             Self::Models | Self::Model(_) => "GET",
+        }
+    }
+
+    /// The canonical path of a fixed endpoint under `base`, as llm-edge sends it upstream;
+    /// `None` for a model's own path and httpbun's (read-only or answered locally).
+    pub fn canonical_path(&self, base: &str) -> Option<String> {
+        match self {
+            Self::Model(_) | Self::Httpbun(_) => None,
+            _ => Some(self.path(base)),
         }
     }
 
@@ -97,10 +221,15 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    fn resolve(path: &str) -> Option<Endpoint> {
+        Endpoint::resolve("/v1", &RequestPath::parse(path.as_bytes()))
+    }
 
     #[test]
     fn resolves_each_endpoint_under_the_base() {
-        let resolve = |path: &str| Endpoint::resolve("/v1", path.as_bytes());
         assert_eq!(
             resolve("/v1/chat/completions"),
             Some(Endpoint::ChatCompletions)
@@ -114,6 +243,7 @@ mod tests {
         assert_eq!(resolve("/v1/responses"), Some(Endpoint::Responses));
         assert_eq!(resolve("/v1/messages"), Some(Endpoint::Messages));
         assert_eq!(resolve("/v1/models"), Some(Endpoint::Models));
+        assert_eq!(resolve("/v1/models/"), Some(Endpoint::Models));
         assert_eq!(
             resolve("/v1/models/gpt-4o"),
             Some(Endpoint::Model("gpt-4o".into()))
@@ -123,18 +253,108 @@ mod tests {
             Some(Endpoint::Model("meta-llama/Llama-3.1-8B".into()))
         );
         for other in [
-            "/v1/models/",
             "/v2/models",
             "/v1/chat/completions/x",
+            "/v1/files",
+            "/v1/audio/speech",
             "/",
             "/v1",
+            "/v1x/chat/completions",
         ] {
             assert_eq!(resolve(other), None, "{other}");
         }
         assert_eq!(
-            Endpoint::resolve("", b"/chat/completions"),
+            Endpoint::resolve("", &RequestPath::parse(b"/chat/completions")),
             Some(Endpoint::ChatCompletions)
         );
+    }
+
+    /// Every spelling a router could take for the chat endpoint is claimed as it.
+    #[test]
+    fn aliases_of_a_path_resolve_as_the_path() {
+        for alias in [
+            "/v1/chat/%63ompletions",
+            "/v1/chat%2Fcompletions",
+            "/v1/chat%2fcompletions",
+            "/v1/chat%252Fcompletions",
+            "/v1/chat%25252Fcompletions",
+            "//v1/chat/completions",
+            "/v1//chat///completions",
+            "/v1/chat/completions/",
+            "/V1/Chat/COMPLETIONS",
+            "/v1/chat/completions;x=1",
+            "/v1;a=b/chat;c/completions",
+            "/v1/./chat/completions",
+            "/v1/x/../chat/completions",
+            "/x/../v1/chat/completions",
+            "/../v1/chat/completions",
+            "/v1/chat/completions/.",
+            "\\v1\\chat\\completions",
+            "/v1/chat/completions#frag",
+            "/%2e/v1/chat/completions",
+            "/v1/chat/%2E%2E/chat/completions",
+        ] {
+            assert_eq!(resolve(alias), Some(Endpoint::ChatCompletions), "{alias:?}");
+        }
+    }
+
+    #[test]
+    fn the_query_is_kept_and_the_path_rewritten_canonically() {
+        let path = RequestPath::parse(b"/V1//chat/%63ompletions/?api-version=1&x=%2F");
+        assert_eq!(path.canonical, b"/V1/chat/completions");
+        assert_eq!(
+            path.rewritten("/v1/chat/completions"),
+            "/v1/chat/completions?api-version=1&x=%2F"
+        );
+        assert_eq!(RequestPath::parse(b"/a#b?c").query, None);
+        assert_eq!(RequestPath::parse(b"").canonical, b"/");
+        assert_eq!(RequestPath::parse(b"%").canonical, b"/%");
+        assert_eq!(RequestPath::parse(b"/%zz%4").canonical, b"/%zz%4");
+    }
+
+    /// A random mangling of an endpoint's path (escapes of any byte, doubled slashes, dot
+    /// segments, parameters, case, a trailing slash) still resolves as that endpoint.
+    #[test]
+    fn generated_aliases_resolve_as_their_endpoint() {
+        let mut rng = StdRng::seed_from_u64(18);
+        let endpoints = [
+            ("/v1/chat/completions", Endpoint::ChatCompletions),
+            ("/v1/completions", Endpoint::Completions),
+            ("/v1/embeddings", Endpoint::Embeddings),
+            ("/v1/responses", Endpoint::Responses),
+            ("/v1/messages", Endpoint::Messages),
+        ];
+        for _ in 0..5_000 {
+            let (path, endpoint) = &endpoints[rng.random_range(0..endpoints.len())];
+            let mut alias = String::new();
+            for segment in path.split('/').skip(1) {
+                alias.push_str(["/", "//", "\\", "%2F", "/./", "/zz/../"][rng.random_range(0..6)]);
+                for c in segment.chars() {
+                    match rng.random_range(0..4) {
+                        0 => alias.push_str(&format!("%{:02X}", c as u32)),
+                        1 => alias.push(c.to_ascii_uppercase()),
+                        _ => alias.push(c),
+                    }
+                }
+                if rng.random_range(0..6) == 0 {
+                    alias.push_str(";p=1");
+                }
+            }
+            if rng.random() {
+                alias.push('/');
+            }
+            assert_eq!(resolve(&alias).as_ref(), Some(endpoint), "{alias:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_prefixes() {
+        assert!(is_canonical("/v1"));
+        assert!(is_canonical(""));
+        assert!(is_canonical("/openai/v1"));
+        for bad in ["/v1//x", "/./v1", "/a/../v1", "/v1;x"] {
+            assert!(!is_canonical(bad), "{bad}");
+        }
     }
 
     #[test]

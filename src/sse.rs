@@ -63,7 +63,7 @@ impl EventReader {
 
     /// Reads `chunk`; returns the bytes to send on. Each complete event with a JSON payload goes
     /// to `decide`; the rest (comments, `[DONE]`, non-JSON data) passes on. At the end of the
-    /// stream an unfinished event passes on as it is.
+    /// stream an unfinished event is decided as if it were complete.
     pub fn read(
         &mut self,
         chunk: &[u8],
@@ -95,7 +95,16 @@ impl EventReader {
         // A blank line may straddle the next chunk: its first bytes are searched again.
         self.searched = self.pending.len().saturating_sub(3);
         if end_of_stream {
-            out.append(&mut self.pending);
+            // An event the stream ends in without its blank line is still offered: a client may
+            // read it, so it must not pass undecided.
+            let last = std::mem::take(&mut self.pending);
+            if !last.is_empty() {
+                let fate = match serde_json::from_slice::<Value>(&data_of(&last)) {
+                    Ok(value) => decide(&value),
+                    Err(_) => EventFate::Keep,
+                };
+                write_fate(&mut out, &last, fate);
+            }
             self.searched = 0;
         } else if self.pending.len() > MAX_EVENT_BYTES {
             if !self.drop_oversized {
@@ -112,8 +121,7 @@ impl EventReader {
 /// The payload of one event: its `data:` lines, joined by line feeds.
 fn data_of(event: &[u8]) -> Vec<u8> {
     let mut data = Vec::new();
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    for line in lines(event) {
         if let Some(value) = line.strip_prefix(b"data:") {
             if !data.is_empty() {
                 data.push(b'\n');
@@ -130,8 +138,7 @@ fn write_fate(out: &mut Vec<u8>, event: &[u8], fate: EventFate) {
         EventFate::Drop => {}
         EventFate::Replace(value) => {
             let mut data_written = false;
-            for line in event.split(|&b| b == b'\n') {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
+            for line in lines(event) {
                 if line.is_empty() {
                     continue;
                 }
@@ -152,20 +159,51 @@ fn write_fate(out: &mut Vec<u8>, event: &[u8], fate: EventFate) {
 }
 
 /// The end (past its blank line) of the first complete event in `bytes`, searching from `from`.
+/// Lines end in CRLF, LF or a lone CR, as the event-stream format allows; a CR at the very end
+/// waits for the next byte, which may make it a CRLF.
 fn find_event_end(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
-    while let Some(offset) = bytes.get(at..)?.iter().position(|&b| b == b'\n') {
-        let lf = at + offset;
-        let rest = &bytes[lf + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(lf + 2);
+    while let Some(offset) = memchr::memchr2(b'\n', b'\r', bytes.get(at..)?) {
+        let line_end = line_break_end(bytes, at + offset)?;
+        if bytes
+            .get(line_end)
+            .is_some_and(|&b| b == b'\n' || b == b'\r')
+        {
+            return line_break_end(bytes, line_end);
         }
-        if rest.starts_with(b"\r\n") && lf > 0 && bytes[lf - 1] == b'\r' {
-            return Some(lf + 3);
-        }
-        at = lf + 1;
+        at = line_end;
     }
     None
+}
+
+/// The end of the line break at `at` (a CR or LF there); `None` for a CR that ends `bytes`.
+fn line_break_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match (bytes[at], bytes.get(at + 1)) {
+        (b'\r', Some(b'\n')) => Some(at + 2),
+        (b'\r', None) => None,
+        _ => Some(at + 1),
+    }
+}
+
+/// The lines of one event, whichever line breaks it uses.
+fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = event;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(at) = memchr::memchr2(b'\n', b'\r', rest) else {
+            return Some(std::mem::take(&mut rest));
+        };
+        let line = &rest[..at];
+        let skip = if rest[at..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[at + skip..];
+        Some(line)
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +242,38 @@ mod tests {
         let out = read_all(&mut EventReader::default(), &[stream], &mut seen);
         assert_eq!(out, stream);
         assert_eq!(seen, [json!({"a": 1})]);
+    }
+
+    /// Every line break the format allows, mixed, and every chunk split of the stream: the same
+    /// events are read, and a stream passed on unchanged comes out byte for byte.
+    #[test]
+    fn events_are_read_whatever_their_line_breaks_and_splits() {
+        let stream: &[u8] =
+            b"data: {\"a\":1}\r\rdata: {\"b\":\rdata: 2}\r\n\r\nevent: x\ndata: {\"c\":3}\n\r\n: c\r\r";
+        let expected = [json!({"a": 1}), json!({"b": 2}), json!({"c": 3})];
+        for split in 0..=stream.len() {
+            for second in split..=stream.len() {
+                let mut seen = Vec::new();
+                let chunks = [&stream[..split], &stream[split..second], &stream[second..]];
+                let out = read_all(&mut EventReader::default(), &chunks, &mut seen);
+                assert_eq!(out, stream, "split at {split} and {second}");
+                assert_eq!(seen, expected, "split at {split} and {second}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_is_still_decided() {
+        for tail in [&b""[..], b"\n", b"\r", b"\r\n"] {
+            let stream = [&b"data: {\"a\":1}\n\ndata: {\"b\":2}"[..], tail].concat();
+            let out = EventReader::new(true).read(&stream, true, |value| {
+                EventFate::Replace(json!({"seen": value}))
+            });
+            assert_eq!(
+                out, b"data: {\"seen\":{\"a\":1}}\n\ndata: {\"seen\":{\"b\":2}}\n\n",
+                "{tail:?}"
+            );
+        }
     }
 
     #[test]

@@ -211,6 +211,16 @@ impl Host for EnvoyHost<'_> {
         self.set_header(ffi::header_map::RESPONSE, name, value);
     }
 
+    fn response_body_len(&self) -> usize {
+        [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE]
+            .iter()
+            // SAFETY: live filter pointer.
+            .map(|&view| unsafe {
+                ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view)
+            })
+            .sum()
+    }
+
     fn read_response_body(&self, out: &mut Vec<u8>) {
         let views = [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE];
         self.read_views(&views, out);

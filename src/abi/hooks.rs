@@ -554,7 +554,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
     stream: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     unsafe {
         let after_panic = ffi::headers_status::CONTINUE;
@@ -563,7 +563,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
             stream,
             "response_headers",
             after_panic,
-            |filter, host| headers_status(filter.on_response_headers(host)),
+            |filter, host| headers_status(filter.on_response_headers(host, end_of_stream)),
         )
     }
 }

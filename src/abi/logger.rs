@@ -59,8 +59,15 @@ pub(super) fn install() {
     if log::set_logger(&LOGGER).is_ok() {
         // Envoy decides what is printed (`--component-log-level dynamic_modules:debug`).
         log::set_max_level(LevelFilter::Trace);
+        // Only where it panicked: a panic's message can quote the text it failed on (a slice of
+        // a prompt, a reply), and no request or reply text may reach a log.
         std::panic::set_hook(Box::new(|info| {
-            log::error!("llm_edge: {info}; the request fails closed and Envoy keeps serving");
+            let location = info
+                .location()
+                .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+            log::error!(
+                "llm_edge: panic at {location}; the request fails closed and Envoy keeps serving"
+            );
         }));
     }
 }

@@ -13,7 +13,7 @@ use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::json_writer;
-use crate::openai::{ApiError, parse_object};
+use crate::openai::{self, ApiError, parse_object};
 use crate::routes::Endpoint;
 use crate::sse::{EventFate, EventReader};
 use crate::tokens::Tokenizer;
@@ -56,6 +56,26 @@ enum ReplyKind {
     Unknown,
     Json,
     EventStream,
+}
+
+impl ReplyKind {
+    /// What a `content-type` says the reply is: its media type, whatever the case and the
+    /// parameters; `+json` suffixes and `text/json` are JSON.
+    fn of(content_type: Option<&[u8]>) -> Self {
+        let content_type = content_type.unwrap_or_default();
+        let media = content_type
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii()
+            .to_ascii_lowercase();
+        match media.as_slice() {
+            b"text/event-stream" => Self::EventStream,
+            b"application/json" | b"text/json" => Self::Json,
+            media if media.ends_with(b"+json") && media.contains(&b'/') => Self::Json,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl Accounting {
@@ -186,9 +206,6 @@ impl Filter {
         endpoint: Endpoint,
         end_of_stream: bool,
     ) -> HeadersStatus {
-        // The model header is llm-edge's to set: a client must not pick a route with it.
-        let model_header = self.config().transform.model_header.clone();
-        host.set_request_header(&model_header, None);
         let is_post = host.request_header(":method") == Some(b"POST");
         if endpoint.method() != "POST" || !is_post || end_of_stream {
             self.state = State::PassThrough;
@@ -229,6 +246,10 @@ impl Filter {
             max_tokens,
             strip_usage_chunk,
         } = read;
+        if let Err(error) = openai::check_model_name(&model) {
+            self.send_error(host, &error, &[], Outcome::InvalidRequest);
+            return BodyStatus::StopIterationNoBuffer;
+        }
         let mut prompt = None;
         let mut claim = None;
         if !self.context.budgets.is_empty() {
@@ -258,6 +279,9 @@ impl Filter {
         if !model.is_empty() {
             host.set_request_header(&transform.model_header, Some(&model));
         }
+        // Every reply is read for its usage, and guarded replies are rewritten: only a body in
+        // no encoding can be (Envoy's compressor can still compress towards the client).
+        host.set_request_header("accept-encoding", Some("identity"));
         host.clear_route_cache();
         self.state = State::Proxying(Box::new(Accounting {
             model,
@@ -365,39 +389,67 @@ impl Filter {
         guard.is_active(&self.context.detectors) && (guard.reversible || guard.responses)
     }
 
-    /// Response headers of a forwarded request: learn what the reply is.
-    pub(super) fn on_proxied_response_headers(&mut self, host: &mut impl Host) -> HeadersStatus {
+    /// Response headers of a forwarded request: learn what the reply is. A reply that promises
+    /// a body llm-edge cannot read (an encoding it did not ask for) fails closed when it must be
+    /// guarded or charged; one that ends with its headers is accounted at once.
+    pub(super) fn on_proxied_response_headers(
+        &mut self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> HeadersStatus {
         let guards = self.guards_replies();
-        if let State::Proxying(accounting) = &mut self.state {
-            accounting.upstream_ok = host
-                .response_header(":status")
-                .is_some_and(|status| status.starts_with(b"2"));
-            // llm-edge's budget is the one this client is held to: its headers replace the
-            // upstream's.
-            for (name, value) in &self.rate_headers {
-                host.set_response_header(name, Some(value));
-            }
-            let content_type = host.response_header("content-type").unwrap_or_default();
-            accounting.kind = if content_type.starts_with(b"text/event-stream") {
-                ReplyKind::EventStream
-            } else if content_type.starts_with(b"application/json") {
-                ReplyKind::Json
-            } else {
-                ReplyKind::Unknown
-            };
-            let rewritten = accounting.strip_usage_chunk || guards;
-            // A guarded stream lets no event pass unread, however large.
-            accounting.events = EventReader::new(guards);
-            if accounting.kind == ReplyKind::EventStream && rewritten {
-                // The body changes length as it streams.
-                host.set_response_header("content-length", None);
-            }
-            if accounting.kind == ReplyKind::Json && guards {
-                // The whole reply is rewritten at its end: its content-length is set then.
-                return HeadersStatus::StopIteration;
-            }
+        let State::Proxying(accounting) = &mut self.state else {
+            return HeadersStatus::Continue;
+        };
+        accounting.upstream_ok = host
+            .response_header(":status")
+            .is_some_and(|status| status.starts_with(b"2"));
+        // llm-edge's budget is the one this client is held to: its headers replace the
+        // upstream's.
+        for (name, value) in &self.rate_headers {
+            host.set_response_header(name, Some(value));
+        }
+        if end_of_stream {
+            self.record_usage(host);
+            return HeadersStatus::Continue;
+        }
+        let encoded = host
+            .response_header("content-encoding")
+            .is_some_and(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
+        if encoded && (guards || accounting.claim.is_some()) {
+            self.refuse_reply(
+                host,
+                "it came in a content-encoding llm-edge did not ask for",
+            );
+            return HeadersStatus::StopIteration;
+        }
+        accounting.kind = ReplyKind::of(host.response_header("content-type"));
+        let rewritten = accounting.strip_usage_chunk || guards;
+        // A guarded stream lets no event pass unread, however large.
+        accounting.events = EventReader::new(guards);
+        if accounting.kind == ReplyKind::EventStream && rewritten {
+            // The body changes length as it streams.
+            host.set_response_header("content-length", None);
+        }
+        if accounting.kind != ReplyKind::EventStream && guards {
+            // The whole reply is rewritten at its end: its content-length is set then, and
+            // Envoy must hold as much of it as llm-edge reads.
+            host.ensure_buffer_limit(self.context.config.max_response_body_bytes);
+            return HeadersStatus::StopIteration;
         }
         HeadersStatus::Continue
+    }
+
+    /// Answers OpenAI's 502 in place of an upstream reply that cannot be passed on, charging the
+    /// request as one the upstream answered.
+    fn refuse_reply(&mut self, host: &mut impl Host, why: &str) {
+        if let State::Proxying(accounting) = &mut self.state {
+            if let Some(claim) = accounting.take_claim() {
+                let used = accounting.used_tokens();
+                self.charge(host, &claim, used);
+            }
+        }
+        self.send_error(host, &ApiError::bad_gateway(why), &[], Outcome::BadGateway);
     }
 
     /// A response body chunk of a forwarded request: read usage as it passes; at the end, record
@@ -411,26 +463,17 @@ impl Filter {
         let State::Proxying(accounting) = &mut self.state else {
             return BodyStatus::Continue;
         };
-        if accounting.kind == ReplyKind::Json && guards {
+        if accounting.kind != ReplyKind::EventStream && guards {
+            let limit = self.context.config.max_response_body_bytes;
+            if host.response_body_len() as u64 > limit {
+                let why = format!("it is larger than max_response_body_bytes ({limit} bytes)");
+                self.refuse_reply(host, &why);
+                return BodyStatus::StopIterationNoBuffer;
+            }
             if !end_of_stream {
                 return BodyStatus::StopIterationAndBuffer;
             }
-            let mut body = Vec::new();
-            host.read_response_body(&mut body);
-            if let Ok(mut reply) = serde_json::from_slice::<Value>(&body) {
-                accounting.observe(&reply);
-                let context = &self.context;
-                let guard = &context.config.guard;
-                // A reply with nothing to restore or mask goes on byte for byte as it came.
-                if guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker) {
-                    body.clear();
-                    json_writer::write_value(&mut body, &reply);
-                    host.replace_response_body(&body);
-                }
-            }
-            self.count_detections(host);
-            self.record_usage(host);
-            return BodyStatus::Continue;
+            return self.guard_whole_reply(host);
         }
         let mut chunk = Vec::new();
         host.read_response_chunk(&mut chunk);
@@ -480,6 +523,47 @@ impl Filter {
         if end_of_stream {
             self.record_usage(host);
         }
+        BodyStatus::Continue
+    }
+
+    /// The whole of a guarded reply that is not an event stream is in: guard it as JSON, or as
+    /// text when it is not JSON; a body that is neither cannot be read, so it is refused.
+    fn guard_whole_reply(&mut self, host: &mut impl Host) -> BodyStatus {
+        let State::Proxying(accounting) = &mut self.state else {
+            return BodyStatus::Continue;
+        };
+        let mut body = Vec::new();
+        host.read_response_body(&mut body);
+        let context = &self.context;
+        let guard = &context.config.guard;
+        if let Ok(mut reply) = serde_json::from_slice::<Value>(&body) {
+            accounting.observe(&reply);
+            // A reply with nothing to restore or mask goes on byte for byte as it came.
+            if guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker) {
+                body.clear();
+                json_writer::write_value(&mut body, &reply);
+                host.replace_response_body(&body);
+            }
+        } else if let Ok(text) = std::str::from_utf8(&body) {
+            // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
+            // a value could hide in.
+            let mut guarded = if guard.reversible {
+                self.masker.restore(text)
+            } else {
+                text.to_owned()
+            };
+            if guard.responses {
+                guarded = self.masker.mask_new(&context.detectors, &guarded);
+            }
+            if guarded != text {
+                host.replace_response_body(guarded.as_bytes());
+            }
+        } else {
+            self.refuse_reply(host, "its body is neither JSON nor text");
+            return BodyStatus::StopIterationNoBuffer;
+        }
+        self.count_detections(host);
+        self.record_usage(host);
         BodyStatus::Continue
     }
 

@@ -4,6 +4,8 @@ use crate::budget::Need;
 use serde_json::Value;
 use std::time::Duration;
 
+mod hostile;
+
 /// An in-memory stream: request headers, body chunks, and what the filter sent back.
 #[derive(Default)]
 struct FakeHost {
@@ -158,6 +160,9 @@ impl Host for FakeHost {
         if let Some(value) = value {
             self.response_headers.push((name.into(), value.into()));
         }
+    }
+    fn response_body_len(&self) -> usize {
+        self.response_buffered.len() + self.response_chunk.len()
     }
     fn read_response_body(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.response_buffered);
@@ -833,7 +838,8 @@ fn passthrough_transforms_routes_on_the_model_and_sends_on() {
         serde_json::json!({"role": "system", "content": "Tenant acme."})
     );
     assert_eq!(header_of(&host, "x-llm-edge-model"), Some(&b"gpt-4o"[..]));
-    assert_eq!(host.route_cache_clears, 1);
+    // Once for the forged header the route was first chosen with, once for the model's.
+    assert_eq!(host.route_cache_clears, 2);
 }
 
 #[test]
@@ -862,7 +868,7 @@ fn passthrough_accounts_a_json_reply() {
     let (mut filter, mut host, _) = forward(PASS, &[], br#"{"model":"gpt-4","messages":[]}"#);
     host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
     assert_eq!(
-        filter.on_response_headers(&mut host),
+        filter.on_response_headers(&mut host, false),
         HeadersStatus::Continue
     );
     host.response_chunk = br#"{"usage":{"prompt_tokens":7,"#.to_vec();
@@ -908,7 +914,7 @@ fn passthrough_asks_a_stream_for_usage_and_strips_it_from_the_client() {
         ("content-type".into(), b"text/event-stream".to_vec()),
         ("content-length".into(), b"999".to_vec()),
     ];
-    filter.on_response_headers(&mut host);
+    filter.on_response_headers(&mut host, false);
     assert!(host.response_header("content-length").is_none());
     host.response_chunk =
         b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usa"
@@ -982,7 +988,7 @@ fn the_guard_masks_what_goes_upstream_and_restores_the_reply() {
 
     host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
     assert_eq!(
-        filter.on_response_headers(&mut host),
+        filter.on_response_headers(&mut host, false),
         HeadersStatus::StopIteration
     );
     host.response_chunk =
@@ -1011,7 +1017,7 @@ fn a_guarded_reply_with_nothing_to_restore_or_mask_passes_as_it_came() {
         br#"{"model":"m","messages":[{"role":"user","content":"mail bob@corp.com"}]}"#,
     );
     host.response_headers = vec![("content-type".into(), b"application/json".to_vec())];
-    filter.on_response_headers(&mut host);
+    filter.on_response_headers(&mut host, false);
     host.response_buffered =
         b"{ \"choices\": [{\"message\": {\"content\": \"Sent.\"}}] }\n".to_vec();
     assert_eq!(
@@ -1178,7 +1184,7 @@ fn reply_with_usage(filter: &mut Filter, host: &mut FakeHost, total: u64) {
         (":status".into(), b"200".to_vec()),
         ("content-type".into(), b"application/json".to_vec()),
     ];
-    filter.on_response_headers(host);
+    filter.on_response_headers(host, false);
     host.response_chunk =
         format!(r#"{{"usage":{{"prompt_tokens":{total},"completion_tokens":0}}}}"#).into_bytes();
     filter.on_response_body(host, true);
@@ -1220,7 +1226,7 @@ fn a_stream_cut_short_is_charged_for_what_was_sent() {
         (":status".into(), b"200".to_vec()),
         ("content-type".into(), b"text/event-stream".to_vec()),
     ];
-    filter.on_response_headers(&mut host);
+    filter.on_response_headers(&mut host, false);
     host.response_chunk = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n\
         data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n"
         .to_vec();

@@ -99,6 +99,30 @@ impl ApiError {
         }
     }
 
+    /// 404: a path llm-edge does not serve, when the config refuses unclaimed paths (OpenAI's
+    /// wording for an unknown URL).
+    pub fn unknown_url(method: &str, path: &str) -> Self {
+        Self {
+            status: 404,
+            message: format!("Invalid URL ({method} {path})"),
+            kind: INVALID_REQUEST,
+            param: None,
+            code: Some("unknown_url"),
+        }
+    }
+
+    /// 502: the upstream's reply cannot be passed on, because llm-edge could not read what it
+    /// promised to guard or account (`why` says what, never what the reply held).
+    pub fn bad_gateway(why: &str) -> Self {
+        Self {
+            status: 502,
+            message: format!("The upstream's reply was refused by llm-edge: {why}"),
+            kind: "server_error",
+            param: None,
+            code: Some("upstream_reply_unreadable"),
+        }
+    }
+
     /// 500: a bug in llm-edge, contained to this request.
     pub fn internal() -> Self {
         Self {
