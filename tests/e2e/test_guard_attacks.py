@@ -1,0 +1,206 @@
+"""The guard and the accounting against hostile traffic, through the real Envoy to a real ASGI
+upstream (Starlette on uvicorn): other spellings of a path, forged routing headers, compressed and
+oddly typed replies, CR-only event streams, empty and oversized replies, control characters in
+`model`. Each case must come out masked, restored or refused, never forwarded or returned in
+clear, with Envoy alive. Every request carries its own `x-test-id`, so no test reads another's.
+
+Both Envoys run envoy/passthrough.yaml: one as shipped (Envoy normalises paths too), one with
+Envoy's normalisation removed, to prove llm-edge's own holds when a config forgets it."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import uuid
+
+import pytest
+import yaml
+
+from asgi_upstream import AsgiUpstream
+from harness import ENVOY_DIR
+
+EMAIL = "jane.doe@example.com"
+IBAN = "GB82 WEST 1234 5698 7654 32"
+GUARD = {
+    "mode": "passthrough",
+    "guard": {"detectors": {"email": "mask", "iban": "mask"}, "reversible": True,
+              "responses": True},
+}
+NORMALISING_KEYS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = AsgiUpstream()
+    yield server
+    server.stop()
+
+
+def without_envoys_normalisation(tmp_path) -> object:
+    config = yaml.safe_load((ENVOY_DIR / "passthrough.yaml").read_text())
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for key in NORMALISING_KEYS:
+                    network_filter["typed_config"].pop(key, None)
+    source = tmp_path / "passthrough-raw-paths.yaml"
+    source.write_text(yaml.safe_dump(config))
+    return source
+
+
+@pytest.fixture(scope="module", params=["as shipped", "without Envoy's normalisation"])
+def proxy(request, start_envoy, upstream, tmp_path_factory):
+    source = ENVOY_DIR / "passthrough.yaml"
+    if request.param != "as shipped":
+        source = without_envoys_normalisation(tmp_path_factory.mktemp("config"))
+    envoy = start_envoy(
+        source,
+        filter_config=json.dumps(GUARD),
+        cluster_ports={"openai_compatible": upstream.port, "small_models": upstream.port},
+    )
+    yield envoy
+    assert envoy.alive(), envoy.log()[-3000:]
+
+
+def send(proxy, method: str, path: str, body: dict | None = None, **headers: str):
+    """Sends `path` exactly as written (no client-side normalisation); returns (status, headers,
+    body bytes, test id)."""
+    test_id = uuid.uuid4().hex
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    sent = {"x-test-id": test_id, "content-type": "application/json",
+            **{name.replace("_", "-"): value for name, value in headers.items()}}
+    connection.request(method, path, body=data, headers=sent)
+    reply = connection.getresponse()
+    content = reply.read()
+    connection.close()
+    return reply.status, {k.lower(): v for k, v in reply.getheaders()}, content, test_id
+
+
+def chat(text: str, model: str = "gpt-4o", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+ALIASES = [
+    "/v1/chat/completions",
+    "/v1/chat/%63ompletions",
+    "/v1/chat%2Fcompletions",
+    "/v1/chat%2fcompletions",
+    "//v1/chat/completions",
+    "/v1//chat/completions",
+    "/v1/chat/completions/",
+    "/V1/chat/completions",
+    "/v1/CHAT/completions",
+    "/v1/chat/completions;x=1",
+    "/v1/./chat/completions",
+    "/v1/x/../chat/completions",
+    "/v1/chat/completions?api-version=2024-10-21",
+]
+
+
+@pytest.mark.parametrize("path", ALIASES)
+def test_every_spelling_of_the_chat_path_is_guarded_and_sent_canonically(proxy, upstream, path):
+    status, _, content, test_id = send(
+        proxy, "POST", path, chat(f"write to {EMAIL}"), x_llm_edge_model="forged-mini"
+    )
+    assert status == 200, content
+    seen = upstream.seen(test_id)
+    assert seen["path"] == "/v1/chat/completions"
+    assert EMAIL not in seen["raw"].decode()
+    assert "[EMAIL_1]" in seen["body"]["messages"][0]["content"]
+    assert seen["headers"]["x-llm-edge-model"] == "gpt-4o", "the client's header never routes"
+    # Reversible: the client gets its own value back.
+    assert json.loads(content)["choices"][0]["message"]["content"] == f"write to {EMAIL}"
+
+
+def test_a_forged_model_header_never_reaches_the_upstream_on_unclaimed_paths(proxy, upstream):
+    before = len(upstream.unrouted)
+    status, _, _, _ = send(proxy, "GET", "/v1/files", x_llm_edge_model="forged-mini")
+    assert status == 404
+    assert "x-llm-edge-model" not in upstream.unrouted[before]["headers"]
+
+
+def test_the_upstream_is_asked_for_identity_and_a_compressed_reply_is_refused(proxy, upstream):
+    status, headers, content, test_id = send(
+        proxy, "POST", "/v1/chat/completions", chat(f"to {EMAIL}"),
+        accept_encoding="gzip", x_upstream_reply="gzip",
+    )
+    assert upstream.seen(test_id)["headers"]["accept-encoding"] == "identity"
+    assert status == 200
+    if headers.get("content-encoding") == "gzip":
+        # The shipped config compresses towards the client, after llm-edge restored the value.
+        content = gzip.decompress(content)
+    assert json.loads(content)["choices"][0]["message"]["content"] == f"to {EMAIL}"
+    # An upstream that compresses anyway: nothing llm-edge cannot read goes through.
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat(f"to {EMAIL}"),
+        x_upstream_reply="gzip-always", x_upstream_say=f"new value {EMAIL}",
+    )
+    assert status == 502
+    error = json.loads(content)["error"]
+    assert error["code"] == "upstream_reply_unreadable"
+    assert EMAIL not in content.decode()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["Application/JSON", "application/json; charset=utf-8", "application/vnd.api+json",
+     "text/json", "text/plain", None],
+)
+def test_new_values_are_masked_whatever_the_reply_says_it_is(proxy, content_type):
+    headers = {"x_upstream_say": f"the admin is {EMAIL}"}
+    if content_type:
+        headers["x_upstream_content_type"] = content_type
+    status, _, content, _ = send(proxy, "POST", "/v1/chat/completions", chat("who?"), **headers)
+    assert status == 200
+    assert EMAIL not in content.decode()
+    assert "[EMAIL_1]" in content.decode()
+
+
+@pytest.mark.parametrize("eol", ["lf", "cr", "crlf"])
+def test_streams_are_guarded_whatever_their_line_breaks(proxy, eol):
+    status, headers, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("who?", stream=True),
+        x_upstream_reply="stream", x_upstream_eol=eol, x_upstream_say=f"mail {EMAIL} now",
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    assert EMAIL not in content.decode()
+    assert "[EMAIL_1]" in content.decode()
+
+
+@pytest.mark.parametrize("status", [200, 204, 500])
+def test_an_empty_guarded_reply_reaches_the_client(proxy, status):
+    # A hang here would fail on the client's timeout: the reply must come at once.
+    got, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi"),
+        x_upstream_reply="empty", x_upstream_status=str(status),
+    )
+    assert (got, content) == (status, b"")
+
+
+def test_a_large_guarded_reply_is_guarded_and_one_over_the_limit_is_a_502(proxy):
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi"),
+        x_upstream_say=f"to {EMAIL}", x_upstream_pad=str(2 << 20),
+    )
+    assert status == 200
+    reply = json.loads(content)
+    assert reply["choices"][0]["message"]["content"] == "to [EMAIL_1]"
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi"),
+        x_upstream_say=f"to {EMAIL}", x_upstream_pad=str(17 << 20),
+    )
+    assert status == 502
+    assert "max_response_body_bytes" in json.loads(content)["error"]["message"]
+    assert EMAIL not in content.decode()
+
+
+@pytest.mark.parametrize("model", ["gpt-4o\r\nx-injected: 1", "gpt\u0000x", "m" * 300])
+def test_a_model_name_that_could_split_a_log_line_is_openais_400(proxy, upstream, model):
+    status, _, content, test_id = send(proxy, "POST", "/v1/chat/completions", chat("hi", model))
+    assert status == 400
+    assert json.loads(content)["error"]["param"] == "model"
+    assert test_id not in upstream.requests
+    assert "x-injected" not in proxy.log()
