@@ -7,9 +7,21 @@
 //! and 3 to prime the reply. Approximate counting (one token per four characters) skips the BPE.
 //!
 //! ASCII text is split into pieces here ([`ascii`]), and each piece is looked up, or byte-pair
-//! merged, in a table of the ASCII tokens built at config time; tiktoken encodes other text.
+//! merged, in a table of the ASCII tokens built at config time; tiktoken encodes other text, a
+//! bounded stretch at a time ([`stretch`]).
+//!
+//! Every cost is linear in the text: no call into tiktoken, and no merge, gets more than
+//! [`LONGEST_STRETCH`] bytes. "Exact" means tiktoken's ids for every text in which no stretch that
+//! long goes without a place where tiktoken must cut that llm-edge finds (a space, a newline,
+//! the end of a word or number): such a stretch, in practice a single pre-token (a word, a run of
+//! whitespace, punctuation or emoji) that long, which no prose or code has, is encoded in pieces
+//! of at most that many bytes, each exactly, so only the tokens across each such cut can differ
+//! from tiktoken's, and the ids still decode to the text.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 use hashbrown::HashTable;
@@ -20,6 +32,8 @@ use tiktoken_rs::CoreBPE;
 use crate::openai::chat::ChatMessage;
 
 mod ascii;
+mod stretch;
+mod work;
 
 use ascii::Splitter;
 
@@ -31,9 +45,14 @@ const TOKENS_PER_NAME: u32 = 1;
 const TOKENS_PER_REPLY: u32 = 3;
 /// Characters per token in approximate counting.
 const APPROX_CHARS_PER_TOKEN: usize = 4;
-/// Pieces this long are merged by tiktoken, whose merge of long pieces is not quadratic (a
-/// hostile prompt can be one piece of a megabyte).
-const LONGEST_PIECE_MERGED_HERE: usize = 100;
+/// ASCII pieces this long are merged with a heap rather than by scanning every pair after each
+/// merge, whose cost grows with the square of the piece (tiktoken switches at the same length).
+const SHORTEST_PIECE_MERGED_BY_HEAP: usize = 100;
+/// The most text that is merged, or handed to tiktoken, at once: longer text is cut where
+/// tiktoken must cut, and a longer pre-token into pieces this long (see the module's comment).
+/// Far above any pre-token of prose or code; small enough that tiktoken's regex engine, which
+/// backtracks, stays far from its limits.
+const LONGEST_STRETCH: usize = 4096;
 /// The chat roles: each is one token in both of OpenAI's vocabularies (a test checks it), so
 /// exact counting need not run the BPE over them for every message.
 const ONE_TOKEN_ROLES: [&str; 6] = [
@@ -166,6 +185,10 @@ struct Vocabulary {
     splitter: Splitter,
     /// The ASCII tokens, by their text: most pieces of ASCII text are one token.
     ascii: AsciiTokens,
+    /// The longest ASCII token's length: no longer text need be looked up.
+    longest_ascii: usize,
+    /// The token of each single byte, which every byte-level BPE has.
+    byte_tokens: [u32; 256],
 }
 
 /// A vocabulary's ASCII tokens, found by their text. The table's entries are slices of one
@@ -220,10 +243,16 @@ impl Vocabulary {
     fn new(bpe: &'static CoreBPE, splitter: Splitter) -> Self {
         let mut token_lengths = Vec::new();
         let mut ascii = AsciiTokens::default();
+        let mut longest_ascii = 0;
+        let mut byte_tokens = [0; 256];
         for (id, bytes) in (0..).map_while(|id| Some(id).zip(bpe.decode_bytes(&[id]).ok())) {
             token_lengths.push(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
+            if let [byte] = bytes[..] {
+                byte_tokens[usize::from(byte)] = id;
+            }
             if bytes.is_ascii() {
                 ascii.insert(id, &bytes);
+                longest_ascii = longest_ascii.max(bytes.len());
             }
         }
         Self {
@@ -231,29 +260,62 @@ impl Vocabulary {
             token_lengths,
             splitter,
             ascii,
+            longest_ascii,
+            byte_tokens,
         }
     }
 
-    /// The token ids of `text`: what tiktoken's `encode_ordinary` gives.
+    /// The token ids of `text`: what tiktoken's `encode_ordinary` gives (see the module's
+    /// comment on pre-tokens longer than [`LONGEST_STRETCH`]).
     fn encode(&self, text: &str) -> Vec<u32> {
+        self.encode_within(text, LONGEST_STRETCH)
+    }
+
+    /// [`Self::encode`], merging or handing to tiktoken at most `longest` bytes at once.
+    fn encode_within(&self, text: &str, longest: usize) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 4 + 1);
         for segment in ascii::segments(text) {
             if !segment.ascii {
-                ids.extend(self.bpe.encode_ordinary(segment.text));
+                stretch::for_each_stretch(segment.text, longest, |stretch| {
+                    self.encode_by_tiktoken(stretch, &mut ids);
+                });
                 continue;
             }
             for piece in self.splitter.pieces(segment.text) {
-                match self.ascii.get(piece.as_bytes()) {
-                    Some(id) => ids.push(id),
-                    None if piece.len() < LONGEST_PIECE_MERGED_HERE => {
-                        self.merge_ascii(piece.as_bytes(), &mut ids);
+                if let Some(id) = self.ascii.get(piece.as_bytes()) {
+                    ids.push(id);
+                    continue;
+                }
+                // A pre-token too long to merge whole is merged in pieces.
+                for (k, chunk) in piece.as_bytes().chunks(longest).enumerate() {
+                    if k > 0 {
+                        work::forced_cut();
                     }
-                    // tiktoken splits its own piece into just that piece again.
-                    None => ids.extend(self.bpe.encode_ordinary(piece)),
+                    work::merged(chunk.len());
+                    if chunk.len() < SHORTEST_PIECE_MERGED_BY_HEAP {
+                        self.merge_ascii(chunk, &mut ids);
+                    } else {
+                        self.merge_long_ascii(chunk, &mut ids);
+                    }
                 }
             }
         }
         ids
+    }
+
+    /// Appends tiktoken's ids for `text`. Should tiktoken panic all the same, `text` counts one
+    /// token per byte, the most any BPE makes of it, so that a budget never undercounts it.
+    fn encode_by_tiktoken(&self, text: &str, ids: &mut Vec<u32>) {
+        work::merged(text.len());
+        match catch_unwind(AssertUnwindSafe(|| self.bpe.encode_ordinary(text))) {
+            Ok(tokens) => ids.extend(tokens),
+            Err(_) => ids.extend(self.byte_fallback(text)),
+        }
+    }
+
+    /// A token per byte of `text`: ids that decode to it, made without a merge.
+    fn byte_fallback<'a>(&'a self, text: &'a str) -> impl Iterator<Item = u32> + 'a {
+        text.bytes().map(|byte| self.byte_tokens[usize::from(byte)])
     }
 
     /// Byte-pair encodes an ASCII piece that is not one token: starting from single bytes, the
@@ -289,6 +351,64 @@ impl Vocabulary {
             }
         }
         ids.extend(bounds.windows(2).map(|w| rank(&piece[w[0]..w[1]])));
+    }
+
+    /// [`Self::merge_ascii`] for a long piece, in time that grows as `n log n`: the candidate
+    /// unions wait in a heap, lowest rank (then leftmost) first, and a part's entry is stale once
+    /// its union changed. Parts form a list: `ends[i]` is where the part starting at `i` ends,
+    /// `starts[i]` where the part before it starts.
+    fn merge_long_ascii(&self, piece: &[u8], ids: &mut Vec<u32>) {
+        let rank = |bytes: &[u8]| {
+            if bytes.len() > self.longest_ascii {
+                u32::MAX
+            } else {
+                self.ascii.get(bytes).unwrap_or(u32::MAX)
+            }
+        };
+        let len = piece.len();
+        let mut ends: Vec<usize> = (1..=len).collect();
+        let mut starts: Vec<usize> = (0..len).map(|i| i.saturating_sub(1)).collect();
+        // The rank of the union of the part starting at `i` and the next one.
+        let mut unions: Vec<u32> = (0..len)
+            .map(|i| piece.get(i..i + 2).map_or(u32::MAX, rank))
+            .collect();
+        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = unions
+            .iter()
+            .enumerate()
+            .filter(|&(_, &union)| union != u32::MAX)
+            .map(|(i, &union)| Reverse((union, i)))
+            .collect();
+        while let Some(Reverse((union, i))) = heap.pop() {
+            if unions[i] != union {
+                continue;
+            }
+            let next = ends[i];
+            ends[i] = ends[next];
+            unions[next] = u32::MAX;
+            if ends[i] < len {
+                starts[ends[i]] = i;
+            }
+            unions[i] = if ends[i] < len {
+                rank(&piece[i..ends[ends[i]]])
+            } else {
+                u32::MAX
+            };
+            if unions[i] != u32::MAX {
+                heap.push(Reverse((unions[i], i)));
+            }
+            if i > 0 {
+                let before = starts[i];
+                unions[before] = rank(&piece[before..ends[i]]);
+                if unions[before] != u32::MAX {
+                    heap.push(Reverse((unions[before], before)));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < len {
+            ids.push(rank(&piece[i..ends[i]]));
+            i = ends[i];
+        }
     }
 
     fn token_len(&self, id: u32) -> usize {
@@ -369,9 +489,16 @@ fn approx_pieces(text: &str) -> Vec<Piece<'_>> {
     pieces
 }
 
+/// tiktoken-rs's `cl100k_base` expression (its `o200k_base` one is exported): the oracle of the
+/// pre-tokenizers' tests.
+#[cfg(test)]
+const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
 
     fn message(role: &str, text: &str) -> ChatMessage {
         ChatMessage {
@@ -513,6 +640,158 @@ mod tests {
         let copy = echoed.to_owned();
         let (_, kept) = Tokenizer::Exact.prompt_tokens_keeping("gpt-4o", &messages, Some(&copy));
         assert_eq!(kept, None);
+    }
+
+    fn both_vocabularies() -> [(&'static Vocabulary, &'static CoreBPE); 2] {
+        [
+            (
+                vocabulary_for("gpt-4o"),
+                tiktoken_rs::o200k_base_singleton(),
+            ),
+            (
+                vocabulary_for("gpt-4"),
+                tiktoken_rs::cl100k_base_singleton(),
+            ),
+        ]
+    }
+
+    /// Pieces of 100 bytes and more, merged here with the heap: runs of letters in each case,
+    /// of punctuation and of whitespace, random and repeating, each one pre-token.
+    #[test]
+    fn long_ascii_pieces_merge_as_tiktoken_does() {
+        let alphabets: [&[u8]; 5] = [b"abcdefghijklmnopqrstuvwxyz", b"ab", b"A", b"!?.-=*#", b" "];
+        let mut rng = StdRng::seed_from_u64(13);
+        for (vocabulary, bpe) in both_vocabularies() {
+            for _ in 0..300 {
+                let alphabet = alphabets[rng.random_range(0..alphabets.len())];
+                let len = rng.random_range(SHORTEST_PIECE_MERGED_BY_HEAP..1_500);
+                let piece: String = (0..len)
+                    .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+                    .collect();
+                let mut ids = Vec::new();
+                vocabulary.merge_long_ascii(piece.as_bytes(), &mut ids);
+                assert_eq!(ids, bpe.encode_ordinary(&piece), "{piece:?}");
+                assert_eq!(vocabulary.encode(&piece), ids);
+            }
+        }
+    }
+
+    /// Text cut into short stretches at safe cuts encodes as the whole does: a bound of a few
+    /// dozen bytes makes short random texts cut as a megabyte is cut at the real bound.
+    #[test]
+    fn text_cut_into_stretches_encodes_as_tiktoken_does() {
+        const WORDS: [&str; 20] = [
+            "café",
+            "naïve",
+            "日本語",
+            "中文。",
+            "🦀",
+            "’s",
+            "déjà",
+            "é",
+            "Ωμέγα",
+            "١٢٣",
+            "hello",
+            "I'm",
+            "42",
+            "!",
+            "...",
+            "\u{a0}",
+            "\u{3000}",
+            "x\u{301}",
+            "/",
+            "ǅ",
+        ];
+        const BETWEEN: [&str; 5] = [" ", " ", "\n", "  ", ""];
+        let mut rng = StdRng::seed_from_u64(14);
+        let (mut exact, mut forced) = (0, 0);
+        for (vocabulary, bpe) in both_vocabularies() {
+            for _ in 0..2_000 {
+                let text: String = (0..rng.random_range(0..40))
+                    .flat_map(|_| {
+                        [
+                            WORDS[rng.random_range(0..WORDS.len())],
+                            BETWEEN[rng.random_range(0..BETWEEN.len())],
+                        ]
+                    })
+                    .collect();
+                work::take();
+                let ids = vocabulary.encode_within(&text, rng.random_range(8..64));
+                let work = work::take();
+                assert!(work.longest < 64, "{work:?}");
+                assert_eq!(bpe.decode_bytes(&ids).unwrap(), text.as_bytes());
+                if work.forced_cuts == 0 {
+                    exact += 1;
+                    assert_eq!(ids, bpe.encode_ordinary(&text), "{text:?}");
+                } else {
+                    forced += 1;
+                }
+            }
+        }
+        assert!(
+            exact > 2_000 && forced > 100,
+            "{exact} exact, {forced} forced"
+        );
+    }
+
+    /// A long run of each kind of text: the pre-tokenizers look at each byte a few times, and
+    /// what is merged or handed to tiktoken comes in bounded stretches, so that even a merge
+    /// quadratic in its input would cost a constant per byte.
+    #[test]
+    fn every_kind_of_text_costs_work_linear_in_its_length() {
+        // Far above the bound, so a cost that grows faster than the text would show.
+        const LEN: usize = 32 * LONGEST_STRETCH;
+        let classes = [
+            "1",
+            " ",
+            "\n",
+            "\t",
+            " \n",
+            "a",
+            "Ab",
+            "!",
+            "!\n",
+            "é",
+            "中",
+            "🦀",
+            "\u{3000}",
+            "٣",
+            "e\u{301}",
+            "aé中🦀",
+            "a1",
+            "'s",
+            " é",
+            "a ",
+        ];
+        for (vocabulary, _) in both_vocabularies() {
+            for unit in classes {
+                let text = unit.repeat(LEN / unit.len());
+                work::take();
+                let ids = vocabulary.encode(&text);
+                let work = work::take();
+                let len = text.len();
+                assert!(work.scanned <= 8 * len, "{unit:?} {work:?}");
+                assert!(work.bpe_bytes <= len, "{unit:?} {work:?}");
+                assert!(work.longest <= LONGEST_STRETCH, "{unit:?} {work:?}");
+                assert!(
+                    work.bpe_square <= (LONGEST_STRETCH * len) as u128,
+                    "{unit:?} {work:?}"
+                );
+                assert!(ids.len() <= len, "{unit:?}");
+                let rebuilt: usize = ids.iter().map(|&id| vocabulary.token_len(id)).sum();
+                assert_eq!(rebuilt, len, "{unit:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_byte_fallback_decodes_to_the_text() {
+        for (vocabulary, bpe) in both_vocabularies() {
+            let text = "naïve 日本語 🦀 \u{0}\u{7f} ascii";
+            let ids: Vec<u32> = vocabulary.byte_fallback(text).collect();
+            assert_eq!(ids.len(), text.len());
+            assert_eq!(bpe.decode_bytes(&ids).unwrap(), text.as_bytes());
+        }
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! ASCII text, the expressions of `o200k_base` and `cl100k_base` come down to a few character
 //! classes, scanned here by hand. A text is first cut into segments where tiktoken must cut
 //! anyway (a space after an ASCII letter): a segment holding any other character is left
-//! to tiktoken whole, so the pieces are always tiktoken's. Tests and the `tokens` fuzz target
+//! to tiktoken (in bounded stretches, see `stretch`), so the pieces are always tiktoken's. Each
+//! piece is found by looking at its own bytes and the next one only, so a run of any length costs
+//! time linear in it: a run of digits, whose pieces are three long, once looked at the whole rest
+//! of the run for each. Tests and the `tokens` fuzz target
 //! compare them with tiktoken's regex.
+
+use super::work;
 
 /// ASCII between non-ASCII characters shorter than this stays in tiktoken's segment: each
 /// segment is a call into tiktoken, and accented prose (French, German) cut at every word ran
@@ -48,6 +53,8 @@ pub(super) fn segments(text: &str) -> impl Iterator<Item = Segment<'_>> {
             });
         };
         let first_other = start + offset;
+        // Forward to it, and back to the last cut before it.
+        work::scanned(2 * offset);
         // The ASCII before the last cut ahead of the character stays here; the rest, up to a
         // cut after it that starts a long run of ASCII, goes to tiktoken.
         let ascii_end = (start + 1..first_other)
@@ -72,8 +79,10 @@ pub(super) fn segments(text: &str) -> impl Iterator<Item = Segment<'_>> {
 fn other_segment_end(bytes: &[u8], mut other: usize) -> usize {
     loop {
         let Some(cut) = (other + 1..bytes.len()).find(|&i| is_cut(bytes, i)) else {
+            work::scanned(bytes.len() - other);
             return bytes.len();
         };
+        work::scanned(cut + SHORTEST_ASCII_SEGMENT - other);
         let ahead = &bytes[cut..bytes.len().min(cut + SHORTEST_ASCII_SEGMENT)];
         match ahead.iter().position(|b| !b.is_ascii()) {
             Some(offset) => other = cut + offset,
@@ -131,7 +140,19 @@ fn is_word_lead(b: u8) -> bool {
 
 /// How many bytes from `i` satisfy `class`.
 fn run(bytes: &[u8], i: usize, class: impl Fn(u8) -> bool) -> usize {
-    bytes[i..].iter().take_while(|&&b| class(b)).count()
+    run_upto(bytes, i, usize::MAX, class)
+}
+
+/// How many bytes from `i`, up to `most`, satisfy `class`: a bounded piece stops looking where it
+/// must end, or every piece of a long run would scan the rest of the run again.
+fn run_upto(bytes: &[u8], i: usize, most: usize, class: impl Fn(u8) -> bool) -> usize {
+    let len = bytes[i..]
+        .iter()
+        .take(most)
+        .take_while(|&&b| class(b))
+        .count();
+    work::scanned(len + 1);
+    len
 }
 
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` at `i`: its length, or 0.
@@ -149,7 +170,7 @@ fn contraction(bytes: &[u8], i: usize) -> usize {
 
 /// Where the number starting at `i` ends: `\p{N}{1,3}`.
 fn digits_end(bytes: &[u8], i: usize) -> Option<usize> {
-    let digits = run(bytes, i, |b| b.is_ascii_digit()).min(3);
+    let digits = run_upto(bytes, i, 3, |b| b.is_ascii_digit());
     (digits > 0).then_some(i + digits)
 }
 
@@ -232,11 +253,9 @@ fn cl100k_piece_end(bytes: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::CL100K_PATTERN;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
-
-    /// tiktoken-rs's `cl100k_base` expression (its `o200k_base` one is exported).
-    const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
 
     /// Fragments that meet every branch of both expressions: words in each case, contractions
     /// (and near misses), digits, punctuation with and without a leading space, every kind of
