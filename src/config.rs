@@ -99,7 +99,7 @@ pub enum Profile {
 }
 
 /// Settings of the mock.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockConfig {
     /// Scripted replies, tried in order before `content`; the first that matches answers.
@@ -127,6 +127,37 @@ pub struct MockConfig {
     /// `max_tokens` beyond its window gets OpenAI's `context_length_exceeded`.
     #[serde(default)]
     pub context_windows: BTreeMap<String, u32>,
+    /// The largest reply the mock builds, in bytes: a request whose reply could be larger (by
+    /// its `n`, `max_tokens`, echoed prompt, tools, schema or stream events) gets a 400 first.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            content: ContentMode::default(),
+            latency: LatencyConfig::default(),
+            faults: FaultsConfig::default(),
+            models: Vec::new(),
+            strict_models: false,
+            model_aliases: BTreeMap::new(),
+            context_windows: BTreeMap::new(),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+        }
+    }
+}
+
+/// The default of `mock.max_reply_bytes`: 16 MiB.
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
+/// The range `mock.max_reply_bytes` may take: room for the largest generated structured value,
+/// up to 1 GiB.
+pub const MAX_REPLY_BYTES_RANGE: std::ops::RangeInclusive<u64> =
+    (256 * 1024)..=(1024 * 1024 * 1024);
+
+fn default_max_reply_bytes() -> u64 {
+    DEFAULT_MAX_REPLY_BYTES
 }
 
 impl MockConfig {
@@ -386,6 +417,17 @@ impl FilterConfig {
         validate_latency(&raw.mock.latency)?;
         validate_content(&raw.mock.content)?;
         validate_models(&raw.mock)?;
+        if !MAX_REPLY_BYTES_RANGE.contains(&raw.mock.max_reply_bytes) {
+            return Err(ConfigError::new(
+                "mock.max_reply_bytes",
+                format!(
+                    "{} is out of range; allowed: {} to {} bytes",
+                    raw.mock.max_reply_bytes,
+                    MAX_REPLY_BYTES_RANGE.start(),
+                    MAX_REPLY_BYTES_RANGE.end()
+                ),
+            ));
+        }
         if let Some((model, _)) = raw.mock.context_windows.iter().find(|(_, w)| **w == 0) {
             return Err(ConfigError::new(
                 &format!("mock.context_windows.{model}"),
@@ -560,6 +602,7 @@ mod tests {
             assert_eq!(config.api_base_path, "/v1");
             assert_eq!(config.max_request_body_bytes, 1024 * 1024);
             assert_eq!(config.mock.content, ContentMode::Echo {});
+            assert_eq!(config.mock.max_reply_bytes, 16 * 1024 * 1024);
         }
     }
 
@@ -756,6 +799,16 @@ mod tests {
             err.message
                 .contains("600001 is out of range; allowed: 0 to 600000")
         );
+        let err = error_of(r#"{"mock": {"max_reply_bytes": 1000}}"#);
+        assert_eq!(
+            err.to_string(),
+            "invalid filter_config: field `mock.max_reply_bytes`: 1000 is out of range; \
+             allowed: 262144 to 1073741824 bytes"
+        );
+        let err = error_of(r#"{"mock": {"max_reply_bytes": -1}}"#);
+        assert_eq!(err.field, "mock.max_reply_bytes");
+        let err = error_of(r#"{"mock": {"max_reply_bytes": "16MiB"}}"#);
+        assert_eq!(err.field, "mock.max_reply_bytes");
         let err = error_of(r#"{"mock": {"latency": {"jitter": 1.5}}}"#);
         assert_eq!(err.field, "mock.latency.jitter");
         let err = error_of(r#"{"mock": {"latency": {"time_to_first_token_ms": -1}}}"#);

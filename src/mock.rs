@@ -135,10 +135,21 @@ fn shape_all<'t>(
     texts: &'t [Cow<'t, str>],
 ) -> (Vec<ChoiceText<'t>>, u32) {
     let mut completion_tokens = 0u32;
+    let mut previous: Option<(&str, ChoiceText<'t>, u32)> = None;
     let choices = texts
         .iter()
         .map(|text| {
-            let (choice, tokens) = shape_reply(tokenizer, generation, text);
+            // Choices that share one text (echo, fixed, a rule) are cut into tokens once.
+            let (choice, tokens) = match &previous {
+                Some((shared, choice, tokens)) if std::ptr::eq(*shared, text.as_ref()) => {
+                    (choice.clone(), *tokens)
+                }
+                _ => {
+                    let (choice, tokens) = shape_reply(tokenizer, generation, text);
+                    previous = Some((text, choice.clone(), tokens));
+                    (choice, tokens)
+                }
+            };
             completion_tokens = completion_tokens.saturating_add(tokens);
             choice
         })
@@ -280,11 +291,13 @@ fn timed_reply(
 
 /// Generates the choices of a chat-shaped request (tool calls, structured or plain text) and
 /// hands them with their usage to `render`; or `context_length_exceeded` when the prompt does
-/// not fit the model's window. `header` reads the request's headers, for rules that match on one.
-pub fn with_chat_choices<'h, R>(
+/// not fit the model's window, or OpenAI's 400 when the reply `wire` renders could exceed
+/// `mock.max_reply_bytes`. `header` reads the request's headers, for rules that match on one.
+fn with_chat_choices<'h, R>(
     config: &MockConfig,
     tokenizer: Tokenizer,
     request: &ChatRequest,
+    wire: ReplySize,
     header: impl Fn(&str) -> Option<&'h [u8]>,
     render: impl FnOnce(&[ChoiceText<'_>], Usage) -> R,
 ) -> Result<R, ApiError> {
@@ -301,19 +314,47 @@ pub fn with_chat_choices<'h, R>(
     let calls_tools = !request.tools.is_empty()
         && request.tool_choice != ToolChoice::None
         && !request.ends_with_tool_result();
+    let source = reply_source(config, &generation, &header);
+    let params = wire.wire.params();
+    // What the refusal names when one choice alone is too large: what makes it so.
+    let culprit = if calls_tools {
+        "tools"
+    } else if request.content_override.is_none() && request.response_format != ResponseFormat::Text
+    {
+        params.format
+    } else {
+        source.param(params)
+    };
+    let fewer = (request.n > 1).then_some("n");
+    let generated = if calls_tools {
+        select_tools(request).len() as u64 * SCHEMA_VALUE_BYTES
+    } else {
+        generated_bytes(source, &generation, request)
+    };
+    check_reply(
+        config.max_reply_bytes,
+        u64::from(request.n) * generated,
+        generated,
+        fewer,
+        culprit,
+    )?;
     let texts = if calls_tools {
         Vec::new()
     } else {
-        structure(
-            request,
-            reply_texts(config, tokenizer, &generation, &header),
-        )
+        structure(request, reply_texts(source, tokenizer, &generation))
     };
     let (choices, completion_tokens) = if calls_tools {
         tool_call_choices(tokenizer, request)
     } else {
         shape_all(tokenizer, &generation, &texts)
     };
+    check_reply(
+        config.max_reply_bytes,
+        wire.of_choices(&choices, &[]),
+        wire.of_choices(&choices[..choices.len().min(1)], &[]),
+        fewer,
+        culprit,
+    )?;
     let usage = Usage {
         prompt_tokens,
         completion_tokens,
@@ -329,22 +370,30 @@ pub fn chat_completion<'h>(
     request: &ChatRequest,
     header: impl Fn(&str) -> Option<&'h [u8]>,
 ) -> Result<MockReply, ApiError> {
-    with_chat_choices(config, tokenizer, request, header, |choices, usage| {
-        let id = format!("chatcmpl-{}", random_hex());
-        let completion = Completion {
-            id: &id,
-            created: unix_seconds(),
-            model: &request.model,
-            choices,
-            usage,
-        };
-        let stream = request
-            .stream
-            .then(|| chat::render_stream(&completion, request.include_usage));
-        timed_reply(timing, choices, usage, stream, || {
-            chat::render_completion(&completion)
-        })
-    })
+    let wire = ReplySize::new(Wire::Chat, request, 0);
+    with_chat_choices(
+        config,
+        tokenizer,
+        request,
+        wire,
+        header,
+        |choices, usage| {
+            let id = format!("chatcmpl-{}", random_hex());
+            let completion = Completion {
+                id: &id,
+                created: unix_seconds(),
+                model: &request.model,
+                choices,
+                usage,
+            };
+            let stream = request
+                .stream
+                .then(|| chat::render_stream(&completion, request.include_usage));
+            timed_reply(timing, choices, usage, stream, || {
+                chat::render_completion(&completion)
+            })
+        },
+    )
 }
 
 /// Answers a Responses API request: the `response` object, or its typed event stream.
@@ -355,10 +404,12 @@ pub fn response<'h>(
     request: &ResponsesRequest,
     header: impl Fn(&str) -> Option<&'h [u8]>,
 ) -> Result<MockReply, ApiError> {
+    let wire = ReplySize::new(Wire::Responses, &request.chat, request_echo_bytes(request));
     with_chat_choices(
         config,
         tokenizer,
         &request.chat,
+        wire,
         header,
         |choices, usage| {
             let choice = &choices[0];
@@ -392,7 +443,8 @@ pub fn anthropic_message<'h>(
     header: impl Fn(&str) -> Option<&'h [u8]>,
 ) -> Result<MockReply, ApiError> {
     let chat = &request.chat;
-    with_chat_choices(config, tokenizer, chat, header, |choices, usage| {
+    let wire = ReplySize::new(Wire::Messages, chat, 0);
+    with_chat_choices(config, tokenizer, chat, wire, header, |choices, usage| {
         let id = format!("msg_{}", &random_hex()[..24]);
         let choice = &choices[0];
         let stream = chat
@@ -443,14 +495,13 @@ pub fn text_completion<'h>(
         let longest = prompt_token_counts.iter().copied().max().unwrap_or(0);
         check_context(window, longest, Some(request.max_tokens))?;
     }
-    let mut storage: Vec<Vec<Cow<'_, str>>> = vec![Vec::new(); prompt_texts.len()];
-    let mut choices = Vec::new();
-    let mut echoes = Vec::new();
-    let mut completion_tokens = 0u32;
-    for ((prompt_text, ids), texts) in prompt_texts.iter().zip(&prompt_ids).zip(storage.iter_mut())
-    {
-        let generation = Generation {
-            model,
+    fn generation_of<'a>(
+        request: &'a CompletionRequest,
+        prompt_text: &'a str,
+        ids: &'a Option<Vec<u32>>,
+    ) -> Generation<'a> {
+        Generation {
+            model: &request.model,
             prompt_text,
             prompt_ids: ids.as_deref(),
             content_override: None,
@@ -458,8 +509,49 @@ pub fn text_completion<'h>(
             seed: request.seed,
             max_tokens: Some(request.max_tokens),
             stop: &request.stop,
-        };
-        *texts = reply_texts(config, tokenizer, &generation, &header);
+        }
+    }
+    let sources: Vec<Source<'_>> = prompt_texts
+        .iter()
+        .zip(&prompt_ids)
+        .map(|(text, ids)| reply_source(config, &generation_of(request, text, ids), &header))
+        .collect();
+    let lorem = (u64::from(request.max_tokens) + 1) * LOREM_WORD_BYTES;
+    let owned = |source: &Source<'_>| match source {
+        Source::Lorem { .. } => lorem,
+        _ => 0,
+    };
+    let generated: u64 = sources.iter().map(owned).sum::<u64>() * u64::from(request.n);
+    let params = Wire::Completions.params();
+    let culprit = |sources: &[Source<'_>]| match sources.first() {
+        Some(Source::Lorem { .. }) | None => params.max_tokens,
+        Some(source) => source.param(params),
+    };
+    let fewer = if request.n > 1 {
+        Some("n")
+    } else {
+        (sources.len() > 1).then_some(params.prompt)
+    };
+    let one_generated = sources.iter().map(owned).max().unwrap_or(0);
+    check_reply(
+        config.max_reply_bytes,
+        generated,
+        one_generated,
+        fewer,
+        culprit(&sources),
+    )?;
+    let mut storage: Vec<Vec<Cow<'_, str>>> = vec![Vec::new(); prompt_texts.len()];
+    let mut choices = Vec::new();
+    let mut echoes = Vec::new();
+    let mut completion_tokens = 0u32;
+    for (((prompt_text, ids), texts), source) in prompt_texts
+        .iter()
+        .zip(&prompt_ids)
+        .zip(storage.iter_mut())
+        .zip(&sources)
+    {
+        let generation = generation_of(request, prompt_text, ids);
+        *texts = reply_texts(*source, tokenizer, &generation);
         let (generated, tokens) = shape_all(tokenizer, &generation, texts);
         completion_tokens = completion_tokens.saturating_add(tokens);
         let echo = if request.echo {
@@ -470,6 +562,24 @@ pub fn text_completion<'h>(
         echoes.extend(std::iter::repeat_n(echo, generated.len()));
         choices.extend(generated);
     }
+    let size = ReplySize {
+        wire: Wire::Completions,
+        stream: request.stream,
+        model: json_str_len(model),
+        request_echo: 0,
+    };
+    // The largest single choice, for whether fewer choices would do.
+    let one = (0..choices.len())
+        .map(|i| size.of_choices(&choices[i..=i], &echoes[i..=i]))
+        .max()
+        .unwrap_or(0);
+    check_reply(
+        config.max_reply_bytes,
+        size.of_choices(&choices, &echoes),
+        one,
+        fewer,
+        culprit(&sources),
+    )?;
     let id = format!("cmpl-{}", random_hex());
     let usage = Usage {
         prompt_tokens: prompt_token_counts
@@ -491,6 +601,258 @@ pub fn text_completion<'h>(
     Ok(timed_reply(timing, &choices, usage, stream, || {
         completions::render_completion(&completion)
     }))
+}
+
+/// Whose wire format a reply is rendered in, for bounding its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// `chat.completion`, or its chunks.
+    Chat,
+    /// `text_completion`, or its chunks.
+    Completions,
+    /// The Responses API's `response`, or its typed events.
+    Responses,
+    /// Anthropic's `message`, or its events.
+    Messages,
+}
+
+/// The request parameters a refusal names, as each API spells them.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    /// The prompt an echo repeats.
+    prompt: &'static str,
+    /// The reply's token limit.
+    max_tokens: &'static str,
+    /// The structured-output format.
+    format: &'static str,
+    /// httpbun's reply override.
+    content: &'static str,
+}
+
+impl Wire {
+    fn params(self) -> Params {
+        match self {
+            Self::Chat => Params {
+                prompt: "messages",
+                max_tokens: "max_tokens",
+                format: "response_format",
+                content: "httpbun.content",
+            },
+            Self::Completions => Params {
+                prompt: "prompt",
+                max_tokens: "max_tokens",
+                format: "response_format",
+                content: "httpbun.content",
+            },
+            Self::Responses => Params {
+                prompt: "input",
+                max_tokens: "max_output_tokens",
+                format: "text.format",
+                content: "httpbun.output_text",
+            },
+            Self::Messages => Params {
+                prompt: "messages",
+                max_tokens: "max_tokens",
+                format: "output_format",
+                content: "httpbun.content",
+            },
+        }
+    }
+}
+
+impl Source<'_> {
+    /// The parameter that sets how long this source's text is.
+    fn param(self, params: Params) -> &'static str {
+        match self {
+            Source::Echo(_) => params.prompt,
+            Source::Override(_) => params.content,
+            Source::Configured(_) | Source::Lorem { .. } => params.max_tokens,
+        }
+    }
+}
+
+/// The most bytes a streamed event takes besides its text and the model's name: `event:` and
+/// `data: ` lines, the JSON envelope (ids, indexes, sequence numbers, `created`), the text's
+/// quotes and the blank line. The largest, a chat chunk, is about 240.
+const EVENT_BYTES: u64 = 320;
+/// The most bytes one choice, or one tool call, takes besides its texts and events.
+const CHOICE_BYTES: u64 = 320;
+/// The most bytes a reply takes besides its choices, the model's name and the request fields
+/// it repeats: envelope, usage, the opening and closing events.
+const REPLY_BYTES: u64 = 8192;
+/// The most times a reply names the model outside its per-event envelopes.
+const MODEL_COPIES: u64 = 8;
+/// The most bytes one lorem word takes with what follows it: 13 letters, a comma or full stop,
+/// a space.
+const LOREM_WORD_BYTES: u64 = 16;
+/// The most bytes a generated schema value takes: its room, plus a `null` per nesting level
+/// where the room ran out (requests nest at most 128 deep).
+const SCHEMA_VALUE_BYTES: u64 = schema_gen::MAX_OUTPUT_BYTES as u64 + 128 * 8;
+
+/// The bytes `text` takes as a JSON string, quotes included, escaped as serde_json and
+/// [`crate::json_writer`] escape it.
+fn json_str_len(text: &str) -> u64 {
+    let escapes: u64 = text
+        .bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | 0x08 | 0x0C | b'\n' | b'\r' | b'\t' => 1,
+            0..=0x1F => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() as u64 + escapes + 2
+}
+
+/// The bytes `value` serialises to, counted without writing them.
+fn serialized_len(value: &impl serde::Serialize) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("serializing JSON values cannot fail");
+    counter.0
+}
+
+/// The bytes of request fields a `response` object repeats: instructions, tools, the schema.
+fn request_echo_bytes(request: &ResponsesRequest) -> u64 {
+    let chat = &request.chat;
+    let tools: u64 = chat
+        .tools
+        .iter()
+        .map(|tool| CHOICE_BYTES + json_str_len(&tool.name) + serialized_len(&tool.parameters))
+        .sum();
+    let schema = match &chat.response_format {
+        ResponseFormat::JsonSchema(schema) => serialized_len(schema),
+        _ => 0,
+    };
+    let tool_choice = match &chat.tool_choice {
+        ToolChoice::Named(name) => json_str_len(name),
+        _ => 0,
+    };
+    request.instructions.as_deref().map_or(0, json_str_len) + tools + schema + tool_choice
+}
+
+/// The bytes of text a choice generates before it is shaped, at most, counting only what each
+/// choice owns: an echoed or configured text is shared by every choice.
+fn generated_bytes(source: Source<'_>, generation: &Generation<'_>, request: &ChatRequest) -> u64 {
+    let text = match source {
+        Source::Lorem { max_tokens, .. } => match generation.max_tokens {
+            Some(limit) => (u64::from(limit) + 1) * LOREM_WORD_BYTES,
+            None => u64::from(max_tokens) * LOREM_WORD_BYTES + 1,
+        },
+        Source::Override(text) | Source::Configured(text) | Source::Echo(text) => {
+            if request.content_override.is_none()
+                && request.response_format == ResponseFormat::JsonObject
+            {
+                json_str_len(text)
+            } else {
+                0
+            }
+        }
+    };
+    if request.content_override.is_some() {
+        return text;
+    }
+    match request.response_format {
+        ResponseFormat::Text => text,
+        // `{"response":…}` around the text.
+        ResponseFormat::JsonObject => text + 16,
+        ResponseFormat::JsonSchema(_) => SCHEMA_VALUE_BYTES,
+    }
+}
+
+/// Bounds the size of a rendered reply from its shaped choices, before it is rendered.
+#[derive(Debug, Clone, Copy)]
+struct ReplySize {
+    /// The wire format.
+    wire: Wire,
+    /// Whether the reply streams, one event per token.
+    stream: bool,
+    /// The model's name as a JSON string.
+    model: u64,
+    /// The bytes of request fields the reply repeats.
+    request_echo: u64,
+}
+
+impl ReplySize {
+    fn new(wire: Wire, request: &ChatRequest, request_echo: u64) -> Self {
+        Self {
+            wire,
+            stream: request.stream,
+            model: json_str_len(&request.model),
+            request_echo,
+        }
+    }
+
+    /// An upper bound of the bytes the reply of these choices renders to; `echoes` are the
+    /// prompts a legacy completion repeats before each choice's text.
+    fn of_choices(&self, choices: &[ChoiceText<'_>], echoes: &[&str]) -> u64 {
+        let events = |count: usize| {
+            if self.stream {
+                count as u64 * (EVENT_BYTES + self.model)
+            } else {
+                0
+            }
+        };
+        // A Responses stream repeats each text in its done events and final object, and the
+        // request's fields in its created, in-progress and final objects.
+        let (copies, echo_copies) = if self.stream && self.wire == Wire::Responses {
+            (5, 3)
+        } else {
+            (1, 1)
+        };
+        let mut total = REPLY_BYTES + MODEL_COPIES * self.model + echo_copies * self.request_echo;
+        for (i, choice) in choices.iter().enumerate() {
+            // A stream opens each choice with a role event and ends it with a finish event.
+            total += CHOICE_BYTES + events(2 + choice.deltas.len());
+            total += copies * json_str_len(choice.content);
+            for call in &choice.tool_calls {
+                total += CHOICE_BYTES + events(2 + call.cuts.len());
+                total += copies
+                    * (json_str_len(&call.arguments)
+                        + json_str_len(&call.name)
+                        + json_str_len(&call.id));
+            }
+            if let Some(echo) = echoes.get(i) {
+                total += json_str_len(echo) + events(1);
+            }
+        }
+        total
+    }
+}
+
+/// OpenAI's 400 when a reply of up to `estimate` bytes exceeds `limit`. It names `fewer` (the
+/// parameter that asks for several choices) when one choice alone (`one` bytes) would fit, else
+/// `culprit`, what makes one choice too large.
+fn check_reply(
+    limit: u64,
+    estimate: u64,
+    one: u64,
+    fewer: Option<&str>,
+    culprit: &str,
+) -> Result<(), ApiError> {
+    if estimate <= limit {
+        return Ok(());
+    }
+    let param = match fewer {
+        Some(fewer) if one <= limit => fewer,
+        _ => culprit,
+    };
+    Err(ApiError::bad_request(
+        format!(
+            "The reply to this request could take {estimate} bytes, more than this server's \
+             limit of {limit} bytes (mock.max_reply_bytes). Please reduce '{param}'."
+        ),
+        Some(param),
+        Some("reply_too_large"),
+    ))
 }
 
 /// OpenAI's 400 when the prompt, plus the completion it asks room for, exceeds the window.
@@ -552,6 +914,29 @@ pub fn embeddings(tokenizer: Tokenizer, request: &EmbeddingsRequest) -> MockRepl
             completion_tokens: 0,
         },
     }
+}
+
+/// OpenAI's 400 when the embeddings of `request` could exceed `mock.max_reply_bytes`: each
+/// input is a vector of `dimensions` numbers, up to 16 bytes each as JSON floats.
+pub fn check_embeddings(config: &MockConfig, request: &EmbeddingsRequest) -> Result<(), ApiError> {
+    let dimensions = request
+        .dimensions
+        .unwrap_or_else(|| default_dimensions(&request.model)) as u64;
+    let one = CHOICE_BYTES + 16 * dimensions;
+    let estimate = REPLY_BYTES + json_str_len(&request.model) + request.inputs.len() as u64 * one;
+    let fewer = (request.inputs.len() > 1).then_some("input");
+    let culprit = if request.dimensions.is_some() {
+        "dimensions"
+    } else {
+        "input"
+    };
+    check_reply(
+        config.max_reply_bytes,
+        estimate,
+        REPLY_BYTES + one,
+        fewer,
+        culprit,
+    )
 }
 
 /// OpenAI's vector size for the model: 3072 for text-embedding-3-large, else 1536.
@@ -629,30 +1014,60 @@ fn shape_reply<'a>(
     (choice, tokens)
 }
 
-/// The reply text of each of the `n` choices: the request's httpbun override, else the first
-/// matching rule, else the configured content mode. Only lorem differs between choices.
-fn reply_texts<'a, 'h>(
+/// Where the reply text of a generation comes from: the request's httpbun override, else the
+/// first matching rule, else the configured content mode. Only lorem differs between choices.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    /// The request's httpbun override.
+    Override(&'a str),
+    /// A rule's reply, or the fixed content.
+    Configured(&'a str),
+    /// The prompt, echoed.
+    Echo(&'a str),
+    /// Filler sentences.
+    Lorem { min_tokens: u32, max_tokens: u32 },
+}
+
+fn reply_source<'a, 'h>(
     config: &'a MockConfig,
-    tokenizer: Tokenizer,
     request: &Generation<'a>,
     header: &impl Fn(&str) -> Option<&'h [u8]>,
-) -> Vec<Cow<'a, str>> {
-    let n = request.n as usize;
-    let same = |text: &'a str| vec![Cow::Borrowed(text); n];
+) -> Source<'a> {
     if let Some(text) = request.content_override {
-        return same(text);
+        return Source::Override(text);
     }
     if let Some(rule) = config
         .rules
         .iter()
         .find(|rule| matches(&rule.when, request, header))
     {
-        return same(&rule.reply);
+        return Source::Configured(&rule.reply);
     }
     match &config.content {
-        ContentMode::Echo {} => same(request.prompt_text),
-        ContentMode::Fixed { text } => same(text),
+        ContentMode::Echo {} => Source::Echo(request.prompt_text),
+        ContentMode::Fixed { text } => Source::Configured(text),
         ContentMode::Lorem {
+            min_tokens,
+            max_tokens,
+        } => Source::Lorem {
+            min_tokens: *min_tokens,
+            max_tokens: *max_tokens,
+        },
+    }
+}
+
+/// The reply text of each of the `n` choices, from `source`.
+fn reply_texts<'a>(
+    source: Source<'a>,
+    tokenizer: Tokenizer,
+    request: &Generation<'a>,
+) -> Vec<Cow<'a, str>> {
+    let n = request.n as usize;
+    match source {
+        Source::Override(text) | Source::Configured(text) | Source::Echo(text) => {
+            vec![Cow::Borrowed(text); n]
+        }
+        Source::Lorem {
             min_tokens,
             max_tokens,
         } => {
@@ -663,7 +1078,7 @@ fn reply_texts<'a, 'h>(
                         // More words than tokens allowed: the reply is cut with "length".
                         Some(limit) => lorem::filler(&mut rng, limit as usize + 1),
                         None => {
-                            let tokens = rng.random_range(*min_tokens..=*max_tokens);
+                            let tokens = rng.random_range(min_tokens..=max_tokens);
                             sentence_of_tokens(tokenizer, request.model, &mut rng, tokens)
                         }
                     };
@@ -1251,5 +1666,269 @@ mod tests {
         );
         assert_eq!(reply.steps.len(), 1);
         assert_eq!(reply.offsets, [Duration::from_millis(120)]);
+    }
+
+    /// A random text with what JSON escapes (quotes, backslashes, control bytes) and
+    /// multi-byte characters.
+    fn random_text(rng: &mut StdRng, len: usize) -> String {
+        const PARTS: [&str; 12] = [
+            "word", " ", "\"", "\\", "\n", "\u{1}", "é", "漢字", "🙂", "12345", ", ", "lorem ",
+        ];
+        (0..len)
+            .map(|_| PARTS[rng.random_range(0..PARTS.len())])
+            .collect()
+    }
+
+    /// A random chat-shaped request body for `wire`: every amplifier (n, echo, max_tokens,
+    /// stream, tools, schemas) drawn at random.
+    fn random_body(rng: &mut StdRng, wire: Wire) -> serde_json::Value {
+        use serde_json::json;
+        let len = rng.random_range(0..200);
+        let prompt = random_text(rng, len);
+        let len = rng.random_range(1..6);
+        let model = random_text(rng, len);
+        // Seeded, so that lorem repeats its text between calls.
+        let mut body = json!({"model": model, "stream": rng.random_bool(0.5), "seed": 7});
+        let n = rng.random_range(1..=4u32);
+        let max_tokens = rng.random_range(1..300u32);
+        let schema = json!({"type": "object", "properties": {
+            "a": {"type": "string", "minLength": rng.random_range(0..2000)},
+            "b": {"type": "array", "items": {"type": "number"}, "minItems": rng.random_range(0..50)},
+            "c": {"enum": ["x\"y", "z\n"]}}, "required": ["a", "b", "c"]});
+        let tools = json!([{"type": "function", "function": {"name": "get_x", "parameters": schema}},
+                           {"type": "function", "function": {"name": "get_y"}}]);
+        match wire {
+            Wire::Chat => {
+                body["messages"] = json!([{"role": "user", "content": prompt}]);
+                body["n"] = json!(n);
+                if rng.random_bool(0.5) {
+                    body["max_tokens"] = json!(max_tokens);
+                }
+                if rng.random_bool(0.3) {
+                    body["stop"] = json!(["o"]);
+                }
+                match rng.random_range(0..4) {
+                    0 => body["tools"] = tools,
+                    1 => body["response_format"] = json!({"type": "json_object"}),
+                    2 => {
+                        body["response_format"] = json!({"type": "json_schema",
+                            "json_schema": {"name": "s", "schema": schema}})
+                    }
+                    _ => {}
+                }
+                if rng.random_bool(0.5) {
+                    body["stream_options"] = json!({"include_usage": true});
+                    body["stream"] = json!(true);
+                }
+            }
+            Wire::Completions => {
+                body["prompt"] = json!([prompt, random_text(rng, 20)]);
+                body["n"] = json!(n);
+                body["max_tokens"] = json!(max_tokens);
+                body["echo"] = json!(rng.random_bool(0.5));
+            }
+            Wire::Responses => {
+                body["input"] = json!(prompt);
+                body["instructions"] = json!(random_text(rng, 30));
+                body["max_output_tokens"] = json!(max_tokens);
+                match rng.random_range(0..3) {
+                    0 => {
+                        body["tools"] = json!([{"type": "function", "name": "get_x",
+                                                "parameters": schema}])
+                    }
+                    1 => {
+                        body["text"] = json!({"format": {"type": "json_schema", "name": "s",
+                                                         "schema": schema}})
+                    }
+                    _ => {}
+                }
+            }
+            Wire::Messages => {
+                body["messages"] = json!([{"role": "user", "content": prompt}]);
+                body["max_tokens"] = json!(max_tokens);
+                if rng.random_bool(0.5) {
+                    body["tools"] = json!([{"name": "get_x", "input_schema": schema}]);
+                }
+            }
+        }
+        body
+    }
+
+    fn reply_to(config: &MockConfig, wire: Wire, body: &[u8]) -> Result<MockReply, ApiError> {
+        let timing = instant();
+        match wire {
+            Wire::Chat => chat_completion(
+                config,
+                Tokenizer::Exact,
+                &timing,
+                &ChatRequest::parse(body).unwrap(),
+                no_headers,
+            ),
+            Wire::Completions => text_completion(
+                config,
+                Tokenizer::Exact,
+                &timing,
+                &CompletionRequest::parse(body).unwrap(),
+                no_headers,
+            ),
+            // These APIs take no seed; one is set so that generated text repeats between calls.
+            Wire::Responses => {
+                let mut request = ResponsesRequest::parse(body).unwrap();
+                request.chat.seed = Some(7);
+                response(config, Tokenizer::Exact, &timing, &request, no_headers)
+            }
+            Wire::Messages => {
+                let mut request = MessagesRequest::parse(body).unwrap();
+                request.chat.seed = Some(7);
+                anthropic_message(config, Tokenizer::Exact, &timing, &request, no_headers)
+            }
+        }
+    }
+
+    fn reply_bytes(reply: &MockReply) -> u64 {
+        reply.steps.iter().map(|step| step.len() as u64).sum()
+    }
+
+    #[test]
+    fn the_reply_size_estimate_bounds_every_reply_and_the_ceiling_refuses_beyond_it() {
+        let mut rng = StdRng::seed_from_u64(19);
+        let contents = [
+            ContentMode::Echo {},
+            ContentMode::Fixed {
+                text: "fixed \"text\"\n".repeat(20),
+            },
+            ContentMode::Lorem {
+                min_tokens: 1,
+                max_tokens: 200,
+            },
+        ];
+        for case in 0..400 {
+            let wire = [
+                Wire::Chat,
+                Wire::Completions,
+                Wire::Responses,
+                Wire::Messages,
+            ][case % 4];
+            let body = random_body(&mut rng, wire).to_string();
+            let mut config = MockConfig {
+                content: contents[rng.random_range(0..contents.len())].clone(),
+                max_reply_bytes: u64::MAX,
+                ..MockConfig::default()
+            };
+            let size = reply_bytes(&reply_to(&config, wire, body.as_bytes()).unwrap());
+            // Refused just below the reply's size: the estimate is at least the real size.
+            config.max_reply_bytes = size - 1;
+            match reply_to(&config, wire, body.as_bytes()) {
+                Err(err) => assert_eq!((err.status, err.code), (400, Some("reply_too_large"))),
+                Ok(_) => panic!("a {size}-byte reply was estimated smaller: {wire:?} {body}"),
+            }
+            // Under any ceiling, a reply is either refused or within it.
+            config.max_reply_bytes = rng.random_range(size / 4..=size * 4);
+            if let Ok(reply) = reply_to(&config, wire, body.as_bytes()) {
+                assert!(reply_bytes(&reply) <= config.max_reply_bytes, "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_128_choice_echo_is_refused_naming_n_and_one_choice_is_served() {
+        let prompt = "The quick brown fox jumps over the lazy dog. ".repeat(32 * 1024 / 45);
+        let body = |n: u32| {
+            serde_json::json!({"model": "gpt-4o", "stream": true, "n": n,
+                               "messages": [{"role": "user", "content": prompt}]})
+            .to_string()
+        };
+        let config = MockConfig::default();
+        let err = reply_to(&config, Wire::Chat, body(128).as_bytes()).unwrap_err();
+        assert_eq!((err.status, err.param.as_deref()), (400, Some("n")));
+        assert!(
+            err.message.contains("limit of 16777216 bytes"),
+            "{}",
+            err.message
+        );
+        let reply = reply_to(&config, Wire::Chat, body(1).as_bytes()).unwrap();
+        assert!(reply_bytes(&reply) < config.max_reply_bytes);
+        // The estimate is not far above the real size: a few choices still fit.
+        assert!(reply_to(&config, Wire::Chat, body(4).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn huge_lorem_max_tokens_and_many_tools_are_refused_before_generating() {
+        let lorem = MockConfig {
+            content: ContentMode::Lorem {
+                min_tokens: 1,
+                max_tokens: 10,
+            },
+            ..MockConfig::default()
+        };
+        let body =
+            r#"{"model":"m","max_tokens":4294967295,"messages":[{"role":"user","content":"q"}]}"#;
+        let err = reply_to(&lorem, Wire::Chat, body.as_bytes()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+        let err = reply_to(&lorem, Wire::Messages, body.as_bytes()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+
+        let names: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+        let tools: Vec<String> = names
+            .iter()
+            .map(|name| {
+                format!(
+                    r#"{{"type":"function","function":{{"name":"{name}","parameters":{{"type":"string","minLength":100000}}}}}}"#
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"model":"m","tools":[{}],"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            tools.join(","),
+            names.join(" ")
+        );
+        let err = reply_to(&MockConfig::default(), Wire::Chat, body.as_bytes()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn embeddings_over_the_ceiling_are_refused_naming_input_or_dimensions() {
+        let config = MockConfig::default();
+        let inputs = vec!["\"x\""; 2048].join(",");
+        let many = format!(r#"{{"model":"text-embedding-3-large","input":[{inputs}]}}"#);
+        let request = EmbeddingsRequest::parse(many.as_bytes()).unwrap();
+        assert_eq!(
+            check_embeddings(&config, &request)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("input")
+        );
+        let one = EmbeddingsRequest::parse(br#"{"model":"m","input":"x","dimensions":8}"#).unwrap();
+        assert!(check_embeddings(&config, &one).is_ok());
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..50 {
+            let inputs = rng.random_range(1..20);
+            let dimensions = rng.random_range(1..=3072);
+            let body = format!(
+                r#"{{"model":"m","input":{:?},"dimensions":{dimensions},"encoding_format":"{}"}}"#,
+                vec!["x"; inputs],
+                ["float", "base64"][rng.random_range(0..2)]
+            );
+            let request = EmbeddingsRequest::parse(body.as_bytes()).unwrap();
+            let size = reply_bytes(&embeddings(Tokenizer::Exact, &request));
+            let tight = MockConfig {
+                max_reply_bytes: size - 1,
+                ..MockConfig::default()
+            };
+            assert!(check_embeddings(&tight, &request).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn lorem_words_fit_their_byte_bound() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for words in [1, 2, 7, 100, 1000] {
+            let text = lorem::filler(&mut rng, words);
+            assert!(
+                text.len() as u64 <= words as u64 * LOREM_WORD_BYTES,
+                "{words}"
+            );
+        }
     }
 }
