@@ -1,12 +1,10 @@
 //! Token budgets in the filter: admit or refuse a request, charge what its reply used, and tell
 //! the client where it stands with OpenAI's `x-ratelimit-*-tokens` headers.
 
-use std::time::Instant;
-
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
-use crate::budget::{Claim, Exceeded, Need, Standing, reset_text};
+use crate::budget::{Claim, Exceeded, KeysFull, Need, Refusal, Standing, reset_text};
 use crate::host::{Counter, Host};
 use crate::openai::chat::ChatRequest;
 use crate::openai::{ApiError, parse_object};
@@ -36,25 +34,29 @@ impl Filter {
         let route = path.split('?').next().unwrap_or_default();
         let keys = budgets.keys(model, route, |name| host.request_header(name));
         let admitted = budgets
-            .admit(&keys, bound, Instant::now())
+            .admit(&keys, bound, budgets.now())
             .or_else(|refused| {
-                if !budgets.reserves() {
+                if !budgets.reserves() || matches!(refused, Refusal::KeysFull(_)) {
                     return Err(refused);
                 }
                 match exact() {
                     need if need.at_least < bound.at_least => {
-                        budgets.admit(&keys, need, Instant::now())
+                        budgets.admit(&keys, need, budgets.now())
                     }
                     _ => Err(refused),
                 }
             });
         match admitted {
             Ok(claim) => {
-                self.rate_headers = rate_headers(budgets.standings(&claim, Instant::now()).first());
+                self.rate_headers = rate_headers(budgets.standings(&claim, budgets.now()).first());
                 Ok(Some(claim))
             }
-            Err(exceeded) => {
+            Err(Refusal::Exceeded(exceeded)) => {
                 self.refuse_over_budget(host, model, &exceeded);
+                Err(())
+            }
+            Err(Refusal::KeysFull(full)) => {
+                self.refuse_new_key(host, &full);
                 Err(())
             }
         }
@@ -63,12 +65,12 @@ impl Filter {
     /// Charges a claim the tokens its request used, and updates the headers to match.
     pub(super) fn charge(&mut self, host: &mut impl Host, claim: &Claim, used: u64) {
         let budgets = &self.context.budgets;
-        budgets.settle(claim, used, Instant::now());
+        budgets.settle(claim, used, budgets.now());
         for (budget, key) in budgets.stat_keys(claim) {
             let key = self.context.budget_key_labels.label(&key);
             host.count(Counter::BudgetTokens, &[budget, key], used);
         }
-        self.rate_headers = rate_headers(budgets.standings(claim, Instant::now()).first());
+        self.rate_headers = rate_headers(budgets.standings(claim, budgets.now()).first());
     }
 
     /// Answers 429 as OpenAI does when a request would exceed a token budget.
@@ -93,11 +95,35 @@ impl Filter {
             code: Some("rate_limit_exceeded"),
         };
         self.rate_headers = rate_headers(Some(standing));
-        let retry_after = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+        self.send_429(host, &error, standing.reset);
+    }
+
+    /// Answers 429 when a budget keeps as many keys as it may, each owing tokens, and this
+    /// request's key is new: forgetting one of theirs would refill it.
+    fn refuse_new_key(&mut self, host: &mut impl Host, full: &KeysFull) {
+        host.count(Counter::BudgetKeysFull, &[&full.budget], 1);
+        let error = ApiError {
+            status: 429,
+            message: format!(
+                "Rate limit reached on keys by llm-edge budget '{budget}': it keeps {max} keys, \
+                 every one in use in its window. Please try again in {reset}.",
+                budget = full.budget,
+                max = full.max_keys,
+                reset = reset_text(full.reset),
+            ),
+            kind: "tokens",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        };
+        self.send_429(host, &error, full.reset);
+    }
+
+    fn send_429(&mut self, host: &mut impl Host, error: &ApiError, reset: std::time::Duration) {
+        let retry_after = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
         let retry_after = retry_after.max(1).to_string();
         self.send_error(
             host,
-            &error,
+            error,
             &[("retry-after", &retry_after)],
             Outcome::OverBudget,
         );
@@ -193,7 +219,8 @@ impl Drop for Filter {
         if let State::Proxying(accounting) = &mut self.state {
             if let Some(claim) = accounting.take_claim() {
                 let used = accounting.used_tokens();
-                self.context.budgets.settle(&claim, used, Instant::now());
+                let budgets = &self.context.budgets;
+                budgets.settle(&claim, used, budgets.now());
             }
         }
     }
