@@ -180,11 +180,46 @@ pub(super) fn prompt_tokens(
     tokenizer.count(model, &text).into()
 }
 
-/// The completion tokens a request asks for at most, in any API's field.
-pub(super) fn max_tokens(fields: &Map<String, Value>) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|field| fields.get(*field).and_then(Value::as_u64))
+/// The completion limit fields, in the order [`max_tokens_of`] takes them.
+const LIMIT_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+
+/// The completion tokens a request to `endpoint` asks for at most (see [`max_tokens_of`]).
+pub(super) fn max_tokens(endpoint: &Endpoint, fields: &Map<String, Value>) -> Option<u64> {
+    max_tokens_of(
+        endpoint,
+        LIMIT_FIELDS.map(|field| fields.get(field).and_then(limit)),
+    )
+}
+
+/// The completion tokens a request to `endpoint` asks for at most, from the fields its provider
+/// honours, given as `[max_completion_tokens, max_tokens, max_output_tokens]`: chat reads
+/// `max_completion_tokens` and the older `max_tokens`, at the larger when both are set (which
+/// one a provider honours varies); legacy completions and Anthropic's messages `max_tokens`;
+/// Responses `max_output_tokens`. A field the endpoint does not honour cannot lower its
+/// reservation.
+pub(super) fn max_tokens_of(endpoint: &Endpoint, limits: [Option<u64>; 3]) -> Option<u64> {
+    let [max_completion_tokens, max_tokens, max_output_tokens] = limits;
+    match endpoint {
+        Endpoint::ChatCompletions => max_completion_tokens.max(max_tokens),
+        Endpoint::Completions | Endpoint::Messages => max_tokens,
+        Endpoint::Responses => max_output_tokens,
+        _ => max_completion_tokens.max(max_tokens).max(max_output_tokens),
+    }
+}
+
+/// A limit as a lenient provider reads it: a whole number, or a number written otherwise (a
+/// fraction, a string) rounded up, so that `100000.0` does not reserve as if unlimited.
+fn limit(value: &Value) -> Option<u64> {
+    if let Some(whole) = value.as_u64() {
+        return Some(whole);
+    }
+    let number = match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    }?;
+    // `as` saturates: a limit past u64's range reserves all there is.
+    (number >= 0.0).then(|| number.ceil() as u64)
 }
 
 fn collect_strings(value: &Value, text: &mut String) {
