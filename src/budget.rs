@@ -277,6 +277,7 @@ impl Shard {
 struct Budget {
     config: BudgetConfig,
     shards: Vec<Mutex<Shard>>,
+    max_keys: usize,
     max_keys_per_shard: usize,
 }
 
@@ -416,6 +417,7 @@ impl Budgets {
             .map(|limit| Budget {
                 config: limit.clone(),
                 shards: (0..shards).map(|_| Mutex::default()).collect(),
+                max_keys: config.max_keys,
                 max_keys_per_shard: config.max_keys.div_ceil(shards),
             })
             .collect();
@@ -512,7 +514,7 @@ impl Budgets {
                         }),
                         Err(reset) => Refusal::KeysFull(KeysFull {
                             budget: budget.config.name.clone(),
-                            max_keys: budget.max_keys_per_shard * budget.shards.len(),
+                            max_keys: budget.max_keys,
                             reset,
                         }),
                     });
