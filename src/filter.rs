@@ -31,43 +31,69 @@ pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
 /// Request header overriding the configured inter-token latency, in milliseconds.
 pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
 
-/// What every stream of one filter config shares: the validated config, its pacing timer and
-/// its fault dice.
+/// What every stream of one filter config shares: the validated config and the live state it
+/// runs with.
 #[derive(Debug)]
 pub struct FilterContext {
     /// The validated `filter_config`.
     pub config: FilterConfig,
-    /// The timer that paces this config's replies.
-    pub pacer: Pacer,
-    /// Draws the configured fault rates.
-    pub fault_dice: FaultDice,
-    /// The model names with a stats label of their own.
-    pub model_labels: ModelLabels,
     /// The compiled sensitive-data detectors.
     pub detectors: Detectors,
+    /// The live state: shared with the routes that extend or replace this config, so a route
+    /// cannot start a ledger, a fault sequence or a label cap afresh.
+    pub runtime: Runtime,
+}
+
+/// The live state of a listener's config: handles that per-route policies share rather than
+/// copy.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The timer that paces replies.
+    pub pacer: Arc<Pacer>,
+    /// Draws the configured fault rates.
+    pub fault_dice: Arc<FaultDice>,
+    /// The model names with a stats label of their own.
+    pub model_labels: Arc<ModelLabels>,
     /// The token budgets, shared by every worker.
-    pub budgets: Budgets,
+    pub budgets: Arc<Budgets>,
     /// The budget keys with a stats label of their own.
-    pub budget_key_labels: ModelLabels,
+    pub budget_key_labels: Arc<ModelLabels>,
 }
 
 impl FilterContext {
-    /// The context of a validated config; its timer thread starts when first needed.
+    /// The context of a validated config, with live state of its own; its timer thread starts
+    /// when first needed.
     pub fn new(config: FilterConfig) -> Self {
         let fault_dice = FaultDice::new(&config.mock.faults)
             .expect("FilterConfig::from_json validated the rates");
+        let runtime = Runtime {
+            pacer: Arc::default(),
+            fault_dice: Arc::new(fault_dice),
+            model_labels: Arc::default(),
+            budgets: Arc::new(Budgets::new(&config.budgets)),
+            budget_key_labels: Arc::default(),
+        };
+        Self::with_runtime(config, runtime)
+    }
+
+    /// The context of a validated config running with existing live state.
+    pub fn with_runtime(config: FilterConfig, runtime: Runtime) -> Self {
         let detectors = Detectors::compile(&config.guard.detectors, &config.guard.custom)
             .expect("FilterConfig::from_json validated the detectors");
-        let budgets = Budgets::new(&config.budgets);
         Self {
             config,
-            pacer: Pacer::default(),
-            fault_dice,
-            model_labels: ModelLabels::default(),
             detectors,
-            budgets,
-            budget_key_labels: ModelLabels::default(),
+            runtime,
         }
+    }
+}
+
+/// Streams reach the live state as `context.budgets`, `context.pacer`, ….
+impl std::ops::Deref for FilterContext {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.runtime
     }
 }
 
@@ -430,7 +456,9 @@ impl Filter {
                     }
                     return HeadersStatus::Continue;
                 }
-                RoutePolicy::Replace(context) => self.context = Arc::clone(context),
+                RoutePolicy::Replace(replacement) => {
+                    self.context = replacement.merged_with(&self.context);
+                }
                 RoutePolicy::Extend(extension) => {
                     self.context = extension.merged_with(&self.context);
                 }

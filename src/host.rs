@@ -45,6 +45,9 @@ pub enum Counter {
     BudgetTokens,
     /// Requests refused by a budget, by budget and key.
     BudgetRefusals,
+    /// Requests refused because their key was new to a budget with no key it could forget, by
+    /// budget.
+    BudgetKeysFull,
 }
 
 /// Checks a configured name that becomes a stats label value: letters, digits and `_` only, so
@@ -62,7 +65,7 @@ pub fn check_label_name(field: String, name: &str) -> Result<(), (String, String
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
@@ -70,6 +73,7 @@ impl Counter {
         Self::Detections,
         Self::BudgetTokens,
         Self::BudgetRefusals,
+        Self::BudgetKeysFull,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -87,6 +91,7 @@ impl Counter {
             Self::Detections => "guard_detections_total",
             Self::BudgetTokens => "budget_tokens_total",
             Self::BudgetRefusals => "budget_refusals_total",
+            Self::BudgetKeysFull => "budget_keys_full_total",
         }
     }
 
@@ -98,6 +103,7 @@ impl Counter {
             Self::Faults => &["type"],
             Self::Detections => &["detector", "action"],
             Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
+            Self::BudgetKeysFull => &["budget"],
         }
     }
 }

@@ -7,12 +7,14 @@
 //! {"extend": {"transform": { … }, "guard": { … }}}
 //! ```
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::Deserialize;
 
+use crate::budget::Budgets;
 use crate::config::{ConfigError, FilterConfig};
-use crate::filter::FilterContext;
+use crate::faults::FaultDice;
+use crate::filter::{FilterContext, Runtime};
 use crate::guard::{Detectors, GuardConfig};
 use crate::transform::TransformConfig;
 
@@ -22,9 +24,22 @@ pub enum RoutePolicy {
     /// llm-edge stays out of this route's requests.
     Disabled,
     /// This route has a policy of its own.
-    Replace(Arc<FilterContext>),
+    Replace(Box<Replacement>),
     /// This route adds to the listener's transforms and guard.
     Extend(Box<Extension>),
+}
+
+/// A route's own policy. It runs with the listener's live state (budget ledgers, label caps,
+/// pacer; fault dice when its fault rates are the listener's) unless it names its own
+/// `budgets`, which then keep a ledger of their own for this route.
+#[derive(Debug)]
+pub struct Replacement {
+    config: FilterConfig,
+    /// The route's own ledger, when it names `budgets`.
+    budgets: Option<Arc<Budgets>>,
+    /// The dice of the route's fault rates, for a listener whose rates differ.
+    fault_dice: Arc<FaultDice>,
+    merged: Merges,
 }
 
 /// What a route adds to the listener's policy.
@@ -32,9 +47,38 @@ pub enum RoutePolicy {
 pub struct Extension {
     transform: TransformConfig,
     guard: GuardConfig,
-    /// The listener policies merged with this extension, by listener (a route config may serve
-    /// several listeners); built once each.
-    merged: Mutex<Vec<(usize, Arc<FilterContext>)>>,
+    merged: Merges,
+}
+
+/// A route's policy merged with each listener's it serves (a route config may serve several),
+/// built once each. An entry holds its listener weakly: the allocation stays pinned, so a later
+/// listener cannot reuse its address and be handed another config's merge, and entries of
+/// listeners gone (a reload) are pruned.
+#[derive(Debug, Default)]
+struct Merges(Mutex<Vec<(Weak<FilterContext>, Arc<FilterContext>)>>);
+
+impl Merges {
+    fn get_or_build(
+        &self,
+        listener: &Arc<FilterContext>,
+        build: impl FnOnce() -> FilterContext,
+    ) -> Arc<FilterContext> {
+        let mut merged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let of_listener =
+            |weak: &Weak<FilterContext>| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(listener));
+        if let Some((_, context)) = merged.iter().find(|(weak, _)| of_listener(weak)) {
+            return Arc::clone(context);
+        }
+        merged.retain(|(weak, _)| weak.strong_count() > 0);
+        let context = Arc::new(build());
+        merged.push((Arc::downgrade(listener), Arc::clone(&context)));
+        context
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 #[derive(Deserialize)]
@@ -88,7 +132,18 @@ impl RoutePolicy {
                     message: e.message,
                 }
             })?;
-            return Ok(Self::Replace(Arc::new(FilterContext::new(config))));
+            let budgets = replace
+                .get("budgets")
+                .is_some()
+                .then(|| Arc::new(Budgets::new(&config.budgets)));
+            let fault_dice = FaultDice::new(&config.mock.faults)
+                .expect("FilterConfig::from_json validated the rates");
+            return Ok(Self::Replace(Box::new(Replacement {
+                config,
+                budgets,
+                fault_dice: Arc::new(fault_dice),
+                merged: Merges::default(),
+            })));
         }
         let extend = raw.extend.expect("exactly one policy was given");
         let transform = extend.transform.unwrap_or_default();
@@ -102,25 +157,47 @@ impl RoutePolicy {
         Ok(Self::Extend(Box::new(Extension {
             transform,
             guard,
-            merged: Mutex::new(Vec::new()),
+            merged: Merges::default(),
         })))
     }
 }
 
-impl Extension {
-    /// The listener's policy with this extension added.
+impl Replacement {
+    /// The route's policy, running with `listener`'s live state (see [`Replacement`]).
     pub fn merged_with(&self, listener: &Arc<FilterContext>) -> Arc<FilterContext> {
-        let key = Arc::as_ptr(listener) as usize;
-        let mut merged = self.merged.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, context)) = merged.iter().find(|(k, _)| *k == key) {
-            return Arc::clone(context);
-        }
-        let mut config = listener.config.clone();
-        extend_transform(&mut config.transform, &self.transform);
-        extend_guard(&mut config.guard, &self.guard);
-        let context = Arc::new(FilterContext::new(config));
-        merged.push((key, Arc::clone(&context)));
-        context
+        self.merged.get_or_build(listener, || {
+            let mut config = self.config.clone();
+            let budgets = match &self.budgets {
+                Some(own) => Arc::clone(own),
+                None => {
+                    config.budgets = listener.config.budgets.clone();
+                    Arc::clone(&listener.budgets)
+                }
+            };
+            let fault_dice = if config.mock.faults == listener.config.mock.faults {
+                Arc::clone(&listener.fault_dice)
+            } else {
+                Arc::clone(&self.fault_dice)
+            };
+            let runtime = Runtime {
+                budgets,
+                fault_dice,
+                ..listener.runtime.clone()
+            };
+            FilterContext::with_runtime(config, runtime)
+        })
+    }
+}
+
+impl Extension {
+    /// The listener's policy with this extension added, running with the listener's live state.
+    pub fn merged_with(&self, listener: &Arc<FilterContext>) -> Arc<FilterContext> {
+        self.merged.get_or_build(listener, || {
+            let mut config = listener.config.clone();
+            extend_transform(&mut config.transform, &self.transform);
+            extend_guard(&mut config.guard, &self.guard);
+            FilterContext::with_runtime(config, listener.runtime.clone())
+        })
     }
 }
 
@@ -169,10 +246,10 @@ mod tests {
             Ok(RoutePolicy::Disabled)
         ));
         let replace = RoutePolicy::from_json(br#"{"replace": {"mode": "passthrough"}}"#).unwrap();
-        let RoutePolicy::Replace(context) = replace else {
+        let RoutePolicy::Replace(replacement) = replace else {
             panic!()
         };
-        assert_eq!(context.config.mode, crate::config::Mode::Passthrough);
+        assert_eq!(replacement.config.mode, crate::config::Mode::Passthrough);
         assert!(matches!(
             RoutePolicy::from_json(br#"{"extend": {"guard": {"detectors": {"email": "mask"}}}}"#),
             Ok(RoutePolicy::Extend(_))
@@ -214,5 +291,95 @@ mod tests {
         assert!(Arc::ptr_eq(&merged, &extension.merged_with(&base)));
         let other = listener("{}");
         assert!(!Arc::ptr_eq(&merged, &extension.merged_with(&other)));
+    }
+
+    fn extension(json: &str) -> Box<Extension> {
+        match RoutePolicy::from_json(json.as_bytes()).unwrap() {
+            RoutePolicy::Extend(extension) => extension,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn replacement(json: &str) -> Box<Replacement> {
+        match RoutePolicy::from_json(json.as_bytes()).unwrap() {
+            RoutePolicy::Replace(replacement) => replacement,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BUDGETED: &str = r#"{"mock": {"faults": {"rates": {"429": 0.5}, "seed": 7}},
+        "budgets": {"limits": [{"name": "tpm", "tokens": 100, "per": "minute", "key": "global"}]}}"#;
+
+    fn shares_runtime(a: &FilterContext, b: &FilterContext) -> [bool; 5] {
+        [
+            Arc::ptr_eq(&a.budgets, &b.budgets),
+            Arc::ptr_eq(&a.fault_dice, &b.fault_dice),
+            Arc::ptr_eq(&a.pacer, &b.pacer),
+            Arc::ptr_eq(&a.model_labels, &b.model_labels),
+            Arc::ptr_eq(&a.budget_key_labels, &b.budget_key_labels),
+        ]
+    }
+
+    #[test]
+    fn extend_runs_with_the_listeners_live_state() {
+        let base = listener(BUDGETED);
+        let merged = extension(r#"{"extend": {"guard": {"detectors": {"email": "mask"}}}}"#)
+            .merged_with(&base);
+        assert_eq!(shares_runtime(&base, &merged), [true; 5]);
+    }
+
+    #[test]
+    fn replace_shares_the_listeners_ledger_unless_it_names_its_own_budgets() {
+        let base = listener(BUDGETED);
+        let shared = replacement(r#"{"replace": {"mode": "passthrough"}}"#).merged_with(&base);
+        assert_eq!(
+            shares_runtime(&base, &shared),
+            [true, false, true, true, true],
+            "its fault rates differ from the listener's: its own dice"
+        );
+        assert_eq!(shared.config.budgets, base.config.budgets);
+        let same_faults = replacement(
+            r#"{"replace": {"mode": "passthrough", "mock": {"faults": {"rates": {"429": 0.5}, "seed": 7}}}}"#,
+        )
+        .merged_with(&base);
+        assert_eq!(shares_runtime(&base, &same_faults), [true; 5]);
+        let own = replacement(
+            r#"{"replace": {"budgets": {"limits": [{"name": "route_tpm", "tokens": 5, "per": "minute", "key": "global"}]}}}"#,
+        );
+        let merged = own.merged_with(&base);
+        assert_eq!(
+            shares_runtime(&base, &merged),
+            [false, false, true, true, true]
+        );
+        assert_eq!(merged.config.budgets.limits[0].name, "route_tpm");
+        let other = listener("{}");
+        assert!(
+            Arc::ptr_eq(&merged.budgets, &own.merged_with(&other).budgets),
+            "the route's own ledger is one, whatever listener it serves"
+        );
+    }
+
+    #[test]
+    fn a_merge_never_outlives_its_listener_nor_serves_another() {
+        let extension = extension(r#"{"extend": {}}"#);
+        let replacement = replacement(r#"{"replace": {}}"#);
+        for round in 0..50 {
+            // Each listener is freed before the next is made: the allocator may well hand the
+            // next one the same address.
+            let tokens = 100 + round;
+            let base = listener(&format!(
+                r#"{{"budgets": {{"limits": [{{"name": "tpm", "tokens": {tokens}, "per": "minute", "key": "global"}}]}}}}"#
+            ));
+            for merged in [extension.merged_with(&base), replacement.merged_with(&base)] {
+                assert_eq!(merged.config.budgets.limits[0].tokens, tokens);
+                assert!(Arc::ptr_eq(&merged.budgets, &base.budgets));
+            }
+            assert_eq!(
+                extension.merged.len(),
+                1,
+                "the dead listeners' merges are pruned"
+            );
+            assert_eq!(replacement.merged.len(), 1);
+        }
     }
 }

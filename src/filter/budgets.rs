@@ -1,12 +1,10 @@
 //! Token budgets in the filter: admit or refuse a request, charge what its reply used, and tell
 //! the client where it stands with OpenAI's `x-ratelimit-*-tokens` headers.
 
-use std::time::Instant;
-
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
-use crate::budget::{Claim, Exceeded, Need, Standing, reset_text};
+use crate::budget::{Claim, Exceeded, KeysFull, Need, Refusal, Standing, reset_text};
 use crate::host::{Counter, Host};
 use crate::openai::chat::ChatRequest;
 use crate::openai::{ApiError, parse_object};
@@ -36,25 +34,29 @@ impl Filter {
         let route = path.split('?').next().unwrap_or_default();
         let keys = budgets.keys(model, route, |name| host.request_header(name));
         let admitted = budgets
-            .admit(&keys, bound, Instant::now())
+            .admit(&keys, bound, budgets.now())
             .or_else(|refused| {
-                if !budgets.reserves() {
+                if !budgets.reserves() || matches!(refused, Refusal::KeysFull(_)) {
                     return Err(refused);
                 }
                 match exact() {
                     need if need.at_least < bound.at_least => {
-                        budgets.admit(&keys, need, Instant::now())
+                        budgets.admit(&keys, need, budgets.now())
                     }
                     _ => Err(refused),
                 }
             });
         match admitted {
             Ok(claim) => {
-                self.rate_headers = rate_headers(budgets.standings(&claim, Instant::now()).first());
+                self.rate_headers = rate_headers(budgets.standings(&claim, budgets.now()).first());
                 Ok(Some(claim))
             }
-            Err(exceeded) => {
+            Err(Refusal::Exceeded(exceeded)) => {
                 self.refuse_over_budget(host, model, &exceeded);
+                Err(())
+            }
+            Err(Refusal::KeysFull(full)) => {
+                self.refuse_new_key(host, &full);
                 Err(())
             }
         }
@@ -63,12 +65,12 @@ impl Filter {
     /// Charges a claim the tokens its request used, and updates the headers to match.
     pub(super) fn charge(&mut self, host: &mut impl Host, claim: &Claim, used: u64) {
         let budgets = &self.context.budgets;
-        budgets.settle(claim, used, Instant::now());
+        budgets.settle(claim, used, budgets.now());
         for (budget, key) in budgets.stat_keys(claim) {
             let key = self.context.budget_key_labels.label(&key);
             host.count(Counter::BudgetTokens, &[budget, key], used);
         }
-        self.rate_headers = rate_headers(budgets.standings(claim, Instant::now()).first());
+        self.rate_headers = rate_headers(budgets.standings(claim, budgets.now()).first());
     }
 
     /// Answers 429 as OpenAI does when a request would exceed a token budget.
@@ -93,11 +95,35 @@ impl Filter {
             code: Some("rate_limit_exceeded"),
         };
         self.rate_headers = rate_headers(Some(standing));
-        let retry_after = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+        self.send_429(host, &error, standing.reset);
+    }
+
+    /// Answers 429 when a budget keeps as many keys as it may, each owing tokens, and this
+    /// request's key is new: forgetting one of theirs would refill it.
+    fn refuse_new_key(&mut self, host: &mut impl Host, full: &KeysFull) {
+        host.count(Counter::BudgetKeysFull, &[&full.budget], 1);
+        let error = ApiError {
+            status: 429,
+            message: format!(
+                "Rate limit reached on keys by llm-edge budget '{budget}': it keeps {max} keys, \
+                 every one in use in its window. Please try again in {reset}.",
+                budget = full.budget,
+                max = full.max_keys,
+                reset = reset_text(full.reset),
+            ),
+            kind: "tokens",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        };
+        self.send_429(host, &error, full.reset);
+    }
+
+    fn send_429(&mut self, host: &mut impl Host, error: &ApiError, reset: std::time::Duration) {
+        let retry_after = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
         let retry_after = retry_after.max(1).to_string();
         self.send_error(
             host,
-            &error,
+            error,
             &[("retry-after", &retry_after)],
             Outcome::OverBudget,
         );
@@ -154,11 +180,46 @@ pub(super) fn prompt_tokens(
     tokenizer.count(model, &text).into()
 }
 
-/// The completion tokens a request asks for at most, in any API's field.
-pub(super) fn max_tokens(fields: &Map<String, Value>) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|field| fields.get(*field).and_then(Value::as_u64))
+/// The completion limit fields, in the order [`max_tokens_of`] takes them.
+const LIMIT_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+
+/// The completion tokens a request to `endpoint` asks for at most (see [`max_tokens_of`]).
+pub(super) fn max_tokens(endpoint: &Endpoint, fields: &Map<String, Value>) -> Option<u64> {
+    max_tokens_of(
+        endpoint,
+        LIMIT_FIELDS.map(|field| fields.get(field).and_then(limit)),
+    )
+}
+
+/// The completion tokens a request to `endpoint` asks for at most, from the fields its provider
+/// honours, given as `[max_completion_tokens, max_tokens, max_output_tokens]`: chat reads
+/// `max_completion_tokens` and the older `max_tokens`, at the larger when both are set (which
+/// one a provider honours varies); legacy completions and Anthropic's messages `max_tokens`;
+/// Responses `max_output_tokens`. A field the endpoint does not honour cannot lower its
+/// reservation.
+pub(super) fn max_tokens_of(endpoint: &Endpoint, limits: [Option<u64>; 3]) -> Option<u64> {
+    let [max_completion_tokens, max_tokens, max_output_tokens] = limits;
+    match endpoint {
+        Endpoint::ChatCompletions => max_completion_tokens.max(max_tokens),
+        Endpoint::Completions | Endpoint::Messages => max_tokens,
+        Endpoint::Responses => max_output_tokens,
+        _ => max_completion_tokens.max(max_tokens).max(max_output_tokens),
+    }
+}
+
+/// A limit as a lenient provider reads it: a whole number, or a number written otherwise (a
+/// fraction, a string) rounded up, so that `100000.0` does not reserve as if unlimited.
+fn limit(value: &Value) -> Option<u64> {
+    if let Some(whole) = value.as_u64() {
+        return Some(whole);
+    }
+    let number = match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    }?;
+    // `as` saturates: a limit past u64's range reserves all there is.
+    (number >= 0.0).then(|| number.ceil() as u64)
 }
 
 fn collect_strings(value: &Value, text: &mut String) {
@@ -193,7 +254,8 @@ impl Drop for Filter {
         if let State::Proxying(accounting) = &mut self.state {
             if let Some(claim) = accounting.take_claim() {
                 let used = accounting.used_tokens();
-                self.context.budgets.settle(&claim, used, Instant::now());
+                let budgets = &self.context.budgets;
+                budgets.settle(&claim, used, budgets.now());
             }
         }
     }

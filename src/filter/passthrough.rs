@@ -324,7 +324,7 @@ impl Filter {
         let model = fields.get("model").and_then(Value::as_str);
         Some(Essentials {
             model: model.unwrap_or_default().to_owned(),
-            max_tokens: budgets::max_tokens(&fields),
+            max_tokens: budgets::max_tokens(endpoint, &fields),
             strip_usage_chunk,
         })
     }
@@ -690,10 +690,14 @@ impl Essentials {
         }
         Some(Self {
             model: fields.model.unwrap_or_default().into_owned(),
-            max_tokens: fields
-                .max_completion_tokens
-                .or(fields.max_tokens)
-                .or(fields.max_output_tokens),
+            max_tokens: budgets::max_tokens_of(
+                endpoint,
+                [
+                    fields.max_completion_tokens,
+                    fields.max_tokens,
+                    fields.max_output_tokens,
+                ],
+            ),
             strip_usage_chunk,
         })
     }
@@ -777,7 +781,7 @@ mod tests {
         let read = |body: &str, endpoint: &Endpoint| Essentials::read(body.as_bytes(), endpoint);
         let essentials = read(
             r#" {"model":"gpt-4o","max_tokens":null,"max_output_tokens":7,"messages":[],"x":{"y":[1]}}"#,
-            &chat,
+            &Endpoint::Responses,
         )
         .expect("a plain request");
         assert_eq!(
