@@ -767,6 +767,10 @@ impl Filter {
             return;
         };
         request.model = model;
+        if let Err(error) = mock::check_embeddings(&self.config().mock, &request) {
+            self.send_error(host, &error, &[], Outcome::InvalidRequest);
+            return;
+        }
         let reply = mock::embeddings(self.config().tokenizer, &request);
         if self
             .charge_mock(host, &request.model, reply.usage, None, 1)

@@ -258,3 +258,21 @@ fn a_panic_while_the_body_is_answered_can_still_fail_closed() {
     filter.fail_closed(&mut host);
     assert_eq!(host.only_reply().status, 500);
 }
+
+#[test]
+fn embeddings_that_would_exceed_the_reply_ceiling_are_refused_before_they_are_built() {
+    let config = r#"{"mock": {"max_reply_bytes": 262144}}"#;
+    let inputs = vec!["a"; 2048];
+    let body = serde_json::json!({"model": "text-embedding-3-large", "input": inputs});
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", "/v1/embeddings");
+    post(&mut filter, &mut host, &[&serde_json::to_vec(&body).unwrap()]);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"]["code"], "reply_too_large");
+    let small = serde_json::json!({"model": "text-embedding-3-large", "input": ["a"]});
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", "/v1/embeddings");
+    post(&mut filter, &mut host, &[&serde_json::to_vec(&small).unwrap()]);
+    assert_eq!(host.only_reply().status, 200);
+}
