@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,11 @@ BUDGETS = {
         {"name": "key_tpm", "tokens": 10**15, "per": "minute", "key": {"header": "authorization"}},
         {"name": "model_tpd", "tokens": 10**15, "per": "day", "key": "model"}]},
 }
+# Transforms, the guard on requests, and the guard on replies too (restoring and masking).
+GUARDED_REPLIES = {**GUARD, "guard": {**GUARD["guard"], "reversible": True, "responses": True}}
+# The amplification request of issue 19: 128 streamed echoes of a 32 KiB prompt (506 MB before
+# mock.max_reply_bytes), refused; the largest `n` under the ceiling is served.
+AMPLIFIED_PROMPT = "The quick brown fox jumps over the lazy dog. " * 730
 # One of each kind of request llm-edge answers, and a malformed one, in turn (the memory run).
 MIXED = [
     ("POST", CHAT_PATH, CHAT),
@@ -238,6 +244,41 @@ def measure_memory(workdir: Path, requests: int, seconds: int) -> dict:
     return {"before_kib": before, "after_kib": after, "requests": sent, "non_2xx": errors}
 
 
+def measure_largest_reply(workdir: Path) -> dict:
+    """Envoy's peak RSS (VmHWM) around the amplification request, refused, and around the largest
+    streamed echo of the same prompt that `mock.max_reply_bytes` allows, served."""
+    envoy = mock_envoy(workdir, "largest-reply", ECHO_MOCK)
+    pid = envoy.process.pid
+
+    def send(n: int) -> tuple[int, int]:
+        body = {"model": "gpt-4o", "stream": True, "n": n,
+                "messages": [{"role": "user", "content": AMPLIFIED_PROMPT}]}
+        request = urllib.request.Request(f"{envoy.base_url}{CHAT_PATH}", json.dumps(body).encode(),
+                                         {"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                return reply.status, len(reply.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, len(refused.read())
+
+    try:
+        send(1)
+        start = proc_status(pid, "VmHWM")
+        refused, _ = send(128)
+        after_refused = proc_status(pid, "VmHWM")
+        low, high = 1, 128
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if send(middle)[0] == 200 else (low, middle - 1)
+        status, size = send(low)
+        after_largest = proc_status(pid, "VmHWM")
+    finally:
+        envoy.stop()
+    return {"start_kib": start, "refused_status": refused, "after_refused_kib": after_refused,
+            "largest_n": low, "largest_status": status, "largest_bytes": size,
+            "after_largest_kib": after_largest}
+
+
 def core_costs() -> list[dict]:
     """The criterion suite (benches/core.rs), briefly, on the server's CPU: each benchmark's mean
     time per iteration in nanoseconds and, where it has one, its input size in bytes."""
@@ -363,6 +404,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
             if size == 4 * 1024:
                 contenders.append((f"llm-edge transforms (system prompt, 13 detectors), {kb} "
                                    "with nothing to mask", [llm_edge_filter(GUARD)]))
+                contenders.append((f"llm-edge transforms and reply guard (reversible, responses), {kb}",
+                                   [llm_edge_filter(GUARDED_REPLIES)]))
                 contenders.append((f"llm-edge, 2 reserving token budgets, {kb}", [llm_edge_filter(BUDGETS)]))
             measured = []
             for name, filters in contenders:
@@ -387,6 +430,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
         pacing[streams] = median_run(runs)
     print(f"memory       {args.requests} mixed requests", flush=True)
     memory = measure_memory(workdir, args.requests, max(seconds, 10))
+    print("memory       the largest allowed reply", flush=True)
+    memory["largest_reply"] = measure_largest_reply(workdir)
     return {"rows": rows, "missing": missing, "pacing": pacing, "memory": memory, "core": core,
             "profiles": profiles, "cannot_profile": cannot_profile}
 
@@ -564,6 +609,7 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
         f"| {memory['before_kib'] / 1024:.1f} MB | {memory['after_kib'] / 1024:.1f} MB | "
         f"{(memory['after_kib'] - memory['before_kib']) / 1024:+.1f} MB | {memory['non_2xx']:,} |",
         "",
+        *render_largest_reply(memory["largest_reply"]),
         "## Where the time goes",
         "",
         *render_core(results, rows),
@@ -636,6 +682,27 @@ def pacing_demand(pacing: dict) -> list[str]:
             "  of CPU per token, the streams' requests included), and a worker that busy queues wakes",
             "  behind writes; one run's p99 ranges from under 1 ms to over 20 ms here (the table's last",
             "  column)."]
+
+
+def render_largest_reply(largest: dict) -> list[str]:
+    """The peak-memory lines of the amplification request and the largest reply allowed."""
+    def mb(kib: int) -> str:
+        return f"{kib / 1024:.1f} MB"
+
+    return [
+        "Envoy's peak resident memory (VmHWM) around the amplification request, a streamed echo of a",
+        "32 KiB prompt with `n: 128` (a 506 MB reply before `mock.max_reply_bytes`), and around the",
+        "largest `n` of the same request that the default ceiling (16 MiB) serves:",
+        "",
+        "| Request | Status | Reply bytes | Peak RSS before | Peak RSS after |",
+        "|---|---|---|---|---|",
+        f"| `n: 128` | {largest['refused_status']} | | {mb(largest['start_kib'])} | "
+        f"{mb(largest['after_refused_kib'])} |",
+        f"| `n: {largest['largest_n']}` (the largest allowed) | {largest['largest_status']} | "
+        f"{largest['largest_bytes']:,} | {mb(largest['after_refused_kib'])} | "
+        f"{mb(largest['after_largest_kib'])} |",
+        "",
+    ]
 
 
 def render_core(results: dict, rows: list[Row]) -> list[str]:

@@ -176,6 +176,7 @@ def test_an_empty_guarded_reply_reaches_the_client(proxy, status):
     got, _, content, _ = send(
         proxy, "POST", "/v1/chat/completions", chat("hi"),
         x_upstream_reply="empty", x_upstream_status=str(status),
+        x_upstream_content_type="application/json",
     )
     assert (got, content) == (status, b"")
 
