@@ -395,25 +395,9 @@ impl FilterConfig {
         })?;
 
         validate_api_base_path(&raw.api_base_path)?;
-        if !(1..=MAX_REQUEST_BODY_LIMIT).contains(&raw.max_request_body_bytes) {
-            return Err(ConfigError::new(
-                "max_request_body_bytes",
-                format!(
-                    "{} is out of range; allowed: 1 to {MAX_REQUEST_BODY_LIMIT}",
-                    raw.max_request_body_bytes
-                ),
-            ));
-        }
+        validate_body_limit("max_request_body_bytes", raw.max_request_body_bytes)?;
 
-        if !(1..=MAX_REQUEST_BODY_LIMIT).contains(&raw.max_response_body_bytes) {
-            return Err(ConfigError::new(
-                "max_response_body_bytes",
-                format!(
-                    "{} is out of range; allowed: 1 to {MAX_REQUEST_BODY_LIMIT}",
-                    raw.max_response_body_bytes
-                ),
-            ));
-        }
+        validate_body_limit("max_response_body_bytes", raw.max_response_body_bytes)?;
         validate_latency(&raw.mock.latency)?;
         validate_content(&raw.mock.content)?;
         validate_models(&raw.mock)?;
@@ -562,6 +546,17 @@ fn validate_latency(latency: &LatencyConfig) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A body size limit: 1 byte to [`MAX_REQUEST_BODY_LIMIT`].
+fn validate_body_limit(field: &str, bytes: u64) -> Result<(), ConfigError> {
+    if (1..=MAX_REQUEST_BODY_LIMIT).contains(&bytes) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        field,
+        format!("{bytes} is out of range; allowed: 1 to {MAX_REQUEST_BODY_LIMIT}"),
+    ))
 }
 
 fn validate_api_base_path(path: &str) -> Result<(), ConfigError> {

@@ -703,33 +703,20 @@ fn json_str_len(text: &str) -> u64 {
     text.len() as u64 + escapes + 2
 }
 
-/// The bytes `value` serialises to, counted without writing them.
-fn serialized_len(value: &impl serde::Serialize) -> u64 {
-    struct Counter(u64);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len() as u64;
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, value).expect("serializing JSON values cannot fail");
-    counter.0
-}
-
 /// The bytes of request fields a `response` object repeats: instructions, tools, the schema.
 fn request_echo_bytes(request: &ResponsesRequest) -> u64 {
     let chat = &request.chat;
     let tools: u64 = chat
         .tools
         .iter()
-        .map(|tool| CHOICE_BYTES + json_str_len(&tool.name) + serialized_len(&tool.parameters))
+        .map(|tool| {
+            CHOICE_BYTES
+                + json_str_len(&tool.name)
+                + crate::json_writer::serialized_len(&tool.parameters) as u64
+        })
         .sum();
     let schema = match &chat.response_format {
-        ResponseFormat::JsonSchema(schema) => serialized_len(schema),
+        ResponseFormat::JsonSchema(schema) => crate::json_writer::serialized_len(schema) as u64,
         _ => 0,
     };
     let tool_choice = match &chat.tool_choice {

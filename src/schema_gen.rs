@@ -11,6 +11,7 @@
 //! [`MAX_OUTPUT_BYTES`]. A schema that asks for more (a huge `minItems` or `minLength`, or wide
 //! recursion) gets a value cut short there, which may not validate, instead of a stalled worker.
 
+use crate::json_writer;
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Map, Number, Value, json};
@@ -24,23 +25,6 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// The serialised size of the largest number generated (`-1.2345678901234567e-300`).
 const NUMBER_BYTES: usize = 24;
-
-/// How many bytes `value` serialises to, counted without writing them anywhere.
-fn serialized_len(value: &impl serde::Serialize) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, value).expect("serializing JSON values cannot fail");
-    counter.0
-}
 
 const WORDS: [&str; 16] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
@@ -81,7 +65,7 @@ impl<'a> Generator<'a, '_> {
 
     /// A value taken whole from the schema (`const`, `enum`), if it fits.
     fn copied(&mut self, value: &Value) -> Value {
-        if self.spend(serialized_len(value)) {
+        if self.spend(json_writer::serialized_len(value)) {
             value.clone()
         } else {
             Value::Null
@@ -204,7 +188,7 @@ impl<'a> Generator<'a, '_> {
                 let include = required.contains(&name.as_str())
                     || (depth < MAX_DEPTH && self.rng.random_bool(0.5));
                 // The key, quoted and escaped, its colon and a comma.
-                if include && self.spend(serialized_len(name) + 2) {
+                if include && self.spend(json_writer::serialized_len(name) + 2) {
                     let value = self.value(property, depth + 1);
                     object.insert(name.clone(), value);
                 }

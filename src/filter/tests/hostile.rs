@@ -266,13 +266,21 @@ fn embeddings_that_would_exceed_the_reply_ceiling_are_refused_before_they_are_bu
     let body = serde_json::json!({"model": "text-embedding-3-large", "input": inputs});
     let mut filter = filter_with(config);
     let mut host = FakeHost::request("POST", "/v1/embeddings");
-    post(&mut filter, &mut host, &[&serde_json::to_vec(&body).unwrap()]);
+    post(
+        &mut filter,
+        &mut host,
+        &[&serde_json::to_vec(&body).unwrap()],
+    );
     let reply = host.only_reply();
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"]["code"], "reply_too_large");
     let small = serde_json::json!({"model": "text-embedding-3-large", "input": ["a"]});
     let mut filter = filter_with(config);
     let mut host = FakeHost::request("POST", "/v1/embeddings");
-    post(&mut filter, &mut host, &[&serde_json::to_vec(&small).unwrap()]);
+    post(
+        &mut filter,
+        &mut host,
+        &[&serde_json::to_vec(&small).unwrap()],
+    );
     assert_eq!(host.only_reply().status, 200);
 }
