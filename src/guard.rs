@@ -901,13 +901,21 @@ impl Masker {
     /// and a `reject` detector masks: a reply cannot be refused after the fact). New placeholders
     /// are not restorable; a new value gets the same one wherever the reply holds it.
     pub fn mask_new(&mut self, detectors: &Detectors, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
+        self.mask_new_before(detectors, text, text.len())
+    }
+
+    /// [`Masker::mask_new`] of `text[..cut]`, with the values found in the whole of `text`: the
+    /// part of a streamed text sent now is judged as the text it is part of (a value's end is
+    /// where the text says, not where the cut falls). No value may straddle `cut`.
+    pub fn mask_new_before(&mut self, detectors: &Detectors, text: &str, cut: usize) -> String {
+        let mut out = String::with_capacity(cut);
         let mut at = 0;
+        let spans = detectors.spans(text);
         for Span {
             start,
             end,
             detector,
-        } in detectors.spans(text)
+        } in spans.into_iter().take_while(|span| span.end <= cut)
         {
             let action = match detector.action {
                 Action::Reject => Action::Mask,
@@ -932,7 +940,7 @@ impl Masker {
             }
             at = end;
         }
-        out.push_str(&text[at..]);
+        out.push_str(&text[at..cut]);
         out
     }
 
@@ -958,6 +966,14 @@ impl Masker {
     /// Whether any value was masked.
     pub fn masked_anything(&self) -> bool {
         !self.originals.is_empty()
+    }
+
+    /// Where a placeholder of this request that holds `text[cut]` starts: a cut there would
+    /// split it, and neither half would be restored.
+    pub fn placeholder_around(&self, text: &str, cut: usize) -> Option<usize> {
+        let open = text.get(..cut)?.rfind('[')?;
+        let close = open + text[open..].find(']')?;
+        (close >= cut && self.originals.contains_key(&text[open..=close])).then_some(open)
     }
 
     /// How many trailing bytes of `text` could be the start of one of this request's
@@ -2118,5 +2134,80 @@ mod tests {
         let mut reply = plain.clone();
         assert!(!guard_reply(&mut reply, &config, &detectors, &mut masker));
         assert_eq!(reply, plain);
+    }
+
+    /// Item 6 of issue 18: fullwidth digits matched Unicode `\d`, and the IBAN check sliced the
+    /// match inside a character: a panic whose message held the text. ASCII digits only now, and
+    /// no text of any characters panics.
+    #[test]
+    fn fullwidth_digits_are_not_digits_and_never_panic() {
+        for text in [
+            "GB３３12345678901",
+            "GB82１２３４5698765432",
+            "card ４１１１ １１１１ １１１１ １１１１",
+            "ssn １２３-４５-６７８９, call ４１５-５５５-２６７１",
+            "ip １９２.１６８.１.２０",
+        ] {
+            assert_eq!(mask_all(text), text, "{text}");
+        }
+        let mut rng = StdRng::seed_from_u64(6);
+        let pieces = [
+            "GB", "３", "1", "٣", " ", "A", "-", "(", "+", "é", "Ⅻ", "𝟘", ".",
+        ];
+        for _ in 0..3_000 {
+            let text: String = (0..rng.random_range(0..30))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            mask_all(&text);
+        }
+    }
+
+    /// Item 5 of issue 18: the request fields that went upstream unscanned.
+    #[test]
+    fn every_request_field_that_holds_text_is_guarded() {
+        let body = serde_json::json!({
+            "input": ["a@x.io", [1, 2, 3], 7, "plain"],
+            "prompt": {"id": "p", "variables": {"who": "b@x.io",
+                                                "doc": {"type": "input_text", "text": "c@x.io"},
+                                                "pic": {"type": "input_image", "image_url": "d@x.io"}}},
+            "prediction": {"type": "content", "content": [{"type": "text", "text": "e@x.io"}]},
+            "messages": [
+                {"role": "function", "name": "lookup", "content": "f@x.io"},
+                {"role": "user", "name": "g@x.io", "content": [
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                    "data": "h@x.io"}},
+                    {"type": "document", "source": {"type": "content",
+                                                    "content": [{"type": "text", "text": "i@x.io"}]}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t", "name": "send",
+                     "input": {"to": ["j@x.io"], "n": 1}}]}]});
+        let (outcome, out, _) = guard(emails(Action::Mask), body);
+        assert!(outcome.unwrap());
+        let text = out.to_string();
+        for (n, letter) in "abcefghij".chars().enumerate() {
+            assert!(
+                !text.contains(&format!("{letter}@x.io")),
+                "{letter}: {text}"
+            );
+            assert!(text.contains(&format!("[EMAIL_{}]", n + 1)), "{n}: {text}");
+        }
+        assert_eq!(
+            out["input"][1],
+            serde_json::json!([1, 2, 3]),
+            "token ids stay"
+        );
+        assert_eq!(out["prompt"]["variables"]["pic"]["image_url"], "d@x.io");
+        assert_eq!(out["messages"][0]["name"], "lookup");
+        // `function` messages are `tool` ones for scoping; tool_use inputs follow tool_arguments.
+        let scoped = GuardConfig {
+            roles: vec!["user".into()],
+            tool_arguments: false,
+            ..emails(Action::Mask)
+        };
+        let body = serde_json::json!({"messages": [
+            {"role": "function", "name": "f", "content": "a@x.io"},
+            {"role": "assistant", "content": [{"type": "tool_use", "input": {"to": "b@x.io"}}]}]});
+        let (outcome, _, _) = guard(scoped, body);
+        assert!(!outcome.unwrap());
     }
 }

@@ -97,7 +97,7 @@ struct Guarding<'a> {
 
 impl Guarding<'_> {
     /// Where `text` can be cut: before what could still become a placeholder (reversible mode)
-    /// or a value (response scanning).
+    /// or a value (response scanning), and never inside a placeholder.
     fn cut(&self, text: &str) -> usize {
         let mut cut = text.len();
         if self.config.reversible {
@@ -106,21 +106,38 @@ impl Guarding<'_> {
         if self.config.responses {
             cut = cut.min(self.detectors.safe_cut(text));
         }
+        if self.config.reversible {
+            if let Some(open) = self.masker.placeholder_around(text, cut) {
+                cut = open;
+            }
+        }
         cut
+    }
+
+    /// Restores the request's values in `text[..cut]` and masks new ones, as found in the whole
+    /// of `text` (what is held after `cut` included).
+    fn guard_before(&mut self, text: &str, cut: usize) -> String {
+        let (ready, held) = text.split_at(cut);
+        if !self.config.reversible {
+            return if self.config.responses {
+                self.masker.mask_new_before(self.detectors, text, cut)
+            } else {
+                ready.to_owned()
+            };
+        }
+        let mut restored = self.masker.restore(ready);
+        if !self.config.responses {
+            return restored;
+        }
+        let restored_cut = restored.len();
+        restored.push_str(&self.masker.restore(held));
+        self.masker
+            .mask_new_before(self.detectors, &restored, restored_cut)
     }
 
     /// Restores the request's values and masks new ones.
     fn guard(&mut self, text: &str) -> String {
-        let restored = if self.config.reversible {
-            self.masker.restore(text)
-        } else {
-            text.to_owned()
-        };
-        if self.config.responses {
-            self.masker.mask_new(self.detectors, &restored)
-        } else {
-            restored
-        }
+        self.guard_before(text, text.len())
     }
 }
 
@@ -336,7 +353,7 @@ impl DeltaGuard {
         } else {
             guarding.cut(&text)
         };
-        let ready = guarding.guard(&text[..cut]);
+        let ready = guarding.guard_before(&text, cut);
         *new = ready;
         if cut == text.len() {
             return;
@@ -465,4 +482,547 @@ pub fn append_final_events(sent: &mut Vec<u8>, events: &[Value]) {
         sent.push(b'\n');
     }
     sent.extend(write_events(events));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::guard::{Action, BUILT_IN};
+    use crate::sse::{EventFate, EventReader};
+
+    /// Every streamed shape of the module's table.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Shape {
+        ChatContent,
+        ChatReasoning,
+        ChatToolCall,
+        Legacy,
+        ResponsesText,
+        ResponsesArguments,
+        ResponsesReasoning,
+        AnthropicText,
+        AnthropicToolInput,
+        AnthropicThinking,
+    }
+
+    const SHAPES: [Shape; 10] = [
+        Shape::ChatContent,
+        Shape::ChatReasoning,
+        Shape::ChatToolCall,
+        Shape::Legacy,
+        Shape::ResponsesText,
+        Shape::ResponsesArguments,
+        Shape::ResponsesReasoning,
+        Shape::AnthropicText,
+        Shape::AnthropicToolInput,
+        Shape::AnthropicThinking,
+    ];
+
+    /// How a stream ends: with the events that close its part (and, for chat, the finish chunk
+    /// carrying the last piece), with a closing event that carries no text, with `[DONE]` only,
+    /// or with the end of the body and nothing else.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ending {
+        ClosedWithText,
+        ClosedWithoutText,
+        DoneOnly,
+        BodyEnds,
+    }
+
+    const ENDINGS: [Ending; 4] = [
+        Ending::ClosedWithText,
+        Ending::ClosedWithoutText,
+        Ending::DoneOnly,
+        Ending::BodyEnds,
+    ];
+
+    fn done() -> Value {
+        Value::String("[DONE]".into())
+    }
+
+    /// The events of a stream of `pieces` in `shape`, ending as `ending` says.
+    fn events(shape: Shape, pieces: &[&str], ending: Ending) -> Vec<Value> {
+        let whole: String = pieces.concat();
+        let mut out = Vec::new();
+        let (last, body) = match ending {
+            Ending::ClosedWithText => (
+                pieces.last().copied(),
+                &pieces[..pieces.len().saturating_sub(1)],
+            ),
+            _ => (None, pieces),
+        };
+        let closes = matches!(ending, Ending::ClosedWithText | Ending::ClosedWithoutText);
+        match shape {
+            Shape::ChatContent | Shape::ChatReasoning | Shape::ChatToolCall | Shape::Legacy => {
+                let chunk = |piece: Option<&str>, finish: Option<&str>| {
+                    let mut choice = json!({"index": 0, "finish_reason": finish});
+                    match (shape, piece) {
+                        (Shape::Legacy, piece) => choice["text"] = json!(piece.unwrap_or("")),
+                        (_, None) => {}
+                        (Shape::ChatContent, Some(p)) => choice["delta"] = json!({"content": p}),
+                        (Shape::ChatReasoning, Some(p)) => {
+                            choice["delta"] = json!({"reasoning_content": p});
+                        }
+                        (_, Some(p)) => {
+                            choice["delta"] = json!({"tool_calls": [
+                                {"index": 0, "function": {"arguments": p}}]});
+                        }
+                    }
+                    let object = if shape == Shape::Legacy {
+                        "text_completion"
+                    } else {
+                        "chat.completion.chunk"
+                    };
+                    json!({"id": "c", "object": object, "model": "m", "choices": [choice]})
+                };
+                out.extend(body.iter().map(|piece| chunk(Some(piece), None)));
+                if closes {
+                    out.push(chunk(last, Some("stop")));
+                    out.push(json!({"id": "c", "choices": [], "usage": {"total_tokens": 3}}));
+                }
+                if ending != Ending::BodyEnds {
+                    out.push(done());
+                }
+            }
+            Shape::ResponsesText | Shape::ResponsesArguments | Shape::ResponsesReasoning => {
+                let (kind, field, item, index) = match shape {
+                    Shape::ResponsesText => (
+                        "output_text",
+                        "text",
+                        json!({"type": "message", "content": [{"type": "output_text", "text": whole}]}),
+                        "content_index",
+                    ),
+                    Shape::ResponsesArguments => (
+                        "function_call_arguments",
+                        "arguments",
+                        json!({"type": "function_call", "arguments": whole}),
+                        "content_index",
+                    ),
+                    _ => (
+                        "reasoning_summary_text",
+                        "text",
+                        json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": whole}]}),
+                        "summary_index",
+                    ),
+                };
+                let delta = |piece: &str| {
+                    json!({"type": format!("response.{kind}.delta"), "item_id": "i",
+                           "output_index": 0, index: 0, "delta": piece})
+                };
+                out.extend(body.iter().map(|piece| delta(piece)));
+                if let Some(piece) = last {
+                    out.push(delta(piece));
+                }
+                if ending == Ending::ClosedWithText {
+                    out.push(
+                        json!({"type": format!("response.{kind}.done"), "item_id": "i",
+                                    "output_index": 0, index: 0, field: whole}),
+                    );
+                    out.push(
+                        json!({"type": "response.output_item.done", "output_index": 0,
+                                    "item": item}),
+                    );
+                }
+                if closes {
+                    out.push(json!({"type": "response.completed",
+                                    "response": {"output": [item]}}));
+                }
+            }
+            Shape::AnthropicText | Shape::AnthropicToolInput | Shape::AnthropicThinking => {
+                let (kind, field) = match shape {
+                    Shape::AnthropicText => ("text_delta", "text"),
+                    Shape::AnthropicToolInput => ("input_json_delta", "partial_json"),
+                    _ => ("thinking_delta", "thinking"),
+                };
+                out.push(json!({"type": "message_start", "message": {"content": []}}));
+                out.push(json!({"type": "content_block_start", "index": 0,
+                                "content_block": {"type": "text", "text": ""}}));
+                let delta = |piece: &str| {
+                    json!({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": kind, field: piece}})
+                };
+                out.extend(body.iter().map(|piece| delta(piece)));
+                if let Some(piece) = last {
+                    out.push(delta(piece));
+                }
+                if ending == Ending::ClosedWithText {
+                    out.push(json!({"type": "content_block_stop", "index": 0}));
+                }
+                if closes {
+                    out.push(
+                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+                    );
+                    out.push(json!({"type": "message_stop"}));
+                }
+            }
+        }
+        out
+    }
+
+    /// The streamed text of a shape's deltas, concatenated, and every other string the events
+    /// hold (finished texts, whole items).
+    fn texts(shape: Shape, events: &[Value]) -> (String, Vec<String>) {
+        fn strings(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::String(text) => out.push(text.clone()),
+                Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+                Value::Object(fields) => fields.values().for_each(|field| strings(field, out)),
+                _ => {}
+            }
+        }
+        let mut streamed = String::new();
+        let mut others = Vec::new();
+        for event in events {
+            let pointer = match shape {
+                Shape::ChatContent => "/choices/0/delta/content",
+                Shape::ChatReasoning => "/choices/0/delta/reasoning_content",
+                Shape::ChatToolCall => "/choices/0/delta/tool_calls/0/function/arguments",
+                Shape::Legacy => "/choices/0/text",
+                Shape::ResponsesText | Shape::ResponsesArguments | Shape::ResponsesReasoning => {
+                    "/delta"
+                }
+                Shape::AnthropicText => "/delta/text",
+                Shape::AnthropicToolInput => "/delta/partial_json",
+                Shape::AnthropicThinking => "/delta/thinking",
+            };
+            let is_delta = event["type"].as_str().is_none_or(|t| t.ends_with("delta"))
+                && event.pointer(pointer).is_some_and(Value::is_string);
+            match event.pointer(pointer).and_then(Value::as_str) {
+                Some(text) if is_delta => streamed.push_str(text),
+                _ => strings(event, &mut others),
+            }
+        }
+        (streamed, others)
+    }
+
+    /// Runs events through a guard as pass-through does: events put before each, and what is
+    /// held released at the end of the body.
+    fn run(
+        events: Vec<Value>,
+        config: &GuardConfig,
+        detectors: &Detectors,
+        masker: &mut Masker,
+    ) -> Vec<Value> {
+        let mut guard = DeltaGuard::default();
+        let mut out = Vec::new();
+        for mut event in events {
+            out.extend(guard.guard_event(&mut event, config, detectors, masker));
+            out.push(event);
+        }
+        out.extend(guard.finish(config, detectors, masker));
+        assert!(!guard.holds_text());
+        out
+    }
+
+    fn all(action: Action) -> Detectors {
+        let actions: BTreeMap<String, Action> = BUILT_IN
+            .iter()
+            .map(|name| ((*name).to_owned(), action))
+            .collect();
+        Detectors::compile(&actions, &[]).unwrap()
+    }
+
+    fn config(reversible: bool, responses: bool) -> GuardConfig {
+        GuardConfig {
+            reversible,
+            responses,
+            ..GuardConfig::default()
+        }
+    }
+
+    /// A JWT longer than the 256 bytes the guard once held at most (item 4 of issue 18).
+    fn long_jwt() -> String {
+        format!(
+            "eyJhbGciOiJIUzI1NiJ9.eyJ{}.c2lnbmF0dXJl",
+            "c3ViIjoiMSJ9".repeat(24)
+        )
+    }
+
+    /// A value of every built-in detector, and the cases of issue 18 (a phone split at its space,
+    /// an IBAN in groups, a long JWT).
+    fn values() -> Vec<String> {
+        let mut values: Vec<String> = [
+            "jane.doe@example.com",
+            "+1 (415) 555-2671",
+            "(415) 555-2671",
+            "4111 1111 1111 1111",
+            "123-45-6789",
+            "GB82 WEST 1234 5698 7654 32",
+            "192.168.1.20",
+            "2001:db8::8a2e:370:7334",
+            "sk-proj-abcdefghijklmnopqrstuvwx",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-1234567890-abcdef",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        values.push(long_jwt());
+        values
+    }
+
+    /// The char boundaries of `text`, inside it.
+    fn splits(text: &str) -> impl Iterator<Item = usize> + '_ {
+        (1..text.len()).filter(|&at| text.is_char_boundary(at))
+    }
+
+    /// A value a reply plants, split into two events at every boundary and into random pieces,
+    /// in every shape and however the stream ends, never comes out: not in the deltas, not in
+    /// the finished texts. Masked (`responses`) and refused-in-requests detectors alike.
+    #[test]
+    fn a_planted_value_never_comes_out() {
+        let mut rng = StdRng::seed_from_u64(18);
+        for action in [Action::Mask, Action::Reject] {
+            let detectors = all(action);
+            let config = config(false, true);
+            for value in values() {
+                let text = format!("Note: {value} ok");
+                // A refused detector masks in replies as a masking one does: the same path, cut
+                // at random points only.
+                let mut cuts: Vec<Vec<&str>> = splits(&text)
+                    .filter(|_| action == Action::Mask)
+                    .map(|at| vec![&text[..at], &text[at..]])
+                    .collect();
+                for _ in 0..8 {
+                    let mut at = 0;
+                    let mut pieces = Vec::new();
+                    while at < text.len() {
+                        let mut end = (at + rng.random_range(1..6)).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        pieces.push(&text[at..end]);
+                        at = end;
+                    }
+                    cuts.push(pieces);
+                }
+                for shape in SHAPES {
+                    for ending in ENDINGS {
+                        for pieces in &cuts {
+                            let mut masker = Masker::default();
+                            let out = run(
+                                events(shape, pieces, ending),
+                                &config,
+                                &detectors,
+                                &mut masker,
+                            );
+                            let (streamed, others) = texts(shape, &out);
+                            assert!(
+                                !streamed.contains(value.as_str()),
+                                "{shape:?} {ending:?} {pieces:?}: {streamed:?}"
+                            );
+                            assert!(streamed.starts_with("Note: [") && streamed.ends_with("] ok"));
+                            for other in others {
+                                assert!(!other.contains(value.as_str()), "{shape:?} {other:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reversible mode: the placeholder a request's value became, split anywhere in a reply of
+    /// any shape, comes back as exactly the user's value, and the rest of the text as it was.
+    #[test]
+    fn placeholders_split_anywhere_are_restored_exactly() {
+        let detectors = all(Action::Mask);
+        for responses in [false, true] {
+            let config = config(true, responses);
+            for value in values() {
+                let mut masker = Masker::default();
+                let placeholder = masker.mask(&detectors, &value).unwrap().into_owned();
+                assert_ne!(placeholder, value);
+                let text = format!("Sure, {placeholder} it is [x]");
+                let expected = format!("Sure, {value} it is [x]");
+                for at in splits(&text) {
+                    for shape in SHAPES {
+                        for ending in ENDINGS {
+                            let pieces = [&text[..at], &text[at..]];
+                            let out = run(
+                                events(shape, &pieces, ending),
+                                &config,
+                                &detectors,
+                                &mut masker,
+                            );
+                            let (streamed, _) = texts(shape, &out);
+                            assert_eq!(streamed, expected, "{shape:?} {ending:?} {pieces:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pieces of replies with nothing sensitive in them, but much that looks like a start of a
+    /// value: digits, groups of capitals, brackets, hex words, `eyJ`, `sk`, dashes, other scripts.
+    const PLAIN: &[&str] = &[
+        "Hello", " ", "world", ".", "\n", "Q2", "2026", "(", ")", "415", "-", "[", "]", "[EMA",
+        "GB", "82", "WEST", "eyJ", "sk", "-----", "BEGIN", "号", "é", "\u{3000}", "３３", "cafe",
+        ":", "@", "x", "+", "1.2", "AKIA", "ghp_", "\"", "{", "}", "\\",
+    ];
+
+    /// No text is lost: with nothing to mask or restore, the deltas a client gets add up to the
+    /// upstream's text exactly, whatever the split points and however the stream ends.
+    #[test]
+    fn no_text_is_lost() {
+        let detectors = all(Action::Mask);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut checked = 0;
+        for _ in 0..400 {
+            let pieces: Vec<&str> = (0..rng.random_range(1..30))
+                .map(|_| PLAIN[rng.random_range(0..PLAIN.len())])
+                .collect();
+            let text = pieces.concat();
+            let mut probe = Masker::default();
+            if probe.mask_new(&detectors, &text) != text {
+                continue;
+            }
+            checked += 1;
+            let mut masker = Masker::default();
+            masker.mask(&detectors, "a@x.io").unwrap();
+            for config in [config(true, true), config(false, true), config(true, false)] {
+                for shape in SHAPES {
+                    for ending in ENDINGS {
+                        let out = run(
+                            events(shape, &pieces, ending),
+                            &config,
+                            &detectors,
+                            &mut masker,
+                        );
+                        let (streamed, _) = texts(shape, &out);
+                        assert_eq!(streamed, text, "{shape:?} {ending:?} {pieces:?}");
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "only {checked} texts had nothing to mask");
+    }
+
+    /// The hold-back is bounded: a stream of text that could always still be a value (one long
+    /// token) is held no more than the longest value, and each part's text comes out in order.
+    #[test]
+    fn what_is_held_is_bounded() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        let mut masker = Masker::default();
+        let mut guard = DeltaGuard::default();
+        let mut sent = 0;
+        for n in 0..20_000 {
+            let mut event = json!({"choices": [{"index": 0, "delta": {"content": "ab"}}]});
+            guard.guard_event(&mut event, &config, &detectors, &mut masker);
+            sent += event["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .len();
+            assert!(2 * (n + 1) - sent <= detectors.max_holdback(), "{n}");
+        }
+        assert!(sent > 0);
+    }
+
+    /// The stream as bytes, through the event reader as pass-through reads it, cut into two
+    /// chunks at every byte: the value never comes out and the text is whole.
+    #[test]
+    fn values_split_across_chunks_and_events_never_come_out() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for (shape, value) in [
+            (Shape::ChatContent, "(415) 555-2671"),
+            (Shape::ResponsesText, "GB82 WEST 1234 5698 7654 32"),
+            (Shape::AnthropicText, "jane.doe@example.com"),
+        ] {
+            let text = format!("Call {value} now");
+            let pieces: Vec<&str> = text.split_inclusive(' ').collect();
+            let mut stream = events(shape, &pieces, Ending::DoneOnly);
+            stream.retain(|event| *event != done());
+            let mut bytes = write_events(&stream);
+            bytes.extend_from_slice(crate::sse::DONE);
+            for at in 0..=bytes.len() {
+                let mut masker = Masker::default();
+                let mut guard = DeltaGuard::default();
+                let mut reader = EventReader::new(true);
+                reader.offer_done();
+                let mut sent = Vec::new();
+                for (chunk, end) in [(&bytes[..at], false), (&bytes[at..], true)] {
+                    let mut emitted = reader.read(chunk, end, |event| {
+                        let mut guarded = event.clone();
+                        let before =
+                            guard.guard_event(&mut guarded, &config, &detectors, &mut masker);
+                        // As pass-through decides: an event left as it came is kept.
+                        let fate = if guarded == *event {
+                            EventFate::Keep
+                        } else {
+                            EventFate::Replace(guarded)
+                        };
+                        EventFate::Prepend(write_events(&before), Box::new(fate))
+                    });
+                    if end {
+                        let rest = guard.finish(&config, &detectors, &mut masker);
+                        append_final_events(&mut emitted, &rest);
+                    }
+                    sent.extend(emitted);
+                }
+                let mut read = Vec::new();
+                EventReader::default().read(&sent, true, |event| {
+                    read.push(event.clone());
+                    EventFate::Keep
+                });
+                let (streamed, _) = texts(shape, &read);
+                assert_eq!(
+                    streamed,
+                    "Call [PHONE_1] now".replace(
+                        "PHONE",
+                        match shape {
+                            Shape::ChatContent => "PHONE",
+                            Shape::ResponsesText => "IBAN",
+                            _ => "EMAIL",
+                        }
+                    ),
+                    "{shape:?} at {at}"
+                );
+                assert!(
+                    sent.ends_with(crate::sse::DONE),
+                    "{shape:?} at {at}: {}",
+                    String::from_utf8_lossy(&sent)
+                );
+            }
+        }
+    }
+
+    /// Item 4 of issue 18: the finish chunk without a delta, and `[DONE]` without a finish
+    /// chunk, release the words held back instead of losing them.
+    #[test]
+    fn held_words_are_released_by_a_finish_without_delta_and_by_done() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for ending in [
+            Ending::ClosedWithoutText,
+            Ending::DoneOnly,
+            Ending::BodyEnds,
+        ] {
+            let mut masker = Masker::default();
+            let out = run(
+                events(Shape::ChatContent, &["Hello ", "wor"], ending),
+                &config,
+                &detectors,
+                &mut masker,
+            );
+            let (streamed, _) = texts(Shape::ChatContent, &out);
+            assert_eq!(streamed, "Hello wor", "{ending:?}");
+            if ending != Ending::BodyEnds {
+                let done_at = out.iter().position(|e| *e == done()).unwrap();
+                let held_at = out
+                    .iter()
+                    .position(|e| e.pointer("/choices/0/delta/content") == Some(&json!("wor")))
+                    .unwrap();
+                assert!(held_at < done_at, "{ending:?}: {out:?}");
+            }
+        }
+    }
 }
