@@ -1025,4 +1025,54 @@ mod tests {
             }
         }
     }
+
+    /// Streaming is never weaker than guarding the whole text at once: planted in random text
+    /// (which may run into it, or hold values of its own) and cut at random, a value that the
+    /// whole-text guard hides never comes out; and a text it leaves alone comes out as it was.
+    #[test]
+    fn streaming_is_never_weaker_than_the_whole_text() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        let values = values();
+        let mut rng = StdRng::seed_from_u64(99);
+        let mut hidden = 0;
+        for _ in 0..1_500 {
+            let around = |rng: &mut StdRng| -> String {
+                (0..rng.random_range(0..6))
+                    .map(|_| PLAIN[rng.random_range(0..PLAIN.len())])
+                    .collect()
+            };
+            let value = &values[rng.random_range(0..values.len())];
+            let text = format!("{}{value}{}", around(&mut rng), around(&mut rng));
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let mut end = (at + rng.random_range(1..9)).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                pieces.push(&text[at..end]);
+                at = end;
+            }
+            let whole = Masker::default().mask_new(&detectors, &text);
+            let shape = SHAPES[rng.random_range(0..SHAPES.len())];
+            let ending = ENDINGS[rng.random_range(0..ENDINGS.len())];
+            let mut masker = Masker::default();
+            let out = run(
+                events(shape, &pieces, ending),
+                &config,
+                &detectors,
+                &mut masker,
+            );
+            let (streamed, _) = texts(shape, &out);
+            if !whole.contains(value.as_str()) {
+                hidden += 1;
+                assert!(
+                    !streamed.contains(value.as_str()),
+                    "{shape:?} {ending:?} {pieces:?}: {streamed:?}"
+                );
+            }
+        }
+        assert!(hidden > 700, "{hidden}");
+    }
 }
