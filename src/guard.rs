@@ -1323,8 +1323,8 @@ impl Detectors {
             };
             cut = cut.min(detector.hold.start(text, literals));
         }
-        if cut == 0 {
-            return 0;
+        if cut == 0 || cut == text.len() {
+            return cut;
         }
         // A value that starts before the cut and goes past it (one whose tail was longer than
         // its detector holds) is held whole, or sent whole if that would hold too much.
