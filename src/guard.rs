@@ -18,6 +18,10 @@ use serde_json::{Map, Value};
 
 use crate::host::check_label_name;
 
+mod stream;
+
+pub use stream::{DeltaGuard, append_final_events, write_events};
+
 /// What to do with a detected value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +142,7 @@ struct Detector {
     validate: Validator,
     action: Action,
     reach: Reach,
+    hold: Hold,
 }
 
 /// Where in a text a detector looks for values. A pattern without a literal prefix costs a scan of
@@ -286,7 +291,7 @@ impl Detectors {
                 regex,
                 always,
                 detector.action,
-                Reach::Anywhere,
+                (Reach::Anywhere, CUSTOM_HOLD),
             ));
         }
         if let Some(name) = actions.keys().find(|name| built_in(name).is_none()) {
@@ -300,10 +305,10 @@ impl Detectors {
         }
         for name in BUILT_IN {
             if let Some(&action) = actions.get(name) {
-                let (pattern, validate, reach) =
+                let (pattern, validate, reach, hold) =
                     built_in(name).expect("BUILT_IN names built-in detectors");
                 let regex = Regex::new(pattern).expect("built-in patterns compile");
-                detectors.push(Detector::new(name, regex, validate, action, reach));
+                detectors.push(Detector::new(name, regex, validate, action, (reach, hold)));
             }
         }
         let mut literals: Vec<&str> = Vec::new();
@@ -557,7 +562,13 @@ impl GuardConfig {
 }
 
 impl Detector {
-    fn new(name: &str, regex: Regex, validate: Validator, action: Action, reach: Reach) -> Self {
+    fn new(
+        name: &str,
+        regex: Regex,
+        validate: Validator,
+        action: Action,
+        (reach, hold): (Reach, Hold),
+    ) -> Self {
         Self {
             name: name.to_owned(),
             placeholder_prefix: name.to_ascii_uppercase(),
@@ -565,6 +576,7 @@ impl Detector {
             validate,
             action,
             reach,
+            hold,
         }
     }
 }
@@ -572,13 +584,13 @@ impl Detector {
 /// Checks a candidate a pattern found (a checksum, a range).
 type Validator = fn(&str) -> bool;
 
-/// The pattern, validator and reach of a built-in detector.
+/// The pattern, validator, reach and stream hold-back of a built-in detector.
 ///
 /// Word boundaries are ASCII ones, `(?-u:\b)`: a CJK character or an accented letter next to a
 /// number is a boundary, so values in prose without spaces are found; and the fast lazy DFA
 /// handles them on any text, where a Unicode `\b` makes the regex engine fall back to a
 /// ~40× slower one as soon as the text holds a non-ASCII character.
-fn built_in(name: &str) -> Option<(&'static str, Validator, Reach)> {
+fn built_in(name: &str) -> Option<(&'static str, Validator, Reach, Hold)> {
     Some(match name {
         "email" => (
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
@@ -587,46 +599,76 @@ fn built_in(name: &str) -> Option<(&'static str, Validator, Reach)> {
                 around: Around::AtSigns,
                 digits: 0,
             },
+            Hold::Run {
+                class: email_char,
+                starts: email_char,
+                max: 254,
+            },
         ),
         "phone" => (
-            r"(?:\+\d{1,3}[\s.-]?)?\(?(?-u:\b)\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?-u:\b)|\+\d{7,15}(?-u:\b)",
+            r"(?:\+[0-9]{1,3}[\s.-]?)?\(?(?-u:\b)[0-9]{3}\)?[\s.-][0-9]{3}[\s.-][0-9]{4}(?-u:\b)|\+[0-9]{7,15}(?-u:\b)",
             valid_phone,
             Reach::Runs {
                 around: Around::Digits,
                 digits: 7,
             },
+            Hold::Run {
+                class: phone_char,
+                starts: number_start,
+                max: 32,
+            },
         ),
         "credit_card" => (
-            r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+            r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
             valid_card,
             Reach::Runs {
                 around: Around::Digits,
                 digits: 13,
             },
+            Hold::Run {
+                class: card_char,
+                starts: ascii_digit,
+                max: 40,
+            },
         ),
         "us_ssn" => (
-            r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
+            r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
             valid_ssn,
             Reach::Runs {
                 around: Around::Digits,
                 digits: 9,
             },
+            Hold::Run {
+                class: ssn_char,
+                starts: ascii_digit,
+                max: 12,
+            },
         ),
         "iban" => (
-            r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
+            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
             valid_iban,
             Reach::Runs {
                 around: Around::Digits,
                 digits: 2,
             },
+            Hold::Run {
+                class: iban_char,
+                starts: ascii_upper,
+                max: 64,
+            },
         ),
         // Longer dotted runs (versions such as 1.2.3.4.5) match whole and then fail validation.
         "ipv4" => (
-            r"(?-u:\b)(?:\d+\.)?\d{1,3}(?:\.\d{1,3}){3}(?:\.\d+)*(?-u:\b)",
+            r"(?-u:\b)(?:[0-9]+\.)?[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:\.[0-9]+)*(?-u:\b)",
             valid_ipv4,
             Reach::Runs {
                 around: Around::Digits,
                 digits: 4,
+            },
+            Hold::Run {
+                class: ipv4_char,
+                starts: ascii_digit,
+                max: 64,
             },
         ),
         "ipv6" => (
@@ -636,36 +678,67 @@ fn built_in(name: &str) -> Option<(&'static str, Validator, Reach)> {
                 around: Around::Colons,
                 digits: 0,
             },
+            Hold::Run {
+                class: ipv6_char,
+                starts: ipv6_char,
+                max: 64,
+            },
         ),
         "jwt" => (
             r"(?-u:\b)eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
             always,
             Reach::Literals(&["eyJ"]),
+            Hold::Token {
+                class: jwt_char,
+                max: 8192,
+            },
         ),
         "openai_key" => (
             r"(?-u:\b)sk-(?:proj-)?[A-Za-z0-9_-]{20,}",
             always,
             Reach::Literals(&["sk-"]),
+            Hold::Token {
+                class: key_char,
+                max: 512,
+            },
         ),
         "aws_access_key" => (
             r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)",
             always,
             Reach::Literals(&["AKIA", "ASIA"]),
+            Hold::Token {
+                class: aws_char,
+                max: 20,
+            },
         ),
         "github_token" => (
             r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
             always,
             Reach::Literals(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
+            Hold::Token {
+                class: github_char,
+                max: 255,
+            },
         ),
         "slack_token" => (
             r"(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}",
             always,
             Reach::Literals(&["xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"]),
+            Hold::Token {
+                class: slack_char,
+                max: 255,
+            },
         ),
         "private_key" => (
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
             always,
             Reach::Literals(&["-----BEGIN "]),
+            Hold::Block {
+                begin: "-----BEGIN",
+                end: "-----END",
+                close: "KEY-----",
+                max: 16 * 1024,
+            },
         ),
         _ => return None,
     })
@@ -703,22 +776,25 @@ fn valid_ssn(text: &str) -> bool {
         if *area != 0 && *area != 666 && *area < 900 && *group != 0 && *serial != 0)
 }
 
-/// The ISO 13616 mod-97 check.
+/// The ISO 13616 mod-97 check. Works on characters, never on byte offsets: a pattern's match may
+/// hold any character, and a slice inside one is a panic.
 fn valid_iban(text: &str) -> bool {
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if !(15..=34).contains(&compact.len()) {
+    let compact: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) || !compact.iter().all(char::is_ascii_alphanumeric) {
         return false;
     }
-    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let (head, tail) = compact.split_at(4);
     let mut remainder = 0u32;
-    for c in rearranged {
-        let value = match c.to_digit(36) {
-            Some(v) => v,
-            None => return false,
+    for c in tail.iter().chain(head) {
+        let Some(value) = c.to_digit(36) else {
+            return false;
         };
-        for digit in value.to_string().chars() {
-            remainder = (remainder * 10 + digit.to_digit(10).expect("a digit")) % 97;
-        }
+        // One or two decimal digits, appended as the check's long number would hold them.
+        remainder = if value < 10 {
+            (remainder * 10 + value) % 97
+        } else {
+            (remainder * 100 + value) % 97
+        };
     }
     remainder == 1
 }
@@ -738,6 +814,9 @@ pub struct Masker {
     placeholders: HashMap<String, String>,
     /// Placeholder → original value, for reversible mode.
     originals: HashMap<String, String>,
+    /// New values a reply held → their (not restorable) placeholder: the same value gets the same
+    /// placeholder in every event and text of one reply, deltas and finished texts alike.
+    reply_values: HashMap<String, String>,
     /// Next number per detector.
     counters: HashMap<String, usize>,
     /// Every detection, for stats.
@@ -820,17 +899,23 @@ impl Masker {
 
     /// Masks values in a reply that the request did not hold (those the user already knows stay,
     /// and a `reject` detector masks: a reply cannot be refused after the fact). New placeholders
-    /// are not restorable.
+    /// are not restorable; a new value gets the same one wherever the reply holds it.
     pub fn mask_new(&mut self, detectors: &Detectors, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
+        self.mask_new_before(detectors, text, text.len())
+    }
+
+    /// [`Masker::mask_new`] of `text[..cut]`, with the values found in the whole of `text`: the
+    /// part of a streamed text sent now is judged as the text it is part of (a value's end is
+    /// where the text says, not where the cut falls). No value may straddle `cut`.
+    pub fn mask_new_before(&mut self, detectors: &Detectors, text: &str, cut: usize) -> String {
+        let mut out = String::with_capacity(cut);
         let mut at = 0;
-        // A new value seen twice in this text gets one placeholder; it is not remembered after.
-        let mut fresh: HashMap<&str, String> = HashMap::new();
+        let spans = detectors.spans(text);
         for Span {
             start,
             end,
             detector,
-        } in detectors.spans(text)
+        } in spans.into_iter().take_while(|span| span.end <= cut)
         {
             let action = match detector.action {
                 Action::Reject => Action::Mask,
@@ -846,20 +931,16 @@ impl Masker {
                 // The request's own value: the user already knows it.
                 out.push_str(value);
             } else {
-                let placeholder = match fresh.get(value) {
-                    Some(placeholder) => placeholder.clone(),
-                    None => {
-                        let placeholder =
-                            self.next_placeholder(&detector.name, &detector.placeholder_prefix);
-                        fresh.insert(value, placeholder.clone());
-                        placeholder
-                    }
-                };
-                out.push_str(&placeholder);
+                if !self.reply_values.contains_key(value) {
+                    let placeholder =
+                        self.next_placeholder(&detector.name, &detector.placeholder_prefix);
+                    self.reply_values.insert(value.to_owned(), placeholder);
+                }
+                out.push_str(&self.reply_values[value]);
             }
             at = end;
         }
-        out.push_str(&text[at..]);
+        out.push_str(&text[at..cut]);
         out
     }
 
@@ -885,6 +966,14 @@ impl Masker {
     /// Whether any value was masked.
     pub fn masked_anything(&self) -> bool {
         !self.originals.is_empty()
+    }
+
+    /// Where a placeholder of this request that holds `text[cut]` starts: a cut there would
+    /// split it, and neither half would be restored.
+    pub fn placeholder_around(&self, text: &str, cut: usize) -> Option<usize> {
+        let open = text.get(..cut)?.rfind('[')?;
+        let close = open + text[open..].find(']')?;
+        (close >= cut && self.originals.contains_key(&text[open..=close])).then_some(open)
     }
 
     /// How many trailing bytes of `text` could be the start of one of this request's
@@ -948,16 +1037,36 @@ pub fn guard_request(
             }
         }
     }
-    if let Some(prompt) = body.get_mut("prompt") {
-        if in_scope("user") {
-            walker.content(prompt)?;
+    if in_scope("user") {
+        match body.get_mut("prompt") {
+            // The Responses API's prompt template: its variables are the user's text.
+            Some(Value::Object(template)) => {
+                if let Some(Value::Object(variables)) = template.get_mut("variables") {
+                    for variable in variables.values_mut() {
+                        walker.parts(std::slice::from_mut(variable))?;
+                    }
+                }
+            }
+            Some(prompt) => walker.content(prompt)?,
+            None => {}
+        }
+        // Predicted output: text the user expects back (a file to edit), theirs to guard.
+        if let Some(prediction) = body.get_mut("prediction") {
+            if let Some(content) = prediction.get_mut("content") {
+                walker.content(content)?;
+            }
         }
     }
     for key in ["messages", "input"] {
         match body.get_mut(key) {
             Some(Value::Array(items)) => {
                 for item in items {
-                    walker.message(item)?;
+                    match item {
+                        // Embeddings' and legacy inputs: a list of texts (token ids stay).
+                        Value::String(text) if in_scope("user") => walker.text(text)?,
+                        Value::Object(_) => walker.message(item)?,
+                        _ => {}
+                    }
                 }
             }
             Some(text @ Value::String(_)) if in_scope("user") => walker.content(text)?,
@@ -1011,94 +1120,238 @@ pub fn guard_reply(
     changed
 }
 
-/// The most bytes held back at the end of a streamed text.
-const MAX_HOLDBACK: usize = 256;
+/// How much of the end of a streamed text one detector holds back: the longest tail that could
+/// still grow into one of its values, never more than its longest value.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// The trailing run of characters of `class`, from the first one that can start a value,
+    /// within the last `max` bytes.
+    Run {
+        /// The characters a value holds.
+        class: fn(char) -> bool,
+        /// The characters a value can start with.
+        starts: fn(char) -> bool,
+        /// The longest value, in bytes.
+        max: usize,
+    },
+    /// Tokens that start with one of the detector's literals: the trailing run of `class` from
+    /// the first literal in it, or from an unfinished literal at the very end.
+    Token {
+        /// The characters a token holds.
+        class: fn(char) -> bool,
+        /// The longest token held, in bytes.
+        max: usize,
+    },
+    /// A block from `begin` that has not reached `end` and then `close` yet, or an unfinished
+    /// `begin`.
+    Block {
+        /// What opens a block.
+        begin: &'static str,
+        /// What starts its last line.
+        end: &'static str,
+        /// What ends its last line.
+        close: &'static str,
+        /// The longest block held, in bytes.
+        max: usize,
+    },
+}
 
-/// Where a streamed text can be cut safely: before the shortest tail that could still grow into
-/// (part of) a sensitive value or a placeholder. The tail is the trailing run of characters a
-/// value can hold (letters, digits, `@._%+-:/[]=()`, and spaces between digits, as in card and
-/// phone numbers), or an unfinished PEM block, up to [`MAX_HOLDBACK`] bytes.
-pub fn safe_cut(text: &str) -> usize {
-    if let Some(begin) = text.rfind("-----BEGIN") {
-        if !text[begin..].contains("-----END") {
-            return begin;
-        }
-    }
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut cut = text.len();
-    for i in (0..chars.len()).rev() {
-        let (position, c) = chars[i];
-        let digit_at = |j: Option<usize>| {
-            j.and_then(|j| chars.get(j))
-                .is_some_and(|(_, c)| c.is_ascii_digit())
-        };
-        let value_char = c.is_alphanumeric() || "@._%+-:/[]=()".contains(c);
-        let digit_space = c == ' '
-            && digit_at(i.checked_sub(1))
-            && (i + 1 == chars.len() || digit_at(Some(i + 1)));
-        if !(value_char || digit_space) || text.len() - position > MAX_HOLDBACK {
+/// Custom detectors' patterns are the user's: their tail is the trailing run of characters other
+/// than whitespace, up to 256 bytes, as the guard held for every detector before it knew them.
+const CUSTOM_HOLD: Hold = Hold::Run {
+    class: not_whitespace,
+    starts: not_whitespace,
+    max: 256,
+};
+
+fn not_whitespace(c: char) -> bool {
+    !c.is_whitespace()
+}
+
+fn ascii_digit(c: char) -> bool {
+    c.is_ascii_digit()
+}
+
+fn ascii_upper(c: char) -> bool {
+    c.is_ascii_uppercase()
+}
+
+fn email_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._%+-@".contains(c)
+}
+
+/// Phone numbers: digits, `+ ( ) . -` and the whitespace `\s` matches (line breaks included).
+fn phone_char(c: char) -> bool {
+    c.is_ascii_digit() || "+().-".contains(c) || c.is_whitespace()
+}
+
+fn number_start(c: char) -> bool {
+    c.is_ascii_digit() || c == '+' || c == '('
+}
+
+fn card_char(c: char) -> bool {
+    c.is_ascii_digit() || c == ' ' || c == '-'
+}
+
+fn ssn_char(c: char) -> bool {
+    c.is_ascii_digit() || c == '-'
+}
+
+fn iban_char(c: char) -> bool {
+    c.is_ascii_digit() || c.is_ascii_uppercase() || c == ' '
+}
+
+fn ipv4_char(c: char) -> bool {
+    c.is_ascii_digit() || c == '.'
+}
+
+fn ipv6_char(c: char) -> bool {
+    c.is_ascii_hexdigit() || c == ':' || c == '.'
+}
+
+fn jwt_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.".contains(c)
+}
+
+fn key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn aws_char(c: char) -> bool {
+    c.is_ascii_uppercase() || c.is_ascii_digit()
+}
+
+fn github_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn slack_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-'
+}
+
+/// The start of the trailing run of `class` characters of `text` that lies within its last
+/// `max` bytes: always a character boundary.
+fn run_start(text: &str, class: fn(char) -> bool, max: usize) -> usize {
+    let floor = text.len().saturating_sub(max);
+    let mut start = text.len();
+    for (at, c) in text.char_indices().rev() {
+        if at < floor || !class(c) {
             break;
         }
-        cut = position;
+        start = at;
     }
-    cut
+    start
 }
 
-/// Guards the text deltas of a streamed chat reply across events: each choice's text is held
-/// back from the point [`safe_cut`] gives until the next delta or the choice's finish, so a value
-/// or placeholder split across events is still caught whole.
-#[derive(Debug, Default)]
-pub struct DeltaGuard {
-    /// Held-back text, by choice index.
-    carry: HashMap<u64, String>,
-}
+impl Hold {
+    /// Where the held tail of `text` starts (`text.len()` for none), for a detector whose
+    /// literals, if it has any, are `literals`.
+    fn start(self, text: &str, literals: &[&str]) -> usize {
+        match self {
+            Self::Run { class, starts, max } => {
+                let run = run_start(text, class, max);
+                text[run..]
+                    .char_indices()
+                    .find(|&(_, c)| starts(c))
+                    .map_or(text.len(), |(at, _)| run + at)
+            }
+            Self::Token { class, max } => {
+                let run = run_start(text, class, max);
+                let tail = &text[run..];
+                // Class characters are ASCII: every byte of the run is a character boundary.
+                (0..tail.len())
+                    .find(|&at| {
+                        let rest = &tail[at..];
+                        literals
+                            .iter()
+                            .any(|literal| rest.starts_with(literal) || literal.starts_with(rest))
+                    })
+                    .map_or(text.len(), |at| run + at)
+            }
+            Self::Block {
+                begin,
+                end,
+                close,
+                max,
+            } => {
+                let floor = floor_boundary(text, text.len().saturating_sub(max));
+                let window = &text[floor..];
+                if let Some(open) = window.rfind(begin) {
+                    let block = &window[open..];
+                    let closed = block
+                        .find(end)
+                        .is_some_and(|last| block[last..].contains(close));
+                    if !closed {
+                        return floor + open;
+                    }
+                }
+                // An unfinished `begin` at the very end.
+                (1..begin.len())
+                    .rev()
+                    .find(|&n| window.ends_with(&begin[..n]))
+                    .map_or(text.len(), |n| text.len() - n)
+            }
+        }
+    }
 
-impl DeltaGuard {
-    /// Guards one chunk in place: chat chunks by delta with hold-back, other events whole.
-    pub fn guard_event(
-        &mut self,
-        event: &mut Value,
-        config: &GuardConfig,
-        detectors: &Detectors,
-        masker: &mut Masker,
-    ) {
-        let Some(Value::Array(choices)) = event.get_mut("choices") else {
-            guard_reply(event, config, detectors, masker);
-            return;
-        };
-        for choice in choices {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let finishing = choice.get("finish_reason").is_some_and(|r| !r.is_null());
-            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            let content = delta.get("content").and_then(Value::as_str);
-            let carried = self.carry.remove(&index).unwrap_or_default();
-            if content.is_none() && carried.is_empty() {
-                continue;
-            }
-            let text = carried + content.unwrap_or_default();
-            let cut = if finishing {
-                text.len()
-            } else {
-                safe_cut(&text)
-            };
-            let (ready, held) = text.split_at(cut);
-            if !held.is_empty() {
-                self.carry.insert(index, held.to_owned());
-            }
-            let mut out = if config.reversible {
-                masker.restore(ready)
-            } else {
-                ready.to_owned()
-            };
-            if config.responses {
-                out = masker.mask_new(detectors, &out);
-            }
-            delta.insert("content".into(), Value::String(out));
+    /// The most bytes this hold keeps.
+    fn max(self) -> usize {
+        match self {
+            Self::Run { max, .. } | Self::Token { max, .. } | Self::Block { max, .. } => max,
         }
     }
 }
+
+/// The largest character boundary of `text` at or before `at`.
+fn floor_boundary(text: &str, at: usize) -> usize {
+    (0..=at.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+impl Detectors {
+    /// Where a streamed text can be cut: before the longest tail that any detector could still
+    /// extend into one of its values, and never inside a value found in the text. What follows
+    /// the cut waits for more text; what comes before it can be guarded and sent.
+    pub fn safe_cut(&self, text: &str) -> usize {
+        let mut cut = text.len();
+        for detector in &self.detectors {
+            let literals = match detector.reach {
+                Reach::Literals(literals) => literals,
+                _ => &[],
+            };
+            cut = cut.min(detector.hold.start(text, literals));
+        }
+        if cut == 0 || cut == text.len() {
+            return cut;
+        }
+        // A value that starts before the cut and goes past it (one whose tail was longer than
+        // its detector holds) is held whole, or sent whole if that would hold too much.
+        match self
+            .spans(text)
+            .into_iter()
+            .find(|span| span.start < cut && cut < span.end)
+        {
+            Some(span) if text.len() - span.start <= self.max_holdback() => span.start,
+            Some(span) => span.end,
+            None => cut,
+        }
+    }
+
+    /// The most bytes [`Detectors::safe_cut`] holds back: the longest value of any detector.
+    pub fn max_holdback(&self) -> usize {
+        self.detectors
+            .iter()
+            .map(|detector| detector.hold.max())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The text fields of a chat message or delta: its content, its reasoning (DeepSeek's and vLLM's
+/// `reasoning_content`, OpenRouter's `reasoning`) and a refusal.
+pub(crate) const CHAT_TEXTS: [&str; 4] = ["content", "reasoning_content", "reasoning", "refusal"];
 
 /// Calls `visit` on every model-written string of a reply: message contents and tool-call
 /// arguments, legacy texts, Responses output texts and arguments, Anthropic text and tool input.
@@ -1121,7 +1374,9 @@ fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
             text_field(choice, "text", visit);
             for key in ["message", "delta"] {
                 if let Some(message) = choice.get_mut(key) {
-                    text_field(message, "content", visit);
+                    for field in CHAT_TEXTS {
+                        text_field(message, field, visit);
+                    }
                     if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
                         for call in calls {
                             if let Some(function) = call.get_mut("function") {
@@ -1134,14 +1389,22 @@ fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
         }
     }
     let item = |item: &mut Value, visit: &mut dyn FnMut(&mut String)| {
-        text_field(item, "text", visit);
-        text_field(item, "arguments", visit);
+        for field in ["text", "arguments", "thinking", "refusal"] {
+            text_field(item, field, visit);
+        }
+        // Responses' reasoning items: their summary's texts.
+        if let Some(Value::Array(parts)) = item.get_mut("summary") {
+            for part in parts {
+                text_field(part, "text", visit);
+            }
+        }
         if let Some(input) = item.get_mut("input") {
             strings(input, &mut |text: &mut String| visit(text));
         }
         if let Some(Value::Array(parts)) = item.get_mut("content") {
             for part in parts {
                 text_field(part, "text", visit);
+                text_field(part, "refusal", visit);
             }
         }
     };
@@ -1195,30 +1458,49 @@ impl Walker<'_> {
     }
 
     /// A content value: a string, or a list of strings or of parts with `text` (or nested
-    /// `content`, as tool results).
+    /// `content`, as tool results, or a text `document`'s source).
     fn content(&mut self, value: &mut Value) -> Result<(), Rejected> {
         match value {
             Value::String(text) => self.text(text),
-            Value::Array(parts) => {
-                for part in parts {
-                    if let Value::String(text) = part {
-                        self.text(text)?;
-                        continue;
-                    }
-                    if let Some(Value::String(text)) = part.get_mut("text") {
-                        self.text(text)?;
-                    }
-                    if let Some(nested) = part.get_mut("content") {
-                        self.content(nested)?;
-                    }
-                    if let Some(Value::String(output)) = part.get_mut("output") {
-                        self.text(output)?;
-                    }
-                }
-                Ok(())
-            }
+            Value::Array(parts) => self.parts(parts),
             _ => Ok(()),
         }
+    }
+
+    /// Content parts: strings, or objects whose text fields are guarded.
+    fn parts(&mut self, parts: &mut [Value]) -> Result<(), Rejected> {
+        for part in parts {
+            if let Value::String(text) = part {
+                self.text(text)?;
+                continue;
+            }
+            if let Some(Value::String(text)) = part.get_mut("text") {
+                self.text(text)?;
+            }
+            if let Some(nested) = part.get_mut("content") {
+                self.content(nested)?;
+            }
+            if let Some(Value::String(output)) = part.get_mut("output") {
+                self.text(output)?;
+            }
+            // Anthropic's documents: plain text in `data`, or text blocks in `content`.
+            if let Some(source) = part.get_mut("source").filter(|s| s.is_object()) {
+                match source.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(Value::String(data)) = source.get_mut("data") {
+                            self.text(data)?;
+                        }
+                    }
+                    Some("content") => {
+                        if let Some(nested) = source.get_mut("content") {
+                            self.content(nested)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Tool-call arguments: a JSON string whose string values are guarded one by one, so the
@@ -1250,12 +1532,17 @@ impl Walker<'_> {
         }
     }
 
-    /// One message or input item, by its role (function-call outputs count as `tool`).
+    /// One message or input item, by its role (function-call outputs and the legacy `function`
+    /// role count as `tool`): its content, output and `name`; tool-call arguments (OpenAI's
+    /// JSON strings, Anthropic's `tool_use.input` values) when `tool_arguments` is on.
     fn message(&mut self, item: &mut Value) -> Result<(), Rejected> {
         let role = match item.get("type").and_then(Value::as_str) {
             Some("function_call_output") => "tool",
             Some("function_call") => "assistant",
-            _ => item.get("role").and_then(Value::as_str).unwrap_or("user"),
+            _ => match item.get("role").and_then(Value::as_str).unwrap_or("user") {
+                "function" => "tool",
+                role => role,
+            },
         }
         .to_owned();
         if self.config.roles.contains(&role) {
@@ -1264,8 +1551,23 @@ impl Walker<'_> {
                     self.content(content)?;
                 }
             }
+            // A message's author name (not a called function's name, which is code).
+            if item.get("role").is_some() {
+                if let Some(Value::String(name)) = item.get_mut("name") {
+                    self.text(name)?;
+                }
+            }
         }
         if self.config.tool_arguments {
+            if let Some(Value::Array(parts)) = item.get_mut("content") {
+                for part in parts {
+                    if part.get("type").and_then(Value::as_str) == Some("tool_use") {
+                        if let Some(input) = part.get_mut("input") {
+                            self.json_strings(input)?;
+                        }
+                    }
+                }
+            }
             if let Some(Value::String(arguments)) = item.get_mut("arguments") {
                 self.arguments(arguments)?;
             }
@@ -1536,12 +1838,30 @@ mod tests {
 
     #[test]
     fn safe_cut_holds_back_what_could_still_become_a_value() {
-        assert_eq!(safe_cut("Hello wor"), "Hello ".len());
-        assert_eq!(safe_cut("mail jane.doe@exa"), "mail ".len());
-        assert_eq!(safe_cut("card 4111 1111 "), "card ".len());
-        assert_eq!(safe_cut("see [EMAIL"), "see ".len());
-        assert_eq!(safe_cut("done. "), "done. ".len());
-        assert_eq!(safe_cut("k -----BEGIN KEY-----\nMII"), "k ".len());
+        let all: Vec<(&str, Action)> = BUILT_IN.iter().map(|n| (*n, Action::Mask)).collect();
+        let all = detectors(&all);
+        for (text, sent) in [
+            ("Hello wor", "Hello "),
+            ("mail jane.doe@exa", "mail "),
+            ("card 4111 1111 ", "card "),
+            ("done. ", "done. "),
+            ("k -----BEGIN KEY-----\nMII", "k "),
+            ("k -----BEG", "k "),
+            // Item 4 of issue 18: a phone number split at its space, an IBAN in groups.
+            ("call (415) ", "call "),
+            ("iban GB82", "iban "),
+            ("iban GB82 WEST 1234 ", "iban "),
+        ] {
+            assert_eq!(&text[..all.safe_cut(text)], sent, "{text:?}");
+        }
+        // A JWT is held whole while it grows, far past the 256 bytes once held at most.
+        let jwt = format!("t eyJhbGciOiJIUzI1NiJ9.eyJ{}", "x".repeat(600));
+        assert_eq!(all.safe_cut(&jwt), 2);
+        // Only the detectors configured hold: words wait for e-mail addresses, not for phones.
+        let phones = detectors(&[("phone", Action::Mask)]);
+        assert_eq!(phones.safe_cut("Hello wor"), "Hello wor".len());
+        assert_eq!(phones.safe_cut("call +1 (415) 55"), "call ".len());
+        assert_eq!(phones.max_holdback(), 32);
     }
 
     #[test]
@@ -1814,5 +2134,80 @@ mod tests {
         let mut reply = plain.clone();
         assert!(!guard_reply(&mut reply, &config, &detectors, &mut masker));
         assert_eq!(reply, plain);
+    }
+
+    /// Item 6 of issue 18: fullwidth digits matched Unicode `\d`, and the IBAN check sliced the
+    /// match inside a character: a panic whose message held the text. ASCII digits only now, and
+    /// no text of any characters panics.
+    #[test]
+    fn fullwidth_digits_are_not_digits_and_never_panic() {
+        for text in [
+            "GB３３12345678901",
+            "GB82１２３４5698765432",
+            "card ４１１１ １１１１ １１１１ １１１１",
+            "ssn １２３-４５-６７８９, call ４１５-５５５-２６７１",
+            "ip １９２.１６８.１.２０",
+        ] {
+            assert_eq!(mask_all(text), text, "{text}");
+        }
+        let mut rng = StdRng::seed_from_u64(6);
+        let pieces = [
+            "GB", "３", "1", "٣", " ", "A", "-", "(", "+", "é", "Ⅻ", "𝟘", ".",
+        ];
+        for _ in 0..3_000 {
+            let text: String = (0..rng.random_range(0..30))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            mask_all(&text);
+        }
+    }
+
+    /// Item 5 of issue 18: the request fields that went upstream unscanned.
+    #[test]
+    fn every_request_field_that_holds_text_is_guarded() {
+        let body = serde_json::json!({
+            "input": ["a@x.io", [1, 2, 3], 7, "plain"],
+            "prompt": {"id": "p", "variables": {"who": "b@x.io",
+                                                "doc": {"type": "input_text", "text": "c@x.io"},
+                                                "pic": {"type": "input_image", "image_url": "d@x.io"}}},
+            "prediction": {"type": "content", "content": [{"type": "text", "text": "e@x.io"}]},
+            "messages": [
+                {"role": "function", "name": "lookup", "content": "f@x.io"},
+                {"role": "user", "name": "g@x.io", "content": [
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                    "data": "h@x.io"}},
+                    {"type": "document", "source": {"type": "content",
+                                                    "content": [{"type": "text", "text": "i@x.io"}]}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t", "name": "send",
+                     "input": {"to": ["j@x.io"], "n": 1}}]}]});
+        let (outcome, out, _) = guard(emails(Action::Mask), body);
+        assert!(outcome.unwrap());
+        let text = out.to_string();
+        for (n, letter) in "abcefghij".chars().enumerate() {
+            assert!(
+                !text.contains(&format!("{letter}@x.io")),
+                "{letter}: {text}"
+            );
+            assert!(text.contains(&format!("[EMAIL_{}]", n + 1)), "{n}: {text}");
+        }
+        assert_eq!(
+            out["input"][1],
+            serde_json::json!([1, 2, 3]),
+            "token ids stay"
+        );
+        assert_eq!(out["prompt"]["variables"]["pic"]["image_url"], "d@x.io");
+        assert_eq!(out["messages"][0]["name"], "lookup");
+        // `function` messages are `tool` ones for scoping; tool_use inputs follow tool_arguments.
+        let scoped = GuardConfig {
+            roles: vec!["user".into()],
+            tool_arguments: false,
+            ..emails(Action::Mask)
+        };
+        let body = serde_json::json!({"messages": [
+            {"role": "function", "name": "f", "content": "a@x.io"},
+            {"role": "assistant", "content": [{"type": "tool_use", "input": {"to": "b@x.io"}}]}]});
+        let (outcome, _, _) = guard(scoped, body);
+        assert!(!outcome.unwrap());
     }
 }

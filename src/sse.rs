@@ -36,6 +36,8 @@ pub enum EventFate {
     Drop,
     /// Its JSON payload is replaced; its other lines (such as `event:`) stay.
     Replace(Value),
+    /// These bytes (whole events) go first, then the event as the inner fate says.
+    Prepend(Vec<u8>, Box<EventFate>),
 }
 
 /// Reads a stream of events chunk by chunk: each complete event whose data is JSON is offered to
@@ -50,6 +52,8 @@ pub struct EventReader {
     skipping: bool,
     /// Oversized events are dropped rather than passed on undecoded.
     drop_oversized: bool,
+    /// `[DONE]` is offered to the decision too (see [`EventReader::offer_done`]).
+    offer_done: bool,
 }
 
 impl EventReader {
@@ -59,6 +63,12 @@ impl EventReader {
             drop_oversized,
             ..Self::default()
         }
+    }
+
+    /// From now on offers the `[DONE]` event to the decision as the JSON string `"[DONE]"`, so
+    /// that events can be put before it.
+    pub fn offer_done(&mut self) {
+        self.offer_done = true;
     }
 
     /// Reads `chunk`; returns the bytes to send on. Each complete event with a JSON payload goes
@@ -84,8 +94,12 @@ impl EventReader {
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
         while let Some(end) = find_event_end(&self.pending, self.searched.max(start)) {
-            let fate = match serde_json::from_slice::<Value>(&data_of(&self.pending[start..end])) {
+            let data = data_of(&self.pending[start..end]);
+            let fate = match serde_json::from_slice::<Value>(&data) {
                 Ok(value) => decide(&value),
+                Err(_) if self.offer_done && data == b"[DONE]" => {
+                    decide(&Value::String("[DONE]".to_owned()))
+                }
                 Err(_) => EventFate::Keep,
             };
             write_fate(&mut out, &self.pending[start..end], fate);
@@ -136,6 +150,10 @@ fn write_fate(out: &mut Vec<u8>, event: &[u8], fate: EventFate) {
     match fate {
         EventFate::Keep => out.extend_from_slice(event),
         EventFate::Drop => {}
+        EventFate::Prepend(first, fate) => {
+            out.extend_from_slice(&first);
+            write_fate(out, event, *fate);
+        }
         EventFate::Replace(value) => {
             let mut data_written = false;
             for line in lines(event) {

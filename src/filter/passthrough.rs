@@ -179,22 +179,37 @@ impl Prompt {
     }
 }
 
-/// Whether a stream event carries generated text, in any API's shape.
+/// Whether a stream event carries generated text, in any API's shape: a chat delta's content,
+/// reasoning or tool-call arguments, a legacy choice's text, a Responses text or arguments delta,
+/// an Anthropic text, thinking or tool-input delta.
 fn carries_text(event: &Value) -> bool {
-    let choice = event.get("choices").and_then(|c| c.get(0)).map(|c| {
-        c.get("delta")
-            .and_then(|d| d.get("content"))
-            .or_else(|| c.get("text"))
-    });
-    let text = match choice {
-        Some(text) => text,
-        None => match event.get("type").and_then(Value::as_str) {
-            Some("response.output_text.delta") => event.get("delta"),
-            Some("content_block_delta") => event.get("delta").and_then(|d| d.get("text")),
-            _ => None,
-        },
-    };
-    text.and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+    let non_empty =
+        |text: Option<&Value>| text.and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+    if let Some(choice) = event.get("choices").and_then(|c| c.get(0)) {
+        let delta = choice.get("delta");
+        let field = |name: &str| delta.and_then(|d| d.get(name));
+        let arguments = field("tool_calls")
+            .and_then(|calls| calls.get(0))
+            .and_then(|call| call.pointer("/function/arguments"));
+        return non_empty(field("content"))
+            || non_empty(field("reasoning_content"))
+            || non_empty(arguments)
+            || non_empty(choice.get("text"));
+    }
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind.starts_with("response.") && kind.ends_with(".delta") && kind != "response.audio.delta" {
+        return non_empty(event.get("delta"));
+    }
+    if kind == "content_block_delta" {
+        let delta = event.get("delta");
+        return ["text", "thinking", "partial_json"]
+            .iter()
+            .any(|field| non_empty(delta.and_then(|d| d.get(field))));
+    }
+    false
 }
 
 impl Filter {
@@ -491,9 +506,14 @@ impl Filter {
                 let strip = accounting.strip_usage_chunk;
                 let mut events = std::mem::take(&mut accounting.events);
                 let context = &self.context;
+                let guard = &context.config.guard;
                 let masker = &mut self.masker;
                 let mut delta_guard = std::mem::take(&mut accounting.delta_guard);
-                let emitted = events.read(&chunk, end_of_stream, |event| {
+                if guards {
+                    // Text held back is released before `[DONE]`, which clients stop reading at.
+                    events.offer_done();
+                }
+                let mut emitted = events.read(&chunk, end_of_stream, |event| {
                     accounting.observe(event);
                     accounting.streamed_texts += u64::from(carries_text(event));
                     if strip && is_usage_only(event) {
@@ -503,14 +523,24 @@ impl Filter {
                         return EventFate::Keep;
                     }
                     let mut guarded = event.clone();
-                    let guard = &context.config.guard;
-                    delta_guard.guard_event(&mut guarded, guard, &context.detectors, masker);
-                    if guarded == *event {
+                    let before =
+                        delta_guard.guard_event(&mut guarded, guard, &context.detectors, masker);
+                    let fate = if guarded == *event {
                         EventFate::Keep
                     } else {
                         EventFate::Replace(guarded)
+                    };
+                    if before.is_empty() {
+                        fate
+                    } else {
+                        EventFate::Prepend(guard::write_events(&before), Box::new(fate))
                     }
                 });
+                if guards && end_of_stream {
+                    // A body that ends without `[DONE]` (or a part's closing event) loses no text.
+                    let rest = delta_guard.finish(guard, &context.detectors, masker);
+                    guard::append_final_events(&mut emitted, &rest);
+                }
                 accounting.events = events;
                 accounting.delta_guard = delta_guard;
                 if strip || guards {

@@ -1,0 +1,1086 @@
+//! Guarding streamed replies across events. Each part of a reply that text streams into (a chat
+//! choice's content, reasoning or tool-call arguments, a legacy choice's text, a Responses output
+//! text, arguments or reasoning, an Anthropic content block) holds back the tail that could still
+//! grow into a value or a placeholder, until more of that part arrives or an event closes it.
+//!
+//! The text-bearing fields of streamed events, by API shape (the same fields as JSON replies):
+//!
+//! | Shape | Event | Field | Part | Closed by |
+//! |---|---|---|---|---|
+//! | chat | chunk | `choices[i].delta.content`, `.reasoning_content`, `.reasoning`, `.refusal` | choice `i`, field | `finish_reason` of choice `i` |
+//! | chat | chunk | `choices[i].delta.tool_calls[k].function.arguments` | choice `i`, call `k` | `finish_reason` of choice `i` |
+//! | legacy | chunk | `choices[i].text` | choice `i` | `finish_reason` of choice `i` |
+//! | Responses | `response.<kind>.delta` | `delta` | kind, `output_index`, `content_index`/`summary_index` | `response.<kind>.done` (whole text guarded), `response.content_part.done`, `response.output_item.done`, `response.completed` |
+//! | Anthropic | `content_block_delta` | `delta.text`, `delta.partial_json`, `delta.thinking` | `index` | `content_block_stop`, `message_delta`, `message_stop` |
+//!
+//! `[DONE]` and the end of the upstream's body release every part. Other events are guarded
+//! whole, as JSON replies are.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::{CHAT_TEXTS, Detectors, GuardConfig, Masker, guard_reply};
+
+/// The Responses API's streamed texts: the event kind (`response.<kind>.delta` and
+/// `response.<kind>.done`) and the field of its `.done` event that holds the whole text.
+const RESPONSES_TEXTS: [(&str, &str); 8] = [
+    ("output_text", "text"),
+    ("refusal", "refusal"),
+    ("function_call_arguments", "arguments"),
+    ("custom_tool_call_input", "input"),
+    ("mcp_call_arguments", "arguments"),
+    ("reasoning_text", "text"),
+    ("reasoning_summary_text", "text"),
+    ("code_interpreter_call_code", "code"),
+];
+
+/// Anthropic's streamed deltas: the delta's type and its text field.
+const ANTHROPIC_DELTAS: [(&str, &str); 3] = [
+    ("text_delta", "text"),
+    ("input_json_delta", "partial_json"),
+    ("thinking_delta", "thinking"),
+];
+
+/// One part of a streamed reply that text streams into.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PartKey {
+    /// A chat or legacy choice's text field (`CHAT_TEXTS` index, or legacy `text`).
+    Choice { choice: u64, field: ChoiceField },
+    /// A Responses output text (`RESPONSES_TEXTS` index).
+    Output {
+        kind: usize,
+        output: u64,
+        content: u64,
+    },
+    /// An Anthropic content block.
+    Block(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ChoiceField {
+    /// `delta.<CHAT_TEXTS[n]>`.
+    Delta(usize),
+    /// `delta.tool_calls[index == k].function.arguments`.
+    ToolCall(u64),
+    /// A legacy completion's `text`.
+    Text,
+}
+
+/// Text held back in one part, and the event to release it in.
+#[derive(Debug)]
+struct Held {
+    /// The order the part was first held in: parts are released in that order.
+    order: u64,
+    /// The text not sent yet.
+    text: String,
+    /// An event of the part whose text field (at `pointer`) is to hold released text.
+    template: Value,
+    pointer: String,
+}
+
+/// Guards the streamed text of one reply across events: see the module's table.
+#[derive(Debug, Default)]
+pub struct DeltaGuard {
+    /// Held-back text, by part.
+    held: HashMap<PartKey, Held>,
+    /// How many parts were held so far.
+    next_order: u64,
+}
+
+/// What guarding needs of the request.
+struct Guarding<'a> {
+    config: &'a GuardConfig,
+    detectors: &'a Detectors,
+    masker: &'a mut Masker,
+}
+
+impl Guarding<'_> {
+    /// Where `text` can be cut: before what could still become a placeholder (reversible mode)
+    /// or a value (response scanning), and never inside a placeholder.
+    fn cut(&self, text: &str) -> usize {
+        let mut cut = text.len();
+        if self.config.reversible {
+            cut -= self.masker.placeholder_holdback(text);
+        }
+        if self.config.responses {
+            cut = cut.min(self.detectors.safe_cut(text));
+        }
+        if self.config.reversible {
+            if let Some(open) = self.masker.placeholder_around(text, cut) {
+                cut = open;
+            }
+        }
+        cut
+    }
+
+    /// Restores the request's values in `text[..cut]` and masks new ones, as found in the whole
+    /// of `text` (what is held after `cut` included).
+    fn guard_before(&mut self, text: &str, cut: usize) -> String {
+        let (ready, held) = text.split_at(cut);
+        if !self.config.reversible {
+            return if self.config.responses {
+                self.masker.mask_new_before(self.detectors, text, cut)
+            } else {
+                ready.to_owned()
+            };
+        }
+        let mut restored = self.masker.restore(ready);
+        if !self.config.responses {
+            return restored;
+        }
+        let restored_cut = restored.len();
+        restored.push_str(&self.masker.restore(held));
+        self.masker
+            .mask_new_before(self.detectors, &restored, restored_cut)
+    }
+
+    /// Restores the request's values and masks new ones.
+    fn guard(&mut self, text: &str) -> String {
+        self.guard_before(text, text.len())
+    }
+}
+
+impl DeltaGuard {
+    /// Guards one event in place (the JSON string `"[DONE]"` stands for OpenAI's last event)
+    /// and returns the events to send before it: the text held in the parts it closes. Nothing
+    /// held is ever dropped; what is held is at most [`Detectors::max_holdback`] bytes a part
+    /// (or a placeholder).
+    pub fn guard_event(
+        &mut self,
+        event: &mut Value,
+        config: &GuardConfig,
+        detectors: &Detectors,
+        masker: &mut Masker,
+    ) -> Vec<Value> {
+        let mut guarding = Guarding {
+            config,
+            detectors,
+            masker,
+        };
+        if event.as_str() == Some("[DONE]") {
+            return self.release(&mut guarding, |_| true);
+        }
+        if event.get("choices").is_some_and(Value::is_array) {
+            return self.choices(event, &mut guarding);
+        }
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(kind) = kind.strip_prefix("response.") {
+            let kind = kind.to_owned();
+            return self.responses(&kind, event, &mut guarding);
+        }
+        let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "content_block_delta" => {
+                let delta_type = event.pointer("/delta/type").and_then(Value::as_str);
+                if let Some((_, field)) = ANTHROPIC_DELTAS
+                    .iter()
+                    .find(|(name, _)| Some(*name) == delta_type)
+                {
+                    let pointer = format!("/delta/{field}");
+                    self.step(PartKey::Block(index), event, &pointer, false, &mut guarding);
+                    return Vec::new();
+                }
+            }
+            "content_block_stop" => {
+                return self.release(&mut guarding, |key| *key == PartKey::Block(index));
+            }
+            "message_delta" | "message_stop" => {
+                let before = self.release(&mut guarding, |_| true);
+                guard_reply(event, config, detectors, guarding.masker);
+                return before;
+            }
+            _ => {}
+        }
+        guard_reply(event, config, detectors, guarding.masker);
+        Vec::new()
+    }
+
+    /// Releases every part's held text, guarded: the events to send at the end of the stream
+    /// (before `[DONE]`, or when the upstream's body ends without it).
+    pub fn finish(
+        &mut self,
+        config: &GuardConfig,
+        detectors: &Detectors,
+        masker: &mut Masker,
+    ) -> Vec<Value> {
+        let mut guarding = Guarding {
+            config,
+            detectors,
+            masker,
+        };
+        self.release(&mut guarding, |_| true)
+    }
+
+    /// Whether any text is held back.
+    pub fn holds_text(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// A chat or legacy chunk: each choice's text fields, held back per choice and field and per
+    /// tool call; a choice's finish releases all of its parts.
+    fn choices(&mut self, event: &mut Value, guarding: &mut Guarding<'_>) -> Vec<Value> {
+        let count = event["choices"].as_array().map_or(0, Vec::len);
+        let mut before = Vec::new();
+        for at in 0..count {
+            let choice = &event["choices"][at];
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finishing = choice.get("finish_reason").is_some_and(|r| !r.is_null());
+            let mut fields = Vec::new();
+            if choice.get("text").is_some_and(Value::is_string) {
+                fields.push((ChoiceField::Text, format!("/choices/{at}/text")));
+            }
+            if let Some(delta) = choice.get("delta").filter(|d| d.is_object()) {
+                for (n, field) in CHAT_TEXTS.iter().enumerate() {
+                    if delta.get(field).is_some_and(Value::is_string) {
+                        let pointer = format!("/choices/{at}/delta/{field}");
+                        fields.push((ChoiceField::Delta(n), pointer));
+                    }
+                }
+                let calls = delta.get("tool_calls").and_then(Value::as_array);
+                for (k, call) in calls.into_iter().flatten().enumerate() {
+                    let arguments = call.pointer("/function/arguments");
+                    if arguments.is_some_and(Value::is_string) {
+                        let id = call
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(k as u64);
+                        let pointer =
+                            format!("/choices/{at}/delta/tool_calls/{k}/function/arguments");
+                        fields.push((ChoiceField::ToolCall(id), pointer));
+                    }
+                }
+            }
+            let touched: Vec<ChoiceField> = fields.iter().map(|(field, _)| *field).collect();
+            for (field, pointer) in fields {
+                let key = PartKey::Choice {
+                    choice: index,
+                    field,
+                };
+                self.step(key, event, &pointer, finishing, guarding);
+            }
+            if finishing {
+                before.extend(self.release(guarding, |key| {
+                    matches!(key, PartKey::Choice { choice, field }
+                        if *choice == index && !touched.contains(field))
+                }));
+            }
+        }
+        before
+    }
+
+    /// A Responses API event: deltas held back per output and content part; `.done` events
+    /// release their part and are guarded whole, as are all other events.
+    fn responses(
+        &mut self,
+        kind: &str,
+        event: &mut Value,
+        guarding: &mut Guarding<'_>,
+    ) -> Vec<Value> {
+        let number = |key: &str| event.get(key).and_then(Value::as_u64);
+        let output = number("output_index").unwrap_or(0);
+        let content = number("content_index").or(number("summary_index"));
+        let content = content.unwrap_or(0);
+        let text_kind = |suffix: &str| {
+            let name = kind.strip_suffix(suffix)?;
+            RESPONSES_TEXTS.iter().position(|(text, _)| *text == name)
+        };
+        if let Some(text) = text_kind(".delta") {
+            if event.get("delta").is_some_and(Value::is_string) {
+                let key = PartKey::Output {
+                    kind: text,
+                    output,
+                    content,
+                };
+                self.step(key, event, "/delta", false, guarding);
+                return Vec::new();
+            }
+        }
+        let before = if let Some(text) = text_kind(".done") {
+            let key = PartKey::Output {
+                kind: text,
+                output,
+                content,
+            };
+            let before = self.release(guarding, |held| *held == key);
+            let field = RESPONSES_TEXTS[text].1;
+            if let Some(Value::String(whole)) = event.get_mut(field) {
+                *whole = guarding.guard(whole);
+            }
+            before
+        } else {
+            match kind {
+                "content_part.done" => self.release(guarding, |key| {
+                    matches!(key, PartKey::Output { output: o, content: c, .. }
+                        if *o == output && *c == content)
+                }),
+                "output_item.done" => self.release(
+                    guarding,
+                    |key| matches!(key, PartKey::Output { output: o, .. } if *o == output),
+                ),
+                "completed" | "incomplete" | "failed" => self.release(guarding, |_| true),
+                _ => Vec::new(),
+            }
+        };
+        guard_reply(event, guarding.config, guarding.detectors, guarding.masker);
+        before
+    }
+
+    /// Adds the text at `pointer` in `event` to its part's held text, and puts back in its place
+    /// the guarded text that can be sent: all of it when `closing`, else up to the safe cut.
+    fn step(
+        &mut self,
+        key: PartKey,
+        event: &mut Value,
+        pointer: &str,
+        closing: bool,
+        guarding: &mut Guarding<'_>,
+    ) {
+        let Some(Value::String(new)) = event.pointer_mut(pointer) else {
+            return;
+        };
+        let held = self.held.remove(&key);
+        let mut text = held
+            .as_ref()
+            .map(|held| held.text.clone())
+            .unwrap_or_default();
+        text.push_str(new);
+        let cut = if closing {
+            text.len()
+        } else {
+            guarding.cut(&text)
+        };
+        let ready = guarding.guard_before(&text, cut);
+        *new = ready;
+        if cut == text.len() {
+            return;
+        }
+        let rest = text[cut..].to_owned();
+        let held = match held {
+            Some(held) => Held { text: rest, ..held },
+            None => {
+                self.next_order += 1;
+                let mut template = event.clone();
+                if let Some(Value::String(slot)) = template.pointer_mut(pointer) {
+                    slot.clear();
+                }
+                let (template, pointer) = part_event(template, pointer);
+                Held {
+                    order: self.next_order,
+                    text: rest,
+                    template,
+                    pointer,
+                }
+            }
+        };
+        self.held.insert(key, held);
+    }
+
+    /// Releases the held text of the parts `which` selects, guarded whole, as one event each
+    /// (in the order the parts were first held).
+    fn release(
+        &mut self,
+        guarding: &mut Guarding<'_>,
+        which: impl Fn(&PartKey) -> bool,
+    ) -> Vec<Value> {
+        let keys: Vec<PartKey> = self.held.keys().filter(|key| which(key)).cloned().collect();
+        let mut parts: Vec<Held> = keys
+            .into_iter()
+            .filter_map(|key| self.held.remove(&key))
+            .collect();
+        parts.sort_by_key(|held| held.order);
+        parts
+            .into_iter()
+            .filter_map(|held| {
+                let Held {
+                    text,
+                    mut template,
+                    pointer,
+                    ..
+                } = held;
+                let released = guarding.guard(&text);
+                let slot = template.pointer_mut(&pointer)?;
+                *slot = Value::String(released);
+                Some(template)
+            })
+            .collect()
+    }
+}
+
+/// The event a part's held text is released in, made from one of its events: a chat or legacy
+/// chunk keeps only that choice (and, of a delta, only that field or tool call) and no usage;
+/// other events stay whole. Returns it with the pointer of its text field.
+fn part_event(mut event: Value, pointer: &str) -> (Value, String) {
+    let Some(rest) = pointer.strip_prefix("/choices/") else {
+        return (event, pointer.to_owned());
+    };
+    let (at, field) = rest.split_once('/').unwrap_or((rest, ""));
+    let choice = event
+        .pointer(&format!("/choices/{at}"))
+        .cloned()
+        .unwrap_or_default();
+    let mut part = json!({"index": choice.get("index").cloned().unwrap_or(json!(0)),
+                          "finish_reason": null});
+    let pointer = if let Some(delta_field) = field.strip_prefix("delta/") {
+        match delta_field.strip_prefix("tool_calls/") {
+            Some(call) => {
+                let k = call.split('/').next().unwrap_or("0");
+                let call = choice.pointer(&format!("/delta/tool_calls/{k}"));
+                let index = call
+                    .and_then(|c| c.get("index"))
+                    .cloned()
+                    .unwrap_or(json!(0));
+                part["delta"] =
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": ""}}]});
+                "/choices/0/delta/tool_calls/0/function/arguments".to_owned()
+            }
+            None => {
+                part["delta"] = json!({ delta_field: "" });
+                format!("/choices/0/delta/{delta_field}")
+            }
+        }
+    } else {
+        part["text"] = json!("");
+        part["logprobs"] = Value::Null;
+        "/choices/0/text".to_owned()
+    };
+    if let Value::Object(fields) = &mut event {
+        fields.remove("usage");
+        fields.insert("choices".to_owned(), json!([part]));
+    }
+    (event, pointer)
+}
+
+/// Server-sent events of `events`, as the upstream's own: with an `event:` line naming the type
+/// of a typed event (the Responses API's and Anthropic's), none for chat and legacy chunks.
+pub fn write_events(events: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for event in events {
+        let kind = event
+            .get("choices")
+            .is_none()
+            .then(|| event.get("type").and_then(Value::as_str))
+            .flatten();
+        crate::sse::write_event(&mut out, kind, event);
+    }
+    out
+}
+
+/// Appends the events `finish` released at the end of an upstream body to what is sent of it,
+/// ending first an event the upstream left unfinished, so they are read as events of their own.
+pub fn append_final_events(sent: &mut Vec<u8>, events: &[Value]) {
+    if events.is_empty() {
+        return;
+    }
+    if !sent.is_empty() && !sent.ends_with(b"\n\n") {
+        if !sent.ends_with(b"\n") {
+            sent.push(b'\n');
+        }
+        sent.push(b'\n');
+    }
+    sent.extend(write_events(events));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::guard::{Action, BUILT_IN};
+    use crate::sse::{EventFate, EventReader};
+
+    /// Every streamed shape of the module's table.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Shape {
+        ChatContent,
+        ChatReasoning,
+        ChatToolCall,
+        Legacy,
+        ResponsesText,
+        ResponsesArguments,
+        ResponsesReasoning,
+        AnthropicText,
+        AnthropicToolInput,
+        AnthropicThinking,
+    }
+
+    const SHAPES: [Shape; 10] = [
+        Shape::ChatContent,
+        Shape::ChatReasoning,
+        Shape::ChatToolCall,
+        Shape::Legacy,
+        Shape::ResponsesText,
+        Shape::ResponsesArguments,
+        Shape::ResponsesReasoning,
+        Shape::AnthropicText,
+        Shape::AnthropicToolInput,
+        Shape::AnthropicThinking,
+    ];
+
+    /// How a stream ends: with the events that close its part (and, for chat, the finish chunk
+    /// carrying the last piece), with a closing event that carries no text, with `[DONE]` only,
+    /// or with the end of the body and nothing else.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ending {
+        ClosedWithText,
+        ClosedWithoutText,
+        DoneOnly,
+        BodyEnds,
+    }
+
+    const ENDINGS: [Ending; 4] = [
+        Ending::ClosedWithText,
+        Ending::ClosedWithoutText,
+        Ending::DoneOnly,
+        Ending::BodyEnds,
+    ];
+
+    fn done() -> Value {
+        Value::String("[DONE]".into())
+    }
+
+    /// The events of a stream of `pieces` in `shape`, ending as `ending` says.
+    fn events(shape: Shape, pieces: &[&str], ending: Ending) -> Vec<Value> {
+        let whole: String = pieces.concat();
+        let mut out = Vec::new();
+        let (last, body) = match ending {
+            Ending::ClosedWithText => (
+                pieces.last().copied(),
+                &pieces[..pieces.len().saturating_sub(1)],
+            ),
+            _ => (None, pieces),
+        };
+        let closes = matches!(ending, Ending::ClosedWithText | Ending::ClosedWithoutText);
+        match shape {
+            Shape::ChatContent | Shape::ChatReasoning | Shape::ChatToolCall | Shape::Legacy => {
+                let chunk = |piece: Option<&str>, finish: Option<&str>| {
+                    let mut choice = json!({"index": 0, "finish_reason": finish});
+                    match (shape, piece) {
+                        (Shape::Legacy, piece) => choice["text"] = json!(piece.unwrap_or("")),
+                        (_, None) => {}
+                        (Shape::ChatContent, Some(p)) => choice["delta"] = json!({"content": p}),
+                        (Shape::ChatReasoning, Some(p)) => {
+                            choice["delta"] = json!({"reasoning_content": p});
+                        }
+                        (_, Some(p)) => {
+                            choice["delta"] = json!({"tool_calls": [
+                                {"index": 0, "function": {"arguments": p}}]});
+                        }
+                    }
+                    let object = if shape == Shape::Legacy {
+                        "text_completion"
+                    } else {
+                        "chat.completion.chunk"
+                    };
+                    json!({"id": "c", "object": object, "model": "m", "choices": [choice]})
+                };
+                out.extend(body.iter().map(|piece| chunk(Some(piece), None)));
+                if closes {
+                    out.push(chunk(last, Some("stop")));
+                    out.push(json!({"id": "c", "choices": [], "usage": {"total_tokens": 3}}));
+                }
+                if ending != Ending::BodyEnds {
+                    out.push(done());
+                }
+            }
+            Shape::ResponsesText | Shape::ResponsesArguments | Shape::ResponsesReasoning => {
+                let (kind, field, item, index) = match shape {
+                    Shape::ResponsesText => (
+                        "output_text",
+                        "text",
+                        json!({"type": "message", "content": [{"type": "output_text", "text": whole}]}),
+                        "content_index",
+                    ),
+                    Shape::ResponsesArguments => (
+                        "function_call_arguments",
+                        "arguments",
+                        json!({"type": "function_call", "arguments": whole}),
+                        "content_index",
+                    ),
+                    _ => (
+                        "reasoning_summary_text",
+                        "text",
+                        json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": whole}]}),
+                        "summary_index",
+                    ),
+                };
+                let delta = |piece: &str| {
+                    json!({"type": format!("response.{kind}.delta"), "item_id": "i",
+                           "output_index": 0, index: 0, "delta": piece})
+                };
+                out.extend(body.iter().map(|piece| delta(piece)));
+                if let Some(piece) = last {
+                    out.push(delta(piece));
+                }
+                if ending == Ending::ClosedWithText {
+                    out.push(
+                        json!({"type": format!("response.{kind}.done"), "item_id": "i",
+                                    "output_index": 0, index: 0, field: whole}),
+                    );
+                    out.push(
+                        json!({"type": "response.output_item.done", "output_index": 0,
+                                    "item": item}),
+                    );
+                }
+                if closes {
+                    out.push(json!({"type": "response.completed",
+                                    "response": {"output": [item]}}));
+                }
+            }
+            Shape::AnthropicText | Shape::AnthropicToolInput | Shape::AnthropicThinking => {
+                let (kind, field) = match shape {
+                    Shape::AnthropicText => ("text_delta", "text"),
+                    Shape::AnthropicToolInput => ("input_json_delta", "partial_json"),
+                    _ => ("thinking_delta", "thinking"),
+                };
+                out.push(json!({"type": "message_start", "message": {"content": []}}));
+                out.push(json!({"type": "content_block_start", "index": 0,
+                                "content_block": {"type": "text", "text": ""}}));
+                let delta = |piece: &str| {
+                    json!({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": kind, field: piece}})
+                };
+                out.extend(body.iter().map(|piece| delta(piece)));
+                if let Some(piece) = last {
+                    out.push(delta(piece));
+                }
+                if ending == Ending::ClosedWithText {
+                    out.push(json!({"type": "content_block_stop", "index": 0}));
+                }
+                if closes {
+                    out.push(
+                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+                    );
+                    out.push(json!({"type": "message_stop"}));
+                }
+            }
+        }
+        out
+    }
+
+    /// The streamed text of a shape's deltas, concatenated, and every other string the events
+    /// hold (finished texts, whole items).
+    fn texts(shape: Shape, events: &[Value]) -> (String, Vec<String>) {
+        fn strings(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::String(text) => out.push(text.clone()),
+                Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+                Value::Object(fields) => fields.values().for_each(|field| strings(field, out)),
+                _ => {}
+            }
+        }
+        let mut streamed = String::new();
+        let mut others = Vec::new();
+        for event in events {
+            let pointer = match shape {
+                Shape::ChatContent => "/choices/0/delta/content",
+                Shape::ChatReasoning => "/choices/0/delta/reasoning_content",
+                Shape::ChatToolCall => "/choices/0/delta/tool_calls/0/function/arguments",
+                Shape::Legacy => "/choices/0/text",
+                Shape::ResponsesText | Shape::ResponsesArguments | Shape::ResponsesReasoning => {
+                    "/delta"
+                }
+                Shape::AnthropicText => "/delta/text",
+                Shape::AnthropicToolInput => "/delta/partial_json",
+                Shape::AnthropicThinking => "/delta/thinking",
+            };
+            let is_delta = event["type"].as_str().is_none_or(|t| t.ends_with("delta"))
+                && event.pointer(pointer).is_some_and(Value::is_string);
+            match event.pointer(pointer).and_then(Value::as_str) {
+                Some(text) if is_delta => streamed.push_str(text),
+                _ => strings(event, &mut others),
+            }
+        }
+        (streamed, others)
+    }
+
+    /// Runs events through a guard as pass-through does: events put before each, and what is
+    /// held released at the end of the body.
+    fn run(
+        events: Vec<Value>,
+        config: &GuardConfig,
+        detectors: &Detectors,
+        masker: &mut Masker,
+    ) -> Vec<Value> {
+        let mut guard = DeltaGuard::default();
+        let mut out = Vec::new();
+        for mut event in events {
+            out.extend(guard.guard_event(&mut event, config, detectors, masker));
+            out.push(event);
+        }
+        out.extend(guard.finish(config, detectors, masker));
+        assert!(!guard.holds_text());
+        out
+    }
+
+    fn all(action: Action) -> Detectors {
+        let actions: BTreeMap<String, Action> = BUILT_IN
+            .iter()
+            .map(|name| ((*name).to_owned(), action))
+            .collect();
+        Detectors::compile(&actions, &[]).unwrap()
+    }
+
+    fn config(reversible: bool, responses: bool) -> GuardConfig {
+        GuardConfig {
+            reversible,
+            responses,
+            ..GuardConfig::default()
+        }
+    }
+
+    /// A JWT longer than the 256 bytes the guard once held at most (item 4 of issue 18).
+    fn long_jwt() -> String {
+        format!(
+            "eyJhbGciOiJIUzI1NiJ9.eyJ{}.c2lnbmF0dXJl",
+            "c3ViIjoiMSJ9".repeat(24)
+        )
+    }
+
+    /// A value of every built-in detector, and the cases of issue 18 (a phone split at its space,
+    /// an IBAN in groups, a long JWT).
+    fn values() -> Vec<String> {
+        let mut values: Vec<String> = [
+            "jane.doe@example.com",
+            "+1 (415) 555-2671",
+            "(415) 555-2671",
+            "4111 1111 1111 1111",
+            "123-45-6789",
+            "GB82 WEST 1234 5698 7654 32",
+            "192.168.1.20",
+            "2001:db8::8a2e:370:7334",
+            "sk-proj-abcdefghijklmnopqrstuvwx",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-1234567890-abcdef",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        values.push(long_jwt());
+        values
+    }
+
+    /// The char boundaries of `text`, inside it.
+    fn splits(text: &str) -> impl Iterator<Item = usize> + '_ {
+        (1..text.len()).filter(|&at| text.is_char_boundary(at))
+    }
+
+    /// A value a reply plants, split into two events at every boundary and into random pieces,
+    /// in every shape and however the stream ends, never comes out: not in the deltas, not in
+    /// the finished texts. Masked (`responses`) and refused-in-requests detectors alike.
+    #[test]
+    fn a_planted_value_never_comes_out() {
+        let mut rng = StdRng::seed_from_u64(18);
+        for action in [Action::Mask, Action::Reject] {
+            let detectors = all(action);
+            let config = config(false, true);
+            for value in values() {
+                let text = format!("Note: {value} ok");
+                // A refused detector masks in replies as a masking one does: the same path, cut
+                // at random points only.
+                let mut cuts: Vec<Vec<&str>> = splits(&text)
+                    .filter(|_| action == Action::Mask)
+                    .map(|at| vec![&text[..at], &text[at..]])
+                    .collect();
+                for _ in 0..8 {
+                    let mut at = 0;
+                    let mut pieces = Vec::new();
+                    while at < text.len() {
+                        let mut end = (at + rng.random_range(1..6)).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        pieces.push(&text[at..end]);
+                        at = end;
+                    }
+                    cuts.push(pieces);
+                }
+                for shape in SHAPES {
+                    for ending in ENDINGS {
+                        for pieces in &cuts {
+                            let mut masker = Masker::default();
+                            let out = run(
+                                events(shape, pieces, ending),
+                                &config,
+                                &detectors,
+                                &mut masker,
+                            );
+                            let (streamed, others) = texts(shape, &out);
+                            assert!(
+                                !streamed.contains(value.as_str()),
+                                "{shape:?} {ending:?} {pieces:?}: {streamed:?}"
+                            );
+                            assert!(streamed.starts_with("Note: [") && streamed.ends_with("] ok"));
+                            for other in others {
+                                assert!(!other.contains(value.as_str()), "{shape:?} {other:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reversible mode: the placeholder a request's value became, split anywhere in a reply of
+    /// any shape, comes back as exactly the user's value, and the rest of the text as it was.
+    #[test]
+    fn placeholders_split_anywhere_are_restored_exactly() {
+        let detectors = all(Action::Mask);
+        for responses in [false, true] {
+            let config = config(true, responses);
+            for value in values() {
+                let mut masker = Masker::default();
+                let placeholder = masker.mask(&detectors, &value).unwrap().into_owned();
+                assert_ne!(placeholder, value);
+                let text = format!("Sure, {placeholder} it is [x]");
+                let expected = format!("Sure, {value} it is [x]");
+                for at in splits(&text) {
+                    for shape in SHAPES {
+                        for ending in ENDINGS {
+                            let pieces = [&text[..at], &text[at..]];
+                            let out = run(
+                                events(shape, &pieces, ending),
+                                &config,
+                                &detectors,
+                                &mut masker,
+                            );
+                            let (streamed, _) = texts(shape, &out);
+                            assert_eq!(streamed, expected, "{shape:?} {ending:?} {pieces:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pieces of replies with nothing sensitive in them, but much that looks like a start of a
+    /// value: digits, groups of capitals, brackets, hex words, `eyJ`, `sk`, dashes, other scripts.
+    const PLAIN: &[&str] = &[
+        "Hello", " ", "world", ".", "\n", "Q2", "2026", "(", ")", "415", "-", "[", "]", "[EMA",
+        "GB", "82", "WEST", "eyJ", "sk", "-----", "BEGIN", "号", "é", "\u{3000}", "３３", "cafe",
+        ":", "@", "x", "+", "1.2", "AKIA", "ghp_", "\"", "{", "}", "\\",
+    ];
+
+    /// No text is lost: with nothing to mask or restore, the deltas a client gets add up to the
+    /// upstream's text exactly, whatever the split points and however the stream ends.
+    #[test]
+    fn no_text_is_lost() {
+        let detectors = all(Action::Mask);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut checked = 0;
+        for _ in 0..150 {
+            let pieces: Vec<&str> = (0..rng.random_range(1..30))
+                .map(|_| PLAIN[rng.random_range(0..PLAIN.len())])
+                .collect();
+            let text = pieces.concat();
+            let mut probe = Masker::default();
+            if probe.mask_new(&detectors, &text) != text {
+                continue;
+            }
+            checked += 1;
+            let mut masker = Masker::default();
+            masker.mask(&detectors, "a@x.io").unwrap();
+            for config in [config(true, true), config(false, true), config(true, false)] {
+                for shape in SHAPES {
+                    for ending in ENDINGS {
+                        let out = run(
+                            events(shape, &pieces, ending),
+                            &config,
+                            &detectors,
+                            &mut masker,
+                        );
+                        let (streamed, _) = texts(shape, &out);
+                        assert_eq!(streamed, text, "{shape:?} {ending:?} {pieces:?}");
+                    }
+                }
+            }
+        }
+        assert!(checked > 75, "only {checked} texts had nothing to mask");
+    }
+
+    /// The hold-back is bounded: a stream of a word that never ends (it could always still be
+    /// an e-mail address's start) is held no more than the longest address, 254 bytes, and one
+    /// that could always be a JWT no more than the longest JWT held.
+    #[test]
+    fn what_is_held_is_bounded() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for (start, piece, bound) in [("", "ab", 254), ("t eyJ", "a.", 8192)] {
+            let mut masker = Masker::default();
+            let mut guard = DeltaGuard::default();
+            let mut streamed = 0;
+            let mut sent = 0;
+            let mut most = 0;
+            for n in 0..6_000 {
+                let text = if n == 0 { start } else { piece };
+                let mut event = json!({"choices": [{"index": 0, "delta": {"content": text}}]});
+                guard.guard_event(&mut event, &config, &detectors, &mut masker);
+                streamed += text.len();
+                sent += event["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .len();
+                assert!(streamed - sent <= bound, "{piece} {n}");
+                most = most.max(streamed - sent);
+            }
+            assert!(most > bound - 4, "{piece}: held at most {most}");
+        }
+    }
+
+    /// The stream as bytes, through the event reader as pass-through reads it, cut into two
+    /// chunks at every byte: the value never comes out and the text is whole.
+    #[test]
+    fn values_split_across_chunks_and_events_never_come_out() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for (shape, value) in [
+            (Shape::ChatContent, "(415) 555-2671"),
+            (Shape::ResponsesText, "GB82 WEST 1234 5698 7654 32"),
+            (Shape::AnthropicText, "jane.doe@example.com"),
+        ] {
+            let text = format!("Call {value} now");
+            let pieces: Vec<&str> = text.split_inclusive(' ').collect();
+            let mut stream = events(shape, &pieces, Ending::DoneOnly);
+            stream.retain(|event| *event != done());
+            let mut bytes = write_events(&stream);
+            bytes.extend_from_slice(crate::sse::DONE);
+            for at in 0..=bytes.len() {
+                let mut masker = Masker::default();
+                let mut guard = DeltaGuard::default();
+                let mut reader = EventReader::new(true);
+                reader.offer_done();
+                let mut sent = Vec::new();
+                for (chunk, end) in [(&bytes[..at], false), (&bytes[at..], true)] {
+                    let mut emitted = reader.read(chunk, end, |event| {
+                        let mut guarded = event.clone();
+                        let before =
+                            guard.guard_event(&mut guarded, &config, &detectors, &mut masker);
+                        // As pass-through decides: an event left as it came is kept.
+                        let fate = if guarded == *event {
+                            EventFate::Keep
+                        } else {
+                            EventFate::Replace(guarded)
+                        };
+                        EventFate::Prepend(write_events(&before), Box::new(fate))
+                    });
+                    if end {
+                        let rest = guard.finish(&config, &detectors, &mut masker);
+                        append_final_events(&mut emitted, &rest);
+                    }
+                    sent.extend(emitted);
+                }
+                let mut read = Vec::new();
+                EventReader::default().read(&sent, true, |event| {
+                    read.push(event.clone());
+                    EventFate::Keep
+                });
+                let (streamed, _) = texts(shape, &read);
+                assert_eq!(
+                    streamed,
+                    "Call [PHONE_1] now".replace(
+                        "PHONE",
+                        match shape {
+                            Shape::ChatContent => "PHONE",
+                            Shape::ResponsesText => "IBAN",
+                            _ => "EMAIL",
+                        }
+                    ),
+                    "{shape:?} at {at}"
+                );
+                assert!(
+                    sent.ends_with(crate::sse::DONE),
+                    "{shape:?} at {at}: {}",
+                    String::from_utf8_lossy(&sent)
+                );
+            }
+        }
+    }
+
+    /// Item 4 of issue 18: the finish chunk without a delta, and `[DONE]` without a finish
+    /// chunk, release the words held back instead of losing them.
+    #[test]
+    fn held_words_are_released_by_a_finish_without_delta_and_by_done() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for ending in [
+            Ending::ClosedWithoutText,
+            Ending::DoneOnly,
+            Ending::BodyEnds,
+        ] {
+            let mut masker = Masker::default();
+            let out = run(
+                events(Shape::ChatContent, &["Hello ", "wor"], ending),
+                &config,
+                &detectors,
+                &mut masker,
+            );
+            let (streamed, _) = texts(Shape::ChatContent, &out);
+            assert_eq!(streamed, "Hello wor", "{ending:?}");
+            if ending != Ending::BodyEnds {
+                let done_at = out.iter().position(|e| *e == done()).unwrap();
+                let held_at = out
+                    .iter()
+                    .position(|e| e.pointer("/choices/0/delta/content") == Some(&json!("wor")))
+                    .unwrap();
+                assert!(held_at < done_at, "{ending:?}: {out:?}");
+            }
+        }
+    }
+
+    /// Streaming is never weaker than guarding the whole text at once: planted in random text
+    /// (which may run into it, or hold values of its own) and cut at random, a value that the
+    /// whole-text guard hides never comes out; and a text it leaves alone comes out as it was.
+    #[test]
+    fn streaming_is_never_weaker_than_the_whole_text() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        let values = values();
+        let mut rng = StdRng::seed_from_u64(99);
+        let mut hidden = 0;
+        for _ in 0..1_500 {
+            let around = |rng: &mut StdRng| -> String {
+                (0..rng.random_range(0..6))
+                    .map(|_| PLAIN[rng.random_range(0..PLAIN.len())])
+                    .collect()
+            };
+            let value = &values[rng.random_range(0..values.len())];
+            let text = format!("{}{value}{}", around(&mut rng), around(&mut rng));
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let mut end = (at + rng.random_range(1..9)).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                pieces.push(&text[at..end]);
+                at = end;
+            }
+            let whole = Masker::default().mask_new(&detectors, &text);
+            let shape = SHAPES[rng.random_range(0..SHAPES.len())];
+            let ending = ENDINGS[rng.random_range(0..ENDINGS.len())];
+            let mut masker = Masker::default();
+            let out = run(
+                events(shape, &pieces, ending),
+                &config,
+                &detectors,
+                &mut masker,
+            );
+            let (streamed, _) = texts(shape, &out);
+            if !whole.contains(value.as_str()) {
+                hidden += 1;
+                assert!(
+                    !streamed.contains(value.as_str()),
+                    "{shape:?} {ending:?} {pieces:?}: {streamed:?}"
+                );
+            }
+        }
+        assert!(hidden > 700, "{hidden}");
+    }
+}
