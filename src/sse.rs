@@ -94,14 +94,7 @@ impl EventReader {
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
         while let Some(end) = find_event_end(&self.pending, self.searched.max(start)) {
-            let data = data_of(&self.pending[start..end]);
-            let fate = match serde_json::from_slice::<Value>(&data) {
-                Ok(value) => decide(&value),
-                Err(_) if self.offer_done && data == b"[DONE]" => {
-                    decide(&Value::String("[DONE]".to_owned()))
-                }
-                Err(_) => EventFate::Keep,
-            };
+            let fate = fate_of(&self.pending[start..end], self.offer_done, &mut decide);
             write_fate(&mut out, &self.pending[start..end], fate);
             start = end;
         }
@@ -113,10 +106,7 @@ impl EventReader {
             // read it, so it must not pass undecided.
             let last = std::mem::take(&mut self.pending);
             if !last.is_empty() {
-                let fate = match serde_json::from_slice::<Value>(&data_of(&last)) {
-                    Ok(value) => decide(&value),
-                    Err(_) => EventFate::Keep,
-                };
+                let fate = fate_of(&last, self.offer_done, &mut decide);
                 write_fate(&mut out, &last, fate);
             }
             self.searched = 0;
@@ -129,6 +119,21 @@ impl EventReader {
             self.skipping = true;
         }
         out
+    }
+}
+
+/// What `decide` makes of one event: events whose payload is JSON (and `[DONE]`, once offered)
+/// are its to decide; the rest pass on as they came.
+fn fate_of(
+    event: &[u8],
+    offer_done: bool,
+    decide: &mut impl FnMut(&Value) -> EventFate,
+) -> EventFate {
+    let data = data_of(event);
+    match serde_json::from_slice::<Value>(&data) {
+        Ok(value) => decide(&value),
+        Err(_) if offer_done && data == b"[DONE]" => decide(&Value::String("[DONE]".to_owned())),
+        Err(_) => EventFate::Keep,
     }
 }
 
