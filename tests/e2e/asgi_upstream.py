@@ -8,7 +8,13 @@ Reply headers a test may send (all optional):
   the request accepts it), `gzip-always` (gzip'd whatever it accepts), `empty` (no body);
 - `x-upstream-say`: the reply text (default: the last user message, an echo);
 - `x-upstream-status`, `x-upstream-content-type`, `x-upstream-eol` (`lf`, `cr`, `crlf`),
-  `x-upstream-pad` (that many spaces of padding in a JSON reply).
+  `x-upstream-pad` (that many spaces of padding in a JSON reply);
+- for chat streams, `x-upstream-field`: `content` (default), `reasoning_content`, or
+  `arguments` (a tool call's), and `x-upstream-end`: `finish` (a finish chunk with no `delta`,
+  then `[DONE]`), `done` (`[DONE]` with no finish chunk) or `eof` (neither).
+
+`/v1/responses` and `/v1/messages` stream their own event shapes, one character a delta; any
+other POST is recorded and answered `{}`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ class AsgiUpstream:
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/v1/embeddings", self.recorded, methods=["POST"]),
                 Route("/{rest:path}", self.unknown, methods=["GET", "POST"]),
             ]
         )
@@ -73,6 +82,75 @@ class AsgiUpstream:
         }
         return entry, raw
 
+    async def recorded(self, request: Request) -> Response:
+        entry, _ = await self.record(request)
+        self.requests[request.headers.get("x-test-id", "")] = entry
+        return JSONResponse({})
+
+    async def responses(self, request: Request) -> Response:
+        entry, _ = await self.record(request)
+        self.requests[request.headers.get("x-test-id", "")] = entry
+        text = request.headers.get("x-upstream-say", "")
+        return StreamingResponse(self.responses_events(text), media_type="text/event-stream")
+
+    async def messages(self, request: Request) -> Response:
+        entry, _ = await self.record(request)
+        self.requests[request.headers.get("x-test-id", "")] = entry
+        text = request.headers.get("x-upstream-say", "")
+        field = request.headers.get("x-upstream-field", "text")
+        return StreamingResponse(self.anthropic_events(text, field), media_type="text/event-stream")
+
+    @staticmethod
+    async def responses_events(text: str):
+        sequence = iter(range(1 << 30))
+
+        def event(kind: str, **fields) -> bytes:
+            payload = {"type": kind, "sequence_number": next(sequence), **fields}
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+        item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        response = {"id": "resp_1", "object": "response", "status": "completed", "output": [item],
+                    "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}}
+        yield event("response.created", response={**response, "status": "in_progress",
+                                                   "output": []})
+        yield event("response.output_item.added", output_index=0,
+                    item={**item, "status": "in_progress", "content": []})
+        yield event("response.content_part.added", item_id="msg_1", output_index=0,
+                    content_index=0, part={"type": "output_text", "text": "", "annotations": []})
+        for character in text:
+            yield event("response.output_text.delta", item_id="msg_1", output_index=0,
+                        content_index=0, delta=character)
+        yield event("response.output_text.done", item_id="msg_1", output_index=0,
+                    content_index=0, text=text)
+        yield event("response.content_part.done", item_id="msg_1", output_index=0,
+                    content_index=0, part=item["content"][0])
+        yield event("response.output_item.done", output_index=0, item=item)
+        yield event("response.completed", response=response)
+
+    @staticmethod
+    async def anthropic_events(text: str, field: str):
+        def event(kind: str, **fields) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+        yield event("message_start", message={
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": 1}})
+        if field == "input":
+            block = {"type": "tool_use", "id": "toolu_1", "name": "send", "input": {}}
+        else:
+            block = {"type": "text", "text": ""}
+        yield event("content_block_start", index=0, content_block=block)
+        for character in text:
+            delta = ({"type": "input_json_delta", "partial_json": character} if field == "input"
+                     else {"type": "text_delta", "text": character})
+            yield event("content_block_delta", index=0, delta=delta)
+        yield event("content_block_stop", index=0)
+        yield event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                    usage={"output_tokens": 3})
+        yield event("message_stop")
+
     async def unknown(self, request: Request) -> Response:
         entry, _ = await self.record(request)
         self.unrouted.append(entry)
@@ -96,7 +174,8 @@ class AsgiUpstream:
         if reply == "stream":
             eol = {"lf": "\n", "cr": "\r", "crlf": "\r\n"}[asked.get("x-upstream-eol", "lf")]
             return StreamingResponse(
-                self.events(body.get("model"), text, eol),
+                self.events(body.get("model"), text, eol, asked.get("x-upstream-field", "content"),
+                            asked.get("x-upstream-end", "finish-with-delta")),
                 status_code=status,
                 media_type=content_type or "text/event-stream",
             )
@@ -119,7 +198,7 @@ class AsgiUpstream:
         )
 
     @staticmethod
-    async def events(model: str | None, text: str, eol: str):
+    async def events(model: str | None, text: str, eol: str, field: str, end: str):
         def event(payload: dict | str) -> bytes:
             data = payload if isinstance(payload, str) else json.dumps(payload)
             return f"data: {data}{eol}{eol}".encode()
@@ -129,8 +208,22 @@ class AsgiUpstream:
                     "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+        def piece(character: str) -> dict:
+            if field == "arguments":
+                return {"tool_calls": [{"index": 0, "function": {"arguments": character}}]}
+            return {field: character}
+
         yield event(chunk({"role": "assistant", "content": ""}))
+        if field == "arguments":
+            yield event(chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                               "function": {"name": "send", "arguments": ""}}]}))
         for character in text:
-            yield event(chunk({"content": character}))
-        yield event(chunk({}, "stop"))
-        yield event("[DONE]")
+            yield event(chunk(piece(character)))
+        if end == "finish":
+            finish = chunk({}, "stop")
+            del finish["choices"][0]["delta"]
+            yield event(finish)
+        elif end == "finish-with-delta":
+            yield event(chunk({}, "stop"))
+        if end != "eof":
+            yield event("[DONE]")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import re
 import uuid
 
 import pytest
@@ -22,10 +23,14 @@ from harness import ENVOY_DIR
 
 EMAIL = "jane.doe@example.com"
 IBAN = "GB82 WEST 1234 5698 7654 32"
+PHONE = "(415) 555-2671"
+# A JWT of about 400 bytes: longer than the 256 bytes the hold-back once stopped at.
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4" * 7
+       + "." + "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
 GUARD = {
     "mode": "passthrough",
-    "guard": {"detectors": {"email": "mask", "iban": "mask"}, "reversible": True,
-              "responses": True},
+    "guard": {"detectors": {"email": "mask", "iban": "mask", "phone": "mask", "jwt": "mask"},
+              "reversible": True, "responses": True},
 }
 NORMALISING_KEYS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
 
@@ -205,3 +210,130 @@ def test_a_model_name_that_could_split_a_log_line_is_openais_400(proxy, upstream
     assert json.loads(content)["error"]["param"] == "model"
     assert test_id not in upstream.requests
     assert "x-injected" not in proxy.log()
+
+
+def events_of(content: bytes) -> list[dict | str]:
+    """The data of each event in a stream, whatever its line breaks: JSON, or `[DONE]`."""
+    events = []
+    for block in re.split(r"(?:\r\n|\r|\n){2}", content.decode()):
+        data = [line[5:].lstrip(" ") for line in re.split(r"\r\n|\r|\n", block)
+                if line.startswith("data:")]
+        if data:
+            joined = "\n".join(data)
+            events.append(joined if joined == "[DONE]" else json.loads(joined))
+    return events
+
+
+def chat_text(content: bytes, field: str = "content") -> str:
+    """The text a client assembles from a chat stream's deltas."""
+    text = ""
+    for event in events_of(content):
+        if isinstance(event, str):
+            continue
+        for choice in event.get("choices", []):
+            delta = choice.get("delta") or {}
+            if field == "arguments":
+                for call in delta.get("tool_calls") or []:
+                    text += call.get("function", {}).get("arguments") or ""
+            else:
+                text += delta.get(field) or ""
+    return text
+
+
+@pytest.mark.parametrize("value, placeholder", [
+    (EMAIL, "[EMAIL_1]"), (PHONE, "[PHONE_1]"), (IBAN, "[IBAN_1]"), (JWT, "[JWT_1]"),
+])
+@pytest.mark.parametrize("field", ["content", "reasoning_content", "arguments"])
+def test_a_value_streamed_a_character_a_delta_never_reaches_the_client(proxy, value, placeholder,
+                                                                      field):
+    said = f"Call {value} now, please."
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("who?", stream=True),
+        x_upstream_reply="stream", x_upstream_say=said, x_upstream_field=field,
+    )
+    assert status == 200
+    assert value not in content.decode()
+    # Every other character arrives, in order: nothing is lost to the hold-back.
+    assert chat_text(content, field) == said.replace(value, placeholder)
+
+
+@pytest.mark.parametrize("end", ["finish", "done", "eof"])
+def test_held_back_text_is_released_however_the_stream_ends(proxy, end):
+    said = "Hello wor"
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi", stream=True),
+        x_upstream_reply="stream", x_upstream_say=said, x_upstream_end=end,
+    )
+    assert status == 200
+    assert chat_text(content) == said
+    if end != "eof":
+        assert events_of(content)[-1] == "[DONE]", "released before [DONE], which clients stop at"
+
+
+def test_a_streamed_placeholder_is_restored_exactly(proxy):
+    status, _, content, test_id = send(
+        proxy, "POST", "/v1/chat/completions", chat(f"mail {EMAIL}", stream=True),
+        x_upstream_reply="stream", x_upstream_say="Sent to [EMAIL_1].",
+    )
+    assert status == 200
+    assert chat_text(content) == f"Sent to {EMAIL}."
+
+
+def test_responses_and_anthropic_streams_are_held_per_part(proxy):
+    said = f"Reach me at {EMAIL} or {PHONE}."
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/responses", {"model": "gpt-4o", "input": "hi", "stream": True},
+        x_upstream_say=said,
+    )
+    assert status == 200
+    assert EMAIL not in content.decode() and "555-2671" not in content.decode()
+    deltas = "".join(e["delta"] for e in events_of(content)
+                     if isinstance(e, dict) and e["type"] == "response.output_text.delta")
+    assert deltas == "Reach me at [EMAIL_1] or [PHONE_1]."
+    for field in ["text", "input"]:
+        said = f"Reach me at {EMAIL}." if field == "text" else json.dumps({"to": EMAIL})
+        status, _, content, _ = send(
+            proxy, "POST", "/v1/messages",
+            {"model": "claude", "max_tokens": 10, "stream": True,
+             "messages": [{"role": "user", "content": "hi"}]},
+            x_upstream_say=said, x_upstream_field=field,
+        )
+        assert status == 200
+        assert EMAIL not in content.decode(), field
+        assert "[EMAIL_1]" in content.decode(), field
+
+
+def test_request_fields_beyond_messages_are_masked_before_the_upstream(proxy, upstream):
+    bodies = {
+        "/v1/embeddings": {"model": "text-embedding-3-small", "input": ["a", f"mail {EMAIL}"]},
+        "/v1/chat/completions": {
+            "model": "gpt-4o", "prediction": {"type": "content", "content": f"to {EMAIL}"},
+            "messages": [{"role": "function", "name": "lookup", "content": f"found {EMAIL}"},
+                         {"role": "user", "content": "hi"}]},
+        "/v1/responses": {"model": "gpt-4o", "stream": True, "input": "hi",
+                          "prompt": {"id": "pmpt_1", "variables": {"customer": EMAIL}}},
+        "/v1/messages": {
+            "model": "claude", "max_tokens": 10, "stream": True,
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                    "data": f"contract for {EMAIL}"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "send", "input": {"to": EMAIL}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sent"}]}]},
+    }
+    for path, body in bodies.items():
+        status, _, content, test_id = send(proxy, "POST", path, body, x_upstream_say="ok")
+        assert status == 200, (path, content)
+        seen = upstream.seen(test_id)["raw"].decode()
+        assert EMAIL not in seen, path
+        assert "[EMAIL_1]" in seen, path
+
+
+def test_fullwidth_digits_are_text_not_a_panic(proxy):
+    text = "account GB\uff13\uff1312345678901 please"
+    status, _, content, _ = send(proxy, "POST", "/v1/chat/completions", chat(text))
+    assert status == 200, content
+    assert "panic" not in proxy.log()
+    assert "\uff13" not in proxy.log()
