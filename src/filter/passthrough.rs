@@ -13,7 +13,7 @@ use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::json_writer;
-use crate::openai::{self, ApiError, parse_object};
+use crate::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
 use crate::routes::Endpoint;
 use crate::sse::{EventFate, EventReader};
 use crate::tokens::Tokenizer;
@@ -316,8 +316,8 @@ impl Filter {
         endpoint: &Endpoint,
         body: &mut Vec<u8>,
     ) -> Option<Essentials> {
-        let mut fields = match parse_object(body) {
-            Ok(fields) => fields,
+        let (mut fields, duplicated) = match parse_object_noting_duplicates(body) {
+            Ok(read) => read,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
                 return None;
@@ -325,7 +325,9 @@ impl Filter {
         };
         let transform = &self.context.config.transform;
         let header = |name: &str| host.request_header(name);
-        let mut changed = transform.apply(&mut fields, header);
+        // A key given twice goes on once, as it was read, guarded and charged.
+        let mut changed = duplicated;
+        changed |= transform.apply(&mut fields, header);
         changed |= self.guard_request(host, &mut fields)?;
         let strip_usage_chunk =
             reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);

@@ -1,6 +1,10 @@
 //! Small helpers for reading untrusted JSON and describing what was found.
 
-use serde_json::{Map, Value};
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use super::ApiError;
 
@@ -12,6 +16,94 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> 
             "expected an object, but got {}",
             type_phrase(&other)
         ))),
+    }
+}
+
+/// [`parse_object`], also telling whether any object in the body names a key twice. Parsers
+/// disagree on which one counts (serde_json and Python take the last, others the first), so a
+/// body that goes on upstream after llm-edge read it must go as llm-edge read it: rewritten.
+pub(crate) fn parse_object_noting_duplicates(
+    body: &[u8],
+) -> Result<(Map<String, Value>, bool), ApiError> {
+    let duplicated = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = NotingDuplicates(&duplicated)
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(ApiError::invalid_json)?;
+    match value {
+        Value::Object(fields) => Ok((fields, duplicated.get())),
+        other => Err(ApiError::invalid_json(format_args!(
+            "expected an object, but got {}",
+            type_phrase(&other)
+        ))),
+    }
+}
+
+/// Builds a [`Value`] as serde_json does, setting the flag when an object repeats a key (the
+/// last value wins, as in serde_json).
+struct NotingDuplicates<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for NotingDuplicates<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NotingDuplicates<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(NotingDuplicates(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(NotingDuplicates(self.0))?;
+            if fields.insert(key, value).is_some() {
+                self.0.set(true);
+            }
+        }
+        Ok(Value::Object(fields))
     }
 }
 
@@ -45,6 +137,41 @@ pub(crate) fn type_phrase(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn duplicate_keys_are_noted_at_any_depth_and_the_last_wins() {
+        for (body, duplicated) in [
+            (
+                r#"{"a": 1, "b": {"c": [1, 2.5e300, -3, null, true, "x"]}}"#,
+                false,
+            ),
+            (r#"{"max_tokens": 1, "max_tokens": 100000}"#, true),
+            (
+                r#"{"messages": [{"content": "a@b.io", "content": "hi"}]}"#,
+                true,
+            ),
+            (
+                r#"{"x": [[{"k": 1}, {"k": 2}]], "y": {"z": {"k": 1, "k": 1}}}"#,
+                true,
+            ),
+        ] {
+            let (fields, noted) = parse_object_noting_duplicates(body.as_bytes()).unwrap();
+            assert_eq!(noted, duplicated, "{body}");
+            assert_eq!(
+                Value::Object(fields),
+                serde_json::from_str::<Value>(body).unwrap()
+            );
+        }
+        for bad in ["[1]", "{", r#"{"a":1} x"#, ""] {
+            let noting = parse_object_noting_duplicates(bad.as_bytes()).unwrap_err();
+            assert_eq!(noting.status, 400, "{bad}");
+            assert_eq!(
+                noting.message,
+                parse_object(bad.as_bytes()).unwrap_err().message,
+                "the same error as parse_object: {bad}"
+            );
+        }
+    }
 
     #[test]
     fn phrases_follow_openai_wording() {

@@ -284,3 +284,18 @@ fn embeddings_that_would_exceed_the_reply_ceiling_are_refused_before_they_are_bu
     );
     assert_eq!(host.only_reply().status, 200);
 }
+
+#[test]
+fn a_key_given_twice_goes_upstream_once_as_it_was_read() {
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"mail bob@corp.com"}],
+        "messages":[{"role":"user","content":"hi"}],"max_tokens":1,"max_tokens":100000}"#;
+    for config in [GUARDED, r#"{"mode": "passthrough"}"#] {
+        let (_, host, status) = forward(config, &[], body);
+        assert_eq!(status, BodyStatus::Continue);
+        let sent = String::from_utf8(host.forwarded_body.clone().expect("rewritten")).unwrap();
+        assert!(!sent.contains("bob@corp.com"), "{config}: {sent}");
+        assert_eq!(sent.matches("\"messages\"").count(), 1);
+        assert_eq!(sent.matches("\"max_tokens\"").count(), 1);
+        assert!(sent.contains("\"max_tokens\":100000"));
+    }
+}
