@@ -39,7 +39,7 @@ NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak bench-pacing bench-passthrough bench-budgets bench-binaries clean
+.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak soak-keys bench-pacing bench-passthrough bench-budgets bench-binaries clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -110,6 +110,11 @@ bench: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP) $(INFERNO) bench-binari
 ## each minute (not a test; needs wrk)
 soak: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
 	$(PYTHON) bench/soak.py
+
+## soak-keys: a token budget under key churn for 10 minutes: a spent key must stay refused
+## while wrk sends every request under a new key (not a test; needs wrk)
+soak-keys: build $(ENVOY_STAMP) $(TEST_STAMP) $(BENCH_STAMP)
+	$(PYTHON) bench/soak.py --churn-keys
 
 ## bench-pacing: pacing accuracy of 1,000 concurrent paced streams on one Envoy worker (not a test)
 bench-pacing: build $(ENVOY_STAMP) $(TEST_STAMP) bench-binaries
