@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::json_writer;
+use crate::openai::parse_value_noting_duplicates;
 
 /// The event that ends an OpenAI stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -40,6 +41,35 @@ pub enum EventFate {
     Prepend(Vec<u8>, Box<EventFate>),
 }
 
+/// Who decides on the events of a stream as [`EventReader`] reads them. Any
+/// `FnMut(&Value) -> EventFate` decides on JSON events and keeps every other line as it came; a
+/// guard also guards the text of those other lines.
+pub trait Decide {
+    /// The fate of an event whose data is JSON (or `[DONE]`, as the JSON string `"[DONE]"`, once
+    /// offered).
+    fn event(&mut self, event: &Value) -> EventFate;
+
+    /// Whether [`Decide::text`] is to see every line that is not JSON data.
+    fn guards_text(&self) -> bool {
+        false
+    }
+
+    /// A line that is not JSON data (data that is not JSON, an `event:` or `id:` line, a
+    /// comment), guarded: `None` keeps it as it came.
+    fn text(&mut self, _line: &str) -> Option<String> {
+        None
+    }
+}
+
+impl<F: FnMut(&Value) -> EventFate> Decide for F {
+    fn event(&mut self, event: &Value) -> EventFate {
+        self(event)
+    }
+}
+
+/// The byte-order mark a stream may begin with, which event-stream parsers skip.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads a stream of events chunk by chunk: each complete event whose data is JSON is offered to
 /// a decision; an unfinished one waits for the next chunk.
 #[derive(Debug, Default)]
@@ -54,6 +84,8 @@ pub struct EventReader {
     drop_oversized: bool,
     /// `[DONE]` is offered to the decision too (see [`EventReader::offer_done`]).
     offer_done: bool,
+    /// The start of the stream has been read past (and a byte-order mark there dropped).
+    started: bool,
 }
 
 impl EventReader {
@@ -78,7 +110,18 @@ impl EventReader {
         &mut self,
         chunk: &[u8],
         end_of_stream: bool,
-        mut decide: impl FnMut(&Value) -> EventFate,
+        decide: impl FnMut(&Value) -> EventFate,
+    ) -> Vec<u8> {
+        self.read_with(chunk, end_of_stream, decide)
+    }
+
+    /// [`EventReader::read`] with any [`Decide`], such as a guard that also guards the lines
+    /// that are not JSON data.
+    pub fn read_with(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        mut decide: impl Decide,
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.pending.len() + chunk.len());
         let mut chunk = chunk;
@@ -92,10 +135,18 @@ impl EventReader {
             chunk = rest;
         }
         self.pending.extend_from_slice(chunk);
+        if !self.started && (self.pending.len() >= BYTE_ORDER_MARK.len() || end_of_stream) {
+            // Parsers skip it; left in, the first event's first line would not read `data:`.
+            if self.pending.starts_with(BYTE_ORDER_MARK) {
+                self.pending.drain(..BYTE_ORDER_MARK.len());
+            }
+            self.started = true;
+        }
         let mut start = 0;
         while let Some(end) = find_event_end(&self.pending, self.searched.max(start)) {
-            let fate = fate_of(&self.pending[start..end], self.offer_done, &mut decide);
-            write_fate(&mut out, &self.pending[start..end], fate);
+            let event = &self.pending[start..end];
+            let fate = fate_of(event, self.offer_done, &mut decide);
+            write_decided(&mut out, event, fate, &mut decide);
             start = end;
         }
         self.pending.drain(..start);
@@ -107,7 +158,7 @@ impl EventReader {
             let last = std::mem::take(&mut self.pending);
             if !last.is_empty() {
                 let fate = fate_of(&last, self.offer_done, &mut decide);
-                write_fate(&mut out, &last, fate);
+                write_decided(&mut out, &last, fate, &mut decide);
             }
             self.searched = 0;
         } else if self.pending.len() > MAX_EVENT_BYTES {
@@ -124,17 +175,102 @@ impl EventReader {
 
 /// What `decide` makes of one event: events whose payload is JSON (and `[DONE]`, once offered)
 /// are its to decide; the rest pass on as they came.
-fn fate_of(
-    event: &[u8],
-    offer_done: bool,
-    decide: &mut impl FnMut(&Value) -> EventFate,
-) -> EventFate {
+fn fate_of(event: &[u8], offer_done: bool, decide: &mut impl Decide) -> Decided {
     let data = data_of(event);
-    match serde_json::from_slice::<Value>(&data) {
-        Ok(value) => decide(&value),
-        Err(_) if offer_done && data == b"[DONE]" => decide(&Value::String("[DONE]".to_owned())),
-        Err(_) => EventFate::Keep,
+    if data.is_empty() && !has_data_line(event) {
+        return Decided::NotJson;
     }
+    match parse_value_noting_duplicates(&data) {
+        Ok((value, duplicated)) => match decide.event(&value) {
+            // A key given twice goes on once, as it was read and decided on.
+            EventFate::Keep if duplicated && decide.guards_text() => {
+                Decided::Json(EventFate::Replace(value))
+            }
+            fate => Decided::Json(fate),
+        },
+        Err(_) if data == b"[DONE]" => Decided::Json(if offer_done {
+            decide.event(&Value::String("[DONE]".to_owned()))
+        } else {
+            EventFate::Keep
+        }),
+        Err(_) => Decided::NotJson,
+    }
+}
+
+/// What was decided of one event: its JSON data's fate, or that its data is not JSON.
+enum Decided {
+    Json(EventFate),
+    NotJson,
+}
+
+fn has_data_line(event: &[u8]) -> bool {
+    lines(event).any(|line| line.starts_with(b"data:"))
+}
+
+/// Writes an event as decided. When the decider guards text, every line that is not JSON data
+/// is guarded too, and a line that is not UTF-8 (so cannot be read) is left out.
+fn write_decided(out: &mut Vec<u8>, event: &[u8], decided: Decided, decide: &mut impl Decide) {
+    let (fate, json) = match decided {
+        Decided::Json(fate) => (fate, true),
+        Decided::NotJson => (EventFate::Keep, false),
+    };
+    if !decide.guards_text() {
+        write_fate(out, event, fate);
+        return;
+    }
+    let (first, fate) = match fate {
+        EventFate::Drop => return,
+        EventFate::Prepend(first, fate) => (first, *fate),
+        fate => (Vec::new(), fate),
+    };
+    out.extend_from_slice(&first);
+    let mut guarded = Vec::new();
+    let mut changed = false;
+    for line in lines(event) {
+        let is_data = line.starts_with(b"data:");
+        if line.is_empty() || (is_data && json) {
+            guarded.push(None);
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            changed = true;
+            guarded.push(Some(String::new()));
+            continue;
+        };
+        let text = decide.text(text);
+        changed |= text.is_some();
+        guarded.push(text);
+    }
+    if !changed {
+        write_fate(out, event, fate);
+        return;
+    }
+    let mut data_written = false;
+    for (line, guarded) in lines(event).zip(guarded) {
+        match guarded {
+            Some(text) if text.is_empty() => {}
+            Some(text) => {
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'\n');
+            }
+            None if line.is_empty() => {}
+            None => match &fate {
+                EventFate::Replace(value) if line.starts_with(b"data:") => {
+                    if !data_written {
+                        out.extend_from_slice(b"data: ");
+                        json_writer::write_value(out, value);
+                        out.push(b'\n');
+                        data_written = true;
+                    }
+                }
+                _ => {
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                }
+            },
+        }
+    }
+    out.push(b'\n');
 }
 
 /// The payload of one event: its `data:` lines, joined by line feeds.
@@ -297,6 +433,71 @@ mod tests {
                 "{tail:?}"
             );
         }
+    }
+
+    /// A guard that masks `secret` in every text it is shown, and in JSON data.
+    struct Masking;
+
+    impl Decide for Masking {
+        fn event(&mut self, event: &Value) -> EventFate {
+            let text = event.to_string();
+            if text.contains("secret") {
+                EventFate::Replace(serde_json::from_str(&text.replace("secret", "[X]")).unwrap())
+            } else {
+                EventFate::Keep
+            }
+        }
+        fn guards_text(&self) -> bool {
+            true
+        }
+        fn text(&mut self, line: &str) -> Option<String> {
+            line.contains("secret")
+                .then(|| line.replace("secret", "[X]"))
+        }
+    }
+
+    /// Whatever line an upstream hides a value in, a guarding reader shows it to the guard:
+    /// data that is not JSON (NaN, a lone surrogate, plain text), comments, `event:` and `id:`
+    /// lines, a stream that starts with a byte-order mark, a body that is no event stream.
+    #[test]
+    fn a_guarding_reader_guards_every_line_it_cannot_decode() {
+        for stream in [
+            &b"data: {\"content\": \"secret\", \"x\": NaN}\n\n"[..],
+            b"data: {\"content\": \"secret \\ud800\"}\n\n",
+            b"data: secret\n\n",
+            b": secret\n\ndata: {}\n\n",
+            b"event: secret\ndata: {}\n\n",
+            b"id: secret\ndata: {}\n\n",
+            b"\xEF\xBB\xBFdata: {\"content\": \"secret\"}\n\n",
+            b"{\"choices\": [{\"message\": {\"content\": \"secret\"}}]}",
+            b"data: {\"content\": \"secret\"}\n\n",
+        ] {
+            for split in 0..=stream.len() {
+                let mut reader = EventReader::new(true);
+                let mut out = reader.read_with(&stream[..split], false, Masking);
+                out.extend(reader.read_with(&stream[split..], true, Masking));
+                let out = String::from_utf8_lossy(&out);
+                assert!(
+                    !out.contains("secret"),
+                    "{stream:?} split at {split}: {out}"
+                );
+                assert!(out.contains("[X]"), "{stream:?} split at {split}: {out}");
+            }
+        }
+        // A line that is not UTF-8 cannot be read, so it does not pass.
+        let out = EventReader::new(true).read_with(b": \xFF secret\ndata: {}\n\n", true, Masking);
+        assert_eq!(out, b"data: {}\n\n");
+        // A reader that only decides on JSON passes other lines as they came.
+        let stream = b": secret\ndata: secret\n\n";
+        let out = EventReader::new(true).read(stream, true, |_| EventFate::Keep);
+        assert_eq!(out, stream);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_written_once_when_guarded() {
+        let stream = b"data: {\"content\": \"secret\", \"content\": \"hi\"}\n\n";
+        let out = EventReader::new(true).read_with(stream, true, Masking);
+        assert_eq!(out, b"data: {\"content\":\"hi\"}\n\n");
     }
 
     #[test]

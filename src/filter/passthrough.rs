@@ -13,9 +13,11 @@ use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
 use crate::json_writer;
-use crate::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
+use crate::openai::{
+    self, ApiError, parse_object, parse_object_noting_duplicates, parse_value_noting_duplicates,
+};
 use crate::routes::Endpoint;
-use crate::sse::{EventFate, EventReader};
+use crate::sse::{Decide, EventFate, EventReader};
 use crate::tokens::Tokenizer;
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
@@ -505,39 +507,29 @@ impl Filter {
                 }
             }
             ReplyKind::EventStream => {
-                let strip = accounting.strip_usage_chunk;
                 let mut events = std::mem::take(&mut accounting.events);
                 let context = &self.context;
                 let guard = &context.config.guard;
-                let masker = &mut self.masker;
-                let mut delta_guard = std::mem::take(&mut accounting.delta_guard);
                 if guards {
                     // Text held back is released before `[DONE]`, which clients stop reading at.
                     events.offer_done();
                 }
-                let mut emitted = events.read(&chunk, end_of_stream, |event| {
-                    accounting.observe(event);
-                    accounting.streamed_texts += u64::from(carries_text(event));
-                    if strip && is_usage_only(event) {
-                        return EventFate::Drop;
-                    }
-                    if !guards {
-                        return EventFate::Keep;
-                    }
-                    let mut guarded = event.clone();
-                    let before =
-                        delta_guard.guard_event(&mut guarded, guard, &context.detectors, masker);
-                    let fate = if guarded == *event {
-                        EventFate::Keep
-                    } else {
-                        EventFate::Replace(guarded)
-                    };
-                    if before.is_empty() {
-                        fate
-                    } else {
-                        EventFate::Prepend(guard::write_events(&before), Box::new(fate))
-                    }
-                });
+                let mut decider = StreamDecider {
+                    strip: accounting.strip_usage_chunk,
+                    guard: guards.then_some(guard),
+                    detectors: &context.detectors,
+                    masker: &mut self.masker,
+                    delta_guard: std::mem::take(&mut accounting.delta_guard),
+                    accounting,
+                };
+                let mut emitted = events.read_with(&chunk, end_of_stream, &mut decider);
+                let StreamDecider {
+                    strip,
+                    masker,
+                    mut delta_guard,
+                    accounting,
+                    ..
+                } = decider;
                 if guards && end_of_stream {
                     // A body that ends without `[DONE]` (or a part's closing event) loses no text.
                     let rest = delta_guard.finish(guard, &context.detectors, masker);
@@ -568,25 +560,28 @@ impl Filter {
         host.read_response_body(&mut body);
         let context = &self.context;
         let guard = &context.config.guard;
-        if let Ok(mut reply) = serde_json::from_slice::<Value>(&body) {
+        let parsed = parse_value_noting_duplicates(&body);
+        if let Ok((mut reply, duplicated)) = parsed {
             accounting.observe(&reply);
-            // A reply with nothing to restore or mask goes on byte for byte as it came.
-            if guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker) {
+            // A reply with nothing to restore or mask goes on byte for byte as it came; one
+            // with a key given twice goes on once, as it was read.
+            let changed =
+                guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker);
+            if changed || duplicated {
                 body.clear();
                 json_writer::write_value(&mut body, &reply);
                 host.replace_response_body(&body);
             }
+        } else if accounting.kind == ReplyKind::Json {
+            // Said to be JSON, yet not JSON llm-edge reads (NaN, nesting past serde's limit, a
+            // lone surrogate): a client's more lenient parser could decode what a text scan
+            // misses, such as an escaped `\u0040`.
+            self.refuse_reply(host, "its body is not JSON llm-edge can read");
+            return BodyStatus::StopIterationNoBuffer;
         } else if let Ok(text) = std::str::from_utf8(&body) {
             // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
             // a value could hide in.
-            let mut guarded = if guard.reversible {
-                self.masker.restore(text)
-            } else {
-                text.to_owned()
-            };
-            if guard.responses {
-                guarded = self.masker.mask_new(&context.detectors, &guarded);
-            }
+            let guarded = guard_text(guard, &context.detectors, &mut self.masker, text);
             if guarded != text {
                 host.replace_response_body(guarded.as_bytes());
             }
@@ -662,6 +657,75 @@ impl Filter {
             rewritten
         }))
     }
+}
+
+/// Decides on each event of a forwarded stream: reads its usage, drops the usage chunk llm-edge
+/// asked for, and, when replies are guarded, guards its text across events and every line that
+/// is not JSON data.
+struct StreamDecider<'a> {
+    strip: bool,
+    /// The guard's config, when replies are guarded.
+    guard: Option<&'a guard::GuardConfig>,
+    detectors: &'a guard::Detectors,
+    masker: &'a mut guard::Masker,
+    delta_guard: guard::DeltaGuard,
+    accounting: &'a mut Accounting,
+}
+
+impl Decide for &mut StreamDecider<'_> {
+    fn event(&mut self, event: &Value) -> EventFate {
+        self.accounting.observe(event);
+        self.accounting.streamed_texts += u64::from(carries_text(event));
+        if self.strip && is_usage_only(event) {
+            return EventFate::Drop;
+        }
+        let Some(guard) = self.guard else {
+            return EventFate::Keep;
+        };
+        let mut guarded = event.clone();
+        let before = self
+            .delta_guard
+            .guard_event(&mut guarded, guard, self.detectors, self.masker);
+        let fate = if guarded == *event {
+            EventFate::Keep
+        } else {
+            EventFate::Replace(guarded)
+        };
+        if before.is_empty() {
+            fate
+        } else {
+            EventFate::Prepend(guard::write_events(&before), Box::new(fate))
+        }
+    }
+
+    fn guards_text(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    fn text(&mut self, line: &str) -> Option<String> {
+        let guard = self.guard?;
+        let guarded = guard_text(guard, self.detectors, self.masker, line);
+        (guarded != line).then_some(guarded)
+    }
+}
+
+/// Restores a request's values in a text that is not JSON (reversible mode) and masks new ones
+/// (response scanning).
+fn guard_text(
+    guard: &guard::GuardConfig,
+    detectors: &guard::Detectors,
+    masker: &mut guard::Masker,
+    text: &str,
+) -> String {
+    let mut guarded = if guard.reversible {
+        masker.restore(text)
+    } else {
+        text.to_owned()
+    };
+    if guard.responses {
+        guarded = masker.mask_new(detectors, &guarded);
+    }
+    guarded
 }
 
 /// What forwarding needs to know of a request.

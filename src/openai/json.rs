@@ -25,19 +25,25 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> 
 pub(crate) fn parse_object_noting_duplicates(
     body: &[u8],
 ) -> Result<(Map<String, Value>, bool), ApiError> {
-    let duplicated = Cell::new(false);
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = NotingDuplicates(&duplicated)
-        .deserialize(&mut deserializer)
-        .and_then(|value| deserializer.end().map(|()| value))
-        .map_err(ApiError::invalid_json)?;
+    let (value, duplicated) =
+        parse_value_noting_duplicates(body).map_err(ApiError::invalid_json)?;
     match value {
-        Value::Object(fields) => Ok((fields, duplicated.get())),
+        Value::Object(fields) => Ok((fields, duplicated)),
         other => Err(ApiError::invalid_json(format_args!(
             "expected an object, but got {}",
             type_phrase(&other)
         ))),
     }
+}
+
+/// Any JSON value, as `serde_json::from_slice` reads it, and whether any object in it names a
+/// key twice.
+pub(crate) fn parse_value_noting_duplicates(body: &[u8]) -> serde_json::Result<(Value, bool)> {
+    let duplicated = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = NotingDuplicates(&duplicated).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok((value, duplicated.get()))
 }
 
 /// Builds a [`Value`] as serde_json does, setting the flag when an object repeats a key (the
