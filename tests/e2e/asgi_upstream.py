@@ -5,7 +5,8 @@ trailing slash), records every request by its `x-test-id`, and answers as each r
 
 Reply headers a test may send (all optional):
 - `x-upstream-reply`: `json` (default), `stream` (one character a delta), `gzip` (gzip'd when
-  the request accepts it), `gzip-always` (gzip'd whatever it accepts), `empty` (no body);
+  the request accepts it), `gzip-always` (gzip'd whatever it accepts), `empty` (no body), `raw`
+  (the bytes of `x-upstream-raw`, base64, as they are);
 - `x-upstream-say`: the reply text (default: the last user message, an echo);
 - `x-upstream-status`, `x-upstream-content-type`, `x-upstream-eol` (`lf`, `cr`, `crlf`),
   `x-upstream-pad` (that many spaces of padding in a JSON reply);
@@ -20,6 +21,7 @@ other POST is recorded and answered `{}`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import socket
@@ -171,6 +173,9 @@ class AsgiUpstream:
         content_type = asked.get("x-upstream-content-type")
         if reply == "empty":
             return Response(b"", status_code=status, media_type=content_type)
+        if reply == "raw":
+            raw = base64.b64decode(asked["x-upstream-raw"])
+            return Response(raw, status_code=status, media_type=content_type)
         if reply == "stream":
             eol = {"lf": "\n", "cr": "\r", "crlf": "\r\n"}[asked.get("x-upstream-eol", "lf")]
             return StreamingResponse(

@@ -9,6 +9,7 @@ Envoy's normalisation removed, to prove llm-edge's own holds when a config forge
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -337,3 +338,52 @@ def test_fullwidth_digits_are_text_not_a_panic(proxy):
     assert status == 200, content
     assert "panic" not in proxy.log()
     assert "\uff13" not in proxy.log()
+
+
+def chunk_with(content: str, extra: str = "") -> str:
+    return ('{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+            f'[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]{extra}}}')
+
+
+MAIL = "mail " + EMAIL
+NAN = ',"x":NaN'
+DEEP = ',"x":' + "[" * 200 + "]" * 200
+
+
+@pytest.mark.parametrize("name, stream", [
+    ("NaN", "data: " + chunk_with(MAIL, NAN) + "\n\ndata: [DONE]\n\n"),
+    ("deep", "data: " + chunk_with(MAIL, DEEP) + "\n\n"),
+    ("surrogate", "data: " + chunk_with(MAIL + " \\ud800") + "\n\n"),
+    ("not JSON", "data: " + MAIL + "\n\n"),
+    ("comment", ": " + MAIL + "\n\ndata: " + chunk_with("hi") + "\n\n"),
+    ("event line", "event: " + EMAIL + "\ndata: " + chunk_with("hi") + "\n\n"),
+    ("byte-order mark", "\ufeffdata: " + chunk_with(MAIL) + "\n\n"),
+    ("JSON body", '{"choices":[{"index":0,"message":{"content":"' + MAIL + '"}}]}'),
+    ("key twice", 'data: {"choices":[{"index":0,"delta":{"content":"' + MAIL
+     + '","content":"hi"}}]}\n\n'),
+])
+def test_no_line_of_a_stream_passes_unread(proxy, name, stream):
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi", stream=True), x_upstream_reply="raw",
+        x_upstream_raw=base64.b64encode(stream.encode()).decode(),
+        x_upstream_content_type="text/event-stream",
+    )
+    assert status == 200, name
+    assert EMAIL not in content.decode(errors="replace"), name
+
+
+@pytest.mark.parametrize("body", [
+    '{"choices":[{"message":{"content":"mail jane.doe\\u0040example.com"}}],"x":NaN}',
+    '{"choices":[{"message":{"content":"mail ' + EMAIL + '","content":"hi"}}]}',
+])
+def test_a_json_reply_goes_on_only_as_llm_edge_read_it(proxy, body):
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi"), x_upstream_reply="raw",
+        x_upstream_raw=base64.b64encode(body.encode()).decode(),
+        x_upstream_content_type="application/json",
+    )
+    assert EMAIL not in content.decode() and "\\u0040" not in content.decode()
+    if "NaN" in body:
+        assert status == 502
+    else:
+        assert (status, json.loads(content)["choices"][0]["message"]["content"]) == (200, "hi")
