@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::anthropic::{self, MessagesRequest};
 use crate::budget::{Budgets, Need};
 use crate::config::{FilterConfig, MAX_DELAY_MS, Mode, UnclaimedPaths};
@@ -474,7 +476,7 @@ impl Filter {
             return self.on_unclaimed_path(host);
         };
         self.endpoint_label = endpoint.label();
-        self.anthropic_errors = endpoint == Endpoint::Messages;
+        self.anthropic_errors = matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens);
         if self.config().mode == Mode::Passthrough {
             return self.on_passthrough_headers(host, endpoint, end_of_stream);
         }
@@ -533,9 +535,18 @@ impl Filter {
         let config = self.config();
         let raw = host.request_header(":path").unwrap_or_default();
         let path = RequestPath::parse(raw);
-        let endpoint = Endpoint::for_profile(config.profile, &config.api_base_path, &path)?;
-        let rewritten = endpoint
-            .canonical_path(&config.api_base_path)
+        let (endpoint, canonical) =
+            match Endpoint::for_profile(config.profile, &config.api_base_path, &path) {
+                Some(endpoint) => {
+                    let canonical = endpoint.canonical_path(&config.api_base_path);
+                    (endpoint, canonical)
+                }
+                None if config.mode == Mode::Passthrough => {
+                    (Endpoint::alias_of(&path)?, Some(path.canonical_escaped()))
+                }
+                None => return None,
+            };
+        let rewritten = canonical
             .map(|canonical| path.rewritten(&canonical))
             .filter(|rewritten| rewritten.as_bytes() != raw);
         let changed = rewritten.is_some();
@@ -655,6 +666,7 @@ impl Filter {
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
             Endpoint::Responses => self.answer_generation::<ResponsesRequest>(host, body),
             Endpoint::Messages => self.answer_generation::<MessagesRequest>(host, body),
+            Endpoint::CountTokens => self.answer_count_tokens(host, body),
             Endpoint::Httpbun(endpoint) => self.answer_httpbun(host, endpoint, body),
             Endpoint::Embeddings => self.answer_embeddings(host, body),
             Endpoint::Models => {
@@ -745,6 +757,39 @@ impl Filter {
             },
         };
         self.send_reply(host, reply, None, started);
+    }
+
+    /// Answers Anthropic's token counting: the prompt's tokens, as the budgets count a
+    /// Messages prompt; free, so no budget is charged.
+    fn answer_count_tokens(&mut self, host: &mut impl Host, body: &[u8]) {
+        let fields = match openai::parse_object(body) {
+            Ok(fields) => fields,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return;
+            }
+        };
+        let model = match fields.get("model") {
+            Some(Value::String(model)) => model.clone(),
+            _ => {
+                let error = ApiError::missing_parameter("model");
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return;
+            }
+        };
+        if !fields.get("messages").is_some_and(Value::is_array) {
+            let error = ApiError::missing_parameter("messages");
+            self.send_error(host, &error, &[], Outcome::InvalidRequest);
+            return;
+        }
+        let tokens = budgets::prompt_tokens(
+            self.config().tokenizer,
+            &Endpoint::CountTokens,
+            body,
+            &model,
+        );
+        let body = format!("{{\"input_tokens\":{tokens}}}");
+        self.send_json(host, body.as_bytes());
     }
 
     fn answer_embeddings(&mut self, host: &mut impl Host, body: &[u8]) {

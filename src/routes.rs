@@ -44,6 +44,21 @@ impl<'a> RequestPath<'a> {
         }
     }
 
+    /// The canonical path, escaped again where a path must be (everything but unreserved
+    /// characters, sub-delimiters, `:`, `@` and `/`), as sent upstream for an alias.
+    pub fn canonical_escaped(&self) -> String {
+        let mut out = String::with_capacity(self.canonical.len());
+        for &byte in &self.canonical {
+            let plain = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&byte);
+            if plain {
+                out.push(char::from(byte));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+
     /// The canonical path of `endpoint` with this request's query, as sent upstream.
     pub fn rewritten(&self, endpoint_path: &str) -> String {
         match self.query {
@@ -121,6 +136,8 @@ pub enum Endpoint {
     Responses,
     /// `POST {base}/messages` (Anthropic's Messages API).
     Messages,
+    /// `POST {base}/messages/count_tokens` (Anthropic's token counting: a Messages body).
+    CountTokens,
     /// `GET {base}/models`.
     Models,
     /// `GET {base}/models/{id}`; the id may contain `/`.
@@ -159,6 +176,7 @@ impl Endpoint {
             b"/embeddings" => Some(Self::Embeddings),
             b"/responses" => Some(Self::Responses),
             b"/messages" => Some(Self::Messages),
+            b"/messages/count_tokens" => Some(Self::CountTokens),
             b"/models" => Some(Self::Models),
             _ => {
                 lower.strip_prefix(b"/models/")?;
@@ -176,9 +194,36 @@ impl Endpoint {
             | Self::Embeddings
             | Self::Responses
             | Self::Messages
+            | Self::CountTokens
             | Self::Httpbun(_) => "POST",
             Self::Models | Self::Model(_) => "GET",
         }
+    }
+
+    /// A generating or embedding endpoint that an upstream serves under another prefix than the
+    /// configured base: llama.cpp and LiteLLM at the root (`/chat/completions`), Azure OpenAI
+    /// and LiteLLM under `/openai/deployments/{name}/…` and `/engines/{name}/…`, OpenRouter-style
+    /// gateways under `/api/v1/…`. Pass-through claims these too, so that no alias an upstream
+    /// serves is a way past the guard and the budgets; they go upstream on their own canonical
+    /// path. The Assistants API's `/threads/{id}/messages` is not Anthropic's.
+    pub fn alias_of(path: &RequestPath<'_>) -> Option<Self> {
+        let lower = path.canonical.to_ascii_lowercase();
+        let segments: Vec<&[u8]> = lower.split(|&b| b == b'/').skip(1).collect();
+        match segments.as_slice() {
+            [.., b"chat", b"completions"] => Some(Self::ChatCompletions),
+            [.., b"completions"] => Some(Self::Completions),
+            [.., b"embeddings"] => Some(Self::Embeddings),
+            [.., b"responses"] => Some(Self::Responses),
+            [.., b"threads", _, b"messages"] => None,
+            [.., b"messages", b"count_tokens"] => Some(Self::CountTokens),
+            [.., b"messages"] => Some(Self::Messages),
+            _ => None,
+        }
+    }
+
+    /// Whether a reply from this endpoint costs tokens (token counting is free).
+    pub fn is_charged(&self) -> bool {
+        !matches!(self, Self::CountTokens | Self::Models | Self::Model(_))
     }
 
     /// The canonical path of a fixed endpoint under `base`, as llm-edge sends it upstream;
@@ -198,6 +243,7 @@ impl Endpoint {
             Self::Embeddings => "embeddings",
             Self::Responses => "responses",
             Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
             Self::Models | Self::Model(_) => "models",
             Self::Httpbun(endpoint) => endpoint.label(),
         }
@@ -211,6 +257,7 @@ impl Endpoint {
             Self::Embeddings => format!("{base}/embeddings"),
             Self::Responses => format!("{base}/responses"),
             Self::Messages => format!("{base}/messages"),
+            Self::CountTokens => format!("{base}/messages/count_tokens"),
             Self::Models => format!("{base}/models"),
             Self::Model(id) => format!("{base}/models/{id}"),
             Self::Httpbun(endpoint) => format!("/llm/v1/{}", endpoint.label().replace('_', "/")),
@@ -345,6 +392,48 @@ mod tests {
             }
             assert_eq!(resolve(&alias).as_ref(), Some(endpoint), "{alias:?}");
         }
+    }
+
+    #[test]
+    fn aliases_upstreams_serve_are_claimed_in_pass_through() {
+        let alias = |path: &str| Endpoint::alias_of(&RequestPath::parse(path.as_bytes()));
+        for (path, endpoint) in [
+            ("/chat/completions", Endpoint::ChatCompletions),
+            (
+                "/openai/deployments/gpt-4o/chat/completions",
+                Endpoint::ChatCompletions,
+            ),
+            (
+                "/engines/gpt-4o/chat/%63ompletions",
+                Endpoint::ChatCompletions,
+            ),
+            ("/api/v1/chat/completions", Endpoint::ChatCompletions),
+            ("/openai/deployments/x/completions", Endpoint::Completions),
+            ("/embeddings", Endpoint::Embeddings),
+            ("/api/v1/Responses", Endpoint::Responses),
+            ("/messages", Endpoint::Messages),
+            ("/anthropic/v1/messages/count_tokens", Endpoint::CountTokens),
+        ] {
+            assert_eq!(alias(path), Some(endpoint), "{path}");
+        }
+        for path in [
+            "/v1/threads/thread_1/messages",
+            "/v1/files",
+            "/",
+            "/v1/models",
+            "/health",
+        ] {
+            assert_eq!(alias(path), None, "{path}");
+        }
+        assert_eq!(
+            resolve("/v1/messages/count_tokens"),
+            Some(Endpoint::CountTokens)
+        );
+        let path = RequestPath::parse(b"/openai/deployments/my%20model/chat/completions?v=1");
+        assert_eq!(
+            path.canonical_escaped(),
+            "/openai/deployments/my%20model/chat/completions"
+        );
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub(super) fn max_tokens_of(endpoint: &Endpoint, limits: [Option<u64>; 3]) -> Op
     let [max_completion_tokens, max_tokens, max_output_tokens] = limits;
     match endpoint {
         Endpoint::ChatCompletions => max_completion_tokens.max(max_tokens),
-        Endpoint::Completions | Endpoint::Messages => max_tokens,
+        Endpoint::Completions | Endpoint::Messages | Endpoint::CountTokens => max_tokens,
         Endpoint::Responses => max_output_tokens,
         _ => max_completion_tokens.max(max_tokens).max(max_output_tokens),
     }

@@ -269,7 +269,7 @@ impl Filter {
         }
         let mut prompt = None;
         let mut claim = None;
-        if !self.context.budgets.is_empty() {
+        if !self.context.budgets.is_empty() && endpoint.is_charged() {
             let sent = Prompt {
                 tokenizer: self.config().tokenizer,
                 endpoint: endpoint.clone(),

@@ -387,3 +387,19 @@ def test_a_json_reply_goes_on_only_as_llm_edge_read_it(proxy, body):
         assert status == 502
     else:
         assert (status, json.loads(content)["choices"][0]["message"]["content"]) == (200, "hi")
+
+
+@pytest.mark.parametrize("path", [
+    "/chat/completions", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+    "/engines/gpt-4o/chat/completions", "/api/v1/chat/completions", "/v1/messages/count_tokens",
+])
+def test_aliases_an_upstream_serves_are_guarded_too(proxy, upstream, path):
+    body = chat(f"mail {EMAIL}")
+    if "messages" in path:
+        body["max_tokens"] = 10
+    _, _, _, test_id = send(proxy, "POST", path, body)
+    seen = [entry for entry in upstream.unrouted if entry["headers"].get("x-test-id") == test_id]
+    assert seen, "the alias reached the upstream"
+    assert EMAIL not in seen[0]["raw"].decode()
+    assert "[EMAIL_1]" in seen[0]["raw"].decode()
+    assert seen[0]["path"] == path.split("?")[0]

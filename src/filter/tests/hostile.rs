@@ -299,3 +299,58 @@ fn a_key_given_twice_goes_upstream_once_as_it_was_read() {
         assert!(sent.contains("\"max_tokens\":100000"));
     }
 }
+
+#[test]
+fn aliases_an_upstream_serves_are_guarded_in_pass_through() {
+    for (alias, upstream) in [
+        ("/chat/completions", "/chat/completions"),
+        (
+            "/openai/deployments/gpt-4o/chat/%63ompletions?api-version=2024-10-21",
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        ),
+        ("/api//v1/chat/completions/", "/api/v1/chat/completions"),
+    ] {
+        let mut filter = filter_with(GUARDED);
+        let mut host = FakeHost::request("POST", alias);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"mail bob@corp.com"}]}"#;
+        post(&mut filter, &mut host, &[body]);
+        assert_eq!(
+            header_of(&host, ":path"),
+            Some(upstream.as_bytes()),
+            "{alias}"
+        );
+        let sent = String::from_utf8(host.forwarded_body.clone().unwrap()).unwrap();
+        assert!(!sent.contains("bob@corp.com"), "{alias}");
+    }
+    // Mock mode answers only under its base path.
+    let (_, _, status) = headers_of("", "POST", "/chat/completions");
+    assert_eq!(status, HeadersStatus::Continue);
+}
+
+#[test]
+fn token_counting_is_answered_guarded_and_free() {
+    let body =
+        br#"{"model":"claude-sonnet-4-6","messages":[{"role":"user","content":"Hello there"}]}"#;
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/messages/count_tokens");
+    post(&mut filter, &mut host, &[body]);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["input_tokens"].as_u64().unwrap() > 0);
+    let mut filter = filter_with("");
+    let mut host = FakeHost::request("POST", "/v1/messages/count_tokens");
+    post(&mut filter, &mut host, &[br#"{"model":"m"}"#]);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["type"], "error", "Anthropic's envelope");
+    // Pass-through guards it and reserves nothing.
+    let config = r#"{"mode": "passthrough", "guard": {"detectors": {"email": "mask"}},
+        "budgets": {"reserve": true, "limits": [{"name": "t", "tokens": 1, "per": "minute", "key": "global"}]}}"#;
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", "/v1/messages/count_tokens");
+    let body = br#"{"model":"m","max_tokens":100000,"messages":[{"role":"user","content":"to bob@corp.com"}]}"#;
+    post(&mut filter, &mut host, &[body]);
+    assert!(host.sent.is_empty(), "not refused by the budget");
+    let sent = String::from_utf8(host.forwarded_body.clone().unwrap()).unwrap();
+    assert!(sent.contains("[EMAIL_1]"));
+}
