@@ -466,6 +466,16 @@ impl Budgets {
         })
     }
 
+    /// The request headers the budgets key on, lower-case.
+    pub fn key_headers(&self) -> impl Iterator<Item = &str> {
+        self.budgets
+            .iter()
+            .filter_map(|budget| match &budget.config.key {
+                KeyBy::Header(name) => Some(name.as_str()),
+                _ => None,
+            })
+    }
+
     /// The keys a request falls under, one per budget. A header's value is taken without the
     /// whitespace around it, and a credential's scheme in lower case (`Bearer` and `bearer` are
     /// one key), so that spelling a key another way does not make it a new one.

@@ -143,6 +143,9 @@ pub trait Host {
     /// The first value of request header `name` (lower-case; pseudo-headers such as `:path` work).
     fn request_header(&self, name: &str) -> Option<&[u8]>;
 
+    /// How many times request header `name` (lower-case) is given.
+    fn request_header_count(&self, name: &str) -> usize;
+
     /// The policy the request's route sets for llm-edge, if it sets one.
     fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>>;
 

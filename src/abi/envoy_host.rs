@@ -288,6 +288,14 @@ impl Host for EnvoyHost<'_> {
         })
     }
 
+    fn request_header_count(&self, name: &str) -> usize {
+        self.request_headers()
+            .iter()
+            // SAFETY: as in `request_header`.
+            .filter(|header| unsafe { header.key() } == name.as_bytes())
+            .count()
+    }
+
     fn request_body_len(&self) -> usize {
         self.request_body_views()
             .iter()

@@ -29,6 +29,20 @@ impl Filter {
         if budgets.is_empty() {
             return Ok(None);
         }
+        let repeated = budgets
+            .key_headers()
+            .find(|name| host.request_header_count(name) > 1)
+            .map(str::to_owned);
+        if let Some(name) = repeated {
+            // Which copy counts is up to each hop; a budget key must be one value.
+            let error = ApiError::bad_request(
+                format!("The header '{name}' is given more than once; a budget key is one value."),
+                None,
+                Some("invalid_value"),
+            );
+            self.send_error(host, &error, &[], Outcome::InvalidRequest);
+            return Err(());
+        }
         let path = host.request_header(":path").unwrap_or_default();
         let path = String::from_utf8_lossy(path);
         let route = path.split('?').next().unwrap_or_default();

@@ -105,6 +105,9 @@ impl Host for FakeHost {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_slice())
     }
+    fn request_header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k == name).count()
+    }
     fn request_body_len(&self) -> usize {
         self.buffered.len() + self.received.len()
     }

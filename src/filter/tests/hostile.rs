@@ -354,3 +354,25 @@ fn token_counting_is_answered_guarded_and_free() {
     let sent = String::from_utf8(host.forwarded_body.clone().unwrap()).unwrap();
     assert!(sent.contains("[EMAIL_1]"));
 }
+
+#[test]
+fn a_budget_key_header_given_twice_is_refused() {
+    let config = r#"{"budgets": {"limits": [
+        {"name": "tenant", "tokens": 100, "per": "minute", "key": {"header": "X-Tenant"}}]}}"#;
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", CHAT)
+        .with_header("x-tenant", "junk")
+        .with_header("x-tenant", "victim");
+    post(&mut filter, &mut host, &[HELLO]);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .error_message()
+            .contains("'x-tenant' is given more than once")
+    );
+    let mut filter = filter_with(config);
+    let mut host = FakeHost::request("POST", CHAT).with_header("x-tenant", "victim");
+    post(&mut filter, &mut host, &[HELLO]);
+    assert_eq!(host.only_reply().status, 200);
+}
