@@ -56,8 +56,9 @@ pub struct GuardConfig {
     /// Custom detectors.
     #[serde(default)]
     pub custom: Vec<CustomDetector>,
-    /// Message roles whose content is scanned (`system` covers instructions and Anthropic's
-    /// `system`).
+    /// Message roles whose content is scanned, compared without case (`system` covers
+    /// instructions, Anthropic's `system` and tool descriptions; `user` prompts, `suffix` and
+    /// `stop`). A message of a role llm-edge does not know is always scanned.
     #[serde(default = "all_roles")]
     pub roles: Vec<String>,
     /// Fields of the request body, by JSON Pointer, whose whole value is masked, refused or
@@ -991,14 +992,27 @@ impl Masker {
     }
 }
 
-/// Guards a request body in place: the texts of the configured roles, tool-call arguments
-/// (kept valid JSON), instructions and prompts. Returns whether anything was masked.
+/// Guards a request body in place. `model` first: a value any enabled detector finds there
+/// refuses the request, whatever its action (the model goes to a header and the access log, and
+/// masking it would change the routing). Then field rules, then every string the model reads:
+/// messages and input items whole, by role (see [`in_scope`]), but for their
+/// [`STRUCTURAL_KEYS`]; tool-call arguments when `tool_arguments` is on, whatever the role, kept
+/// valid JSON; instructions and tool and schema descriptions (system); prompts, predictions,
+/// `suffix` and `stop` (user); `metadata`, `user` and `safety_identifier` always. Returns
+/// whether anything was masked.
 pub fn guard_request(
     body: &mut Map<String, Value>,
     config: &GuardConfig,
     detectors: &Detectors,
     masker: &mut Masker,
 ) -> Result<bool, Rejected> {
+    if let Some(Value::String(model)) = body.get("model") {
+        if let Some(span) = detectors.spans(model).first() {
+            let detector = span.detector.name.clone();
+            masker.detected(&detector, Action::Reject);
+            return Err(Rejected { detector });
+        }
+    }
     let mut walker = Walker {
         config,
         detectors,
@@ -1029,32 +1043,48 @@ pub fn guard_request(
             }
         }
     }
-    let in_scope = |role: &str| config.roles.iter().any(|r| r == role);
+    let system = in_scope(&config.roles, "system");
+    let user = in_scope(&config.roles, "user");
     for key in ["system", "instructions"] {
         if let Some(value) = body.get_mut(key) {
-            if in_scope("system") {
-                walker.content(value)?;
-            }
+            walker.strings(value, system)?;
         }
     }
-    if in_scope("user") {
-        match body.get_mut("prompt") {
-            // The Responses API's prompt template: its variables are the user's text.
-            Some(Value::Object(template)) => {
-                if let Some(Value::Object(variables)) = template.get_mut("variables") {
-                    for variable in variables.values_mut() {
-                        walker.parts(std::slice::from_mut(variable))?;
-                    }
+    // Tool definitions and output schemas: their descriptions are instructions to the model.
+    for key in ["tools", "functions", "response_format", "text"] {
+        if let Some(value) = body.get_mut(key).filter(|_| system) {
+            walker.descriptions(value)?;
+        }
+    }
+    match body.get_mut("prompt") {
+        // The Responses API's prompt template: its variables are the user's text.
+        Some(Value::Object(template)) => {
+            if let Some(Value::Object(variables)) = template.get_mut("variables") {
+                for variable in variables.values_mut() {
+                    walker.strings(variable, user)?;
                 }
             }
-            Some(prompt) => walker.content(prompt)?,
-            None => {}
         }
-        // Predicted output: text the user expects back (a file to edit), theirs to guard.
-        if let Some(prediction) = body.get_mut("prediction") {
-            if let Some(content) = prediction.get_mut("content") {
-                walker.content(content)?;
-            }
+        Some(prompt) => walker.strings(prompt, user)?,
+        None => {}
+    }
+    // Predicted output: text the user expects back (a file to edit), theirs to guard. The
+    // legacy `suffix` is model input; `stop` sequences are the user's too.
+    if let Some(content) = body
+        .get_mut("prediction")
+        .and_then(|p| p.get_mut("content"))
+    {
+        walker.strings(content, user)?;
+    }
+    for key in ["suffix", "stop"] {
+        if let Some(value) = body.get_mut(key) {
+            walker.strings(value, user)?;
+        }
+    }
+    // The provider sees these whatever the roles: every string in them, keys aside.
+    for key in ["metadata", "user", "safety_identifier"] {
+        if let Some(value) = body.get_mut(key) {
+            walker.json_strings(value)?;
         }
     }
     for key in ["messages", "input"] {
@@ -1062,15 +1092,14 @@ pub fn guard_request(
             Some(Value::Array(items)) => {
                 for item in items {
                     match item {
-                        // Embeddings' and legacy inputs: a list of texts (token ids stay).
-                        Value::String(text) if in_scope("user") => walker.text(text)?,
                         Value::Object(_) => walker.message(item)?,
-                        _ => {}
+                        // Embeddings' and legacy inputs: texts, or lists of them (token ids stay).
+                        other => walker.strings(other, user)?,
                     }
                 }
             }
-            Some(text @ Value::String(_)) if in_scope("user") => walker.content(text)?,
-            _ => {}
+            Some(text) => walker.strings(text, user)?,
+            None => {}
         }
     }
     Ok(walker.changed)
@@ -1439,6 +1468,81 @@ fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
     }
 }
 
+/// The roles llm-edge knows (`function`, the legacy one, counts as `tool`): a message of any
+/// other role is scanned whatever `roles` says, since self-hosted upstreams (vLLM, llama.cpp,
+/// Ollama) hand any role string to the model.
+const KNOWN_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// Keys of a message, input item or content part whose values are identifiers, enums or opaque
+/// tokens, not text the model reads: never scanned, as masking them would break the request. A
+/// `name` is one (a called tool's or function's) except on a message, where it is its author's.
+pub(crate) const STRUCTURAL_KEYS: [&str; 16] = [
+    "type",
+    "role",
+    "id",
+    "call_id",
+    "tool_call_id",
+    "tool_use_id",
+    "file_id",
+    "name",
+    "media_type",
+    "mime_type",
+    "cache_control",
+    "signature",
+    "encrypted_content",
+    "status",
+    "format",
+    "detail",
+];
+
+/// Keys of a JSON schema whose values are part of the contract, not prose: left as they are.
+const SCHEMA_VALUES: [&str; 4] = ["enum", "const", "default", "examples"];
+
+/// Keys of a JSON schema whose values map names (never masked) to schemas.
+const SCHEMA_MAPS: [&str; 5] = [
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+];
+
+/// Whether the text of a message of `role` is scanned: the roles in `roles`, compared without
+/// ASCII case, `function` counting as `tool`; a role llm-edge does not know is always scanned.
+fn in_scope(roles: &[String], role: &str) -> bool {
+    let role = if role.eq_ignore_ascii_case("function") {
+        "tool"
+    } else {
+        role
+    };
+    !KNOWN_ROLES
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(role))
+        || roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+}
+
+/// The role a message or input item counts as: Responses' `*_output` items are `tool`, its
+/// `*_call` and `reasoning` items `assistant`; a message without a role is `user`'s; any other
+/// item type, or a role that is not a string, is unknown (so always scanned).
+fn role_of(item: &Value) -> &str {
+    match item.get("type").and_then(Value::as_str) {
+        Some(kind) if kind.ends_with("_output") => "tool",
+        Some(kind) if kind.ends_with("_call") || kind == "reasoning" => "assistant",
+        Some("message") | None => match item.get("role") {
+            Some(Value::String(role)) => role,
+            None => "user",
+            Some(_) => "",
+        },
+        Some(_) => "",
+    }
+}
+
+/// A `data:` URL's media type and base64 payload, if it is one.
+fn base64_data_url(text: &str) -> Option<(&str, &str)> {
+    let (head, payload) = text.strip_prefix("data:")?.split_once(',')?;
+    Some((head.strip_suffix(";base64")?, payload))
+}
+
 struct Walker<'a> {
     config: &'a GuardConfig,
     detectors: &'a Detectors,
@@ -1457,50 +1561,128 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// A content value: a string, or a list of strings or of parts with `text` (or nested
-    /// `content`, as tool results, or a text `document`'s source).
-    fn content(&mut self, value: &mut Value) -> Result<(), Rejected> {
+    /// A string of a message: text, or a base64 `data:` URL, whose payload is guarded decoded
+    /// if it is text and left alone if it is binary (an image, a PDF: not text to scan).
+    fn leaf(&mut self, text: &mut String) -> Result<(), Rejected> {
+        let Some((media_type, payload)) = base64_data_url(text) else {
+            return self.text(text);
+        };
+        let head_len = text.len() - payload.len();
+        let media_type = media_type.to_owned();
+        let mut payload = payload.to_owned();
+        if self.base64(&media_type, &mut payload)? {
+            text.truncate(head_len);
+            text.push_str(&payload);
+        }
+        Ok(())
+    }
+
+    /// Base64 data of `media_type`: text (`text/*`) is decoded, guarded and encoded again;
+    /// binary is left alone; what does not decode as UTF-8 text from base64 is guarded as text.
+    /// Returns whether `data` changed.
+    fn base64(&mut self, media_type: &str, data: &mut String) -> Result<bool, Rejected> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let is_text = media_type
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/"));
+        let Ok(decoded) = STANDARD.decode(data.as_bytes()) else {
+            let before = data.clone();
+            self.text(data)?;
+            return Ok(*data != before);
+        };
+        if !is_text {
+            return Ok(false);
+        }
+        let Ok(mut decoded) = String::from_utf8(decoded) else {
+            return Ok(false);
+        };
+        let before = self.changed;
+        self.changed = false;
+        self.text(&mut decoded)?;
+        let changed = self.changed;
+        if changed {
+            *data = STANDARD.encode(decoded);
+        }
+        self.changed |= before;
+        Ok(changed)
+    }
+
+    /// Every string in `value` when `scan`, but for [`STRUCTURAL_KEYS`]; tool-call arguments
+    /// (`arguments`, a tool use's `input`) when `tool_arguments` is on, whether `scan` or not.
+    fn strings(&mut self, value: &mut Value, scan: bool) -> Result<(), Rejected> {
         match value {
-            Value::String(text) => self.text(text),
-            Value::Array(parts) => self.parts(parts),
+            Value::String(text) if scan => self.leaf(text),
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|item| self.strings(item, scan)),
+            Value::Object(fields) => self.fields(fields, scan),
             _ => Ok(()),
         }
     }
 
-    /// Content parts: strings, or objects whose text fields are guarded.
-    fn parts(&mut self, parts: &mut [Value]) -> Result<(), Rejected> {
-        for part in parts {
-            if let Value::String(text) = part {
-                self.text(text)?;
-                continue;
-            }
-            if let Some(Value::String(text)) = part.get_mut("text") {
-                self.text(text)?;
-            }
-            if let Some(nested) = part.get_mut("content") {
-                self.content(nested)?;
-            }
-            if let Some(Value::String(output)) = part.get_mut("output") {
-                self.text(output)?;
-            }
-            // Anthropic's documents: plain text in `data`, or text blocks in `content`.
-            if let Some(source) = part.get_mut("source").filter(|s| s.is_object()) {
-                match source.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        if let Some(Value::String(data)) = source.get_mut("data") {
-                            self.text(data)?;
+    fn fields(&mut self, fields: &mut Map<String, Value>, scan: bool) -> Result<(), Rejected> {
+        let message = fields.contains_key("role");
+        for (key, value) in fields.iter_mut() {
+            match (key.as_str(), value) {
+                ("arguments" | "input", value) => {
+                    if self.config.tool_arguments {
+                        match value {
+                            Value::String(arguments) => self.arguments(arguments)?,
+                            other => self.json_strings(other)?,
                         }
                     }
-                    Some("content") => {
-                        if let Some(nested) = source.get_mut("content") {
-                            self.content(nested)?;
-                        }
-                    }
-                    _ => {}
                 }
+                ("name", value) if message => self.strings(value, scan)?,
+                (key, _) if STRUCTURAL_KEYS.contains(&key) => {}
+                // Anthropic's base64 sources: a text/plain document is guarded decoded.
+                ("source", Value::Object(source))
+                    if source.get("type").and_then(Value::as_str) == Some("base64") =>
+                {
+                    let media_type = source
+                        .get("media_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    match source.get_mut("data") {
+                        // `changed` is kept by the guarding itself.
+                        Some(Value::String(data)) if scan => {
+                            self.base64(&media_type, data)?;
+                        }
+                        Some(other) => self.strings(other, scan)?,
+                        None => {}
+                    }
+                }
+                (_, value) => self.strings(value, scan)?,
             }
         }
         Ok(())
+    }
+
+    /// The descriptions in tool definitions and JSON schemas (never names, enums or defaults).
+    fn descriptions(&mut self, value: &mut Value) -> Result<(), Rejected> {
+        match value {
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|item| self.descriptions(item)),
+            Value::Object(fields) => {
+                for (key, value) in fields.iter_mut() {
+                    match (key.as_str(), value) {
+                        ("description", Value::String(text)) => self.text(text)?,
+                        (key, _) if SCHEMA_VALUES.contains(&key) => {}
+                        (key, Value::Object(schemas)) if SCHEMA_MAPS.contains(&key) => {
+                            for schema in schemas.values_mut() {
+                                self.descriptions(schema)?;
+                            }
+                        }
+                        (_, value) => self.descriptions(value)?,
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Tool-call arguments: a JSON string whose string values are guarded one by one, so the
@@ -1519,6 +1701,7 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// Every string in `value`, whatever its key.
     fn json_strings(&mut self, value: &mut Value) -> Result<(), Rejected> {
         match value {
             Value::String(text) => self.text(text),
@@ -1532,57 +1715,11 @@ impl Walker<'_> {
         }
     }
 
-    /// One message or input item, by its role (function-call outputs and the legacy `function`
-    /// role count as `tool`): its content, output and `name`; tool-call arguments (OpenAI's
-    /// JSON strings, Anthropic's `tool_use.input` values) when `tool_arguments` is on.
+    /// One message or input item: every string in it when its role ([`role_of`]) is in scope,
+    /// content blocks and all; its tool-call arguments when `tool_arguments` is on.
     fn message(&mut self, item: &mut Value) -> Result<(), Rejected> {
-        let role = match item.get("type").and_then(Value::as_str) {
-            Some("function_call_output") => "tool",
-            Some("function_call") => "assistant",
-            _ => match item.get("role").and_then(Value::as_str).unwrap_or("user") {
-                "function" => "tool",
-                role => role,
-            },
-        }
-        .to_owned();
-        if self.config.roles.contains(&role) {
-            for key in ["content", "output"] {
-                if let Some(content) = item.get_mut(key) {
-                    self.content(content)?;
-                }
-            }
-            // A message's author name (not a called function's name, which is code).
-            if item.get("role").is_some() {
-                if let Some(Value::String(name)) = item.get_mut("name") {
-                    self.text(name)?;
-                }
-            }
-        }
-        if self.config.tool_arguments {
-            if let Some(Value::Array(parts)) = item.get_mut("content") {
-                for part in parts {
-                    if part.get("type").and_then(Value::as_str) == Some("tool_use") {
-                        if let Some(input) = part.get_mut("input") {
-                            self.json_strings(input)?;
-                        }
-                    }
-                }
-            }
-            if let Some(Value::String(arguments)) = item.get_mut("arguments") {
-                self.arguments(arguments)?;
-            }
-            if let Some(Value::Array(calls)) = item.get_mut("tool_calls") {
-                for call in calls {
-                    if let Some(Value::String(arguments)) = call
-                        .get_mut("function")
-                        .and_then(|f| f.get_mut("arguments"))
-                    {
-                        self.arguments(arguments)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        let scan = in_scope(&self.config.roles, role_of(item));
+        self.strings(item, scan)
     }
 }
 
@@ -2184,7 +2321,7 @@ mod tests {
         let (outcome, out, _) = guard(emails(Action::Mask), body);
         assert!(outcome.unwrap());
         let text = out.to_string();
-        for (n, letter) in "abcefghij".chars().enumerate() {
+        for (n, letter) in "abcdefghij".chars().enumerate() {
             assert!(
                 !text.contains(&format!("{letter}@x.io")),
                 "{letter}: {text}"
@@ -2196,7 +2333,6 @@ mod tests {
             serde_json::json!([1, 2, 3]),
             "token ids stay"
         );
-        assert_eq!(out["prompt"]["variables"]["pic"]["image_url"], "d@x.io");
         assert_eq!(out["messages"][0]["name"], "lookup");
         // `function` messages are `tool` ones for scoping; tool_use inputs follow tool_arguments.
         let scoped = GuardConfig {
@@ -2209,5 +2345,299 @@ mod tests {
             {"role": "assistant", "content": [{"type": "tool_use", "input": {"to": "b@x.io"}}]}]});
         let (outcome, _, _) = guard(scoped, body);
         assert!(!outcome.unwrap());
+    }
+
+    /// Every field the model reads, in every request shape; `@@` is where a value is planted,
+    /// `@ARG@` tool-call arguments (a JSON string) holding it, `@B64@` base64 text holding it,
+    /// and `%role%` a spelling of a role (any case, or one llm-edge does not know).
+    #[rustfmt::skip]
+    const READ_FIELDS: &[&str] = &[
+        // Chat.
+        r#"{"messages":[{"role":"%role%","content":"@@"}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"text","text":"@@"}]}]}"#,
+        r#"{"messages":[{"role":"%role%","name":"@@","content":"hi"}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"image_url","image_url":{"url":"https://x.test/?q=@@","detail":"low"}}]}]}"#,
+        r#"{"messages":[{"role":"assistant","content":[{"type":"refusal","refusal":"@@"}]}]}"#,
+        r#"{"messages":[{"role":"assistant","content":null,"reasoning_content":"@@"}]}"#,
+        r#"{"messages":[{"role":"assistant","function_call":{"name":"f","arguments":"@ARG@"}}]}"#,
+        r#"{"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"@ARG@"}}]}]}"#,
+        r#"{"messages":[{"role":"tool","tool_call_id":"c","content":"@@"}]}"#,
+        r#"{"messages":[{"role":"function","name":"f","content":"@@"}]}"#,
+        r#"{"messages":[{"role":"developer","content":"@@"}]}"#,
+        r#"{"messages":[{"role":"system","content":[{"type":"text","text":"@@"}]}]}"#,
+        r#"{"messages":[],"tools":[{"type":"function","function":{"name":"f","description":"@@"}}]}"#,
+        r#"{"messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"to":{"type":"string","description":"@@"}}}}}]}"#,
+        r#"{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"s","description":"@@","schema":{}}}}"#,
+        r#"{"messages":[],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"$defs":{"a":{"description":"@@"}}}}}}"#,
+        r#"{"messages":[],"stop":"@@"}"#,
+        r#"{"messages":[],"stop":["END","@@"]}"#,
+        r#"{"messages":[],"metadata":{"id":"@@"}}"#,
+        r#"{"messages":[],"user":"@@"}"#,
+        r#"{"messages":[],"prediction":{"type":"content","content":"@@"}}"#,
+        // Legacy completions and embeddings.
+        r#"{"prompt":"@@"}"#,
+        r#"{"prompt":["x","@@"]}"#,
+        r#"{"prompt":"x","suffix":"@@"}"#,
+        r#"{"input":"@@"}"#,
+        r#"{"input":[["x","@@"]]}"#,
+        // Responses.
+        r#"{"input":[{"role":"%role%","content":[{"type":"input_text","text":"@@"}]}]}"#,
+        r#"{"input":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"@@","annotations":[]}]}]}"#,
+        r#"{"input":[{"type":"reasoning","id":"r","summary":[{"type":"summary_text","text":"@@"}]}]}"#,
+        r#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"@ARG@"}]}"#,
+        r#"{"input":[{"type":"function_call_output","call_id":"c","output":"@@"}]}"#,
+        r#"{"input":[{"type":"custom_tool_call","call_id":"c","name":"t","input":"@@"}]}"#,
+        r#"{"input":[{"type":"computer_call_output","call_id":"c","output":{"type":"computer_screenshot","image_url":"https://x.test/@@"}}]}"#,
+        r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x.test/@@"}]}]}"#,
+        r#"{"input":[{"role":"user","content":[{"type":"input_file","filename":"@@","file_data":"data:application/pdf;base64,JVBERi0="}]}]}"#,
+        r#"{"input":[{"role":"user","content":[{"type":"input_file","file_data":"data:text/plain;base64,@B64@"}]}]}"#,
+        r#"{"input":[],"instructions":"@@"}"#,
+        r#"{"input":[],"instructions":[{"role":"developer","content":"@@"}]}"#,
+        r#"{"input":[],"tools":[{"type":"function","name":"f","description":"@@","parameters":{}}]}"#,
+        r#"{"input":[],"text":{"format":{"type":"json_schema","name":"s","schema":{"type":"object","properties":{"a":{"type":"string","description":"@@"}}}}}}"#,
+        r#"{"prompt":{"id":"p","variables":{"who":"@@"}}}"#,
+        r#"{"prompt":{"id":"p","variables":{"doc":{"type":"input_text","text":"@@"}}}}"#,
+        // Anthropic Messages.
+        r#"{"system":"@@","messages":[]}"#,
+        r#"{"system":[{"type":"text","text":"@@","cache_control":{"type":"ephemeral"}}],"messages":[]}"#,
+        r#"{"messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"@@","signature":"s"}]}]}"#,
+        r#"{"messages":[{"role":"assistant","content":[{"type":"text","text":"x","citations":[{"type":"char_location","cited_text":"@@"}]}]}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"search_result","source":"@@","title":"t","content":[]}]}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"search_result","source":"s","title":"@@","content":[{"type":"text","text":"x"}]}]}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"image","source":{"type":"url","url":"https://x.test/@@"}}]}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"document","source":{"type":"base64","media_type":"text/plain","data":"@B64@"}}]}]}"#,
+        r#"{"messages":[{"role":"%role%","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"@@"}}]}]}"#,
+        r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"@@"}]}]}]}"#,
+        r#"{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"send","input":{"to":["@@"]}}]}]}"#,
+        r#"{"messages":[],"tools":[{"name":"f","description":"@@","input_schema":{"type":"object"}}]}"#,
+        r#"{"messages":[],"tools":[{"name":"f","input_schema":{"type":"object","properties":{"to":{"type":"string","description":"@@"}}}}]}"#,
+        r#"{"messages":[],"metadata":{"user_id":"@@"}}"#,
+    ];
+
+    /// Values of several detectors, and the texts they can be planted in.
+    const PLANTED: [&str; 6] = [
+        "jane.doe@example.com",
+        "+1 (415) 555-2671",
+        "GB82 WEST 1234 5698 7654 32",
+        "sk-proj-abcdefghijklmnopqrstuvwx",
+        "4111 1111 1111 1111",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+    ];
+
+    /// Every string a body holds, with what base64 strings and data URLs decode to.
+    fn readable(value: &Value, out: &mut String) {
+        use base64::Engine as _;
+        match value {
+            Value::String(text) => {
+                out.push_str(text);
+                out.push('\n');
+                let payload = base64_data_url(text).map_or(text.as_str(), |(_, p)| p);
+                if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(payload) {
+                    out.push_str(&String::from_utf8_lossy(&decoded));
+                    out.push('\n');
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| readable(item, out)),
+            Value::Object(fields) => fields.values().for_each(|field| readable(field, out)),
+            _ => {}
+        }
+    }
+
+    fn every_argument_is_json(value: &Value) -> bool {
+        match value {
+            Value::Array(items) => items.iter().all(every_argument_is_json),
+            Value::Object(fields) => fields.iter().all(|(key, field)| match field {
+                Value::String(text) if key == "arguments" => {
+                    serde_json::from_str::<Value>(text).is_ok()
+                }
+                other => every_argument_is_json(other),
+            }),
+            _ => true,
+        }
+    }
+
+    /// A value planted in any field the model reads, of any request shape, in prose, under any
+    /// spelling of its role, never reaches the guarded body with `mask`, and refuses the
+    /// request with `reject`; tool-call arguments stay valid JSON.
+    #[test]
+    fn a_value_planted_in_any_field_the_model_reads_never_reaches_the_provider() {
+        use base64::Engine as _;
+        let roles = [
+            "user",
+            "User",
+            "USER",
+            "human",
+            "Human",
+            "bot",
+            "uSeR",
+            "Assistant",
+        ];
+        let before = ["", "mail ", "é 号 ", "to: ", "\n"];
+        let after = ["", " now", " 号", ".", "\n"];
+        let mut rng = StdRng::seed_from_u64(4);
+        for action in [Action::Mask, Action::Reject] {
+            let config = GuardConfig {
+                detectors: BUILT_IN.iter().map(|n| ((*n).to_owned(), action)).collect(),
+                ..GuardConfig::default()
+            };
+            for case in READ_FIELDS {
+                for _ in 0..12 {
+                    let value = PLANTED[rng.random_range(0..PLANTED.len())];
+                    let text = format!(
+                        "{}{value}{}",
+                        before[rng.random_range(0..before.len())],
+                        after[rng.random_range(0..after.len())]
+                    );
+                    let arguments = serde_json::json!({"to": text, "n": 1}).to_string();
+                    let json_str = |s: &str| serde_json::to_string(s).unwrap();
+                    let body = case
+                        .replace("%role%", roles[rng.random_range(0..roles.len())])
+                        .replace("\"@ARG@\"", &json_str(&arguments))
+                        .replace(
+                            "@B64@",
+                            &base64::engine::general_purpose::STANDARD.encode(&text),
+                        )
+                        .replace("\"@@\"", &json_str(&text))
+                        .replace("@@", json_str(&text).trim_matches('"'));
+                    let body: Value = serde_json::from_str(&body).unwrap();
+                    let mut planted = String::new();
+                    readable(&body, &mut planted);
+                    assert!(planted.contains(value), "{case}: planted");
+                    let (outcome, out, _) = guard(config.clone(), body);
+                    if action == Action::Reject {
+                        assert!(outcome.is_err(), "{case}: {text:?}");
+                        continue;
+                    }
+                    assert!(outcome.unwrap(), "{case}: {text:?}");
+                    let mut after = String::new();
+                    readable(&out, &mut after);
+                    assert!(!after.contains(value), "{case}: {text:?} in {out}");
+                    assert!(every_argument_is_json(&out), "{case}: {out}");
+                }
+            }
+        }
+    }
+
+    /// Identifiers, enums and opaque tokens are never masked (each structural key, tool names,
+    /// schema enums, defaults and property names), but a message's author `name` is.
+    #[test]
+    fn structural_keys_and_schema_contracts_are_left_alone() {
+        for key in STRUCTURAL_KEYS {
+            let body = serde_json::json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hi"}, {key: "a@x.io"}, {key: {"type": "a@x.io"}}]}]});
+            let (outcome, out, _) = guard(emails(Action::Mask), body.clone());
+            assert!(!outcome.unwrap(), "{key}");
+            assert_eq!(out, body, "{key}");
+        }
+        let body = serde_json::json!({
+            "messages": [{"role": "assistant", "content": [
+                {"type": "tool_use", "id": "a@x.io", "name": "a@x.io", "input": {}},
+                {"type": "thinking", "thinking": "ok", "signature": "a@x.io"}]}],
+            "tools": [{"type": "function", "function": {"name": "a@x.io", "parameters": {
+                "type": "object", "required": ["a@x.io"],
+                "properties": {"a@x.io": {"type": "string", "enum": ["a@x.io"],
+                                          "default": "a@x.io", "examples": ["a@x.io"]},
+                               "enum": {"type": "string", "description": "b@x.io"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "a@x.io"}}});
+        let (outcome, out, _) = guard(emails(Action::Mask), body.clone());
+        assert!(outcome.unwrap());
+        let mut expected = body;
+        expected["tools"][0]["function"]["parameters"]["properties"]["enum"]["description"] =
+            "[EMAIL_1]".into();
+        assert_eq!(out, expected);
+        let (_, out, _) = guard(
+            emails(Action::Mask),
+            serde_json::json!({"messages": [{"role": "user", "name": "a@x.io", "content": "hi"}]}),
+        );
+        assert_eq!(out["messages"][0]["name"], "[EMAIL_1]");
+    }
+
+    /// Finding 3 of the review: roles are compared without case, and a role llm-edge does not
+    /// know is scanned whatever `roles` says; known roles out of `roles` are still left alone.
+    #[test]
+    fn unknown_roles_are_scanned_and_roles_compare_without_case() {
+        let config = GuardConfig {
+            roles: vec!["user".into()],
+            ..emails(Action::Mask)
+        };
+        for role in [
+            "human",
+            "User",
+            "USER",
+            "xyz",
+            "",
+            "Function_x",
+            "usér",
+            "user ",
+        ] {
+            let body = serde_json::json!({"messages": [{"role": role, "content": "a@x.io"}]});
+            let (_, out, _) = guard(config.clone(), body);
+            assert_eq!(out["messages"][0]["content"], "[EMAIL_1]", "{role:?}");
+        }
+        let body = serde_json::json!({"messages": [{"role": 7, "content": "a@x.io"}]});
+        assert!(guard(config.clone(), body).0.unwrap());
+        for role in ["System", "ASSISTANT", "developer", "Tool", "FUNCTION"] {
+            let body = serde_json::json!({"messages": [{"role": role, "content": "a@x.io"}]});
+            let (outcome, _, _) = guard(config.clone(), body);
+            assert!(!outcome.unwrap(), "{role:?}");
+        }
+        let scoped = GuardConfig {
+            roles: vec!["System".into()],
+            ..emails(Action::Mask)
+        };
+        let body = serde_json::json!({"system": "a@x.io", "tools": [{"name": "f", "description": "b@x.io"}],
+                                      "messages": [{"role": "user", "content": "c@x.io"}],
+                                      "metadata": {"user_id": "d@x.io"}, "stop": ["e@x.io"]});
+        let (_, out, _) = guard(scoped, body);
+        assert_eq!(out["system"], "[EMAIL_1]");
+        assert_eq!(out["tools"][0]["description"], "[EMAIL_2]");
+        assert_eq!(out["messages"][0]["content"], "c@x.io");
+        assert_eq!(out["metadata"]["user_id"], "[EMAIL_3]", "always scanned");
+        assert_eq!(out["stop"][0], "e@x.io", "the user's");
+    }
+
+    /// Finding 10 of the review: a value in `model` refuses the request whatever the detector's
+    /// action, and is counted as refused.
+    #[test]
+    fn a_value_in_the_model_refuses_the_request() {
+        for action in [Action::Mask, Action::Reject, Action::Monitor] {
+            let body = serde_json::json!({"model": "ft:jane.doe@example.com", "messages": []});
+            let (outcome, out, masker) = guard(emails(action), body.clone());
+            assert_eq!(outcome.unwrap_err().detector, "email");
+            assert_eq!(out, body);
+            assert_eq!(masker.detections[0].action, Action::Reject);
+        }
+        let body = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "a@x.io"}]});
+        assert!(guard(emails(Action::Mask), body).0.unwrap());
+    }
+
+    /// Base64 documents: text is guarded decoded and encoded again; binary is left alone; what
+    /// is not base64 is guarded as text.
+    #[test]
+    fn base64_text_documents_are_decoded_guarded_and_encoded_again() {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let document = |media_type: &str, data: &str| {
+            serde_json::json!({"messages": [{"role": "user", "content": [{"type": "document",
+                "source": {"type": "base64", "media_type": media_type, "data": data}}]}]})
+        };
+        let (_, out, masker) = guard(
+            emails(Action::Mask),
+            document("text/plain", &engine.encode("mail a@x.io now")),
+        );
+        let data = out["messages"][0]["content"][0]["source"]["data"]
+            .as_str()
+            .unwrap();
+        assert_eq!(engine.decode(data).unwrap(), b"mail [EMAIL_1] now");
+        assert_eq!(masker.restore("[EMAIL_1]"), "a@x.io");
+        let pdf = document("application/pdf", &engine.encode("%PDF a@x.io"));
+        assert_eq!(guard(emails(Action::Mask), pdf.clone()).1, pdf);
+        let (_, out, _) = guard(emails(Action::Mask), document("text/plain", "a@x.io"));
+        assert_eq!(
+            out["messages"][0]["content"][0]["source"]["data"],
+            "[EMAIL_1]"
+        );
+        let clean = document("text/plain", &engine.encode("nothing here"));
+        assert_eq!(guard(emails(Action::Mask), clean.clone()).1, clean);
     }
 }
