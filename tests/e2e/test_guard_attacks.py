@@ -403,3 +403,53 @@ def test_aliases_an_upstream_serves_are_guarded_too(proxy, upstream, path):
     assert EMAIL not in seen[0]["raw"].decode()
     assert "[EMAIL_1]" in seen[0]["raw"].decode()
     assert seen[0]["path"] == path.split("?")[0]
+
+
+def recorded(upstream, test_id: str) -> str:
+    """The raw body the upstream got for `test_id`, on any of its routes."""
+    if test_id in upstream.requests:
+        return upstream.requests[test_id]["raw"].decode()
+    entries = [e for e in upstream.unrouted if e["headers"].get("x-test-id") == test_id]
+    assert entries, "the request reached the upstream"
+    return entries[0]["raw"].decode()
+
+
+B64_TEXT = base64.b64encode(f"contract for {EMAIL}".encode()).decode()
+MORE_FIELDS = {
+    "unknown role": ("/v1/chat/completions", {"model": "m", "messages": [
+        {"role": "human", "content": f"mail {EMAIL}"}, {"role": "User", "content": EMAIL}]}),
+    "history": ("/v1/chat/completions", {"model": "m", "messages": [
+        {"role": "assistant", "reasoning_content": f"think {EMAIL}",
+         "content": [{"type": "refusal", "refusal": f"not {EMAIL}"}],
+         "function_call": {"name": "send", "arguments": json.dumps({"to": EMAIL})}},
+        {"role": "user", "content": "hi"}]}),
+    "tool descriptions, stop, metadata, user": ("/v1/chat/completions", {
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": [EMAIL],
+        "metadata": {"k": EMAIL}, "user": EMAIL,
+        "tools": [{"type": "function", "function": {
+            "name": "send", "description": f"writes to {EMAIL}",
+            "parameters": {"type": "object", "properties": {
+                "to": {"type": "string", "description": f"like {EMAIL}"}}}}}]}),
+    "suffix": ("/v1/completions", {"model": "m", "prompt": "hi", "suffix": f"mail {EMAIL}"}),
+    "nested prompt": ("/v1/embeddings", {"model": "m", "input": [[f"mail {EMAIL}"]]}),
+    "base64 document": ("/v1/messages", {"model": "claude", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "document", "source": {
+            "type": "base64", "media_type": "text/plain", "data": B64_TEXT}}]}]}),
+}
+
+
+@pytest.mark.parametrize("case", MORE_FIELDS)
+def test_every_string_the_model_reads_is_masked_before_the_upstream(proxy, upstream, case):
+    path, body = MORE_FIELDS[case]
+    _, _, _, test_id = send(proxy, "POST", path, body, x_upstream_say="ok")
+    seen = recorded(upstream, test_id)
+    assert EMAIL not in seen, case
+    assert B64_TEXT not in seen, case
+
+
+def test_a_value_in_the_model_refuses_the_request(proxy, upstream):
+    status, _, content, test_id = send(proxy, "POST", "/v1/chat/completions", chat("hi", EMAIL))
+    assert status == 400
+    assert json.loads(content)["error"]["code"] == "sensitive_data_detected"
+    assert test_id not in upstream.requests
+    assert EMAIL not in proxy.log()
