@@ -2248,4 +2248,131 @@ mod tests {
         let (outcome, _, _) = guard(scoped, body);
         assert!(!outcome.unwrap());
     }
+
+    /// Finding 2: with `responses`, a value in any string of a reply or stream event that is not
+    /// an identifier (logprobs, audio transcripts, annotations and citations, legacy
+    /// `function_call` arguments, MCP output, error messages, fields no API has yet) never
+    /// comes out; identifiers stay as they were, arguments stay valid JSON, logprobs go.
+    #[test]
+    fn every_reply_string_is_guarded() {
+        use serde_json::json;
+        const V: &str = "jane.doe@example.com";
+        let detectors = detectors(&[("email", Action::Mask)]);
+        let config = GuardConfig {
+            responses: true,
+            ..GuardConfig::default()
+        };
+        let args = json!({"to": V, "list": [V, {"id": V}]}).to_string();
+        let fixed = [
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "ok", "audio": {"transcript": V},
+                    "annotations": [{"type": "url_citation", "url_citation": {"url": V, "title": V}}],
+                    "function_call": {"name": "f", "arguments": args},
+                    "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": args}}]},
+                "logprobs": {"content": [{"token": V, "bytes": [106], "top_logprobs": [{"token": V}]}]}}]}),
+            json!({"error": {"message": format!("user {V} not allowed"), "type": "invalid_request_error"}}),
+            json!({"output": [{"type": "message", "id": "msg_1", "content": [{"type": "output_text",
+                "text": "ok", "annotations": [{"type": "url_citation", "url": V, "title": V}],
+                "logprobs": [{"token": V}]}]},
+                {"type": "mcp_call", "name": "m", "arguments": "{}", "output": V}]}),
+            json!({"content": [{"type": "text", "text": "ok",
+                "citations": [{"type": "char_location", "cited_text": V}]},
+                {"type": "web_search_tool_result", "content": [{"url": V, "title": V}]}]}),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": V}}),
+            json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "citations_delta", "citation": {"cited_text": V}}}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0,
+                "delta": "ok", "logprobs": [{"token": V, "top_logprobs": [{"token": V}]}]}),
+            json!({"type": "response.output_text.annotation.added", "annotation": {"url": V}}),
+            json!({"choices": [{"index": 0, "delta": {"content": "ok", "audio": {"transcript": V}},
+                "logprobs": {"content": [{"token": V}]}}]}),
+        ];
+        // And replies of random shape: the value anywhere but under an identifier's key.
+        let mut rng = StdRng::seed_from_u64(2);
+        const KEYS: [&str; 12] = [
+            "content",
+            "text",
+            "message",
+            "x",
+            "items",
+            "url",
+            "id",
+            "type",
+            "name",
+            "arguments",
+            "input",
+            "logprobs",
+        ];
+        fn random(rng: &mut StdRng, depth: u32, key: &str) -> Value {
+            let identifier = STRUCTURAL.contains(&key) || key == "name";
+            if identifier {
+                return json!("ident_1");
+            }
+            match rng.random_range(0..if depth > 3 { 2 } else { 5 }) {
+                0 => json!(format!("mail {V}.")),
+                1 if key == "arguments" => json!(json!({"a": V}).to_string()),
+                1 => json!(rng.random_range(0..9)),
+                2 => Value::Array((0..3).map(|_| random(rng, depth + 1, "")).collect()),
+                _ => {
+                    let mut object = Map::new();
+                    for _ in 0..rng.random_range(1..5) {
+                        let key = KEYS[rng.random_range(0..KEYS.len())];
+                        object.insert(key.to_owned(), random(rng, depth + 1, key));
+                    }
+                    Value::Object(object)
+                }
+            }
+        }
+        let replies = fixed
+            .into_iter()
+            .chain((0..300).map(|_| random(&mut rng, 0, "")));
+        let mut checked = 0;
+        for reply in replies {
+            let mut whole = reply.clone();
+            let mut masker = Masker::default();
+            guard_reply(&mut whole, &config, &detectors, &mut masker);
+            let mut guard = DeltaGuard::default();
+            let mut streamed = reply.clone();
+            let mut out = guard.guard_event(&mut streamed, &config, &detectors, &mut masker);
+            out.push(streamed);
+            out.extend(guard.finish(&config, &detectors, &mut masker));
+            out.push(whole.clone());
+            for event in &out {
+                let sent = event.to_string();
+                assert!(!sent.contains(V), "{reply} -> {sent}");
+                check_left(event);
+            }
+            if reply.to_string().contains(V) {
+                checked += 1;
+            }
+            // Identifiers are left alone.
+            assert_eq!(whole.get("id"), reply.get("id"));
+            assert_eq!(whole.get("type"), reply.get("type"));
+        }
+        assert!(checked > 200, "{checked}");
+
+        /// Logprobs are gone and JSON arguments are still JSON.
+        fn check_left(value: &Value) {
+            match value {
+                Value::Array(items) => items.iter().for_each(check_left),
+                Value::Object(fields) => {
+                    for (key, field) in fields {
+                        match (key.as_str(), field) {
+                            ("logprobs", Value::Array(items)) => assert!(items.is_empty()),
+                            ("logprobs", field) => assert!(field.is_null(), "{field}"),
+                            ("arguments", Value::String(text)) if text.starts_with('{') => {
+                                serde_json::from_str::<Value>(text).expect("JSON arguments");
+                            }
+                            // Tool input is data: a `logprobs` in it is the model's.
+                            ("input", _) => {}
+                            _ => check_left(field),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -1247,4 +1247,54 @@ mod tests {
         }
         assert!(checked > 10_000, "{checked}");
     }
+
+    /// Findings 7 and 8: an event of thousands of choices, each holding a tail, copies a few
+    /// short fields per part (not the whole event per part: that was quadratic), opens at most
+    /// `MAX_PARTS` parts, and drops the text of the others: the value split across two events
+    /// never comes out, for a choice inside the cap or past it.
+    #[test]
+    fn many_parts_copy_little_and_are_capped() {
+        let detectors = all(Action::Mask);
+        let config = config(false, true);
+        for n in [10, MAX_PARTS, 5_000] {
+            let chunk = |piece: &str, finish: Option<&str>| {
+                let choices: Vec<Value> = (0..n)
+                    .map(|i| json!({"index": i, "delta": {"content": piece}, "finish_reason": finish}))
+                    .collect();
+                json!({"id": "c", "model": "m", "choices": choices, "usage": {"n": n}})
+            };
+            let mut masker = Masker::default();
+            let mut guard = DeltaGuard::default();
+            let mut event = chunk("mail jane.doe@exa", None);
+            assert!(
+                guard
+                    .guard_event(&mut event, &config, &detectors, &mut masker)
+                    .is_empty()
+            );
+            assert_eq!(guard.parts.len(), n.min(MAX_PARTS));
+            assert_eq!(guard.dropped(), n.saturating_sub(MAX_PARTS) as u64);
+            // The work of opening a part: copying its template, a few short fields.
+            for part in guard.parts.values() {
+                assert!(part.template.to_string().len() < 100, "{}", part.template);
+            }
+            let mut out = vec![event];
+            let mut last = chunk("mple.com now", Some("stop"));
+            out.extend(guard.guard_event(&mut last, &config, &detectors, &mut masker));
+            out.push(last);
+            out.extend(guard.finish(&config, &detectors, &mut masker));
+            let sent: String = out.iter().map(Value::to_string).collect();
+            assert!(!sent.contains("jane.doe"));
+            assert_eq!(sent.matches("[EMAIL_1] now").count(), n.min(MAX_PARTS));
+            assert!(guard.parts.is_empty());
+        }
+        // Parts opened one an event, never closed: still at most `MAX_PARTS` held.
+        let mut masker = Masker::default();
+        let mut guard = DeltaGuard::default();
+        for i in 0..2_000 {
+            let mut event = json!({"choices": [{"index": i, "delta": {"content": "abc"}}]});
+            guard.guard_event(&mut event, &config, &detectors, &mut masker);
+        }
+        assert_eq!(guard.parts.len(), MAX_PARTS);
+        assert_eq!(guard.dropped(), (2_000 - MAX_PARTS) as u64);
+    }
 }
