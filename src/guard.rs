@@ -1354,16 +1354,41 @@ impl Detectors {
             return cut;
         }
         // A value that starts before the cut and goes past it (one whose tail was longer than
-        // its detector holds) is held whole, or sent whole if that would hold too much.
-        match self
-            .spans_from(text, from)
-            .into_iter()
-            .find(|span| span.start < cut && cut < span.end)
-        {
-            Some(span) if text.len() - span.start <= self.max_holdback() => span.start,
-            Some(span) => span.end,
-            None => cut,
+        // its detector holds) is held whole, or sent whole if that would hold too much. Any
+        // detector's value counts, not only those that win an overlap now: the winner may stop
+        // being a value as more text comes (`123-45-6789` then `1`), and the value it hid
+        // becomes one, in a text whose start is already sent.
+        let values = self.values_from(text, from);
+        let mut cut = cut;
+        for _ in 0..=values.len() {
+            let straddling = values
+                .iter()
+                .filter(|(start, end)| *start < cut && cut < *end);
+            let Some(&(start, end)) = straddling.min_by_key(|(start, _)| *start) else {
+                break;
+            };
+            cut = if text.len() - start <= self.max_holdback() {
+                start
+            } else {
+                end
+            };
         }
+        cut
+    }
+
+    /// Every value of every detector in `text` from `from` on, overlapping or not.
+    fn values_from(&self, text: &str, from: usize) -> Vec<(usize, usize)> {
+        let survey = self.survey(text);
+        let mut values = Vec::new();
+        for (index, detector) in self.detectors.iter().enumerate() {
+            let windows = survey.windows(index, detector.reach);
+            for found in find_within(&detector.regex, text, from, windows) {
+                if !found.is_empty() && (detector.validate)(found.as_str()) {
+                    values.push((found.start(), found.end()));
+                }
+            }
+        }
+        values
     }
 
     /// The most bytes [`Detectors::safe_cut`] holds back: the longest value of any detector.
