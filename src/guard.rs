@@ -1353,12 +1353,14 @@ impl Detectors {
         if cut == from || cut == text.len() {
             return cut;
         }
-        // A value that starts before the cut and goes past it (one whose tail was longer than
-        // its detector holds) is held whole, or sent whole if that would hold too much. Any
-        // detector's value counts, not only those that win an overlap now: the winner may stop
-        // being a value as more text comes (`123-45-6789` then `1`), and the value it hid
-        // becomes one, in a text whose start is already sent.
-        let values = self.values_from(text, from);
+        // A match that starts before the cut and goes past it (one whose tail was longer than
+        // its detector holds) is held whole, or sent whole if that would hold too much. Every
+        // detector's matches count, not only values that win an overlap now: the winner may
+        // stop being a value as more text comes (`123-45-6789` then `1`), and the value it hid
+        // becomes one, in a text whose start is already sent. And a match its check refuses
+        // too: the search of the whole text goes on after it, so a value that starts inside it
+        // is none there, and must be none in the stream.
+        let values = self.matches_from(text, from);
         let mut cut = cut;
         for _ in 0..=values.len() {
             let straddling = values
@@ -1376,19 +1378,18 @@ impl Detectors {
         cut
     }
 
-    /// Every value of every detector in `text` from `from` on, overlapping or not.
-    fn values_from(&self, text: &str, from: usize) -> Vec<(usize, usize)> {
+    /// Every match of every detector's pattern in `text` from `from` on, overlapping or not,
+    /// checked or not.
+    fn matches_from(&self, text: &str, from: usize) -> Vec<(usize, usize)> {
         let survey = self.survey(text);
-        let mut values = Vec::new();
+        let mut matches = Vec::new();
         for (index, detector) in self.detectors.iter().enumerate() {
             let windows = survey.windows(index, detector.reach);
             for found in find_within(&detector.regex, text, from, windows) {
-                if !found.is_empty() && (detector.validate)(found.as_str()) {
-                    values.push((found.start(), found.end()));
-                }
+                matches.push((found.start(), found.end()));
             }
         }
-        values
+        matches
     }
 
     /// The most bytes [`Detectors::safe_cut`] holds back: the longest value of any detector.

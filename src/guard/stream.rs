@@ -443,8 +443,7 @@ impl DeltaGuard {
         let ready = guarding.guard_before(&mut part.context, &text, cut);
         put_text(event, pointer, ready);
         if closing {
-            let part = self.parts.remove(&key);
-            debug_assert!(part.is_some_and(|part| part.text.is_empty()));
+            self.parts.remove(&key);
         } else {
             text.drain(..cut);
             part.text = text;
@@ -1300,28 +1299,33 @@ mod tests {
 
     /// The fuzzer's second find: in `fe80::123-45-6789`, the SSN wins the overlap with the IPv6
     /// address, so a cut before the SSN once sent `fe80::`; then `1` came, the SSN was no
-    /// value, and the address it had hidden was one, half sent. No cut falls inside any
-    /// detector's value, whichever wins.
+    /// value, and the address it had hidden was one, half sent. And in `+1 4123-45-678915-555`
+    /// the whole text's search goes on after a match its check refuses, so the card that starts
+    /// inside that match is none, but once was in the stream. No cut falls inside any
+    /// detector's match, whichever wins, checked or not.
     #[test]
     fn a_value_hidden_by_an_overlap_is_never_cut() {
         let detectors = all(Action::Mask);
         let config = config(false, true);
-        let text = "ip fe80::123-45-67891, key";
-        let whole = Masker::default().mask_new(&detectors, text);
-        assert!(whole.contains("[IPV6_1]"), "{whole}");
-        let at: Vec<usize> = splits(text).collect();
-        for (n, &first) in at.iter().enumerate() {
-            for &second in &at[n..] {
-                let pieces = [&text[..first], &text[first..second], &text[second..]];
-                for shape in SHAPES {
-                    let out = run(
-                        events(shape, &pieces, Ending::BodyEnds),
-                        &config,
-                        &detectors,
-                        &mut Masker::default(),
-                    );
-                    let (streamed, _) = texts(shape, &out);
-                    assert_eq!(streamed, whole, "{shape:?} {pieces:?}");
+        for text in [
+            "ip fe80::123-45-67891, key",
+            "call +1 415-555-2 +1 4123-45-678915-555-x",
+        ] {
+            let whole = Masker::default().mask_new(&detectors, text);
+            let at: Vec<usize> = splits(text).collect();
+            for (n, &first) in at.iter().enumerate() {
+                for &second in &at[n..] {
+                    let pieces = [&text[..first], &text[first..second], &text[second..]];
+                    for shape in SHAPES {
+                        let out = run(
+                            events(shape, &pieces, Ending::BodyEnds),
+                            &config,
+                            &detectors,
+                            &mut Masker::default(),
+                        );
+                        let (streamed, _) = texts(shape, &out);
+                        assert_eq!(streamed, whole, "{shape:?} {pieces:?}");
+                    }
                 }
             }
         }
