@@ -349,6 +349,13 @@ impl Detectors {
     /// The values in `text` that a detector accepts, in order: where matches overlap, the one
     /// of the detector listed first.
     fn spans(&self, text: &str) -> Vec<Span<'_>> {
+        self.spans_from(text, 0)
+    }
+
+    /// [`Detectors::spans`] of the values that start at or after `from`, as a search of `text`
+    /// from there finds them: `text[..from]` is only the left context a word boundary or an
+    /// anchor at `from` is judged by (text of a stream already sent).
+    fn spans_from(&self, text: &str, from: usize) -> Vec<Span<'_>> {
         // Each detector's matches come in order, as do the spans accepted so far, which never
         // overlap: one merge per detector, linear however many values a text holds.
         let mut spans: Vec<Span<'_>> = Vec::new();
@@ -361,7 +368,7 @@ impl Detectors {
             }
             let mut merged = Vec::with_capacity(spans.len());
             let mut accepted = spans.into_iter().peekable();
-            for found in find_within(&detector.regex, text, windows) {
+            for found in find_within(&detector.regex, text, from, windows) {
                 while let Some(before) = accepted.next_if(|span| span.end <= found.start()) {
                     merged.push(before);
                 }
@@ -421,33 +428,37 @@ impl Survey<'_> {
     }
 }
 
-/// The matches of `regex` in `text` that lie within `windows` (in order, disjoint, on character
-/// boundaries), in order: all that a search of the whole text finds, if each lies in a window.
+/// The matches of `regex` in `text` from `from` on that lie within `windows` (in order,
+/// disjoint, on character boundaries), in order: all that a search of the whole text from `from`
+/// finds, if each lies in a window.
 fn find_within<'t>(
     regex: &'t Regex,
     text: &'t str,
+    from: usize,
     windows: impl Iterator<Item = Range<usize>> + 't,
 ) -> impl Iterator<Item = Match<'t>> + 't {
-    windows.flat_map(move |window| {
-        // The search starts at the window's start in the whole text and ends one character past
-        // the window, so a word boundary at either edge is judged as in the whole text.
-        let past = text[window.end..].chars().next().map_or(0, char::len_utf8);
-        let haystack = &text[..window.end + past];
-        let mut at = window.start;
-        std::iter::from_fn(move || {
-            if at > haystack.len() {
-                return None;
-            }
-            let found = regex.find_at(haystack, at)?;
-            at = match haystack[found.end()..].chars().next() {
-                // An empty match: the next search starts one character on.
-                Some(next) if found.is_empty() => found.end() + next.len_utf8(),
-                None if found.is_empty() => haystack.len() + 1,
-                _ => found.end(),
-            };
-            Some(found)
+    windows
+        .filter(move |window| window.end >= from)
+        .flat_map(move |window| {
+            // The search starts at the window's start in the whole text and ends one character past
+            // the window, so a word boundary at either edge is judged as in the whole text.
+            let past = text[window.end..].chars().next().map_or(0, char::len_utf8);
+            let haystack = &text[..window.end + past];
+            let mut at = window.start.max(from);
+            std::iter::from_fn(move || {
+                if at > haystack.len() {
+                    return None;
+                }
+                let found = regex.find_at(haystack, at)?;
+                at = match haystack[found.end()..].chars().next() {
+                    // An empty match: the next search starts one character on.
+                    Some(next) if found.is_empty() => found.end() + next.len_utf8(),
+                    None if found.is_empty() => haystack.len() + 1,
+                    _ => found.end(),
+                };
+                Some(found)
+            })
         })
-    })
 }
 
 impl Around {
@@ -902,16 +913,24 @@ impl Masker {
     /// and a `reject` detector masks: a reply cannot be refused after the fact). New placeholders
     /// are not restorable; a new value gets the same one wherever the reply holds it.
     pub fn mask_new(&mut self, detectors: &Detectors, text: &str) -> String {
-        self.mask_new_before(detectors, text, text.len())
+        self.mask_new_between(detectors, text, 0, text.len())
     }
 
-    /// [`Masker::mask_new`] of `text[..cut]`, with the values found in the whole of `text`: the
-    /// part of a streamed text sent now is judged as the text it is part of (a value's end is
+    /// [`Masker::mask_new`] of `text[from..cut]`, with the values found in the whole of `text`
+    /// from `from` on: the part of a streamed text sent now is judged as the text it is part
+    /// of, with `text[..from]` the text already sent before it (so a word boundary at `from` is
+    /// judged as in the whole text) and `text[cut..]` what is held after it (a value's end is
     /// where the text says, not where the cut falls). No value may straddle `cut`.
-    pub fn mask_new_before(&mut self, detectors: &Detectors, text: &str, cut: usize) -> String {
-        let mut out = String::with_capacity(cut);
-        let mut at = 0;
-        let spans = detectors.spans(text);
+    pub fn mask_new_between(
+        &mut self,
+        detectors: &Detectors,
+        text: &str,
+        from: usize,
+        cut: usize,
+    ) -> String {
+        let mut out = String::with_capacity(cut - from);
+        let mut at = from;
+        let spans = detectors.spans_from(text, from);
         for Span {
             start,
             end,
@@ -1122,15 +1141,15 @@ fn scalar_at<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a 
 }
 
 /// Guards a JSON reply in place: restores the request's values (reversible mode) and masks new
-/// ones (response scanning), in chat, legacy, Responses and Anthropic shapes. Returns whether
-/// any text changed.
+/// ones (response scanning) in every string of it but the [`STRUCTURAL`] ones, in any shape
+/// (error bodies and events included); with response scanning, `logprobs` go (see
+/// [`visit_reply_strings`]). Returns whether anything changed.
 pub fn guard_reply(
     reply: &mut Value,
     config: &GuardConfig,
     detectors: &Detectors,
     masker: &mut Masker,
 ) -> bool {
-    let mut changed = false;
     let mut fix = |text: &mut String| {
         let mut out = if config.reversible {
             masker.restore(text)
@@ -1140,13 +1159,13 @@ pub fn guard_reply(
         if config.responses {
             out = masker.mask_new(detectors, &out);
         }
-        if out != *text {
+        let changed = out != *text;
+        if changed {
             *text = out;
-            changed = true;
         }
+        changed
     };
-    visit_reply_strings(reply, &mut fix);
-    changed
+    visit_reply_strings(reply, config.responses, &mut fix)
 }
 
 /// How much of the end of a streamed text one detector holds back: the longest tail that could
@@ -1344,28 +1363,62 @@ impl Detectors {
     /// extend into one of its values, and never inside a value found in the text. What follows
     /// the cut waits for more text; what comes before it can be guarded and sent.
     pub fn safe_cut(&self, text: &str) -> usize {
-        let mut cut = text.len();
+        self.safe_cut_from(text, 0)
+    }
+
+    /// [`Detectors::safe_cut`] of `text[from..]`, its values judged with `text[..from]` (text
+    /// already sent) before them. Returns a cut in `text`, at `from` or after.
+    pub fn safe_cut_from(&self, text: &str, from: usize) -> usize {
+        let part = &text[from..];
+        let mut cut = part.len();
         for detector in &self.detectors {
             let literals = match detector.reach {
                 Reach::Literals(literals) => literals,
                 _ => &[],
             };
-            cut = cut.min(detector.hold.start(text, literals));
+            cut = cut.min(detector.hold.start(part, literals));
         }
-        if cut == 0 || cut == text.len() {
+        let cut = from + cut;
+        if cut == from || cut == text.len() {
             return cut;
         }
-        // A value that starts before the cut and goes past it (one whose tail was longer than
-        // its detector holds) is held whole, or sent whole if that would hold too much.
-        match self
-            .spans(text)
-            .into_iter()
-            .find(|span| span.start < cut && cut < span.end)
-        {
-            Some(span) if text.len() - span.start <= self.max_holdback() => span.start,
-            Some(span) => span.end,
-            None => cut,
+        // A match that starts before the cut and goes past it (one whose tail was longer than
+        // its detector holds) is held whole, or sent whole if that would hold too much. Every
+        // detector's matches count, not only values that win an overlap now: the winner may
+        // stop being a value as more text comes (`123-45-6789` then `1`), and the value it hid
+        // becomes one, in a text whose start is already sent. And a match its check refuses
+        // too: the search of the whole text goes on after it, so a value that starts inside it
+        // is none there, and must be none in the stream.
+        let values = self.matches_from(text, from);
+        let mut cut = cut;
+        for _ in 0..=values.len() {
+            let straddling = values
+                .iter()
+                .filter(|(start, end)| *start < cut && cut < *end);
+            let Some(&(start, end)) = straddling.min_by_key(|(start, _)| *start) else {
+                break;
+            };
+            cut = if text.len() - start <= self.max_holdback() {
+                start
+            } else {
+                end
+            };
         }
+        cut
+    }
+
+    /// Every match of every detector's pattern in `text` from `from` on, overlapping or not,
+    /// checked or not.
+    fn matches_from(&self, text: &str, from: usize) -> Vec<(usize, usize)> {
+        let survey = self.survey(text);
+        let mut matches = Vec::new();
+        for (index, detector) in self.detectors.iter().enumerate() {
+            let windows = survey.windows(index, detector.reach);
+            for found in find_within(&detector.regex, text, from, windows) {
+                matches.push((found.start(), found.end()));
+            }
+        }
+        matches
     }
 
     /// The most bytes [`Detectors::safe_cut`] holds back: the longest value of any detector.
@@ -1382,89 +1435,100 @@ impl Detectors {
 /// `reasoning_content`, OpenRouter's `reasoning`) and a refusal.
 pub(crate) const CHAT_TEXTS: [&str; 4] = ["content", "reasoning_content", "reasoning", "refusal"];
 
-/// Calls `visit` on every model-written string of a reply: message contents and tool-call
-/// arguments, legacy texts, Responses output texts and arguments, Anthropic text and tool input.
-fn visit_reply_strings(reply: &mut Value, visit: &mut impl FnMut(&mut String)) {
-    fn strings(value: &mut Value, visit: &mut impl FnMut(&mut String)) {
-        match value {
-            Value::String(text) => visit(text),
-            Value::Array(items) => items.iter_mut().for_each(|item| strings(item, visit)),
-            Value::Object(fields) => fields.values_mut().for_each(|field| strings(field, visit)),
-            _ => {}
-        }
-    }
-    let text_field = |item: &mut Value, key: &str, visit: &mut dyn FnMut(&mut String)| {
-        if let Some(Value::String(text)) = item.get_mut(key) {
-            visit(text);
-        }
-    };
-    if let Some(Value::Array(choices)) = reply.get_mut("choices") {
-        for choice in choices {
-            text_field(choice, "text", visit);
-            for key in ["message", "delta"] {
-                if let Some(message) = choice.get_mut(key) {
-                    for field in CHAT_TEXTS {
-                        text_field(message, field, visit);
+/// Keys whose string values are identifiers or names the API defines, not text, and which a
+/// reply's strings are guarded without: ids, types, roles, the model, reasons, statuses, tiers, and
+/// the opaque `signature` (Anthropic's thinking) and `encrypted_content` (Responses' reasoning)
+/// that a client hands back as they are. A function's or tool's `name` (in an object that also
+/// holds its `arguments`, `input` or `input_schema`) is one too.
+pub(crate) const STRUCTURAL: [&str; 15] = [
+    "id",
+    "object",
+    "type",
+    "role",
+    "model",
+    "finish_reason",
+    "stop_reason",
+    "status",
+    "call_id",
+    "item_id",
+    "tool_use_id",
+    "system_fingerprint",
+    "service_tier",
+    "signature",
+    "encrypted_content",
+];
+
+/// Calls `visit` (which says whether it changed the string) on every string of a reply but
+/// those of [`STRUCTURAL`] keys: a model can write into any field, so none is trusted to hold
+/// no value. Tool-call `arguments` that are JSON are visited string by string and stay valid
+/// JSON; tool `input` objects are data, visited whole. With `strip_logprobs`, every `logprobs`
+/// (chat's and legacy's object, Responses' arrays) goes, to `null` or `[]`: its tokens spell
+/// the text a piece at a time, where no value can be found. Returns whether anything changed.
+fn visit_reply_strings(
+    value: &mut Value,
+    strip_logprobs: bool,
+    visit: &mut impl FnMut(&mut String) -> bool,
+) -> bool {
+    match value {
+        Value::String(text) => visit(text),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+            visit_reply_strings(item, strip_logprobs, visit) | changed
+        }),
+        Value::Object(fields) => {
+            let tool = ["arguments", "input", "input_schema"]
+                .iter()
+                .any(|key| fields.contains_key(*key));
+            let mut changed = false;
+            for (key, field) in fields.iter_mut() {
+                changed |= match (key.as_str(), field) {
+                    ("logprobs", Value::Array(tokens)) if strip_logprobs => {
+                        let had = !tokens.is_empty();
+                        tokens.clear();
+                        had
                     }
-                    if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-                        for call in calls {
-                            if let Some(function) = call.get_mut("function") {
-                                text_field(function, "arguments", visit);
-                            }
-                        }
+                    ("logprobs", logprobs) if strip_logprobs => !std::mem::take(logprobs).is_null(),
+                    (key, Value::String(_))
+                        if STRUCTURAL.contains(&key) || (tool && key == "name") =>
+                    {
+                        false
                     }
-                }
+                    ("arguments", Value::String(arguments)) => visit_arguments(arguments, visit),
+                    ("input", input) => visit_json_strings(input, visit),
+                    (_, field) => visit_reply_strings(field, strip_logprobs, visit),
+                };
             }
+            changed
         }
+        _ => false,
     }
-    let item = |item: &mut Value, visit: &mut dyn FnMut(&mut String)| {
-        for field in ["text", "arguments", "thinking", "refusal"] {
-            text_field(item, field, visit);
-        }
-        // Responses' reasoning items: their summary's texts.
-        if let Some(Value::Array(parts)) = item.get_mut("summary") {
-            for part in parts {
-                text_field(part, "text", visit);
+}
+
+/// Tool-call arguments: a JSON object or array is visited string by string and written back only
+/// if one changed, so the arguments stay valid JSON; anything else is visited as text.
+fn visit_arguments(arguments: &mut String, visit: &mut impl FnMut(&mut String) -> bool) -> bool {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(mut parsed @ (Value::Object(_) | Value::Array(_))) => {
+            let changed = visit_json_strings(&mut parsed, visit);
+            if changed {
+                *arguments = parsed.to_string();
             }
+            changed
         }
-        if let Some(input) = item.get_mut("input") {
-            strings(input, &mut |text: &mut String| visit(text));
-        }
-        if let Some(Value::Array(parts)) = item.get_mut("content") {
-            for part in parts {
-                text_field(part, "text", visit);
-                text_field(part, "refusal", visit);
-            }
-        }
-    };
-    for key in ["output", "content"] {
-        if let Some(Value::Array(items)) = reply.get_mut(key) {
-            for each in items {
-                item(each, visit);
-            }
-        }
+        _ => visit(arguments),
     }
-    // Stream events: Responses' item, part, text delta and finished texts; Anthropic's text
-    // and tool-input deltas; the whole response or message some events carry.
-    for key in ["item", "part", "content_block"] {
-        if let Some(inner) = reply.get_mut(key) {
-            item(inner, visit);
-        }
-    }
-    text_field(reply, "text", visit);
-    text_field(reply, "arguments", visit);
-    match reply.get_mut("delta") {
-        Some(Value::String(text)) => visit(text),
-        Some(delta @ Value::Object(_)) => {
-            text_field(delta, "text", visit);
-            text_field(delta, "partial_json", visit);
-        }
-        _ => {}
-    }
-    for key in ["response", "message"] {
-        if let Some(inner) = reply.get_mut(key) {
-            visit_reply_strings(inner, visit);
-        }
+}
+
+/// Every string of a JSON value, whatever its key: data, not the API's structure.
+fn visit_json_strings(value: &mut Value, visit: &mut impl FnMut(&mut String) -> bool) -> bool {
+    match value {
+        Value::String(text) => visit(text),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+            visit_json_strings(item, visit) | changed
+        }),
+        Value::Object(fields) => fields.values_mut().fold(false, |changed, field| {
+            visit_json_strings(field, visit) | changed
+        }),
+        _ => false,
     }
 }
 
@@ -1791,7 +1855,7 @@ mod tests {
             let survey = detectors.survey(&text);
             for (index, detector) in detectors.detectors.iter().enumerate() {
                 let windows = survey.windows(index, detector.reach);
-                let narrowed: Vec<_> = find_within(&detector.regex, &text, windows)
+                let narrowed: Vec<_> = find_within(&detector.regex, &text, 0, windows)
                     .map(|found| found.range())
                     .collect();
                 let whole: Vec<_> = detector.regex.find_iter(&text).map(|m| m.range()).collect();
@@ -2647,5 +2711,132 @@ mod tests {
         );
         let clean = document("text/plain", &engine.encode("nothing here"));
         assert_eq!(guard(emails(Action::Mask), clean.clone()).1, clean);
+    }
+
+    /// Finding 2: with `responses`, a value in any string of a reply or stream event that is not
+    /// an identifier (logprobs, audio transcripts, annotations and citations, legacy
+    /// `function_call` arguments, MCP output, error messages, fields no API has yet) never
+    /// comes out; identifiers stay as they were, arguments stay valid JSON, logprobs go.
+    #[test]
+    fn every_reply_string_is_guarded() {
+        use serde_json::json;
+        const V: &str = "jane.doe@example.com";
+        let detectors = detectors(&[("email", Action::Mask)]);
+        let config = GuardConfig {
+            responses: true,
+            ..GuardConfig::default()
+        };
+        let args = json!({"to": V, "list": [V, {"id": V}]}).to_string();
+        let fixed = [
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "ok", "audio": {"transcript": V},
+                    "annotations": [{"type": "url_citation", "url_citation": {"url": V, "title": V}}],
+                    "function_call": {"name": "f", "arguments": args},
+                    "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": args}}]},
+                "logprobs": {"content": [{"token": V, "bytes": [106], "top_logprobs": [{"token": V}]}]}}]}),
+            json!({"error": {"message": format!("user {V} not allowed"), "type": "invalid_request_error"}}),
+            json!({"output": [{"type": "message", "id": "msg_1", "content": [{"type": "output_text",
+                "text": "ok", "annotations": [{"type": "url_citation", "url": V, "title": V}],
+                "logprobs": [{"token": V}]}]},
+                {"type": "mcp_call", "name": "m", "arguments": "{}", "output": V}]}),
+            json!({"content": [{"type": "text", "text": "ok",
+                "citations": [{"type": "char_location", "cited_text": V}]},
+                {"type": "web_search_tool_result", "content": [{"url": V, "title": V}]}]}),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": V}}),
+            json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "citations_delta", "citation": {"cited_text": V}}}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0,
+                "delta": "ok", "logprobs": [{"token": V, "top_logprobs": [{"token": V}]}]}),
+            json!({"type": "response.output_text.annotation.added", "annotation": {"url": V}}),
+            json!({"choices": [{"index": 0, "delta": {"content": "ok", "audio": {"transcript": V}},
+                "logprobs": {"content": [{"token": V}]}}]}),
+        ];
+        // And replies of random shape: the value anywhere but under an identifier's key.
+        let mut rng = StdRng::seed_from_u64(2);
+        const KEYS: [&str; 12] = [
+            "content",
+            "text",
+            "message",
+            "x",
+            "items",
+            "url",
+            "id",
+            "type",
+            "name",
+            "arguments",
+            "input",
+            "logprobs",
+        ];
+        fn random(rng: &mut StdRng, depth: u32, key: &str) -> Value {
+            let identifier = STRUCTURAL.contains(&key) || key == "name";
+            if identifier {
+                return json!("ident_1");
+            }
+            match rng.random_range(0..if depth > 3 { 2 } else { 5 }) {
+                0 => json!(format!("mail {V}.")),
+                1 if key == "arguments" => json!(json!({"a": V}).to_string()),
+                1 => json!(rng.random_range(0..9)),
+                2 => Value::Array((0..3).map(|_| random(rng, depth + 1, "")).collect()),
+                _ => {
+                    let mut object = Map::new();
+                    for _ in 0..rng.random_range(1..5) {
+                        let key = KEYS[rng.random_range(0..KEYS.len())];
+                        object.insert(key.to_owned(), random(rng, depth + 1, key));
+                    }
+                    Value::Object(object)
+                }
+            }
+        }
+        let replies = fixed
+            .into_iter()
+            .chain((0..300).map(|_| random(&mut rng, 0, "")));
+        let mut checked = 0;
+        for reply in replies {
+            let mut whole = reply.clone();
+            let mut masker = Masker::default();
+            guard_reply(&mut whole, &config, &detectors, &mut masker);
+            let mut guard = DeltaGuard::default();
+            let mut streamed = reply.clone();
+            let mut out = guard.guard_event(&mut streamed, &config, &detectors, &mut masker);
+            out.push(streamed);
+            out.extend(guard.finish(&config, &detectors, &mut masker));
+            out.push(whole.clone());
+            for event in &out {
+                let sent = event.to_string();
+                assert!(!sent.contains(V), "{reply} -> {sent}");
+                check_left(event);
+            }
+            if reply.to_string().contains(V) {
+                checked += 1;
+            }
+            // Identifiers are left alone.
+            assert_eq!(whole.get("id"), reply.get("id"));
+            assert_eq!(whole.get("type"), reply.get("type"));
+        }
+        assert!(checked > 200, "{checked}");
+
+        /// Logprobs are gone and JSON arguments are still JSON.
+        fn check_left(value: &Value) {
+            match value {
+                Value::Array(items) => items.iter().for_each(check_left),
+                Value::Object(fields) => {
+                    for (key, field) in fields {
+                        match (key.as_str(), field) {
+                            ("logprobs", Value::Array(items)) => assert!(items.is_empty()),
+                            ("logprobs", field) => assert!(field.is_null(), "{field}"),
+                            ("arguments", Value::String(text)) if text.starts_with('{') => {
+                                serde_json::from_str::<Value>(text).expect("JSON arguments");
+                            }
+                            // Tool input is data: a `logprobs` in it is the model's.
+                            ("input", _) => {}
+                            _ => check_left(field),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
