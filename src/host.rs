@@ -48,6 +48,9 @@ pub enum Counter {
     /// Requests refused because their key was new to a budget with no key it could forget, by
     /// budget.
     BudgetKeysFull,
+    /// Streamed texts the guard dropped rather than pass unguarded, by reason (`part_cap`: a
+    /// stream opened more parts at once than the guard holds).
+    GuardDroppedTexts,
 }
 
 /// Checks a configured name that becomes a stats label value: letters, digits and `_` only, so
@@ -65,7 +68,7 @@ pub fn check_label_name(field: String, name: &str) -> Result<(), (String, String
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
@@ -74,6 +77,7 @@ impl Counter {
         Self::BudgetTokens,
         Self::BudgetRefusals,
         Self::BudgetKeysFull,
+        Self::GuardDroppedTexts,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -92,6 +96,7 @@ impl Counter {
             Self::BudgetTokens => "budget_tokens_total",
             Self::BudgetRefusals => "budget_refusals_total",
             Self::BudgetKeysFull => "budget_keys_full_total",
+            Self::GuardDroppedTexts => "guard_dropped_texts_total",
         }
     }
 
@@ -104,6 +109,7 @@ impl Counter {
             Self::Detections => &["detector", "action"],
             Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
             Self::BudgetKeysFull => &["budget"],
+            Self::GuardDroppedTexts => &["reason"],
         }
     }
 }

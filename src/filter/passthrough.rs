@@ -50,6 +50,8 @@ pub(super) struct Accounting {
     streamed_texts: u64,
     /// The upstream answered 2xx: only then are tokens charged without a reported usage.
     upstream_ok: bool,
+    /// Streamed texts the guard dropped, as counted in stats so far.
+    dropped_texts: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -534,6 +536,11 @@ impl Filter {
                     // A body that ends without `[DONE]` (or a part's closing event) loses no text.
                     let rest = delta_guard.finish(guard, &context.detectors, masker);
                     guard::append_final_events(&mut emitted, &rest);
+                }
+                let dropped = delta_guard.dropped() - accounting.dropped_texts;
+                if dropped > 0 {
+                    host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
+                    accounting.dropped_texts += dropped;
                 }
                 accounting.events = events;
                 accounting.delta_guard = delta_guard;

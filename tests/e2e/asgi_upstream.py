@@ -6,7 +6,8 @@ trailing slash), records every request by its `x-test-id`, and answers as each r
 Reply headers a test may send (all optional):
 - `x-upstream-reply`: `json` (default), `stream` (one character a delta), `gzip` (gzip'd when
   the request accepts it), `gzip-always` (gzip'd whatever it accepts), `empty` (no body), `raw`
-  (the bytes of `x-upstream-raw`, base64, as they are);
+  (the bytes of `x-upstream-raw`, base64, as they are), `parts` (`x-upstream-parts` choices at
+  once, the text split across two chunks);
 - `x-upstream-say`: the reply text (default: the last user message, an echo);
 - `x-upstream-status`, `x-upstream-content-type`, `x-upstream-eol` (`lf`, `cr`, `crlf`),
   `x-upstream-pad` (that many spaces of padding in a JSON reply);
@@ -103,6 +104,17 @@ class AsgiUpstream:
         return StreamingResponse(self.anthropic_events(text, field), media_type="text/event-stream")
 
     @staticmethod
+    async def parts(count: int, text: str):
+        """One chunk opening `count` choices with the first half of `text`, one finishing them
+        all with the rest."""
+        half = len(text) // 2
+        for piece, finish in [(text[:half], None), (text[half:], "stop")]:
+            choices = [{"index": i, "delta": {"content": piece}, "finish_reason": finish}
+                       for i in range(count)]
+            yield f"data: {json.dumps({'choices': choices})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    @staticmethod
     async def responses_events(text: str):
         sequence = iter(range(1 << 30))
 
@@ -173,6 +185,9 @@ class AsgiUpstream:
         content_type = asked.get("x-upstream-content-type")
         if reply == "empty":
             return Response(b"", status_code=status, media_type=content_type)
+        if reply == "parts":
+            return StreamingResponse(self.parts(int(asked["x-upstream-parts"]), text),
+                                     media_type="text/event-stream")
         if reply == "raw":
             raw = base64.b64decode(asked["x-upstream-raw"])
             return Response(raw, status_code=status, media_type=content_type)

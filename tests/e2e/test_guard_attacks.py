@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from asgi_upstream import AsgiUpstream
-from harness import ENVOY_DIR
+from harness import ENVOY_DIR, MODULE_STATS
 
 EMAIL = "jane.doe@example.com"
 IBAN = "GB82 WEST 1234 5698 7654 32"
@@ -453,3 +453,46 @@ def test_a_value_in_the_model_refuses_the_request(proxy, upstream):
     assert json.loads(content)["error"]["code"] == "sensitive_data_detected"
     assert test_id not in upstream.requests
     assert EMAIL not in proxy.log()
+
+
+REPLY_WITH_EVERY_FIELD = json.dumps({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": "ok",
+                             "audio": {"id": "a1", "transcript": f"mail {EMAIL}"},
+                             "annotations": [{"type": "url_citation", "url_citation": {
+                                 "url": f"https://x.test/?u={EMAIL}", "title": EMAIL}}]},
+                 "logprobs": {"content": [{"token": EMAIL, "logprob": -0.1, "bytes": [1],
+                                           "top_logprobs": []}]}}],
+})
+
+
+@pytest.mark.parametrize("status, body", [
+    (200, REPLY_WITH_EVERY_FIELD),
+    (400, json.dumps({"error": {"message": f"user {EMAIL} not allowed", "type": "x"}})),
+])
+def test_every_string_of_a_reply_is_guarded(proxy, status, body):
+    got, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi"), x_upstream_reply="raw",
+        x_upstream_raw=base64.b64encode(body.encode()).decode(), x_upstream_status=str(status),
+        x_upstream_content_type="application/json",
+    )
+    assert got == status
+    assert EMAIL not in content.decode()
+    reply = json.loads(content)
+    if status == 200:
+        assert reply["choices"][0]["logprobs"] is None, "logprobs spell the text token by token"
+        assert reply["id"] == "chatcmpl-1"
+
+
+def test_a_stream_of_thousands_of_parts_is_bounded_and_leaks_nothing(proxy):
+    stat = f"{MODULE_STATS}.guard_dropped_texts_total.reason.part_cap"
+    before = proxy.stat(stat) if stat in proxy.admin_get("/stats?filter=guard_dropped") else 0
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("hi", stream=True), x_upstream_reply="parts",
+        x_upstream_parts="5000", x_upstream_say=f"mail {EMAIL}",
+    )
+    assert status == 200
+    assert EMAIL not in content.decode()
+    assert "[EMAIL_1]" in content.decode()
+    assert proxy.stat(stat) - before >= 5000 - 512
