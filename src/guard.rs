@@ -1140,6 +1140,26 @@ fn scalar_at<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a 
     (!value.is_object() && !value.is_array() && !value.is_null()).then_some(value)
 }
 
+/// One text of a reply, guarded whole: the request's values restored (reversible mode) and new
+/// ones masked (response scanning).
+pub fn guard_text(
+    config: &GuardConfig,
+    detectors: &Detectors,
+    masker: &mut Masker,
+    text: &str,
+) -> String {
+    let restored = if config.reversible {
+        masker.restore(text)
+    } else {
+        text.to_owned()
+    };
+    if config.responses {
+        masker.mask_new(detectors, &restored)
+    } else {
+        restored
+    }
+}
+
 /// Guards a JSON reply in place: restores the request's values (reversible mode) and masks new
 /// ones (response scanning) in every string of it but the [`STRUCTURAL`] ones, in any shape
 /// (error bodies and events included); with response scanning, `logprobs` go (see
@@ -1151,14 +1171,7 @@ pub fn guard_reply(
     masker: &mut Masker,
 ) -> bool {
     let mut fix = |text: &mut String| {
-        let mut out = if config.reversible {
-            masker.restore(text)
-        } else {
-            text.clone()
-        };
-        if config.responses {
-            out = masker.mask_new(detectors, &out);
-        }
+        let out = guard_text(config, detectors, masker, text);
         let changed = out != *text;
         if changed {
             *text = out;

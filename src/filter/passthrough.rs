@@ -588,7 +588,7 @@ impl Filter {
         } else if let Ok(text) = std::str::from_utf8(&body) {
             // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
             // a value could hide in.
-            let guarded = guard_text(guard, &context.detectors, &mut self.masker, text);
+            let guarded = guard::guard_text(guard, &context.detectors, &mut self.masker, text);
             if guarded != text {
                 host.replace_response_body(guarded.as_bytes());
             }
@@ -711,28 +711,9 @@ impl Decide for &mut StreamDecider<'_> {
 
     fn text(&mut self, line: &str) -> Option<String> {
         let guard = self.guard?;
-        let guarded = guard_text(guard, self.detectors, self.masker, line);
+        let guarded = guard::guard_text(guard, self.detectors, self.masker, line);
         (guarded != line).then_some(guarded)
     }
-}
-
-/// Restores a request's values in a text that is not JSON (reversible mode) and masks new ones
-/// (response scanning).
-fn guard_text(
-    guard: &guard::GuardConfig,
-    detectors: &guard::Detectors,
-    masker: &mut guard::Masker,
-    text: &str,
-) -> String {
-    let mut guarded = if guard.reversible {
-        masker.restore(text)
-    } else {
-        text.to_owned()
-    };
-    if guard.responses {
-        guarded = masker.mask_new(detectors, &guarded);
-    }
-    guarded
 }
 
 /// What forwarding needs to know of a request.
