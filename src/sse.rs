@@ -84,7 +84,7 @@ pub struct EventReader {
     drop_oversized: bool,
     /// `[DONE]` is offered to the decision too (see [`EventReader::offer_done`]).
     offer_done: bool,
-    /// The start of the stream has been read past (and a byte-order mark there dropped).
+    /// The start of the stream has been read past (and a byte-order mark there passed on).
     started: bool,
 }
 
@@ -136,8 +136,10 @@ impl EventReader {
         }
         self.pending.extend_from_slice(chunk);
         if !self.started && (self.pending.len() >= BYTE_ORDER_MARK.len() || end_of_stream) {
-            // Parsers skip it; left in, the first event's first line would not read `data:`.
+            // Parsers skip it: it goes on as it came, but the first event is read after it
+            // (else its first line would not read `data:`).
             if self.pending.starts_with(BYTE_ORDER_MARK) {
+                out.extend_from_slice(BYTE_ORDER_MARK);
                 self.pending.drain(..BYTE_ORDER_MARK.len());
             }
             self.started = true;
@@ -487,6 +489,15 @@ mod tests {
         // A line that is not UTF-8 cannot be read, so it does not pass.
         let out = EventReader::new(true).read_with(b": \xFF secret\ndata: {}\n\n", true, Masking);
         assert_eq!(out, b"data: {}\n\n");
+        // A byte-order mark goes on as it came, with the first event read after it.
+        let stream = b"\xEF\xBB\xBFdata: {\"a\":1}\n\n";
+        let mut seen = Vec::new();
+        let out = read_all(
+            &mut EventReader::new(true),
+            &[&stream[..2], &stream[2..]],
+            &mut seen,
+        );
+        assert_eq!((out.as_slice(), seen), (&stream[..], vec![json!({"a": 1})]));
         // A reader that only decides on JSON passes other lines as they came.
         let stream = b": secret\ndata: secret\n\n";
         let out = EventReader::new(true).read(stream, true, |_| EventFate::Keep);
