@@ -73,6 +73,8 @@ MODULE_STATS = "dynamicmodulescustom" if BEFORE_1_38 else "llm_edge"
 MODULE_PROMETHEUS_PREFIX = "" if BEFORE_1_38 else "envoy_llm_edge_"
 # Envoy's default per-connection buffer limit, which llm-edge's max_request_body_bytes defaults to.
 ENVOY_BUFFER_LIMIT = 1 << 20
+# llm-edge's default max_response_body_bytes: the most of a guarded reply it reads whole.
+GUARDED_REPLY_LIMIT = 16 << 20
 
 
 def envoy_env(module_dir: Path = MODULE_DIR) -> dict[str, str]:
@@ -128,11 +130,16 @@ def render_config(
 
 
 def raise_buffer_limit_for_1_37(listener: dict, filter_typed_config: dict) -> None:
-    """Raises the listener's buffer limit to llm-edge's `max_request_body_bytes`, which the module
-    does itself on 1.38 and later."""
+    """Raises the listener's buffer limit to llm-edge's `max_request_body_bytes` and, where
+    replies are guarded, `max_response_body_bytes`, as the module does itself on 1.38 and
+    later."""
     try:
         module_config = json.loads(filter_typed_config["filter_config"]["value"] or "{}")
         wanted = int(module_config.get("max_request_body_bytes", ENVOY_BUFFER_LIMIT))
+        guard = module_config.get("guard", {})
+        if guard.get("reversible") or guard.get("responses"):
+            replies = int(module_config.get("max_response_body_bytes", GUARDED_REPLY_LIMIT))
+            wanted = max(wanted, replies)
     except (KeyError, TypeError, ValueError, AttributeError):
         return  # a bad config, refused by the module anyway
     current = listener.get("per_connection_buffer_limit_bytes", ENVOY_BUFFER_LIMIT)
