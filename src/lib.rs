@@ -31,6 +31,7 @@ pub mod filter;
 pub mod guard;
 pub mod host;
 pub mod httpbun;
+mod json_read;
 pub mod json_writer;
 pub mod lorem;
 pub mod mock;

@@ -12,10 +12,9 @@ use super::{Filter, Outcome, State, budgets};
 use crate::budget::Claim;
 use crate::guard;
 use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
+use crate::json_read::parse_value_noting_duplicates;
 use crate::json_writer;
-use crate::openai::{
-    self, ApiError, parse_object, parse_object_noting_duplicates, parse_value_noting_duplicates,
-};
+use crate::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
 use crate::routes::Endpoint;
 use crate::sse::{Decide, EventFate, EventReader};
 use crate::tokens::Tokenizer;

@@ -12,9 +12,7 @@ pub mod models;
 pub mod responses;
 
 pub use error::ApiError;
-pub(crate) use json::{
-    parse_object, parse_object_noting_duplicates, parse_value_noting_duplicates,
-};
+pub(crate) use json::{parse_object, parse_object_noting_duplicates};
 
 /// The longest model name llm-edge passes on: far above any real provider's, far below what
 /// could bloat a header, a log line or a stats name.
