@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use llm_edge::accounting::tokens::Tokenizer;
+use llm_edge::api::openai::chat::ChatRequest;
+use llm_edge::api::sse;
 use llm_edge::config::FilterConfig;
-use llm_edge::guard::{self, Action, Detectors, Masker};
+use llm_edge::edge::guard::{self, Action, Detectors, Masker};
 use llm_edge::mock::{self, Timing};
-use llm_edge::openai::chat::ChatRequest;
-use llm_edge::sse;
-use llm_edge::tokens::Tokenizer;
 use serde_json::json;
 
 const PROMPT: &str =

@@ -23,24 +23,12 @@
 #![deny(missing_docs)]
 
 mod abi;
-pub mod anthropic;
-pub mod budget;
+pub mod accounting;
+pub mod api;
 pub mod config;
-pub mod faults;
+pub mod config_error;
+pub mod edge;
 pub mod filter;
-pub mod guard;
 pub mod host;
-pub mod httpbun;
-mod json_read;
-pub mod json_writer;
-pub mod lorem;
 pub mod mock;
-pub mod openai;
-pub mod pacing;
-pub mod route_policy;
-pub mod routes;
-pub mod schema_gen;
-pub mod sse;
-pub mod tokens;
-pub mod transform;
 pub mod version;

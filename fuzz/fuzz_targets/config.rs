@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use llm_edge::config::FilterConfig;
-use llm_edge::route_policy::RoutePolicy;
+use llm_edge::filter::route_policy::RoutePolicy;
 
 fuzz_target!(|data: &[u8]| {
     if let Err(error) = FilterConfig::from_json(data) {

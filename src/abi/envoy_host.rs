@@ -4,10 +4,11 @@ use std::cell::OnceCell;
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
-use crate::host::{Counter, Header, Histogram, Host};
-use crate::openai::ApiError;
-use crate::pacing::{Pacer, PacingHandle, Wakeup};
-use crate::route_policy::RoutePolicy;
+use crate::api::openai::ApiError;
+use crate::filter::route_policy::RoutePolicy;
+use crate::host::pacing::{Pacer, PacingHandle, Wakeup};
+use crate::host::stats::{Counter, Histogram};
+use crate::host::{Header, Host};
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
 use super::metrics::MetricIds;
@@ -44,6 +45,8 @@ fn header_views(headers: &[Header<'_>]) -> Vec<HttpHeader> {
 pub(super) struct EnvoyHost<'a> {
     filter: FilterEnvoyPtr,
     metrics: &'a MetricIds,
+    /// The config's pacing timer; `None` where no config could be made (nothing is paced then).
+    pacer: Option<&'a Pacer>,
     /// The request headers, read in one call at the first lookup of the hook: a request is
     /// asked for about ten headers, most of them absent, and each lookup through Envoy builds
     /// a lower-case key and scans its map. Cleared whenever llm-edge changes a request header.
@@ -53,10 +56,15 @@ pub(super) struct EnvoyHost<'a> {
 impl<'a> EnvoyHost<'a> {
     /// # Safety
     /// `filter` must be the live Envoy filter pointer of the hook being run, on its worker thread.
-    pub(super) unsafe fn new(filter: FilterEnvoyPtr, metrics: &'a MetricIds) -> Self {
+    pub(super) unsafe fn new(
+        filter: FilterEnvoyPtr,
+        metrics: &'a MetricIds,
+        pacer: Option<&'a Pacer>,
+    ) -> Self {
         Self {
             filter,
             metrics,
+            pacer,
             request_headers: OnceCell::new(),
         }
     }
@@ -193,6 +201,8 @@ impl EnvoyHost<'_> {
 }
 
 impl Host for EnvoyHost<'_> {
+    type RoutePolicy = RoutePolicy;
+
     fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>> {
         // SAFETY: live filter pointer.
         let policy = unsafe {
@@ -380,7 +390,8 @@ impl Host for EnvoyHost<'_> {
         }
     }
 
-    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
+    fn pace(&mut self, offsets: &[Duration]) -> Option<PacingHandle> {
+        let pacer = self.pacer?;
         // SAFETY: live filter pointer, on the stream's worker thread inside a hook.
         let scheduler =
             unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_new(self.filter) };

@@ -17,9 +17,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::config::FilterConfig;
+use crate::filter::route_policy::RoutePolicy;
 use crate::filter::{Filter, FilterContext, TrailersStatus};
+use crate::host::pacing::Pacer;
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::route_policy::RoutePolicy;
 use crate::version::ENVOY_ABI_VERSION;
 
 use super::envoy_host::EnvoyHost;
@@ -42,6 +43,8 @@ const FILTER_INIT_FAILED_DETAILS: &str = "llm_edge_filter_init_failed";
 struct ModuleConfig {
     context: Arc<FilterContext>,
     metrics: MetricIds,
+    /// The one timer thread that paces this config's replies (its routes' policies included).
+    pacer: Pacer,
 }
 
 /// What a stream's module pointer points to.
@@ -224,7 +227,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 // SAFETY: the config pointer of this very config_new call.
                 let metrics = unsafe { MetricIds::define(config_envoy) };
                 let context = Arc::new(FilterContext::new(config));
-                config_into_raw(Arc::new(ModuleConfig { context, metrics }))
+                config_into_raw(Arc::new(ModuleConfig {
+                    context,
+                    metrics,
+                    pacer: Pacer::default(),
+                }))
             }
             Err(error) => {
                 log::error!("llm_edge: {error}");
@@ -366,7 +373,7 @@ unsafe fn on_request(
         if hook == "request_headers" {
             let metrics = MetricIds::default();
             // SAFETY: the caller passes this hook's live filter pointer.
-            let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics) };
+            let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics, None) };
             host.send_internal_error(FILTER_INIT_FAILED_DETAILS);
         }
         return stop;
@@ -375,7 +382,13 @@ unsafe fn on_request(
         return stop;
     }
     // SAFETY: the caller passes this hook's live filter pointer.
-    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
+    let mut host = unsafe {
+        EnvoyHost::new(
+            filter_envoy,
+            &stream.config.metrics,
+            Some(&stream.config.pacer),
+        )
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, hook);
         run(&mut stream.filter, &mut host)
@@ -418,7 +431,13 @@ unsafe fn on_response(
         return CONTINUE;
     }
     // SAFETY: the caller passes this hook's live filter pointer.
-    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
+    let mut host = unsafe {
+        EnvoyHost::new(
+            filter_envoy,
+            &stream.config.metrics,
+            Some(&stream.config.pacer),
+        )
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, hook);
         run(&mut stream.filter, &mut host)
@@ -629,7 +648,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         return;
     }
     // SAFETY: Envoy passes this hook's live filter pointer.
-    let mut host = unsafe { EnvoyHost::new(filter_envoy, &stream.config.metrics) };
+    let mut host = unsafe {
+        EnvoyHost::new(
+            filter_envoy,
+            &stream.config.metrics,
+            Some(&stream.config.pacer),
+        )
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_panic(&host, "stream_complete");
         stream.filter.on_stream_complete(&mut host);

@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use crate::host::{Counter, Histogram};
+use crate::host::stats::{Counter, Histogram};
 
 use super::ffi::{self, Buffer, FilterEnvoyPtr};
 

@@ -4,12 +4,13 @@
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
-use crate::budget::{Claim, Exceeded, KeysFull, Need, Refusal, Standing, reset_text};
-use crate::host::{Counter, Host};
-use crate::openai::chat::ChatRequest;
-use crate::openai::{ApiError, parse_object};
-use crate::routes::Endpoint;
-use crate::tokens::Tokenizer;
+use crate::accounting::budgets::{Claim, Exceeded, KeysFull, Need, Refusal, Standing, reset_text};
+use crate::accounting::tokens::Tokenizer;
+use crate::api::openai::chat::ChatRequest;
+use crate::api::openai::{ApiError, parse_object};
+use crate::api::routes::Endpoint;
+use crate::host::Host;
+use crate::host::stats::Counter;
 
 /// The request fields that hold prompt text, in every API llm-edge speaks.
 const PROMPT_FIELDS: [&str; 5] = ["messages", "prompt", "input", "system", "instructions"];

@@ -9,15 +9,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State, budgets};
-use crate::budget::Claim;
-use crate::guard;
-use crate::host::{BodyStatus, Counter, HeadersStatus, Host};
-use crate::json_read::parse_value_noting_duplicates;
-use crate::json_writer;
-use crate::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
-use crate::routes::Endpoint;
-use crate::sse::{Decide, EventFate, EventReader};
-use crate::tokens::Tokenizer;
+use crate::accounting::budgets::Claim;
+use crate::accounting::tokens::Tokenizer;
+use crate::api::json_read::parse_value_noting_duplicates;
+use crate::api::json_writer;
+use crate::api::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
+use crate::api::routes::Endpoint;
+use crate::api::sse::{Decide, EventFate, EventReader};
+use crate::edge::guard;
+use crate::host::stats::Counter;
+use crate::host::{BodyStatus, HeadersStatus, Host};
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).

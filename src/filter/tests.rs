@@ -1,6 +1,7 @@
 //! Unit tests of `filter`, kept beside it so the module stays readable.
 use super::*;
-use crate::budget::Need;
+use crate::accounting::budgets::Need;
+use crate::host::pacing::{Pacer, Wakeup};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -37,7 +38,9 @@ struct FakeHost {
     response_buffered: Vec<u8>,
     replaced_body: Option<Vec<u8>>,
     /// The route's per-route policy.
-    route_policy: Option<Arc<crate::route_policy::RoutePolicy>>,
+    route_policy: Option<Arc<crate::filter::route_policy::RoutePolicy>>,
+    /// The timer behind `pace`'s handles (the test delivers `on_scheduled` itself).
+    pacer: Pacer,
 }
 
 #[derive(Debug)]
@@ -134,7 +137,9 @@ impl Host for FakeHost {
         assert!(self.stream_head.is_some(), "data before headers");
         self.stream_data.push((data.to_vec(), end_stream));
     }
-    fn route_policy(&self) -> Option<Arc<crate::route_policy::RoutePolicy>> {
+    type RoutePolicy = crate::filter::route_policy::RoutePolicy;
+
+    fn route_policy(&self) -> Option<Arc<crate::filter::route_policy::RoutePolicy>> {
         self.route_policy.clone()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -191,16 +196,19 @@ impl Host for FakeHost {
     fn record(&mut self, histogram: Histogram, value: u64) {
         self.recorded.push((histogram, value));
     }
-    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle> {
+    fn pace(&mut self, offsets: &[Duration]) -> Option<PacingHandle> {
         self.paced = offsets.to_vec();
         // The test delivers `on_scheduled` itself; this handle only has to exist.
-        Some(pacer.pace(Box::new(NoWakeup), std::time::Instant::now(), &[]))
+        Some(
+            self.pacer
+                .pace(Box::new(NoWakeup), std::time::Instant::now(), &[]),
+        )
     }
 }
 
 struct NoWakeup;
 
-impl crate::pacing::Wakeup for NoWakeup {
+impl Wakeup for NoWakeup {
     fn wake(&mut self, _event: u64) {}
     fn finish(self: Box<Self>) {}
 }
@@ -1064,7 +1072,7 @@ fn with_route(config: &str, route: &str, body: &[u8]) -> FakeHost {
     let mut filter = filter_with(config);
     let mut host = FakeHost::request("POST", CHAT);
     host.route_policy = Some(Arc::new(
-        crate::route_policy::RoutePolicy::from_json(route.as_bytes()).unwrap(),
+        crate::filter::route_policy::RoutePolicy::from_json(route.as_bytes()).unwrap(),
     ));
     let status = filter.on_request_headers(&mut host, false);
     if status == HeadersStatus::StopIteration {
@@ -1336,9 +1344,11 @@ impl FakeClock {
         self.elapsed_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn budgets_clock(&self) -> crate::budget::Clock {
+    fn budgets_clock(&self) -> crate::accounting::budgets::Clock {
         let clock = self.clone();
-        crate::budget::Clock::new(move || clock.start + Duration::from_millis(clock.now_ms()))
+        crate::accounting::budgets::Clock::new(move || {
+            clock.start + Duration::from_millis(clock.now_ms())
+        })
     }
 }
 
@@ -1355,7 +1365,7 @@ fn clocked_context(config: &str, clock: &FakeClock) -> Arc<FilterContext> {
 /// Posts `body` to `path` through a new filter of `context`, on a route with `policy`.
 fn post_on_route(
     context: &Arc<FilterContext>,
-    policy: Option<&Arc<crate::route_policy::RoutePolicy>>,
+    policy: Option<&Arc<crate::filter::route_policy::RoutePolicy>>,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
@@ -1370,8 +1380,8 @@ fn post_on_route(
     (filter, host)
 }
 
-fn route(json: &str) -> Arc<crate::route_policy::RoutePolicy> {
-    Arc::new(crate::route_policy::RoutePolicy::from_json(json.as_bytes()).unwrap())
+fn route(json: &str) -> Arc<crate::filter::route_policy::RoutePolicy> {
+    Arc::new(crate::filter::route_policy::RoutePolicy::from_json(json.as_bytes()).unwrap())
 }
 
 /// A mock budget of 20 tokens a minute per `x-api-key`; HELLO costs 9 of them.
@@ -1381,7 +1391,7 @@ const PER_KEY: &str = r#"{"budgets": {"max_keys": 4, "limits": [
 /// The status of a mock chat request under `context` with these headers.
 fn status_of(
     context: &Arc<FilterContext>,
-    policy: Option<&Arc<crate::route_policy::RoutePolicy>>,
+    policy: Option<&Arc<crate::filter::route_policy::RoutePolicy>>,
     headers: &[(&str, &str)],
 ) -> u16 {
     let (_, host) = post_on_route(context, policy, CHAT, headers, HELLO);
@@ -1391,7 +1401,7 @@ fn status_of(
 /// Spends a key's budget: requests until one is refused; the number admitted.
 fn spend(
     context: &Arc<FilterContext>,
-    policy: Option<&Arc<crate::route_policy::RoutePolicy>>,
+    policy: Option<&Arc<crate::filter::route_policy::RoutePolicy>>,
     headers: &[(&str, &str)],
 ) -> usize {
     (0..100)

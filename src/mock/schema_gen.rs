@@ -11,7 +11,7 @@
 //! [`MAX_OUTPUT_BYTES`]. A schema that asks for more (a huge `minItems` or `minLength`, or wide
 //! recursion) gets a value cut short there, which may not validate, instead of a stalled worker.
 
-use crate::json_writer;
+use crate::api::json_writer;
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde_json::{Map, Number, Value, json};

@@ -9,7 +9,7 @@ use super::chat::{
 };
 use super::error::ApiError;
 use super::json::{parse_object, parse_text_or_tokens, take_model};
-use crate::sse;
+use crate::api::sse;
 
 /// The reply's token limit when the request names none: the legacy endpoint's default.
 pub const DEFAULT_MAX_TOKENS: u32 = 16;

@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::json_read::parse_value_noting_duplicates;
-use crate::json_writer;
+use crate::api::json_read::parse_value_noting_duplicates;
+use crate::api::json_writer;
 
 /// The event that ends an OpenAI stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";

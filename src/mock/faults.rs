@@ -16,7 +16,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
-use crate::openai::ApiError;
+use crate::config_error::ConfigError;
+
+use crate::api::openai::ApiError;
 
 /// Header of the scenarios that the WireMock mock-openai tutorial scripts use.
 pub const SCENARIO_HEADER: &str = "x-test-scenario";
@@ -164,8 +166,8 @@ pub struct FaultDice {
 
 impl FaultDice {
     /// Validates rates (known statuses, each 0 to 1, summing to at most 1) and seeds the draws.
-    /// Returns `(field, message)` on a bad rate.
-    pub fn new(config: &FaultsConfig) -> Result<Self, (String, String)> {
+    ///
+    pub fn new(config: &FaultsConfig) -> Result<Self, ConfigError> {
         let mut thresholds = Vec::new();
         let mut total = 0.0;
         for (status, &rate) in &config.rates {
@@ -176,20 +178,23 @@ impl FaultDice {
                 .filter(|code| FAULT_STATUSES.contains(code))
                 .ok_or_else(|| {
                     let allowed = FAULT_STATUSES.map(|s| s.to_string()).join(", ");
-                    (
+                    ConfigError::new(
                         field.clone(),
                         format!("{status:?} is not a fault status; allowed: {allowed}"),
                     )
                 })?;
             if !(0.0..=1.0).contains(&rate) {
-                return Err((field, format!("{rate} is out of range; allowed: 0 to 1")));
+                return Err(ConfigError::new(
+                    field,
+                    format!("{rate} is out of range; allowed: 0 to 1"),
+                ));
             }
             total += rate;
             thresholds.push((total, code));
         }
         if total > 1.0 {
-            return Err((
-                "mock.faults.rates".to_owned(),
+            return Err(ConfigError::new(
+                "mock.faults.rates",
                 format!("the rates add up to {total}; allowed: at most 1"),
             ));
         }
@@ -260,7 +265,7 @@ mod tests {
         }
     }
 
-    fn dice(rates: &[(&str, f64)], seed: u64) -> Result<FaultDice, (String, String)> {
+    fn dice(rates: &[(&str, f64)], seed: u64) -> Result<FaultDice, ConfigError> {
         FaultDice::new(&FaultsConfig {
             rates: rates.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             seed: Some(seed),
@@ -284,14 +289,14 @@ mod tests {
     fn no_rates_never_fail_and_bad_rates_are_named() {
         assert_eq!(dice(&[], 0).unwrap().roll(), None);
         assert_eq!(
-            dice(&[("418", 0.1)], 0).unwrap_err().0,
+            dice(&[("418", 0.1)], 0).unwrap_err().field,
             "mock.faults.rates.418"
         );
         assert_eq!(
-            dice(&[("500", 1.5)], 0).unwrap_err().0,
+            dice(&[("500", 1.5)], 0).unwrap_err().field,
             "mock.faults.rates.500"
         );
-        let (field, message) = dice(&[("500", 0.6), ("503", 0.6)], 0).unwrap_err();
+        let ConfigError { field, message } = dice(&[("500", 0.6), ("503", 0.6)], 0).unwrap_err();
         assert_eq!(field, "mock.faults.rates");
         assert!(message.contains("at most 1"));
     }

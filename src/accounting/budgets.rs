@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::host::check_label_name;
+use crate::config_error::{ConfigError, check_label_name};
 
 /// The length of a budget's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -129,19 +129,19 @@ impl Default for BudgetsConfig {
 }
 
 impl BudgetsConfig {
-    /// Checks names and sizes. Returns `(field, message)`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks names and sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, limit) in self.limits.iter().enumerate() {
             if limit.tokens == 0 {
-                return Err((
+                return Err(ConfigError::new(
                     format!("budgets.limits[{i}].tokens"),
-                    "0 is out of range; allowed: 1 or more".into(),
+                    "0 is out of range; allowed: 1 or more",
                 ));
             }
-            check_label_name(format!("budgets.limits[{i}].name"), &limit.name)?;
+            check_label_name(&format!("budgets.limits[{i}].name"), &limit.name)?;
             if let KeyBy::Header(name) = &limit.key {
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err((
+                    return Err(ConfigError::new(
                         format!("budgets.limits[{i}].key.header"),
                         format!("{name:?} is not a header name; allowed: a request header's name"),
                     ));
@@ -151,16 +151,16 @@ impl BudgetsConfig {
                 .iter()
                 .any(|other| other.name == limit.name)
             {
-                return Err((
+                return Err(ConfigError::new(
                     format!("budgets.limits[{i}].name"),
                     format!("{:?} is used twice; allowed: a name per budget", limit.name),
                 ));
             }
         }
         if self.max_keys == 0 {
-            return Err((
-                "budgets.max_keys".into(),
-                "0 is out of range; allowed: 1 or more".into(),
+            return Err(ConfigError::new(
+                "budgets.max_keys",
+                "0 is out of range; allowed: 1 or more",
             ));
         }
         Ok(())

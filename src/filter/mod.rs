@@ -10,22 +10,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::anthropic::{self, MessagesRequest};
-use crate::budget::{Budgets, Need};
-use crate::config::{FilterConfig, MAX_DELAY_MS, Mode, UnclaimedPaths};
-use crate::faults::{self, ErrorReply, FaultDice, StreamFault};
-use crate::guard::{Detectors, Masker};
-use crate::host::{BodyStatus, Counter, HeadersStatus, Histogram, Host};
-use crate::httpbun::{self, HttpbunEndpoint, HttpbunError};
+use crate::accounting::budgets::{Budgets, Need};
+use crate::api::anthropic::{self, MessagesRequest};
+use crate::api::httpbun::{self, HttpbunEndpoint, HttpbunError};
+use crate::api::openai::chat::{ChatRequest, Usage};
+use crate::api::openai::completions::CompletionRequest;
+use crate::api::openai::embeddings::EmbeddingsRequest;
+use crate::api::openai::responses::ResponsesRequest;
+use crate::api::openai::{self, ApiError};
+use crate::api::routes::{Endpoint, RequestPath};
+use crate::config::{FilterConfig, Mode, UnclaimedPaths};
+use crate::edge::guard::{Detectors, Masker};
+use crate::filter::route_policy::RoutePolicy;
+use crate::host::pacing::PacingHandle;
+use crate::host::stats::{Counter, Histogram};
+use crate::host::{BodyStatus, HeadersStatus, Host};
+use crate::mock::config::MAX_DELAY_MS;
+use crate::mock::faults::{self, ErrorReply, FaultDice, StreamFault};
 use crate::mock::{self, MockReply, Timing};
-use crate::openai::chat::{ChatRequest, Usage};
-use crate::openai::completions::CompletionRequest;
-use crate::openai::embeddings::EmbeddingsRequest;
-use crate::openai::responses::ResponsesRequest;
-use crate::openai::{self, ApiError};
-use crate::pacing::{Pacer, PacingHandle};
-use crate::route_policy::RoutePolicy;
-use crate::routes::{Endpoint, RequestPath};
 use passthrough::Accounting;
 
 /// Request header overriding the configured time to first token, in milliseconds.
@@ -50,8 +52,6 @@ pub struct FilterContext {
 /// copy.
 #[derive(Debug, Clone)]
 pub struct Runtime {
-    /// The timer that paces replies.
-    pub pacer: Arc<Pacer>,
     /// Draws the configured fault rates.
     pub fault_dice: Arc<FaultDice>,
     /// The model names with a stats label of their own.
@@ -69,7 +69,6 @@ impl FilterContext {
         let fault_dice = FaultDice::new(&config.mock.faults)
             .expect("FilterConfig::from_json validated the rates");
         let runtime = Runtime {
-            pacer: Arc::default(),
             fault_dice: Arc::new(fault_dice),
             model_labels: Arc::default(),
             budgets: Arc::new(Budgets::new(&config.budgets)),
@@ -90,7 +89,7 @@ impl FilterContext {
     }
 }
 
-/// Streams reach the live state as `context.budgets`, `context.pacer`, ….
+/// Streams reach the live state as `context.budgets`, `context.fault_dice`, ….
 impl std::ops::Deref for FilterContext {
     type Target = Runtime;
 
@@ -445,7 +444,7 @@ impl Filter {
     /// Request headers: claim the OpenAI endpoints under `api_base_path`, pass everything else.
     pub fn on_request_headers(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<RoutePolicy = RoutePolicy>,
         end_of_stream: bool,
     ) -> HeadersStatus {
         let mut reroute = self.drop_model_header(host);
@@ -976,7 +975,7 @@ impl Filter {
         ]);
         host.send_response_headers(200, &headers);
         if !offsets.is_empty() {
-            if let Some(pacing) = host.pace(&self.context.pacer, &offsets) {
+            if let Some(pacing) = host.pace(&offsets) {
                 self.state = State::Streaming {
                     steps,
                     end,
@@ -1000,7 +999,7 @@ impl Filter {
     /// Sends a whole reply at once, or when the pacer says it is due.
     fn send_whole(&mut self, host: &mut impl Host, reply: MockReply) {
         if !reply.offsets.is_empty() {
-            if let Some(pacing) = host.pace(&self.context.pacer, &reply.offsets) {
+            if let Some(pacing) = host.pace(&reply.offsets) {
                 self.state = State::Delayed {
                     reply,
                     _pacing: pacing,
@@ -1168,6 +1167,7 @@ fn content_length(host: &impl Host) -> Option<u64> {
 
 mod budgets;
 mod passthrough;
+pub mod route_policy;
 
 #[cfg(test)]
 mod tests;

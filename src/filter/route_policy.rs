@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::Deserialize;
 
-use crate::budget::Budgets;
-use crate::config::{ConfigError, FilterConfig};
-use crate::faults::FaultDice;
+use crate::accounting::budgets::Budgets;
+use crate::config::FilterConfig;
+use crate::config_error::ConfigError;
+use crate::edge::guard::{Detectors, GuardConfig};
+use crate::edge::transform::TransformConfig;
 use crate::filter::{FilterContext, Runtime};
-use crate::guard::{Detectors, GuardConfig};
-use crate::transform::TransformConfig;
+use crate::mock::faults::FaultDice;
 
 /// What a route does with the listener's policy.
 #[derive(Debug)]
@@ -126,12 +127,8 @@ impl RoutePolicy {
             return Ok(Self::Disabled);
         }
         if let Some(replace) = raw.replace {
-            let config = FilterConfig::from_json(replace.to_string().as_bytes()).map_err(|e| {
-                ConfigError {
-                    field: format!("replace.{}", e.field),
-                    message: e.message,
-                }
-            })?;
+            let config = FilterConfig::from_json(replace.to_string().as_bytes())
+                .map_err(|e| e.under("replace"))?;
             let budgets = replace
                 .get("budgets")
                 .is_some()
@@ -148,10 +145,7 @@ impl RoutePolicy {
         let extend = raw.extend.expect("exactly one policy was given");
         let transform = extend.transform.unwrap_or_default();
         let guard = extend.guard.unwrap_or_default();
-        let prefixed = |(field, message): (String, String)| ConfigError {
-            field: format!("extend.{field}"),
-            message,
-        };
+        let prefixed = |error: ConfigError| error.under("extend");
         transform.validate().map_err(prefixed)?;
         Detectors::compile(&guard.detectors, &guard.custom).map_err(prefixed)?;
         Ok(Self::Extend(Box::new(Extension {
@@ -231,7 +225,7 @@ fn extend_guard(base: &mut GuardConfig, route: &GuardConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::Action;
+    use crate::edge::guard::Action;
 
     fn listener(json: &str) -> Arc<FilterContext> {
         Arc::new(FilterContext::new(
@@ -310,11 +304,10 @@ mod tests {
     const BUDGETED: &str = r#"{"mock": {"faults": {"rates": {"429": 0.5}, "seed": 7}},
         "budgets": {"limits": [{"name": "tpm", "tokens": 100, "per": "minute", "key": "global"}]}}"#;
 
-    fn shares_runtime(a: &FilterContext, b: &FilterContext) -> [bool; 5] {
+    fn shares_runtime(a: &FilterContext, b: &FilterContext) -> [bool; 4] {
         [
             Arc::ptr_eq(&a.budgets, &b.budgets),
             Arc::ptr_eq(&a.fault_dice, &b.fault_dice),
-            Arc::ptr_eq(&a.pacer, &b.pacer),
             Arc::ptr_eq(&a.model_labels, &b.model_labels),
             Arc::ptr_eq(&a.budget_key_labels, &b.budget_key_labels),
         ]
@@ -325,7 +318,7 @@ mod tests {
         let base = listener(BUDGETED);
         let merged = extension(r#"{"extend": {"guard": {"detectors": {"email": "mask"}}}}"#)
             .merged_with(&base);
-        assert_eq!(shares_runtime(&base, &merged), [true; 5]);
+        assert_eq!(shares_runtime(&base, &merged), [true; 4]);
     }
 
     #[test]
@@ -334,7 +327,7 @@ mod tests {
         let shared = replacement(r#"{"replace": {"mode": "passthrough"}}"#).merged_with(&base);
         assert_eq!(
             shares_runtime(&base, &shared),
-            [true, false, true, true, true],
+            [true, false, true, true],
             "its fault rates differ from the listener's: its own dice"
         );
         assert_eq!(shared.config.budgets, base.config.budgets);
@@ -342,15 +335,12 @@ mod tests {
             r#"{"replace": {"mode": "passthrough", "mock": {"faults": {"rates": {"429": 0.5}, "seed": 7}}}}"#,
         )
         .merged_with(&base);
-        assert_eq!(shares_runtime(&base, &same_faults), [true; 5]);
+        assert_eq!(shares_runtime(&base, &same_faults), [true; 4]);
         let own = replacement(
             r#"{"replace": {"budgets": {"limits": [{"name": "route_tpm", "tokens": 5, "per": "minute", "key": "global"}]}}}"#,
         );
         let merged = own.merged_with(&base);
-        assert_eq!(
-            shares_runtime(&base, &merged),
-            [false, false, true, true, true]
-        );
+        assert_eq!(shares_runtime(&base, &merged), [false, false, true, true]);
         assert_eq!(merged.config.budgets.limits[0].name, "route_tpm");
         let other = listener("{}");
         assert!(

@@ -16,7 +16,7 @@ use regex::{Match, Regex, RegexBuilder, RegexSet, RegexSetBuilder, SetMatches};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::host::check_label_name;
+use crate::config_error::{ConfigError, REGEX_SIZE_LIMIT, check_label_name};
 
 mod stream;
 
@@ -130,9 +130,6 @@ pub const BUILT_IN: [&str; 13] = [
     "ipv4",
     "phone",
 ];
-
-/// The largest compiled custom regex, in bytes: a bound on memory and matching time.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// One compiled detector.
 #[derive(Debug, Clone)]
@@ -271,7 +268,7 @@ impl Detectors {
     pub fn compile(
         actions: &BTreeMap<String, Action>,
         custom: &[CustomDetector],
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, ConfigError> {
         // Where matches overlap the earlier detector wins: custom ones first, in config order,
         // then the built-in ones most specific first (BUILT_IN's order, not the config's).
         let mut detectors = Vec::new();
@@ -281,12 +278,12 @@ impl Detectors {
                 .build()
                 .map_err(|e| {
                     let pattern = &detector.regex;
-                    (
+                    ConfigError::new(
                         format!("guard.custom[{i}].regex"),
                         format!("invalid regex {pattern:?}: {e}"),
                     )
                 })?;
-            check_label_name(format!("guard.custom[{i}].name"), &detector.name)?;
+            check_label_name(&format!("guard.custom[{i}].name"), &detector.name)?;
             detectors.push(Detector::new(
                 &detector.name,
                 regex,
@@ -296,7 +293,7 @@ impl Detectors {
             ));
         }
         if let Some(name) = actions.keys().find(|name| built_in(name).is_none()) {
-            return Err((
+            return Err(ConfigError::new(
                 format!("guard.detectors.{name}"),
                 format!(
                     "{name:?} is not a detector; allowed: {}",
@@ -330,8 +327,10 @@ impl Detectors {
             .size_limit(REGEX_SIZE_LIMIT * custom.len().max(1))
             .build()
             .map_err(|e| {
-                let field = "guard.custom".to_owned();
-                (field, format!("the detectors together are too large: {e}"))
+                ConfigError::new(
+                    "guard.custom",
+                    format!("the detectors together are too large: {e}"),
+                )
             })?;
         Ok(Self {
             detectors,
@@ -555,11 +554,11 @@ impl GuardConfig {
         !detectors.is_empty() || !self.fields.is_empty()
     }
 
-    /// Checks the field rules. Returns `(field, message)` for a bad pointer or name.
-    pub fn validate_fields(&self) -> Result<(), (String, String)> {
+    /// Checks the field rules.
+    pub fn validate_fields(&self) -> Result<(), ConfigError> {
         for (i, rule) in self.fields.iter().enumerate() {
             if !rule.pointer.starts_with('/') {
-                return Err((
+                return Err(ConfigError::new(
                     format!("guard.fields[{i}].pointer"),
                     format!(
                         "{:?} is not a JSON Pointer; allowed: \"/field\" or \"/a/b/0\"",
@@ -567,7 +566,7 @@ impl GuardConfig {
                     ),
                 ));
             }
-            check_label_name(format!("guard.fields[{i}].name"), &rule.name)?;
+            check_label_name(&format!("guard.fields[{i}].name"), &rule.name)?;
         }
         Ok(())
     }
@@ -2257,7 +2256,7 @@ mod tests {
         );
         let bad = BTreeMap::from([("passport".to_owned(), Action::Mask)]);
         assert_eq!(
-            Detectors::compile(&bad, &[]).unwrap_err().0,
+            Detectors::compile(&bad, &[]).unwrap_err().field,
             "guard.detectors.passport"
         );
         let bad_regex = [CustomDetector {
@@ -2268,7 +2267,7 @@ mod tests {
         assert_eq!(
             Detectors::compile(&BTreeMap::new(), &bad_regex)
                 .unwrap_err()
-                .0,
+                .field,
             "guard.custom[0].regex"
         );
     }

@@ -1,5 +1,10 @@
 //! What the mock answers: picks the reply text, counts usage and renders the response.
 
+pub mod config;
+pub mod faults;
+pub mod lorem;
+pub mod schema_gen;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
@@ -7,19 +12,17 @@ use rand::{RngExt, SeedableRng};
 
 use std::borrow::Cow;
 
-use crate::anthropic::{self, MessagesRequest};
-use crate::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
-use crate::lorem;
-use crate::openai::ApiError;
-use crate::openai::chat::{
+use crate::accounting::tokens::Tokenizer;
+use crate::api::anthropic::{self, MessagesRequest};
+use crate::api::openai::ApiError;
+use crate::api::openai::chat::{
     self, ChatRequest, ChoiceText, Completion, FinishReason, ResponseFormat, Tool, ToolCallText,
     ToolChoice, Usage,
 };
-use crate::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
-use crate::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
-use crate::openai::responses::{self, ResponseIds, ResponsesRequest};
-use crate::schema_gen;
-use crate::tokens::Tokenizer;
+use crate::api::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
+use crate::api::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
+use crate::api::openai::responses::{self, ResponseIds, ResponsesRequest};
+use crate::mock::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 
 /// The content type of streamed replies.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -690,7 +693,7 @@ const LOREM_WORD_BYTES: u64 = 16;
 const SCHEMA_VALUE_BYTES: u64 = schema_gen::MAX_OUTPUT_BYTES as u64 + 128 * 8;
 
 /// The bytes `text` takes as a JSON string, quotes included, escaped as serde_json and
-/// [`crate::json_writer`] escape it.
+/// [`crate::api::json_writer`] escape it.
 fn json_str_len(text: &str) -> u64 {
     let escapes: u64 = text
         .bytes()
@@ -712,11 +715,13 @@ fn request_echo_bytes(request: &ResponsesRequest) -> u64 {
         .map(|tool| {
             CHOICE_BYTES
                 + json_str_len(&tool.name)
-                + crate::json_writer::serialized_len(&tool.parameters) as u64
+                + crate::api::json_writer::serialized_len(&tool.parameters) as u64
         })
         .sum();
     let schema = match &chat.response_format {
-        ResponseFormat::JsonSchema(schema) => crate::json_writer::serialized_len(schema) as u64,
+        ResponseFormat::JsonSchema(schema) => {
+            crate::api::json_writer::serialized_len(schema) as u64
+        }
         _ => 0,
     };
     let tool_choice = match &chat.tool_choice {

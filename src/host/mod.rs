@@ -3,10 +3,14 @@
 //! [`Host`] is the small set of things a stream needs from its proxy. The ABI layer implements it
 //! over Envoy's C callbacks; tests implement it in memory. Nothing here knows about Envoy's types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::pacing::{Pacer, PacingHandle};
-use crate::route_policy::RoutePolicy;
+pub mod pacing;
+pub mod stats;
+
+use pacing::PacingHandle;
+use stats::{Counter, Histogram};
 
 /// What to do with the request headers after the filter has seen them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,116 +32,6 @@ pub enum BodyStatus {
     StopIterationNoBuffer,
 }
 
-/// A counter llm-edge keeps in the proxy's stats, with its label names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    /// Requests answered, by endpoint and outcome (`ok`, `invalid_request`, `fault`, …).
-    Requests,
-    /// Prompt tokens of answered requests, by model.
-    PromptTokens,
-    /// Completion tokens of answered requests, by model.
-    CompletionTokens,
-    /// Faults injected, by type (a status such as `429`, or a stream fault such as `reset`).
-    Faults,
-    /// Sensitive values detected, by detector and action.
-    Detections,
-    /// Tokens charged to a budget, by budget and key.
-    BudgetTokens,
-    /// Requests refused by a budget, by budget and key.
-    BudgetRefusals,
-    /// Requests refused because their key was new to a budget with no key it could forget, by
-    /// budget.
-    BudgetKeysFull,
-    /// Streamed texts the guard dropped rather than pass unguarded, by reason (`part_cap`: a
-    /// stream opened more parts at once than the guard holds).
-    GuardDroppedTexts,
-}
-
-/// Checks a configured name that becomes a stats label value: letters, digits and `_` only, so
-/// that it reads the same in every stats format. Returns `(field, message)` on failure.
-pub fn check_label_name(field: String, name: &str) -> Result<(), (String, String)> {
-    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if valid {
-        return Ok(());
-    }
-    Err((
-        field,
-        format!("{name:?} is not a name; allowed: letters, digits and '_'"),
-    ))
-}
-
-impl Counter {
-    /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 9] = [
-        Self::Requests,
-        Self::PromptTokens,
-        Self::CompletionTokens,
-        Self::Faults,
-        Self::Detections,
-        Self::BudgetTokens,
-        Self::BudgetRefusals,
-        Self::BudgetKeysFull,
-        Self::GuardDroppedTexts,
-    ];
-
-    /// Position in [`Counter::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The stat name, under the module's metrics namespace.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Requests => "requests_total",
-            Self::PromptTokens => "prompt_tokens_total",
-            Self::CompletionTokens => "completion_tokens_total",
-            Self::Faults => "faults_total",
-            Self::Detections => "guard_detections_total",
-            Self::BudgetTokens => "budget_tokens_total",
-            Self::BudgetRefusals => "budget_refusals_total",
-            Self::BudgetKeysFull => "budget_keys_full_total",
-            Self::GuardDroppedTexts => "guard_dropped_texts_total",
-        }
-    }
-
-    /// The label names, in the order values are given.
-    pub fn labels(self) -> &'static [&'static str] {
-        match self {
-            Self::Requests => &["endpoint", "outcome"],
-            Self::PromptTokens | Self::CompletionTokens => &["model"],
-            Self::Faults => &["type"],
-            Self::Detections => &["detector", "action"],
-            Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
-            Self::BudgetKeysFull => &["budget"],
-            Self::GuardDroppedTexts => &["reason"],
-        }
-    }
-}
-
-/// A histogram llm-edge keeps in the proxy's stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Histogram {
-    /// Milliseconds from the request to the first token of a streamed reply.
-    TimeToFirstTokenMs,
-}
-
-impl Histogram {
-    /// Every histogram, in the order of [`Histogram::index`].
-    pub const ALL: [Self; 1] = [Self::TimeToFirstTokenMs];
-
-    /// Position in [`Histogram::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The stat name, under the module's metrics namespace.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::TimeToFirstTokenMs => "time_to_first_token_ms",
-        }
-    }
-}
-
 /// One response header, as a name and a value.
 pub type Header<'a> = (&'a str, &'a str);
 
@@ -152,8 +46,12 @@ pub trait Host {
     /// How many times request header `name` (lower-case) is given.
     fn request_header_count(&self, name: &str) -> usize;
 
+    /// What the proxy keeps per route for llm-edge: the filter decides the type, the proxy only
+    /// stores it with the route and hands it back.
+    type RoutePolicy;
+
     /// The policy the request's route sets for llm-edge, if it sets one.
-    fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>>;
+    fn route_policy(&self) -> Option<Arc<Self::RoutePolicy>>;
 
     /// The request body seen so far: the chunks Envoy buffered earlier plus the one just received.
     fn request_body_len(&self) -> usize;
@@ -220,8 +118,8 @@ pub trait Host {
     /// Resets the stream: the client sees the connection (HTTP/1.1) or stream (HTTP/2) cut.
     fn reset_stream(&mut self, details: &str);
 
-    /// Has `pacer` run the filter's `on_scheduled(i)`, on this stream's own thread, once
-    /// `offsets[i]` from now is due. Dropping the handle cancels what is left; `None` means the
-    /// proxy could not schedule anything.
-    fn pace(&mut self, pacer: &Pacer, offsets: &[Duration]) -> Option<PacingHandle>;
+    /// Runs the filter's `on_scheduled(i)`, on this stream's own thread, once `offsets[i]` from
+    /// now is due (the proxy's [`pacing::Pacer`] keeps the time). Dropping the handle cancels what
+    /// is left; `None` means the proxy could not schedule anything.
+    fn pace(&mut self, offsets: &[Duration]) -> Option<PacingHandle>;
 }

@@ -13,7 +13,7 @@ use super::chat::{
 };
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
-use crate::sse;
+use crate::api::sse;
 
 /// A parsed Responses request.
 #[derive(Debug, Clone, PartialEq)]
@@ -514,7 +514,7 @@ pub fn render_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::chat::ToolCallText;
+    use crate::api::openai::chat::ToolCallText;
 
     fn parse(body: Value) -> Result<ResponsesRequest, ApiError> {
         ResponsesRequest::parse(body.to_string().as_bytes())

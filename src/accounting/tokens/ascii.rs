@@ -253,7 +253,7 @@ fn cl100k_piece_end(bytes: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::CL100K_PATTERN;
+    use crate::accounting::tokens::CL100K_PATTERN;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
 
@@ -398,7 +398,7 @@ mod tests {
         ];
         let mut rng = StdRng::seed_from_u64(10);
         for (model, bpe) in vocabularies {
-            let vocabulary = crate::tokens::vocabulary_for(model);
+            let vocabulary = crate::accounting::tokens::vocabulary_for(model);
             for _ in 0..5_000 {
                 let other_one_in = [0, 6, 24][rng.random_range(0..3)];
                 let text = random_text(&mut rng, 60, other_one_in);
@@ -420,7 +420,7 @@ mod tests {
                 ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
                 ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
             ] {
-                let vocabulary = crate::tokens::vocabulary_for(model);
+                let vocabulary = crate::accounting::tokens::vocabulary_for(model);
                 assert_eq!(vocabulary.encode(&text), bpe.encode_ordinary(&text));
             }
         }

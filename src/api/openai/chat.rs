@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::json::{parse_object, take_model, type_phrase};
-use crate::json_writer;
-use crate::sse;
+use crate::api::json_writer;
+use crate::api::sse;
 
 /// The most choices OpenAI generates for one request.
 pub(super) const MAX_CHOICES: u32 = 128;

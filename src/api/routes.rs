@@ -8,8 +8,8 @@
 //! its chat handler, llm-edge claims, and in pass-through it sends the upstream the canonical
 //! spelling, so that what it guarded and charged is what the provider serves.
 
-use crate::config::Profile;
-use crate::httpbun::HttpbunEndpoint;
+use crate::api::httpbun::HttpbunEndpoint;
+use serde::Deserialize;
 
 /// How many rounds of percent-decoding a path gets: one per layer of encoding a chain of proxies
 /// and frameworks could undo.
@@ -121,6 +121,17 @@ fn normalise_segments(path: &[u8]) -> Vec<u8> {
         out.extend_from_slice(segment);
     }
     out
+}
+
+/// Whose wire format the mock speaks, and so which paths name endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// OpenAI's and Anthropic's APIs, exactly as their specifications say, under `api_base_path`.
+    #[default]
+    Spec,
+    /// httpbun's `/llm` endpoints, exactly as httpbun answers them (a drop-in for its users).
+    Httpbun,
 }
 
 /// An endpoint llm-edge answers.

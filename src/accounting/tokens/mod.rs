@@ -29,7 +29,7 @@ use rustc_hash::FxBuildHasher;
 use serde::Deserialize;
 use tiktoken_rs::CoreBPE;
 
-use crate::openai::chat::ChatMessage;
+use crate::api::openai::chat::ChatMessage;
 
 mod ascii;
 mod stretch;

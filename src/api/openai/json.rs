@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::json_read::parse_value_noting_duplicates;
+use crate::api::json_read::parse_value_noting_duplicates;
 
 /// Parses a request body that must be a JSON object, with OpenAI's error otherwise.
 pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {

@@ -585,7 +585,7 @@ pub fn write_events(events: &[Value]) -> Vec<u8> {
             .is_none()
             .then(|| event.get("type").and_then(Value::as_str))
             .flatten();
-        crate::sse::write_event(&mut out, kind, event);
+        crate::api::sse::write_event(&mut out, kind, event);
     }
     out
 }
@@ -613,8 +613,8 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
-    use crate::guard::{Action, BUILT_IN};
-    use crate::sse::{EventFate, EventReader};
+    use crate::api::sse::{EventFate, EventReader};
+    use crate::edge::guard::{Action, BUILT_IN};
 
     /// Every streamed shape of the module's table.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1071,7 +1071,7 @@ mod tests {
             let mut stream = events(shape, &pieces, Ending::DoneOnly);
             stream.retain(|event| *event != done());
             let mut bytes = write_events(&stream);
-            bytes.extend_from_slice(crate::sse::DONE);
+            bytes.extend_from_slice(crate::api::sse::DONE);
             for at in 0..=bytes.len() {
                 let mut masker = Masker::default();
                 let mut guard = DeltaGuard::default();
@@ -1116,7 +1116,7 @@ mod tests {
                     "{shape:?} at {at}"
                 );
                 assert!(
-                    sent.ends_with(crate::sse::DONE),
+                    sent.ends_with(crate::api::sse::DONE),
                     "{shape:?} at {at}: {}",
                     String::from_utf8_lossy(&sent)
                 );

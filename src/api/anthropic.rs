@@ -8,12 +8,12 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::openai::ApiError;
-use crate::openai::chat::{
+use crate::api::openai::ApiError;
+use crate::api::openai::chat::{
     ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
     optional, parse_stop_sequences,
 };
-use crate::sse;
+use crate::api::sse;
 
 /// A parsed Messages request.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,7 +380,7 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::chat::ToolCallText;
+    use crate::api::openai::chat::ToolCallText;
 
     fn parse(body: Value) -> Result<MessagesRequest, ApiError> {
         MessagesRequest::parse(body.to_string().as_bytes())

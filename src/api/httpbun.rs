@@ -8,7 +8,7 @@
 //! minimal response fields, streams split into words that keep their whitespace, and its error
 //! bodies. Unlike the OpenAI profile this is not spec-exact on purpose: it is httpbun's shape.
 
-use crate::sse;
+use crate::api::sse;
 use serde_json::{Value, json};
 
 /// An endpoint of httpbun's `/llm`.

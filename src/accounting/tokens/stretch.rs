@@ -99,7 +99,7 @@ mod tests {
     fn tiktoken_splits_both_sides_of_a_safe_cut_as_it_splits_the_whole() {
         let patterns = [
             tiktoken_rs::O200K_BASE_PAT_STR,
-            crate::tokens::CL100K_PATTERN,
+            crate::accounting::tokens::CL100K_PATTERN,
         ];
         let mut rng = StdRng::seed_from_u64(11);
         let mut cuts = 0;

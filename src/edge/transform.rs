@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+
+use crate::config_error::ConfigError;
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
@@ -80,11 +82,11 @@ impl Default for TransformConfig {
 }
 
 impl TransformConfig {
-    /// Checks what serde cannot: placeholders, patterns, header names. Returns `(field, message)`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks what serde cannot: placeholders, patterns, header names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, prompt) in self.system_prompts.iter().enumerate() {
             if let Err(bad) = placeholders(&prompt.content) {
-                return Err((
+                return Err(ConfigError::new(
                     format!("transform.system_prompts[{i}].content"),
                     format!("{bad:?} is not a placeholder; allowed: {{header:<name>}}"),
                 ));
@@ -92,7 +94,7 @@ impl TransformConfig {
         }
         for pattern in self.model_aliases.keys() {
             if pattern.matches('*').count() > 1 {
-                return Err((
+                return Err(ConfigError::new(
                     format!("transform.model_aliases.{pattern}"),
                     "a pattern may hold at most one '*'".to_owned(),
                 ));
@@ -104,8 +106,8 @@ impl TransformConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
-            return Err((
-                "transform.model_header".to_owned(),
+            return Err(ConfigError::new(
+                "transform.model_header",
                 format!(
                     "{name:?} is not a header name; allowed: lower-case letters, digits and '-'"
                 ),
@@ -423,7 +425,7 @@ mod tests {
     fn bad_placeholders_patterns_and_header_names_are_named() {
         let bad = |value: Value| {
             let config: TransformConfig = serde_json::from_value(value).unwrap();
-            config.validate().unwrap_err().0
+            config.validate().unwrap_err().field
         };
         assert_eq!(
             bad(json!({"system_prompts": [{"position": "prepend", "content": "{tenant}"}]})),

@@ -1,0 +1,100 @@
+//! The stats llm-edge keeps in its proxy: each counter and histogram with its name and labels.
+//!
+//! The filter names them; the ABI layer defines them in Envoy once per config.
+
+/// A counter llm-edge keeps in the proxy's stats, with its label names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Requests answered, by endpoint and outcome (`ok`, `invalid_request`, `fault`, …).
+    Requests,
+    /// Prompt tokens of answered requests, by model.
+    PromptTokens,
+    /// Completion tokens of answered requests, by model.
+    CompletionTokens,
+    /// Faults injected, by type (a status such as `429`, or a stream fault such as `reset`).
+    Faults,
+    /// Sensitive values detected, by detector and action.
+    Detections,
+    /// Tokens charged to a budget, by budget and key.
+    BudgetTokens,
+    /// Requests refused by a budget, by budget and key.
+    BudgetRefusals,
+    /// Requests refused because their key was new to a budget with no key it could forget, by
+    /// budget.
+    BudgetKeysFull,
+    /// Streamed texts the guard dropped rather than pass unguarded, by reason (`part_cap`: a
+    /// stream opened more parts at once than the guard holds).
+    GuardDroppedTexts,
+}
+
+impl Counter {
+    /// Every counter, in the order of [`Counter::index`].
+    pub const ALL: [Self; 9] = [
+        Self::Requests,
+        Self::PromptTokens,
+        Self::CompletionTokens,
+        Self::Faults,
+        Self::Detections,
+        Self::BudgetTokens,
+        Self::BudgetRefusals,
+        Self::BudgetKeysFull,
+        Self::GuardDroppedTexts,
+    ];
+
+    /// Position in [`Counter::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stat name, under the module's metrics namespace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Requests => "requests_total",
+            Self::PromptTokens => "prompt_tokens_total",
+            Self::CompletionTokens => "completion_tokens_total",
+            Self::Faults => "faults_total",
+            Self::Detections => "guard_detections_total",
+            Self::BudgetTokens => "budget_tokens_total",
+            Self::BudgetRefusals => "budget_refusals_total",
+            Self::BudgetKeysFull => "budget_keys_full_total",
+            Self::GuardDroppedTexts => "guard_dropped_texts_total",
+        }
+    }
+
+    /// The label names, in the order values are given.
+    pub fn labels(self) -> &'static [&'static str] {
+        match self {
+            Self::Requests => &["endpoint", "outcome"],
+            Self::PromptTokens | Self::CompletionTokens => &["model"],
+            Self::Faults => &["type"],
+            Self::Detections => &["detector", "action"],
+            Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
+            Self::BudgetKeysFull => &["budget"],
+            Self::GuardDroppedTexts => &["reason"],
+        }
+    }
+}
+
+/// A histogram llm-edge keeps in the proxy's stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Histogram {
+    /// Milliseconds from the request to the first token of a streamed reply.
+    TimeToFirstTokenMs,
+}
+
+impl Histogram {
+    /// Every histogram, in the order of [`Histogram::index`].
+    pub const ALL: [Self; 1] = [Self::TimeToFirstTokenMs];
+
+    /// Position in [`Histogram::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stat name, under the module's metrics namespace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TimeToFirstTokenMs => "time_to_first_token_ms",
+        }
+    }
+}
