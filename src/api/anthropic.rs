@@ -10,9 +10,10 @@ use serde_json::{Map, Value, json};
 
 use crate::api::openai::ApiError;
 use crate::api::openai::chat::{
-    ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
-    optional, parse_stop_sequences,
+    ChatMessage, ChatRequest, ResponseFormat, Tool, ToolChoice, parse_stop_sequences,
 };
+use crate::api::openai::generation::{ChoiceText, FinishReason, Usage};
+use crate::api::openai::json::optional;
 use crate::api::sse;
 
 /// A parsed Messages request.
@@ -380,7 +381,7 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::openai::chat::ToolCallText;
+    use crate::api::openai::generation::ToolCallText;
 
     fn parse(body: Value) -> Result<MessagesRequest, ApiError> {
         MessagesRequest::parse(body.to_string().as_bytes())

@@ -15,12 +15,10 @@ use std::borrow::Cow;
 use crate::accounting::tokens::Tokenizer;
 use crate::api::anthropic::{self, MessagesRequest};
 use crate::api::openai::ApiError;
-use crate::api::openai::chat::{
-    self, ChatRequest, ChoiceText, Completion, FinishReason, ResponseFormat, Tool, ToolCallText,
-    ToolChoice, Usage,
-};
+use crate::api::openai::chat::{self, ChatRequest, Completion, ResponseFormat, Tool, ToolChoice};
 use crate::api::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::api::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
+use crate::api::openai::generation::{ChoiceText, FinishReason, ToolCallText, Usage};
 use crate::api::openai::responses::{self, ResponseIds, ResponsesRequest};
 use crate::mock::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 

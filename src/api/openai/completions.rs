@@ -3,11 +3,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::chat::{
-    ChoiceText, FinishReason, MAX_CHOICES, Usage, UsageField, UsageJson, bounded_integer, optional,
-    parse_stop, parse_stream_options,
-};
+use super::chat::{MAX_CHOICES, parse_stop, parse_stream_options};
 use super::error::ApiError;
+use super::generation::{ChoiceText, FinishReason, Usage, UsageField, UsageJson};
+use super::json::{bounded_integer, optional};
 use super::json::{parse_object, parse_text_or_tokens, take_model};
 use crate::api::sse;
 

@@ -184,3 +184,55 @@ fn token_ids(param: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
         })
         .collect()
 }
+
+/// Reads optional field `key` (called `param` in errors) with `extract`; null counts as absent.
+pub(crate) fn optional<'a, T>(
+    fields: &'a Map<String, Value>,
+    key: &str,
+    param: &str,
+    expected: &str,
+    extract: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => extract(value)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_type(param, expected, type_phrase(value))),
+    }
+}
+
+/// Reads an optional integer field that must lie in `min..=max`.
+pub(crate) fn bounded_integer(
+    fields: &Map<String, Value>,
+    key: &str,
+    min: u32,
+    max: u32,
+) -> Result<Option<u32>, ApiError> {
+    let Some(value) = optional(fields, key, key, "an integer", Value::as_i64)? else {
+        return Ok(None);
+    };
+    if value < i64::from(min) {
+        return Err(ApiError::bad_request(
+            format!(
+                "Invalid '{key}': integer below minimum value. \
+                 Expected a value >= {min}, but got {value} instead."
+            ),
+            Some(key),
+            Some("integer_below_min_value"),
+        ));
+    }
+    u32::try_from(value)
+        .ok()
+        .filter(|&value| value <= max)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!(
+                    "Invalid '{key}': integer above maximum value. \
+                     Expected a value <= {max}, but got {value} instead."
+                ),
+                Some(key),
+                Some("integer_above_max_value"),
+            )
+        })
+}

@@ -7,7 +7,8 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
-mod json;
+pub mod generation;
+pub(crate) mod json;
 pub mod models;
 pub mod responses;
 

@@ -7,11 +7,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::chat::{
-    ChatMessage, ChatRequest, ChoiceText, FinishReason, ResponseFormat, Tool, ToolChoice, Usage,
-    bounded_integer, optional, parse_tool_choice,
-};
+use super::chat::{ChatMessage, ChatRequest, ResponseFormat, Tool, ToolChoice, parse_tool_choice};
 use super::error::ApiError;
+use super::generation::{ChoiceText, FinishReason, Usage};
+use super::json::{bounded_integer, optional};
 use super::json::{parse_object, take_model, type_phrase};
 use crate::api::sse;
 
@@ -514,7 +513,7 @@ pub fn render_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::openai::chat::ToolCallText;
+    use crate::api::openai::generation::ToolCallText;
 
     fn parse(body: Value) -> Result<ResponsesRequest, ApiError> {
         ResponsesRequest::parse(body.to_string().as_bytes())

@@ -1,6 +1,8 @@
 //! Unit tests of `chat`, kept beside it so the module stays readable.
 use super::*;
-use serde_json::json;
+use crate::api::openai::error::ApiError;
+use crate::api::openai::generation::{ChoiceText, FinishReason, ToolCallText, Usage};
+use serde_json::{Value, json};
 
 fn parse(body: Value) -> Result<ChatRequest, ApiError> {
     ChatRequest::parse(body.to_string().as_bytes())
@@ -292,48 +294,6 @@ fn stream_deltas_concatenate_to_the_content() {
     assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-abc"
         && c["object"] == "chat.completion.chunk"
         && c.get("usage").is_none()));
-}
-
-/// Token events are cut from a pre-rendered chunk: byte for byte what serializing the whole
-/// chunk gives, whatever the piece, the model name and the choice.
-#[test]
-fn content_events_match_whole_chunks() {
-    let choices = choices(2, FinishReason::Stop);
-    let tricky = Completion {
-        model: r#"m "content":"" \ é"#,
-        ..sample(&choices)
-    };
-    for usage in [|| UsageField::Absent, || UsageField::Null] {
-        for index in [0, 1] {
-            let template = ContentChunk::new(&tricky, index, usage());
-            for piece in [
-                "",
-                "Hello",
-                " \"quoted\"\n\t",
-                "naïve 🦀",
-                "</script>\u{7f}",
-            ] {
-                let mut cut = Vec::new();
-                template.write(&mut cut, piece);
-                let choice = ChunkChoiceJson {
-                    index,
-                    delta: DeltaJson {
-                        content: Some(Some(piece)),
-                        ..DeltaJson::default()
-                    },
-                    logprobs: None,
-                    finish_reason: None,
-                };
-                let mut whole = Vec::new();
-                write_chunk(&mut whole, &tricky, &[choice], usage());
-                assert_eq!(
-                    String::from_utf8(cut),
-                    String::from_utf8(whole),
-                    "{piece:?}"
-                );
-            }
-        }
-    }
 }
 
 #[test]
