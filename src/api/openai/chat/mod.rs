@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions`: the request we read ([`request`]) and the replies we write
-//! ([`response`]).
+//! `POST /v1/chat/completions`: the request we read (`request.rs`) and the replies we write
+//! (`response.rs`).
 
 mod request;
 mod response;
