@@ -10,7 +10,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use llm_edge::accounting::tokens::Tokenizer;
+use llm_edge::api::anthropic::MessagesRequest;
 use llm_edge::api::openai::chat::ChatRequest;
+use llm_edge::api::openai::responses::ResponsesRequest;
 use llm_edge::api::sse;
 use llm_edge::config::FilterConfig;
 use llm_edge::edge::guard::{self, Action, Detectors, Masker};
@@ -64,6 +66,45 @@ fn parse_and_mock(c: &mut Criterion) {
                 let request = ChatRequest::parse(black_box(&body)).expect("a valid request");
                 mock::chat_completion(&config.mock, tokenizer, &timing, &request, no_header)
                     .expect("a reply")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The same 200-token reply in each API's wire shape, whole and streamed: what rendering costs
+/// per API (each renders from borrowed structs).
+fn mock_reply_by_api(c: &mut Criterion) {
+    let config = FilterConfig::from_json(
+        br#"{"mock": {"content": {"mode": "lorem", "min_tokens": 200, "max_tokens": 200}}}"#,
+    )
+    .expect("a lorem config");
+    let timing = Timing::from_config(&config.mock.latency);
+    let tokenizer = Tokenizer::Exact;
+    tokenizer.warm();
+    let no_header = |_: &str| None;
+    let mut group = c.benchmark_group("mock reply of 200 tokens, by API");
+    for stream in [false, true] {
+        let shape = if stream { "streamed" } else { "whole" };
+        let chat = json!({"model": "gpt-4o", "stream": stream, "seed": 7,
+                          "messages": [{"role": "user", "content": PROMPT}]});
+        let chat = ChatRequest::parse(chat.to_string().as_bytes()).expect("a chat request");
+        group.bench_function(format!("chat completions, {shape}"), |b| {
+            b.iter(|| mock::chat_completion(&config.mock, tokenizer, &timing, &chat, no_header))
+        });
+        let responses = json!({"model": "gpt-4o", "stream": stream, "input": PROMPT});
+        let responses =
+            ResponsesRequest::parse(responses.to_string().as_bytes()).expect("a Responses request");
+        group.bench_function(format!("responses, {shape}"), |b| {
+            b.iter(|| mock::response(&config.mock, tokenizer, &timing, &responses, no_header))
+        });
+        let messages = json!({"model": "claude-sonnet-4-5", "stream": stream, "max_tokens": 1024,
+                              "messages": [{"role": "user", "content": PROMPT}]});
+        let messages =
+            MessagesRequest::parse(messages.to_string().as_bytes()).expect("a Messages request");
+        group.bench_function(format!("anthropic messages, {shape}"), |b| {
+            b.iter(|| {
+                mock::anthropic_message(&config.mock, tokenizer, &timing, &messages, no_header)
             })
         });
     }
@@ -126,5 +167,12 @@ fn token_counting(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_mock, sse_encode, masking, token_counting);
+criterion_group!(
+    benches,
+    parse_and_mock,
+    mock_reply_by_api,
+    sse_encode,
+    masking,
+    token_counting
+);
 criterion_main!(benches);

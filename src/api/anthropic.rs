@@ -6,7 +6,7 @@
 //! mock answers it alike; only the wire format differs.
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::api::openai::ApiError;
 use crate::api::openai::chat::{
@@ -223,8 +223,28 @@ pub fn error_json(error: &ApiError) -> Vec<u8> {
         503 | 529 => "overloaded_error",
         _ => "invalid_request_error",
     };
-    serde_json::to_vec(&json!({"type": "error", "error": {"type": kind, "message": error.message}}))
-        .expect("serializing JSON values cannot fail")
+    let envelope = ErrorEnvelope {
+        kind: "error",
+        error: ErrorBody {
+            kind,
+            message: &error.message,
+        },
+    };
+    serde_json::to_vec(&envelope).expect("serializing borrowed structs cannot fail")
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
 }
 
 fn stop_reason(choice: &ChoiceText<'_>) -> &'static str {
@@ -240,55 +260,147 @@ fn tool_use_id(call_id: &str) -> String {
     format!("toolu_{}", call_id.trim_start_matches("call_"))
 }
 
-fn content_blocks(choice: &ChoiceText<'_>) -> Vec<Value> {
+/// A content block, as a `message` holds it and as `content_block_start` opens it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockJson<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: String,
+        name: &'a str,
+        input: Value,
+    },
+}
+
+fn content_blocks<'a>(choice: &'a ChoiceText<'a>) -> Vec<BlockJson<'a>> {
     if choice.tool_calls.is_empty() {
-        return vec![json!({"type": "text", "text": choice.content})];
+        return vec![BlockJson::Text {
+            text: choice.content,
+        }];
     }
     choice
         .tool_calls
         .iter()
-        .map(|call| {
-            let input: Value = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
-            json!({"type": "tool_use", "id": tool_use_id(&call.id), "name": call.name, "input": input})
+        .map(|call| BlockJson::ToolUse {
+            id: tool_use_id(&call.id),
+            name: &call.name,
+            input: serde_json::from_str(&call.arguments)
+                .unwrap_or_else(|_| Value::Object(Map::new())),
         })
         .collect()
 }
 
-fn usage_json(usage: Usage) -> Value {
-    json!({"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
-           "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
+/// `usage`, cache counts included (llm-edge caches nothing).
+#[derive(Serialize)]
+struct UsageJson {
+    input_tokens: u32,
+    output_tokens: u32,
+    cache_creation_input_tokens: u32,
+    cache_read_input_tokens: u32,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(usage: Usage) -> Self {
+        Self {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+        }
+    }
+}
+
+/// A `message`, in the order Anthropic writes its fields.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<BlockJson<'a>>,
+    stop_reason: Option<&'static str>,
+    stop_sequence: Option<()>,
+    usage: UsageJson,
 }
 
 /// Renders a `message` object.
 pub fn render_message(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usage) -> Vec<u8> {
-    let message = json!({
-        "id": id, "type": "message", "role": "assistant", "model": model,
-        "content": content_blocks(choice),
-        "stop_reason": stop_reason(choice), "stop_sequence": null,
-        "usage": usage_json(usage)
-    });
-    serde_json::to_vec(&message).expect("serializing JSON values cannot fail")
+    let message = MessageJson {
+        id,
+        kind: "message",
+        role: "assistant",
+        model,
+        content: content_blocks(choice),
+        stop_reason: Some(stop_reason(choice)),
+        stop_sequence: None,
+        usage: usage.into(),
+    };
+    serde_json::to_vec(&message).expect("serializing borrowed structs cannot fail")
 }
 
-fn write_event(out: &mut Vec<u8>, kind: &str, data: Value) {
-    sse::write_event(out, Some(kind), &data);
-}
-
-/// A `content_block_delta` event with text: one per token, so written from borrowed fields
-/// rather than built as a JSON tree, in the order Anthropic sends them.
+/// A streamed event; its `type` is also its SSE event name.
 #[derive(Serialize)]
-struct TextDeltaEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    index: usize,
-    delta: TextDelta<'a>,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EventJson<'a> {
+    MessageStart {
+        message: MessageJson<'a>,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: BlockJson<'a>,
+    },
+    Ping,
+    ContentBlockDelta {
+        index: usize,
+        delta: DeltaJson<'a>,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta {
+        delta: StopJson,
+        usage: OutputUsageJson,
+    },
+    MessageStop,
+}
+
+impl EventJson<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::MessageStart { .. } => "message_start",
+            Self::ContentBlockStart { .. } => "content_block_start",
+            Self::Ping => "ping",
+            Self::ContentBlockDelta { .. } => "content_block_delta",
+            Self::ContentBlockStop { .. } => "content_block_stop",
+            Self::MessageDelta { .. } => "message_delta",
+            Self::MessageStop => "message_stop",
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        sse::write_event(out, Some(self.name()), self);
+    }
 }
 
 #[derive(Serialize)]
-struct TextDelta<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DeltaJson<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
+#[derive(Serialize)]
+struct StopJson {
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+}
+
+#[derive(Serialize)]
+struct OutputUsageJson {
+    output_tokens: u32,
 }
 
 /// Renders the event stream in timed steps: `message_start`, then per content block its start,
@@ -300,81 +412,75 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: 1,
     };
-    write_event(
-        &mut steps[0],
-        "message_start",
-        json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null, "usage": usage_json(start_usage)}}),
-    );
+    let message = MessageJson {
+        id,
+        kind: "message",
+        role: "assistant",
+        model,
+        content: Vec::new(),
+        stop_reason: None,
+        stop_sequence: None,
+        usage: start_usage.into(),
+    };
+    EventJson::MessageStart { message }.write(&mut steps[0]);
     if choice.tool_calls.is_empty() {
         let first = &mut steps[0];
-        write_event(
-            first,
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-        );
-        write_event(first, "ping", json!({"type": "ping"}));
+        let content_block = BlockJson::Text { text: "" };
+        EventJson::ContentBlockStart {
+            index: 0,
+            content_block,
+        }
+        .write(first);
+        EventJson::Ping.write(first);
         for (k, text) in choice.deltas.iter().enumerate() {
             if k > 0 {
                 steps.push(Vec::new());
             }
-            let event = TextDeltaEvent {
-                kind: "content_block_delta",
-                index: 0,
-                delta: TextDelta {
-                    kind: "text_delta",
-                    text,
-                },
-            };
+            let delta = DeltaJson::TextDelta { text };
             let step = steps.last_mut().expect("a step");
-            sse::write_event(step, Some("content_block_delta"), &event);
+            EventJson::ContentBlockDelta { index: 0, delta }.write(step);
         }
-        write_event(
-            steps.last_mut().expect("a step"),
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        );
+        EventJson::ContentBlockStop { index: 0 }.write(steps.last_mut().expect("a step"));
     } else {
         for (index, call) in choice.tool_calls.iter().enumerate() {
             if index > 0 {
                 steps.push(Vec::new());
             }
-            write_event(
-                steps.last_mut().expect("a step"),
-                "content_block_start",
-                json!({"type": "content_block_start", "index": index, "content_block": {
-                    "type": "tool_use", "id": tool_use_id(&call.id), "name": call.name,
-                    "input": {}}}),
-            );
+            let content_block = BlockJson::ToolUse {
+                id: tool_use_id(&call.id),
+                name: &call.name,
+                input: Value::Object(Map::new()),
+            };
+            EventJson::ContentBlockStart {
+                index,
+                content_block,
+            }
+            .write(steps.last_mut().expect("a step"));
             let mut start = 0;
             for &end in &call.cuts {
                 steps.push(Vec::new());
-                write_event(
-                    steps.last_mut().expect("a step"),
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": index, "delta": {
-                        "type": "input_json_delta", "partial_json": &call.arguments[start..end]}}),
-                );
+                let delta = DeltaJson::InputJsonDelta {
+                    partial_json: &call.arguments[start..end],
+                };
+                EventJson::ContentBlockDelta { index, delta }
+                    .write(steps.last_mut().expect("a step"));
                 start = end;
             }
-            write_event(
-                steps.last_mut().expect("a step"),
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            );
+            EventJson::ContentBlockStop { index }.write(steps.last_mut().expect("a step"));
         }
     }
     let last = steps.last_mut().expect("a step");
-    write_event(
-        last,
-        "message_delta",
-        json!({"type": "message_delta",
-               "delta": {"stop_reason": stop_reason(choice), "stop_sequence": null},
-               "usage": {"output_tokens": usage.completion_tokens}}),
-    );
-    write_event(last, "message_stop", json!({"type": "message_stop"}));
+    EventJson::MessageDelta {
+        delta: StopJson {
+            stop_reason: stop_reason(choice),
+            stop_sequence: None,
+        },
+        usage: OutputUsageJson {
+            output_tokens: usage.completion_tokens,
+        },
+    }
+    .write(last);
+    EventJson::MessageStop.write(last);
     steps
 }
 
@@ -382,6 +488,7 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
 mod tests {
     use super::*;
     use crate::api::openai::generation::ToolCallText;
+    use serde_json::json;
 
     fn parse(body: Value) -> Result<MessagesRequest, ApiError> {
         MessagesRequest::parse(body.to_string().as_bytes())

@@ -221,13 +221,13 @@ pub struct ResponseIds {
 }
 
 /// The `Response` object, in the state given (`in_progress` with no output, or final).
-fn response_object(
-    request: &ResponsesRequest,
-    ids: &ResponseIds,
-    choice: &ChoiceText<'_>,
+fn response_object<'a>(
+    request: &'a ResponsesRequest,
+    ids: &'a ResponseIds,
+    choice: &'a ChoiceText<'a>,
     usage: Usage,
     done: bool,
-) -> Value {
+) -> ResponseJson<'a> {
     let incomplete = choice.finish_reason == FinishReason::Length;
     let (status, output, usage) = if done {
         let status = if incomplete {
@@ -235,75 +235,239 @@ fn response_object(
         } else {
             "completed"
         };
-        (
-            status,
-            output_items(ids, choice, "completed"),
-            usage_json(usage),
-        )
+        let output = output_items(ids, choice, "completed");
+        (status, output, Some(UsageJson::from(usage)))
     } else {
-        ("in_progress", Vec::new(), Value::Null)
+        ("in_progress", Vec::new(), None)
     };
-    let text_format = match &request.chat.response_format {
-        ResponseFormat::Text => json!({"type": "text"}),
-        ResponseFormat::JsonObject => json!({"type": "json_object"}),
-        ResponseFormat::JsonSchema(schema) => {
-            json!({"type": "json_schema", "name": "response", "schema": schema, "strict": true})
-        }
+    let format = match &request.chat.response_format {
+        ResponseFormat::Text => TextFormatJson::Text,
+        ResponseFormat::JsonObject => TextFormatJson::JsonObject,
+        ResponseFormat::JsonSchema(schema) => TextFormatJson::JsonSchema {
+            name: "response",
+            schema,
+            strict: true,
+        },
     };
-    let tools: Vec<Value> = request
-        .chat
-        .tools
-        .iter()
-        .map(|tool| {
-            json!({"type": "function", "name": tool.name, "parameters": tool.parameters,
-                   "strict": false, "description": null})
-        })
-        .collect();
     let tool_choice = match &request.chat.tool_choice {
-        ToolChoice::None => json!("none"),
-        ToolChoice::Auto => json!("auto"),
-        ToolChoice::Required => json!("required"),
-        ToolChoice::Named(name) => json!({"type": "function", "name": name}),
+        ToolChoice::None => ToolChoiceJson::Mode("none"),
+        ToolChoice::Auto => ToolChoiceJson::Mode("auto"),
+        ToolChoice::Required => ToolChoiceJson::Mode("required"),
+        ToolChoice::Named(name) => ToolChoiceJson::Function {
+            kind: "function",
+            name,
+        },
     };
-    json!({
-        "id": ids.response,
-        "object": "response",
-        "created_at": ids.created_at,
-        "status": status,
-        "error": null,
-        "incomplete_details": if done && incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-        "instructions": request.instructions,
-        "max_output_tokens": request.chat.max_tokens,
-        "model": request.chat.model,
-        "output": output,
-        "parallel_tool_calls": request.chat.parallel_tool_calls,
-        "previous_response_id": null,
-        "reasoning": {"effort": null, "summary": null},
-        "store": false,
-        "temperature": 1.0,
-        "text": {"format": text_format},
-        "tool_choice": tool_choice,
-        "tools": tools,
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": null,
-        "metadata": {}
-    })
+    ResponseJson {
+        id: &ids.response,
+        object: "response",
+        created_at: ids.created_at,
+        status,
+        error: None,
+        incomplete_details: (done && incomplete).then_some(IncompleteDetails {
+            reason: "max_output_tokens",
+        }),
+        instructions: request.instructions.as_deref(),
+        max_output_tokens: request.chat.max_tokens,
+        model: &request.chat.model,
+        output,
+        parallel_tool_calls: request.chat.parallel_tool_calls,
+        previous_response_id: None,
+        reasoning: Reasoning {
+            effort: None,
+            summary: None,
+        },
+        store: false,
+        temperature: 1.0,
+        text: TextJson { format },
+        tool_choice,
+        tools: request
+            .chat
+            .tools
+            .iter()
+            .map(FunctionToolJson::of)
+            .collect(),
+        top_p: 1.0,
+        truncation: "disabled",
+        usage,
+        user: None,
+        metadata: Empty {},
+    }
 }
 
-fn usage_json(usage: Usage) -> Value {
-    json!({
-        "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens
-    })
+/// `Response`, in the order OpenAI writes its fields.
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    error: Option<()>,
+    incomplete_details: Option<IncompleteDetails>,
+    instructions: Option<&'a str>,
+    max_output_tokens: Option<u32>,
+    model: &'a str,
+    output: Vec<ItemJson<'a>>,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<()>,
+    reasoning: Reasoning,
+    store: bool,
+    temperature: f64,
+    text: TextJson<'a>,
+    tool_choice: ToolChoiceJson<'a>,
+    tools: Vec<FunctionToolJson<'a>>,
+    top_p: f64,
+    truncation: &'static str,
+    usage: Option<UsageJson>,
+    user: Option<()>,
+    metadata: Empty,
+}
+
+#[derive(Serialize)]
+struct IncompleteDetails {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Reasoning {
+    effort: Option<()>,
+    summary: Option<()>,
+}
+
+/// `{}`.
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct TextJson<'a> {
+    format: TextFormatJson<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TextFormatJson<'a> {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: &'static str,
+        schema: &'a Value,
+        strict: bool,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolChoiceJson<'a> {
+    /// `"none"`, `"auto"` or `"required"`.
+    Mode(&'static str),
+    Function {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        name: &'a str,
+    },
+}
+
+/// `FunctionTool`.
+#[derive(Serialize)]
+struct FunctionToolJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    parameters: &'a Value,
+    strict: bool,
+    description: Option<()>,
+}
+
+impl<'a> FunctionToolJson<'a> {
+    fn of(tool: &'a Tool) -> Self {
+        Self {
+            kind: "function",
+            name: &tool.name,
+            parameters: &tool.parameters,
+            strict: false,
+            description: None,
+        }
+    }
+}
+
+/// `ResponseUsage`.
+#[derive(Serialize)]
+struct UsageJson {
+    input_tokens: u32,
+    input_tokens_details: InputTokensDetails,
+    output_tokens: u32,
+    output_tokens_details: OutputTokensDetails,
+    total_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct InputTokensDetails {
+    cached_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct OutputTokensDetails {
+    reasoning_tokens: u32,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(usage: Usage) -> Self {
+        Self {
+            input_tokens: usage.prompt_tokens,
+            input_tokens_details: InputTokensDetails { cached_tokens: 0 },
+            output_tokens: usage.completion_tokens,
+            output_tokens_details: OutputTokensDetails {
+                reasoning_tokens: 0,
+            },
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        }
+    }
+}
+
+/// An output item: an assistant message or a function call.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ItemJson<'a> {
+    Message {
+        id: &'a str,
+        status: &'static str,
+        role: &'static str,
+        content: Vec<OutputTextJson<'a>>,
+    },
+    FunctionCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+        status: &'static str,
+    },
+}
+
+/// `output_text` content.
+#[derive(Serialize)]
+struct OutputTextJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+}
+
+impl<'a> OutputTextJson<'a> {
+    fn of(text: &'a str) -> Self {
+        Self {
+            kind: "output_text",
+            text,
+            annotations: [],
+        }
+    }
 }
 
 /// The output items: one per function call, else one assistant message.
-fn output_items(ids: &ResponseIds, choice: &ChoiceText<'_>, status: &str) -> Vec<Value> {
+fn output_items<'a>(
+    ids: &'a ResponseIds,
+    choice: &'a ChoiceText<'a>,
+    status: &'static str,
+) -> Vec<ItemJson<'a>> {
     if choice.tool_calls.is_empty() {
         vec![message_item(ids, choice.content, status)]
     } else {
@@ -311,24 +475,30 @@ fn output_items(ids: &ResponseIds, choice: &ChoiceText<'_>, status: &str) -> Vec
             .tool_calls
             .iter()
             .zip(&ids.function_calls)
-            .map(|(call, id)| function_call_item(id, &call.id, &call.name, &call.arguments, status))
+            .map(|(call, id)| ItemJson::FunctionCall {
+                id,
+                call_id: &call.id,
+                name: &call.name,
+                arguments: &call.arguments,
+                status,
+            })
             .collect()
     }
 }
 
-fn message_item(ids: &ResponseIds, text: &str, status: &str) -> Value {
+/// The message item; only a completed one holds its text.
+fn message_item<'a>(ids: &'a ResponseIds, text: &'a str, status: &'static str) -> ItemJson<'a> {
     let content = if status == "completed" {
-        json!([{"type": "output_text", "text": text, "annotations": []}])
+        vec![OutputTextJson::of(text)]
     } else {
-        json!([])
+        Vec::new()
     };
-    json!({"type": "message", "id": ids.message, "status": status, "role": "assistant",
-           "content": content})
-}
-
-fn function_call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-           "arguments": arguments, "status": status})
+    ItemJson::Message {
+        id: &ids.message,
+        status,
+        role: "assistant",
+        content,
+    }
 }
 
 /// Renders the final `Response` object.
@@ -339,7 +509,75 @@ pub fn render_response(
     usage: Usage,
 ) -> Vec<u8> {
     serde_json::to_vec(&response_object(request, ids, choice, usage, true))
-        .expect("serializing JSON values cannot fail")
+        .expect("serializing borrowed structs cannot fail")
+}
+
+/// One typed server-sent event: its type and number, then the fields of its kind.
+#[derive(Serialize)]
+struct EventJson<T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+    #[serde(flatten)]
+    fields: T,
+}
+
+/// `response.created`, `response.in_progress`, `response.completed`, `response.incomplete`.
+#[derive(Serialize)]
+struct ResponseEvent<'a> {
+    response: &'a ResponseJson<'a>,
+}
+
+/// `response.output_item.added` and `.done`.
+#[derive(Serialize)]
+struct ItemEvent<'a> {
+    output_index: usize,
+    item: ItemJson<'a>,
+}
+
+/// `response.content_part.added` and `.done`.
+#[derive(Serialize)]
+struct PartEvent<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    part: OutputTextJson<'a>,
+}
+
+/// `response.output_text.delta`: one per token, so written from borrowed fields.
+#[derive(Serialize)]
+struct TextDeltaEvent<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    delta: &'a str,
+    logprobs: [(); 0],
+}
+
+/// `response.output_text.done`.
+#[derive(Serialize)]
+struct TextDoneEvent<'a> {
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    text: &'a str,
+    logprobs: [(); 0],
+}
+
+/// `response.function_call_arguments.delta`.
+#[derive(Serialize)]
+struct ArgumentsDeltaEvent<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    delta: &'a str,
+}
+
+/// `response.function_call_arguments.done`.
+#[derive(Serialize)]
+struct ArgumentsDoneEvent<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    arguments: &'a str,
 }
 
 /// Writes typed server-sent events, numbering them as they go.
@@ -348,49 +586,14 @@ struct EventWriter {
 }
 
 impl EventWriter {
-    fn write(&mut self, out: &mut Vec<u8>, kind: &str, mut event: Map<String, Value>) {
-        event.insert("type".into(), kind.into());
-        event.insert("sequence_number".into(), self.next_sequence().into());
-        sse::write_event(out, Some(kind), &event);
-    }
-
-    /// Writes one `response.output_text.delta`, typed: there is one per token.
-    fn write_text_delta(&mut self, out: &mut Vec<u8>, item_id: &str, delta: &str) {
-        let event = OutputTextDelta {
-            kind: "response.output_text.delta",
-            sequence_number: self.next_sequence(),
-            item_id,
-            output_index: 0,
-            content_index: 0,
-            delta,
-            logprobs: [],
+    fn write<T: Serialize>(&mut self, out: &mut Vec<u8>, kind: &'static str, fields: T) {
+        let event = EventJson {
+            kind,
+            sequence_number: self.sequence,
+            fields,
         };
-        sse::write_event(out, Some(event.kind), &event);
-    }
-
-    fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
-        self.sequence - 1
-    }
-}
-
-/// `response.output_text.delta`, written from borrowed fields rather than built as a JSON tree.
-#[derive(Serialize)]
-struct OutputTextDelta<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sequence_number: u64,
-    item_id: &'a str,
-    output_index: u32,
-    content_index: u32,
-    delta: &'a str,
-    logprobs: [(); 0],
-}
-
-fn fields(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(fields) => fields,
-        _ => Map::new(),
+        sse::write_event(out, Some(kind), &event);
     }
 }
 
@@ -407,55 +610,57 @@ pub fn render_stream(
     let mut steps: Vec<Vec<u8>> = vec![Vec::new()];
     let in_progress = response_object(request, ids, choice, usage, false);
     let first = &mut steps[0];
-    writer.write(
-        first,
-        "response.created",
-        fields(json!({"response": in_progress})),
-    );
-    writer.write(
-        first,
-        "response.in_progress",
-        fields(json!({"response": in_progress})),
-    );
-
+    for kind in ["response.created", "response.in_progress"] {
+        let fields = ResponseEvent {
+            response: &in_progress,
+        };
+        writer.write(first, kind, fields);
+    }
     if choice.tool_calls.is_empty() {
         let item_id = ids.message.as_str();
-        let at = json!({"item_id": item_id, "output_index": 0, "content_index": 0});
-        writer.write(
-            first,
-            "response.output_item.added",
-            fields(json!({"output_index": 0, "item": message_item(ids, "", "in_progress")})),
-        );
-        let mut part = fields(at.clone());
-        part.insert(
-            "part".into(),
-            json!({"type": "output_text", "text": "", "annotations": []}),
-        );
-        writer.write(first, "response.content_part.added", part);
+        let item = message_item(ids, "", "in_progress");
+        let added = ItemEvent {
+            output_index: 0,
+            item,
+        };
+        writer.write(first, "response.output_item.added", added);
+        let part = |text| PartEvent {
+            item_id,
+            output_index: 0,
+            content_index: 0,
+            part: OutputTextJson::of(text),
+        };
+        writer.write(first, "response.content_part.added", part(""));
         for (k, delta) in choice.deltas.iter().enumerate() {
             if k > 0 {
                 steps.push(Vec::new());
             }
-            writer.write_text_delta(steps.last_mut().expect("a step"), item_id, delta);
+            let step = steps.last_mut().expect("a step");
+            let fields = TextDeltaEvent {
+                item_id,
+                output_index: 0,
+                content_index: 0,
+                delta,
+                logprobs: [],
+            };
+            writer.write(step, "response.output_text.delta", fields);
         }
         let last = steps.last_mut().expect("a step");
-        let mut done = fields(at.clone());
-        done.insert("text".into(), json!(choice.content));
-        done.insert("logprobs".into(), json!([]));
+        let done = TextDoneEvent {
+            item_id,
+            output_index: 0,
+            content_index: 0,
+            text: choice.content,
+            logprobs: [],
+        };
         writer.write(last, "response.output_text.done", done);
-        let mut part = fields(at);
-        part.insert(
-            "part".into(),
-            json!({"type": "output_text", "text": choice.content, "annotations": []}),
-        );
-        writer.write(last, "response.content_part.done", part);
-        writer.write(
-            last,
-            "response.output_item.done",
-            fields(
-                json!({"output_index": 0, "item": message_item(ids, choice.content, "completed")}),
-            ),
-        );
+        writer.write(last, "response.content_part.done", part(choice.content));
+        let item = message_item(ids, choice.content, "completed");
+        let done = ItemEvent {
+            output_index: 0,
+            item,
+        };
+        writer.write(last, "response.output_item.done", done);
     } else {
         for (index, (call, id)) in choice
             .tool_calls
@@ -466,37 +671,39 @@ pub fn render_stream(
             if index > 0 {
                 steps.push(Vec::new());
             }
+            let item = |arguments, status| ItemEvent {
+                output_index: index,
+                item: ItemJson::FunctionCall {
+                    id,
+                    call_id: &call.id,
+                    name: &call.name,
+                    arguments,
+                    status,
+                },
+            };
             let step = steps.last_mut().expect("a step");
-            let opened = function_call_item(id, &call.id, &call.name, "", "in_progress");
-            writer.write(
-                step,
-                "response.output_item.added",
-                fields(json!({"output_index": index, "item": opened})),
-            );
+            writer.write(step, "response.output_item.added", item("", "in_progress"));
             let mut start = 0;
             for &end in &call.cuts {
                 steps.push(Vec::new());
                 let step = steps.last_mut().expect("a step");
-                let delta = &call.arguments[start..end];
+                let fields = ArgumentsDeltaEvent {
+                    item_id: id,
+                    output_index: index,
+                    delta: &call.arguments[start..end],
+                };
                 start = end;
-                writer.write(
-                    step,
-                    "response.function_call_arguments.delta",
-                    fields(json!({"item_id": id, "output_index": index, "delta": delta})),
-                );
+                writer.write(step, "response.function_call_arguments.delta", fields);
             }
             let step = steps.last_mut().expect("a step");
-            writer.write(
-                step,
-                "response.function_call_arguments.done",
-                fields(json!({"item_id": id, "output_index": index, "arguments": call.arguments})),
-            );
-            let done = function_call_item(id, &call.id, &call.name, &call.arguments, "completed");
-            writer.write(
-                step,
-                "response.output_item.done",
-                fields(json!({"output_index": index, "item": done})),
-            );
+            let done = ArgumentsDoneEvent {
+                item_id: id,
+                output_index: index,
+                arguments: &call.arguments,
+            };
+            writer.write(step, "response.function_call_arguments.done", done);
+            let done = item(&call.arguments, "completed");
+            writer.write(step, "response.output_item.done", done);
         }
     }
     let last = steps.last_mut().expect("a step");
@@ -506,7 +713,10 @@ pub fn render_stream(
     } else {
         "response.completed"
     };
-    writer.write(last, kind, fields(json!({"response": finished})));
+    let fields = ResponseEvent {
+        response: &finished,
+    };
+    writer.write(last, kind, fields);
     steps
 }
 
