@@ -1,13 +1,43 @@
-"""pytest fixtures over the Envoy harness (harness.py): Envoys started per session or module."""
+"""pytest fixtures over the Envoy harness (harness.py): Envoys started per session or module.
+
+`--shuffle SEED` runs the modules, and the tests within each, in an order drawn from SEED: no test
+may depend on another having run before it (a module's shared Envoy is still started once)."""
 
 from __future__ import annotations
 
+import random
+from itertools import groupby
 from pathlib import Path
 
 import httpx
 import pytest
 
 from harness import MOCK_CONFIG, MODULE, MODULE_DIR, Envoy, render_config
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shuffle", type=int, metavar="SEED",
+                     help="run modules and their tests in an order drawn from SEED")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Shuffles before pytest groups the tests of each module-scoped fixture parameter, so a
+    parametrized Envoy still starts once per parameter."""
+    seed = config.getoption("--shuffle")
+    if seed is None:
+        return
+    draw = random.Random(seed)
+    modules = [list(tests) for _, tests in groupby(items, key=lambda item: item.path)]
+    draw.shuffle(modules)
+    for tests in modules:
+        draw.shuffle(tests)
+    items[:] = [item for tests in modules for item in tests]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("--shuffle")
+    return None if seed is None else f"tests shuffled with seed {seed}"
 
 
 @pytest.fixture(scope="session", autouse=True)
