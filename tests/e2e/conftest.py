@@ -12,7 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import MOCK_CONFIG, MODULE, MODULE_DIR, Envoy, render_config
+from harness import (
+    LAB_CONFIG,
+    MOCK_CONFIG,
+    MODULE,
+    MODULE_DIR,
+    Envoy,
+    render_config,
+    unused_loopback_port,
+)
 
 
 def pytest_addoption(parser):
@@ -72,6 +80,23 @@ def start_envoy(tmp_path_factory):
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def start_lab(start_envoy):
+    """Starts envoy/lab.yaml, its edge's provider cluster pointed at its own mock_provider
+    listener."""
+
+    def start(concurrency: int = 1) -> Envoy:
+        port = unused_loopback_port()
+        return start_envoy(
+            LAB_CONFIG,
+            listener_ports={"mock_provider": port},
+            cluster_ports={"provider": port},
+            concurrency=concurrency,
+        )
+
+    return start
 
 
 @pytest.fixture(scope="session")

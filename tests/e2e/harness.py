@@ -24,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO / "envoy"
 MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
+LAB_CONFIG = ENVOY_DIR / "lab.yaml"
 # Where `make build` puts the release module: cargo's directory for the glibc-pinned target.
 RUST_TARGET = f"{platform.machine()}-unknown-linux-gnu"
 MODULE_DIR = Path(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from calls import CHAT
 from harness import BEFORE_1_38, FAULT_MODULE_DIR, NULL_STREAM_HOOKS
 
-CHAT = "/v1/chat/completions"
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "still here?"}]}
 TRIGGER = "x-llm-edge-test-panic"
 
