@@ -1,5 +1,9 @@
 """pytest fixtures over the Envoy harness (harness.py): Envoys started per session or module.
 
+The tests sit in folders by the capability they test, as src/ does (mock, edge, accounting, abi,
+clients, lab); the helpers they share sit here at the root, which pytest puts on sys.path with
+this file. The folders are not packages, so a test file's name must be unique across them.
+
 `--shuffle SEED` runs the modules, and the tests within each, in an order drawn from SEED: no test
 may depend on another having run before it (a module's shared Envoy is still started once)."""
 
