@@ -1,7 +1,7 @@
 """A real ASGI upstream, Starlette served by uvicorn (the stack vLLM and LiteLLM serve on), for
 the hostile-traffic tests: it routes paths as such servers do (percent-decoded, redirecting a
-trailing slash), records every request by its `x-test-id`, and answers as each request's
-`x-upstream-*` headers ask, so tests share no state through it.
+trailing slash), records every request by its `x-test-id` (see upstream.tagged), and answers as
+each request's `x-upstream-*` headers ask, so tests share no state through it.
 
 Reply headers a test may send (all optional):
 - `x-upstream-reply`: `json` (default), `stream` (one character a delta), `gzip` (gzip'd when
@@ -15,8 +15,8 @@ Reply headers a test may send (all optional):
   `arguments` (a tool call's), and `x-upstream-end`: `finish` (a finish chunk with no `delta`,
   then `[DONE]`), `done` (`[DONE]` with no finish chunk) or `eof` (neither).
 
-`/v1/responses` and `/v1/messages` stream their own event shapes, one character a delta; any
-other POST is recorded and answered `{}`.
+`/v1/responses` and `/v1/messages` stream their own event shapes, one character a delta;
+embeddings are answered `{}`, and any other path a 404 (recorded too, with the path it came on).
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from upstream import TEST_ID
+
 
 class AsgiUpstream:
     """The app on a loopback socket bound before it starts, so it takes connections at once."""
 
     def __init__(self):
         self.requests: dict[str, dict] = {}
-        self.unrouted: list[dict] = []
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -67,10 +68,12 @@ class AsgiUpstream:
         self.socket.close()
 
     def seen(self, test_id: str) -> dict:
-        """What the chat route received for the request tagged `test_id`."""
+        """What arrived, on any route, for the request tagged `test_id`."""
+        assert test_id in self.requests, f"the upstream never received request {test_id}"
         return self.requests[test_id]
 
-    async def record(self, request: Request) -> tuple[dict, bytes]:
+    async def record(self, request: Request) -> dict:
+        """Files the request under its `x-test-id` (untagged ones under "")."""
         raw = await request.body()
         try:
             body = json.loads(raw)
@@ -83,22 +86,20 @@ class AsgiUpstream:
             "body": body,
             "raw": raw,
         }
-        return entry, raw
+        self.requests[request.headers.get(TEST_ID, "")] = entry
+        return entry
 
     async def recorded(self, request: Request) -> Response:
-        entry, _ = await self.record(request)
-        self.requests[request.headers.get("x-test-id", "")] = entry
+        await self.record(request)
         return JSONResponse({})
 
     async def responses(self, request: Request) -> Response:
-        entry, _ = await self.record(request)
-        self.requests[request.headers.get("x-test-id", "")] = entry
+        await self.record(request)
         text = request.headers.get("x-upstream-say", "")
         return StreamingResponse(self.responses_events(text), media_type="text/event-stream")
 
     async def messages(self, request: Request) -> Response:
-        entry, _ = await self.record(request)
-        self.requests[request.headers.get("x-test-id", "")] = entry
+        await self.record(request)
         text = request.headers.get("x-upstream-say", "")
         field = request.headers.get("x-upstream-field", "text")
         return StreamingResponse(self.anthropic_events(text, field), media_type="text/event-stream")
@@ -166,13 +167,11 @@ class AsgiUpstream:
         yield event("message_stop")
 
     async def unknown(self, request: Request) -> Response:
-        entry, _ = await self.record(request)
-        self.unrouted.append(entry)
+        await self.record(request)
         return JSONResponse({"detail": "Not Found"}, status_code=404)
 
     async def chat(self, request: Request) -> Response:
-        entry, _ = await self.record(request)
-        self.requests[request.headers.get("x-test-id", "")] = entry
+        entry = await self.record(request)
         body = entry["body"]
         asked = request.headers
         text = asked.get("x-upstream-say")

@@ -1,13 +1,55 @@
-"""pytest fixtures over the Envoy harness (harness.py): Envoys started per session or module."""
+"""pytest fixtures over the Envoy harness (harness.py): Envoys started per session or module.
+
+The tests sit in folders by the capability they test, as src/ does (mock, edge, accounting, abi,
+clients, lab); the helpers they share sit here at the root, which pytest puts on sys.path with
+this file. The folders are not packages, so a test file's name must be unique across them.
+
+`--shuffle SEED` runs the modules, and the tests within each, in an order drawn from SEED: no test
+may depend on another having run before it (a module's shared Envoy is still started once)."""
 
 from __future__ import annotations
 
+import random
+from itertools import groupby
 from pathlib import Path
 
 import httpx
 import pytest
 
-from harness import MOCK_CONFIG, MODULE, MODULE_DIR, Envoy, render_config
+from harness import (
+    LAB_CONFIG,
+    MOCK_CONFIG,
+    MODULE,
+    MODULE_DIR,
+    Envoy,
+    render_config,
+    unused_loopback_port,
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shuffle", type=int, metavar="SEED",
+                     help="run modules and their tests in an order drawn from SEED")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Shuffles before pytest groups the tests of each module-scoped fixture parameter, so a
+    parametrized Envoy still starts once per parameter."""
+    seed = config.getoption("--shuffle")
+    if seed is None:
+        return
+    draw = random.Random(seed)
+    modules = [list(tests) for _, tests in groupby(items, key=lambda item: item.path)]
+    draw.shuffle(modules)
+    for tests in modules:
+        draw.shuffle(tests)
+    items[:] = [item for tests in modules for item in tests]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("--shuffle")
+    return None if seed is None else f"tests shuffled with seed {seed}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,6 +84,23 @@ def start_envoy(tmp_path_factory):
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def start_lab(start_envoy):
+    """Starts envoy/lab.yaml, its edge's provider cluster pointed at its own mock_provider
+    listener."""
+
+    def start(concurrency: int = 1) -> Envoy:
+        port = unused_loopback_port()
+        return start_envoy(
+            LAB_CONFIG,
+            listener_ports={"mock_provider": port},
+            cluster_ports={"provider": port},
+            concurrency=concurrency,
+        )
+
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO / "envoy"
 MOCK_CONFIG = ENVOY_DIR / "mock.yaml"
+LAB_CONFIG = ENVOY_DIR / "lab.yaml"
 # Where `make build` puts the release module: cargo's directory for the glibc-pinned target.
 RUST_TARGET = f"{platform.machine()}-unknown-linux-gnu"
 MODULE_DIR = Path(
@@ -275,15 +276,26 @@ class Envoy:
                 raise AssertionError(f"{name} is {value}, expected {expected}")
             time.sleep(0.02)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, since: int = 0) -> str:
+        """Envoy's log, from byte `since` on: a `log_size()` taken before a test's own requests
+        leaves out what earlier tests on the same Envoy logged."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
 
-    def wait_for_log(self, pattern: str, timeout_s: float = 10.0) -> re.Match:
-        """Log lines are flushed on Envoy's schedule: polls until one matches `pattern`."""
+    def log_size(self) -> int:
+        """How many bytes Envoy has logged so far, to pass as `since` later."""
+        return self.log_path.stat().st_size
+
+    def wait_for_log(self, pattern: str, timeout_s: float = 10.0, since: int = 0) -> re.Match:
+        """Log lines are flushed on Envoy's schedule: polls until one from byte `since` on
+        matches `pattern`."""
         deadline = time.monotonic() + timeout_s
-        while not (found := re.search(pattern, self.log())):
+        while not (found := re.search(pattern, self.log(since))):
             if time.monotonic() > deadline:
-                raise AssertionError(f"no log line matches {pattern!r}:\n{self.log()[-2000:]}")
+                raise AssertionError(
+                    f"no log line matches {pattern!r}:\n{self.log(since)[-2000:]}"
+                )
             time.sleep(0.05)
         return found
 

@@ -1,15 +1,30 @@
-"""A loopback OpenAI-compatible upstream for pass-through tests: records what it receives and
-answers with canned JSON, or with server-sent events when asked to stream."""
+"""A loopback OpenAI-compatible upstream for pass-through tests: records what it receives by each
+request's correlation id and answers with canned JSON, or with server-sent events when asked to
+stream.
+
+Tests share upstreams (and Envoys) across a module, so none may read "the last request": each
+sends its own id in `x-test-id` (see `tagged`) and reads back only what arrived under it."""
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The request header carrying a test's correlation id; llm-edge passes it on untouched.
+TEST_ID = "x-test-id"
+
+
+def tagged() -> tuple[str, dict[str, str]]:
+    """A new correlation id, and the request headers that carry it through Envoy."""
+    test_id = uuid.uuid4().hex
+    return test_id, {TEST_ID: test_id}
 
 
 class Upstream:
-    """One upstream server on a free loopback port; `requests` holds every request it got."""
+    """One upstream server on a free loopback port; `requests` holds what it got, by the
+    `x-test-id` each request carried (untagged ones under "")."""
 
     def __init__(
         self, name: str, reply_text: str | None = "Hello from the upstream.", delta_size: int = 0,
@@ -20,7 +35,7 @@ class Upstream:
         `status` other than 200: a failing provider, answering every request with that error."""
         self.name = name
         self.reply_text = reply_text
-        self.requests: list[dict] = []
+        self.requests: dict[str, dict] = {}
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,10 +51,10 @@ class Upstream:
                     body = json.loads(raw)
                 except ValueError:
                     body = {}
-                upstream.requests.append(
-                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                     "body": body, "raw": raw}
-                )
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                upstream.requests[headers.get(TEST_ID, "")] = {
+                    "path": self.path, "headers": headers, "body": body, "raw": raw
+                }
                 if status != 200:
                     self.fail()
                 elif body.get("stream"):
@@ -124,6 +139,11 @@ class Upstream:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def seen(self, test_id: str) -> dict:
+        """What arrived for the request tagged `test_id`: its path, headers, body and raw bytes."""
+        assert test_id in self.requests, f"{self.name} never received request {test_id}"
+        return self.requests[test_id]
 
     def stop(self) -> None:
         self.server.shutdown()

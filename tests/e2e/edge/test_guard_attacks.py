@@ -14,13 +14,13 @@ import gzip
 import http.client
 import json
 import re
-import uuid
 
 import pytest
 import yaml
 
 from asgi_upstream import AsgiUpstream
 from harness import ENVOY_DIR, MODULE_STATS
+from upstream import tagged
 
 EMAIL = "jane.doe@example.com"
 IBAN = "GB82 WEST 1234 5698 7654 32"
@@ -55,16 +55,31 @@ def without_envoys_normalisation(tmp_path) -> object:
     return source
 
 
-@pytest.fixture(scope="module", params=["as shipped", "without Envoy's normalisation"])
-def proxy(request, start_envoy, upstream, tmp_path_factory):
+VARIANTS = ["as shipped", "without Envoy's normalisation"]
+
+
+def start_proxy(start_envoy, upstream, variant: str, workdir):
     source = ENVOY_DIR / "passthrough.yaml"
-    if request.param != "as shipped":
-        source = without_envoys_normalisation(tmp_path_factory.mktemp("config"))
-    envoy = start_envoy(
+    if variant != "as shipped":
+        source = without_envoys_normalisation(workdir)
+    return start_envoy(
         source,
         filter_config=json.dumps(GUARD),
         cluster_ports={"openai_compatible": upstream.port, "small_models": upstream.port},
     )
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def proxy(request, start_envoy, upstream, tmp_path_factory):
+    envoy = start_proxy(start_envoy, upstream, request.param, tmp_path_factory.mktemp("config"))
+    yield envoy
+    assert envoy.alive(), envoy.log()[-3000:]
+
+
+@pytest.fixture(params=VARIANTS)
+def own_proxy(request, start_envoy, upstream, tmp_path):
+    """A proxy for one test alone, whose stats count only that test's requests."""
+    envoy = start_proxy(start_envoy, upstream, request.param, tmp_path)
     yield envoy
     assert envoy.alive(), envoy.log()[-3000:]
 
@@ -72,10 +87,10 @@ def proxy(request, start_envoy, upstream, tmp_path_factory):
 def send(proxy, method: str, path: str, body: dict | None = None, **headers: str):
     """Sends `path` exactly as written (no client-side normalisation); returns (status, headers,
     body bytes, test id)."""
-    test_id = uuid.uuid4().hex
+    test_id, tag = tagged()
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     data = json.dumps(body).encode() if body is not None else None
-    sent = {"x-test-id": test_id, "content-type": "application/json",
+    sent = {**tag, "content-type": "application/json",
             **{name.replace("_", "-"): value for name, value in headers.items()}}
     connection.request(method, path, body=data, headers=sent)
     reply = connection.getresponse()
@@ -121,10 +136,9 @@ def test_every_spelling_of_the_chat_path_is_guarded_and_sent_canonically(proxy, 
 
 
 def test_a_forged_model_header_never_reaches_the_upstream_on_unclaimed_paths(proxy, upstream):
-    before = len(upstream.unrouted)
-    status, _, _, _ = send(proxy, "GET", "/v1/files", x_llm_edge_model="forged-mini")
+    status, _, _, test_id = send(proxy, "GET", "/v1/files", x_llm_edge_model="forged-mini")
     assert status == 404
-    assert "x-llm-edge-model" not in upstream.unrouted[before]["headers"]
+    assert "x-llm-edge-model" not in upstream.seen(test_id)["headers"]
 
 
 def test_the_upstream_is_asked_for_identity_and_a_compressed_reply_is_refused(proxy, upstream):
@@ -398,20 +412,10 @@ def test_aliases_an_upstream_serves_are_guarded_too(proxy, upstream, path):
     if "messages" in path:
         body["max_tokens"] = 10
     _, _, _, test_id = send(proxy, "POST", path, body)
-    seen = [entry for entry in upstream.unrouted if entry["headers"].get("x-test-id") == test_id]
-    assert seen, "the alias reached the upstream"
-    assert EMAIL not in seen[0]["raw"].decode()
-    assert "[EMAIL_1]" in seen[0]["raw"].decode()
-    assert seen[0]["path"] == path.split("?")[0]
-
-
-def recorded(upstream, test_id: str) -> str:
-    """The raw body the upstream got for `test_id`, on any of its routes."""
-    if test_id in upstream.requests:
-        return upstream.requests[test_id]["raw"].decode()
-    entries = [e for e in upstream.unrouted if e["headers"].get("x-test-id") == test_id]
-    assert entries, "the request reached the upstream"
-    return entries[0]["raw"].decode()
+    seen = upstream.seen(test_id)
+    assert EMAIL not in seen["raw"].decode()
+    assert "[EMAIL_1]" in seen["raw"].decode()
+    assert seen["path"] == path.split("?")[0]
 
 
 B64_TEXT = base64.b64encode(f"contract for {EMAIL}".encode()).decode()
@@ -442,7 +446,7 @@ MORE_FIELDS = {
 def test_every_string_the_model_reads_is_masked_before_the_upstream(proxy, upstream, case):
     path, body = MORE_FIELDS[case]
     _, _, _, test_id = send(proxy, "POST", path, body, x_upstream_say="ok")
-    seen = recorded(upstream, test_id)
+    seen = upstream.seen(test_id)["raw"].decode()
     assert EMAIL not in seen, case
     assert B64_TEXT not in seen, case
 
@@ -485,14 +489,13 @@ def test_every_string_of_a_reply_is_guarded(proxy, status, body):
         assert reply["id"] == "chatcmpl-1"
 
 
-def test_a_stream_of_thousands_of_parts_is_bounded_and_leaks_nothing(proxy):
-    stat = f"{MODULE_STATS}.guard_dropped_texts_total.reason.part_cap"
-    before = proxy.stat(stat) if stat in proxy.admin_get("/stats?filter=guard_dropped") else 0
+def test_a_stream_of_thousands_of_parts_is_bounded_and_leaks_nothing(own_proxy):
     status, _, content, _ = send(
-        proxy, "POST", "/v1/chat/completions", chat("hi", stream=True), x_upstream_reply="parts",
-        x_upstream_parts="5000", x_upstream_say=f"mail {EMAIL}",
+        own_proxy, "POST", "/v1/chat/completions", chat("hi", stream=True),
+        x_upstream_reply="parts", x_upstream_parts="5000", x_upstream_say=f"mail {EMAIL}",
     )
     assert status == 200
     assert EMAIL not in content.decode()
     assert "[EMAIL_1]" in content.decode()
-    assert proxy.stat(stat) - before >= 5000 - 512
+    dropped = own_proxy.stat(f"{MODULE_STATS}.guard_dropped_texts_total.reason.part_cap")
+    assert dropped >= 5000 - 512

@@ -1,6 +1,7 @@
 """Hostile and extreme input through the real Envoy: each answered as OpenAI would (or served
-whole), and each followed by a good request that must succeed (in `roomy`, after the test). The ordinary bad bodies (empty,
-truncated, invalid UTF-8, wrong types, over the limit, chunked, wrong method) are in test_chat.py.
+whole), and each followed by a good request that must succeed (in `roomy`, after the test). The
+ordinary bad bodies (empty, truncated, invalid UTF-8, wrong types, over the limit, chunked, wrong
+method) are in mock/test_chat.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from test_chat import CHAT, HELLO, assert_openai_error, assert_serves
+from calls import CHAT, HELLO, assert_openai_error, assert_serves
 
 # Large enough for the 10 MB prompt and the 100,000 messages below.
 BIG_LIMIT = 16 << 20

@@ -12,9 +12,8 @@ import threading
 import httpx
 import pytest
 
+from calls import CHAT, HELLO
 from harness import proc_status
-from test_chat import CHAT, HELLO
-from test_lab import start_lab
 
 STORM = 300
 PACED = {"mock": {"latency": {"time_to_first_token_ms": 50, "inter_token_ms": 10}}}
@@ -30,8 +29,8 @@ def paced_envoy(start_envoy):
 
 
 @pytest.fixture(scope="module")
-def lab_envoy(start_envoy):
-    return start_lab(start_envoy, concurrency=2)
+def lab_envoy(start_lab):
+    return start_lab(concurrency=2)
 
 
 def request_bytes(body: dict, headers: dict[str, str]) -> tuple[bytes, bytes]:

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from harness import ENVOY_DIR, MODULE_STATS
-from upstream import Upstream
+from upstream import TEST_ID, Upstream, tagged
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,14 @@ def sdk(proxy):
 
 def test_requests_are_transformed_before_the_upstream(sdk, upstreams):
     main, _ = upstreams
+    test_id, tag = tagged()
     reply = sdk.chat.completions.create(
         model="gpt-4", messages=[{"role": "user", "content": "hi"}], user="someone",
-        max_tokens=100000, extra_headers={"x-tenant": "acme"},
+        max_tokens=100000, extra_headers={"x-tenant": "acme", **tag},
     )
     assert reply.choices[0].message.content == "Hello from the upstream."
-    sent = main.requests[-1]
+    sent = main.seen(test_id)
+    assert sent["headers"][TEST_ID] == test_id, "headers llm-edge does not own pass untouched"
     assert sent["body"]["model"] == "gpt-4o"
     assert sent["body"]["messages"][0] == {"role": "system", "content": "You serve tenant acme."}
     assert "user" not in sent["body"]
@@ -55,8 +57,10 @@ def test_requests_are_transformed_before_the_upstream(sdk, upstreams):
 def test_the_prompt_is_injected_once(sdk, upstreams):
     main, _ = upstreams
     already = [{"role": "system", "content": "You serve tenant acme."}, {"role": "user", "content": "hi"}]
-    sdk.chat.completions.create(model="gpt-4o", messages=already, extra_headers={"x-tenant": "acme"})
-    systems = [m for m in main.requests[-1]["body"]["messages"] if m["role"] == "system"]
+    test_id, tag = tagged()
+    sdk.chat.completions.create(model="gpt-4o", messages=already,
+                                extra_headers={"x-tenant": "acme", **tag})
+    systems = [m for m in main.seen(test_id)["body"]["messages"] if m["role"] == "system"]
     assert len(systems) == 1
 
 
@@ -74,8 +78,9 @@ def test_the_resolved_model_routes_and_a_forged_header_does_not(sdk, upstreams):
 
 
 def test_tokens_reach_stats_and_the_access_log(sdk, proxy):
+    since = proxy.log_size()
     sdk.chat.completions.create(model="claude-3-opus", messages=[{"role": "user", "content": "count me"}])
-    line = proxy.wait_for_log(r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16")
+    line = proxy.wait_for_log(r"upstream=openai_compatible model=claude-sonnet-4-6 prompt_tokens=11 completion_tokens=5 total_tokens=16", since=since)
     assert line
     assert proxy.stat(f"{MODULE_STATS}.completion_tokens_total.model.claude-sonnet-4-6") >= 5
 
@@ -88,11 +93,13 @@ def test_an_untouched_stream_is_asked_for_usage_in_its_raw_bytes(start_envoy, up
         filter_config='{"mode": "passthrough"}',
         cluster_ports={"openai_compatible": main.port, "small_models": main.port},
     )
+    test_id, tag = tagged()
     with openai.OpenAI(base_url=bare.base_url + "/v1", api_key="k", max_retries=0) as client:
         chunks = list(client.chat.completions.create(
-            model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True
+            model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True,
+            extra_headers=tag,
         ))
-    sent = main.requests[-1]["body"]
+    sent = main.seen(test_id)["body"]
     assert sent == {"stream_options": {"include_usage": True}, "model": "stream-model",
                     "messages": [{"role": "user", "content": "stream"}], "stream": True}
     # Spliced in first; a rebuilt body would have its keys sorted, stream_options last.
@@ -103,14 +110,18 @@ def test_an_untouched_stream_is_asked_for_usage_in_its_raw_bytes(start_envoy, up
 
 def test_streams_are_accounted_and_the_usage_chunk_asked_for_is_stripped(sdk, proxy, upstreams):
     main, _ = upstreams
+    test_id, tag = tagged()
+    since = proxy.log_size()
     stream = sdk.chat.completions.create(
-        model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True
+        model="stream-model", messages=[{"role": "user", "content": "stream"}], stream=True,
+        extra_headers=tag,
     )
     chunks = list(stream)
-    assert main.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert main.seen(test_id)["body"]["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the upstream."
     assert all(c.choices for c in chunks), "the usage chunk the client did not ask for is gone"
-    proxy.wait_for_log(r"model=stream-model prompt_tokens=11 completion_tokens=4 total_tokens=15")
+    proxy.wait_for_log(r"model=stream-model prompt_tokens=11 completion_tokens=4 total_tokens=15",
+                       since=since)
 
 
 def test_a_client_asking_for_usage_keeps_its_chunk(sdk):
@@ -124,17 +135,18 @@ def test_a_client_asking_for_usage_keeps_its_chunk(sdk):
 
 def test_non_json_bodies_get_an_openai_400_and_never_reach_the_upstream(proxy, upstreams):
     main, _ = upstreams
-    seen = len(main.requests)
+    test_id, tag = tagged()
     with httpx.Client(base_url=proxy.base_url) as http:
-        reply = http.post("/v1/chat/completions", content=b"not json")
+        reply = http.post("/v1/chat/completions", content=b"not json", headers=tag)
     assert reply.status_code == 400
     assert reply.json()["error"]["type"] == "invalid_request_error"
-    assert len(main.requests) == seen
+    assert test_id not in main.requests
 
 
 def test_other_paths_and_methods_pass_through_untouched(proxy, upstreams):
     main, _ = upstreams
+    test_id, tag = tagged()
     with httpx.Client(base_url=proxy.base_url) as http:
-        reply = http.post("/v1/files", content=b"raw bytes")
+        reply = http.post("/v1/files", content=b"raw bytes", headers=tag)
     assert reply.status_code == 200
-    assert main.requests[-1]["raw"] == b"raw bytes"
+    assert main.seen(test_id)["raw"] == b"raw bytes"

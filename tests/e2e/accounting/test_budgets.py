@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from harness import ENVOY_DIR, MODULE_STATS
-from upstream import Upstream
+from upstream import Upstream, tagged
 
 SEVEN_TOKEN_REPLIES = {
     # A one-token prompt and a six-token reply: 7 tokens a reply.
@@ -121,7 +121,7 @@ def test_reservation_holds_a_concurrent_burst_within_the_budget(start_envoy, pro
     assert envoy.stat(f"{MODULE_STATS}.budget_tokens_total.budget.tpm.key.all") == answered * 16
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def pool():
     healthy, failing, local = Upstream("healthy"), Upstream("failing", status=503), Upstream("local")
     yield healthy, failing, local
@@ -134,14 +134,24 @@ def test_the_provider_pool_keeps_answering_when_a_provider_fails(start_envoy, po
     envoy = start_envoy(ENVOY_DIR / "provider-pool.yaml",
                         cluster_ports={"chat_pool": [healthy.port, failing.port],
                                        "local_pool": local.port})
+    chat_ids = []
     with sdk_for(envoy) as sdk:
         for _ in range(30):
+            test_id, tag = tagged()
+            chat_ids.append(test_id)
             raw = sdk.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_headers=tag)
             assert raw.parse().choices[0].message.content == "Hello from the upstream."
             assert raw.headers["x-ratelimit-limit-tokens"] == "200000"
-        sdk.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}])
-    assert len(healthy.requests) >= 30 and failing.requests, "both providers of the pool were tried"
-    assert [r["body"]["model"] for r in local.requests] == ["llama-3.1-8b"]
-    assert envoy.stat("cluster.chat_pool.upstream_rq_retry") == len(failing.requests)
+        local_id, tag = tagged()
+        sdk.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}],
+                                    extra_headers=tag)
+    # Every chat request was answered by the healthy provider, some after the failing one.
+    assert all(test_id in healthy.requests for test_id in chat_ids)
+    failed = [test_id for test_id in chat_ids if test_id in failing.requests]
+    assert failed, "both providers of the pool were tried"
+    assert local.seen(local_id)["body"]["model"] == "llama-3.1-8b"
+    assert not any(test_id in local.requests for test_id in chat_ids)
+    assert local_id not in healthy.requests and local_id not in failing.requests
+    assert envoy.stat("cluster.chat_pool.upstream_rq_retry") == len(failed)
     envoy.wait_for_stat("cluster.chat_pool.outlier_detection.ejections_enforced_total", 1)

@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
+from calls import CHAT
 from openai_schema import CREATE_CHAT_COMPLETION_STREAM_RESPONSE, assert_valid
 
-CHAT = "/v1/chat/completions"
 TEXT = "one two three four five"  # 5 tokens in o200k_base
 STREAM = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": TEXT}]}
 ACTIVE = "http.llm_edge.downstream_rq_active"

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-CHAT = "/v1/chat/completions"
+from calls import CHAT
+
 MESSAGES = [{"role": "user", "content": "one two three four five"}]
 STREAM = {"model": "gpt-4o", "stream": True, "messages": MESSAGES}
 

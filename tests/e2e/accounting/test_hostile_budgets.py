@@ -11,8 +11,8 @@ import threading
 import httpx
 import pytest
 
+from calls import CHAT, HELLO
 from harness import ENVOY_DIR, MODULE_STATS, proc_status
-from test_chat import CHAT, HELLO
 from upstream import Upstream
 
 SEVEN_TOKEN_REPLIES = {"mode": "fixed", "text": "one two three four five six"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from calls import CHAT
 from harness import MODULE_PROMETHEUS_PREFIX, MODULE_STATS
 
-CHAT = "/v1/chat/completions"
 
 
 def test_requests_tokens_and_faults_are_counted(start_envoy):

@@ -7,25 +7,10 @@ import json
 import httpx
 import pytest
 
-from harness import ENVOY_DIR, unused_loopback_port
-
-LAB_CONFIG = ENVOY_DIR / "lab.yaml"
-
-
-def start_lab(start_envoy, concurrency: int = 1):
-    """envoy/lab.yaml, its edge's provider cluster pointed at its own mock_provider listener."""
-    port = unused_loopback_port()
-    return start_envoy(
-        LAB_CONFIG,
-        listener_ports={"mock_provider": port},
-        cluster_ports={"provider": port},
-        concurrency=concurrency,
-    )
-
 
 @pytest.fixture(scope="module")
-def lab(start_envoy):
-    return start_lab(start_envoy)
+def lab(start_lab):
+    return start_lab()
 
 
 def chat(lab, content: str, **extra) -> httpx.Response:

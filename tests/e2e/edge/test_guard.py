@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from harness import ENVOY_DIR, MODULE_STATS
-from upstream import Upstream
+from upstream import Upstream, tagged
 
 SECRET_KEY = "sk-proj-Zx9Qw8Er7Ty6Ui5Op4As3Df2"
 EMAIL = "jane.doe@example.com"
@@ -33,8 +33,7 @@ def echo():
     upstream.stop()
 
 
-@pytest.fixture(scope="module")
-def guarded(start_envoy, echo):
+def start_guarded(start_envoy, echo):
     return start_envoy(
         ENVOY_DIR / "passthrough.yaml",
         filter_config=json.dumps(GUARD),
@@ -42,16 +41,28 @@ def guarded(start_envoy, echo):
     )
 
 
+@pytest.fixture(scope="module")
+def guarded(start_envoy, echo):
+    return start_guarded(start_envoy, echo)
+
+
+def sdk_for(envoy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0)
+
+
 @pytest.fixture()
 def sdk(guarded):
-    with openai.OpenAI(base_url=guarded.base_url + "/v1", api_key="k", max_retries=0) as client:
+    with sdk_for(guarded) as client:
         yield client
 
 
 def test_the_upstream_never_sees_a_masked_value_and_the_client_gets_it_back(sdk, echo):
     text = f"Write to {EMAIL} with key {SECRET_KEY}"
-    reply = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
-    received = echo.requests[-1]["raw"].decode()
+    test_id, tag = tagged()
+    reply = sdk.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": text}], extra_headers=tag
+    )
+    received = echo.seen(test_id)["raw"].decode()
     assert EMAIL not in received and SECRET_KEY not in received
     assert "[EMAIL_1]" in received and "[OPENAI_KEY_1]" in received
     assert reply.choices[0].message.content == text
@@ -59,11 +70,12 @@ def test_the_upstream_never_sees_a_masked_value_and_the_client_gets_it_back(sdk,
 
 def test_streamed_replies_are_restored_too(sdk, echo):
     text = f"Ping {EMAIL} now"
+    test_id, tag = tagged()
     stream = sdk.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": text}], stream=True
+        model="m", messages=[{"role": "user", "content": text}], stream=True, extra_headers=tag
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
-    assert EMAIL not in echo.requests[-1]["raw"].decode()
+    assert EMAIL not in echo.seen(test_id)["raw"].decode()
 
 
 def test_tool_arguments_stay_valid_json(sdk, echo):
@@ -73,30 +85,41 @@ def test_tool_arguments_stay_valid_json(sdk, echo):
             "name": "send", "arguments": json.dumps({"to": EMAIL, "note": "hi"})}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
     ]
-    sdk.chat.completions.create(model="m", messages=messages)
-    arguments = echo.requests[-1]["body"]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    test_id, tag = tagged()
+    sdk.chat.completions.create(model="m", messages=messages, extra_headers=tag)
+    arguments = echo.seen(test_id)["body"]["messages"][1]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(arguments) == {"to": "[EMAIL_1]", "note": "hi"}
 
 
 def test_reject_names_the_detector_and_never_the_value(sdk, echo):
-    seen = len(echo.requests)
+    test_id, tag = tagged()
     with pytest.raises(openai.BadRequestError) as raised:
-        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"card {CARD}"}])
+        sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"card {CARD}"}], extra_headers=tag
+        )
     assert raised.value.code == "sensitive_data_detected"
     assert "credit_card" in raised.value.message
     assert "4111" not in raised.value.response.text
-    assert len(echo.requests) == seen
+    assert test_id not in echo.requests
 
 
-def test_no_secret_reaches_logs_or_stats(sdk, guarded):
-    sdk.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": f"{EMAIL} {SECRET_KEY} +1 415-555-2671"}]
-    )
-    assert guarded.stat(f"{MODULE_STATS}.guard_detections_total.detector.phone.action.monitor") >= 1
+def test_no_secret_reaches_logs_or_stats(start_envoy, echo):
+    # An Envoy of its own: its log and stats hold this test's requests, whatever ran before.
+    envoy = start_guarded(start_envoy, echo)
+    with sdk_for(envoy) as sdk:
+        sdk.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": f"{EMAIL} {SECRET_KEY} +1 415-555-2671"}],
+        )
+        with pytest.raises(openai.BadRequestError):
+            sdk.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"card {CARD}"}]
+            )
+    assert envoy.stat(f"{MODULE_STATS}.guard_detections_total.detector.phone.action.monitor") >= 1
     with httpx.Client() as http:
-        stats = http.get(f"http://{guarded.admin}/stats").text
+        stats = http.get(f"http://{envoy.admin}/stats").text
     for secret in (EMAIL, SECRET_KEY, "4111"):
-        assert secret not in guarded.log()
+        assert secret not in envoy.log()
         assert secret not in stats
 
 
@@ -121,19 +144,21 @@ def split_envoy(start_envoy, split_upstreams):
     )
 
 
-def stream_text(envoy, model: str, content: str) -> list[str]:
+def stream_text(envoy, model: str, content: str, **headers: str) -> list[str]:
     with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": content}], stream=True
+            model=model, messages=[{"role": "user", "content": content}], stream=True,
+            extra_headers=headers,
         )
         return [c.choices[0].delta.content or "" for c in stream if c.choices]
 
 
 def test_a_placeholder_split_across_events_is_restored_whole(split_envoy, split_upstreams):
     echo, _ = split_upstreams
-    deltas = stream_text(split_envoy, "m", f"Mail {EMAIL} now")
+    test_id, tag = tagged()
+    deltas = stream_text(split_envoy, "m", f"Mail {EMAIL} now", **tag)
     assert "".join(deltas) == f"Mail {EMAIL} now"
-    assert EMAIL not in echo.requests[-1]["raw"].decode()
+    assert EMAIL not in echo.seen(test_id)["raw"].decode()
 
 
 def test_a_value_split_across_events_is_masked_whole(split_envoy):

@@ -1,5 +1,6 @@
 """Panic containment in real Envoy: a panic in any hook fails that one request closed, is logged
-through Envoy's logger, and Envoy keeps serving.
+through Envoy's logger, and Envoy keeps serving. The tests share one Envoy, so each reads only the
+log written after its own request began.
 
 Uses the test-only build (cargo feature fault-injection), where the request header
 `x-llm-edge-test-panic: <hook>` makes that hook panic.
@@ -10,9 +11,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from calls import CHAT
 from harness import BEFORE_1_38, FAULT_MODULE_DIR, NULL_STREAM_HOOKS
 
-CHAT = "/v1/chat/completions"
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "still here?"}]}
 TRIGGER = "x-llm-edge-test-panic"
 
@@ -40,8 +41,9 @@ def client_after(envoy):
 
 @pytest.mark.parametrize("hook", ["request_headers", "request_body"])
 def test_request_path_panic_answers_an_openai_500(http, fault_envoy, hook):
+    since = fault_envoy.log_size()
     assert_openai_500(http.post(CHAT, json=HELLO, headers={TRIGGER: hook}))
-    log = fault_envoy.log()
+    log = fault_envoy.log(since)
     # Where it panicked, never its message: a message can quote the request's text.
     assert "llm_edge: panic at src/" in log and f"injected panic in {hook}" not in log
     assert f"llm_edge: panic in {hook}; failing the request closed" in log
@@ -62,6 +64,7 @@ def assert_openai_500(reply: httpx.Response) -> None:
 @pytest.mark.parametrize("hook", ["response_headers", "response_body"])
 def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
     # llm-edge's 404 for an unknown URL flows back through the response hooks.
+    since = fault_envoy.log_size()
     if BEFORE_1_38 and hook == "response_headers":
         # 1.37 has no reset callback; llm-edge's local reply stands in, which Envoy turns into a
         # reset only once headers went downstream. Here they had not: the client gets a 500.
@@ -69,13 +72,14 @@ def test_response_path_panic_resets_the_stream(http, fault_envoy, hook):
     else:
         with pytest.raises(httpx.RemoteProtocolError):
             http.get("/v1/files", headers={TRIGGER: hook})
-    assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log()
+    assert f"llm_edge: panic in {hook}; resetting the stream" in fault_envoy.log(since)
 
 
 def test_a_panic_after_the_reply_is_logged_and_envoy_serves_on(http, fault_envoy):
+    since = fault_envoy.log_size()
     reply = http.post(CHAT, json=HELLO, headers={TRIGGER: "stream_complete"})
     assert reply.status_code == 200
-    fault_envoy.wait_for_log("llm_edge: panic in stream_complete")
+    fault_envoy.wait_for_log("llm_edge: panic in stream_complete", since=since)
     assert http.post(CHAT, json=HELLO).status_code == 200
 
 
@@ -99,6 +103,8 @@ def test_a_failed_filter_new_fails_requests_closed(start_envoy):
 
 
 def test_panic_output_goes_to_envoys_log_not_stderr(fault_envoy, http):
+    since = fault_envoy.log_size()
     http.post(CHAT, json=HELLO, headers={TRIGGER: "request_headers"})
     # Rust's default hook would print "thread '…' panicked at"; ours logs through Envoy instead.
+    assert "llm_edge: panic in request_headers" in fault_envoy.log(since)
     assert "thread '" not in fault_envoy.log()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from calls import CHAT
 from harness import ENVOY_DIR, render_config, validate
 
-CHAT = "/v1/chat/completions"
 
 
 def ask(envoy, team: str | None, content: str) -> httpx.Response:

@@ -7,33 +7,12 @@ import json
 import httpx
 import pytest
 
+from calls import CHAT, HELLO, assert_openai_error, assert_serves
 from openai_schema import (
     CREATE_CHAT_COMPLETION_RESPONSE,
     CREATE_CHAT_COMPLETION_STREAM_RESPONSE,
-    ERROR_RESPONSE,
     assert_valid,
 )
-
-CHAT = "/v1/chat/completions"
-HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, edge!"}]}
-
-
-def assert_serves(http: httpx.Client) -> None:
-    """A good request right after a bad one must still succeed."""
-    reply = http.post(CHAT, json=HELLO)
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["choices"][0]["message"]["content"] == "Hello, edge!"
-
-
-def assert_openai_error(reply: httpx.Response, status: int, param=None, code=None) -> dict:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"] == "application/json"
-    body = reply.json()
-    assert_valid(ERROR_RESPONSE, body)
-    assert body["error"]["type"] == "invalid_request_error"
-    assert body["error"]["param"] == param
-    assert body["error"]["code"] == code
-    return body["error"]
 
 
 def sse_events(text: str) -> list[str]:
