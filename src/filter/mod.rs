@@ -18,7 +18,7 @@ use crate::api::openai::completions::CompletionRequest;
 use crate::api::openai::embeddings::EmbeddingsRequest;
 use crate::api::openai::responses::ResponsesRequest;
 use crate::api::openai::{self, ApiError};
-use crate::api::routes::{Endpoint, RequestPath};
+use crate::api::routes::{Endpoint, Method, RequestPath};
 use crate::config::{FilterConfig, Mode, UnclaimedPaths};
 use crate::edge::guard::{Detectors, Masker};
 use crate::filter::route_policy::RoutePolicy;
@@ -479,26 +479,22 @@ impl Filter {
         if self.config().mode == Mode::Passthrough {
             return self.on_passthrough_headers(host, endpoint, end_of_stream);
         }
-        let method = host.request_header(":method").unwrap_or_default();
-        if method != endpoint.method().as_bytes() {
+        let allowed = endpoint.method();
+        if request_method(host) != Some(allowed) {
+            let allow = [("allow", allowed.as_str())];
             if let Endpoint::Httpbun(httpbun) = endpoint {
                 let body = httpbun.method_not_allowed();
-                let allow = [("allow", "POST")];
                 self.send_body(host, 405, &allow, &body, Outcome::MethodNotAllowed);
                 return HeadersStatus::StopIteration;
             }
+            let method = host.request_header(":method").unwrap_or_default();
             let method = String::from_utf8_lossy(method).into_owned();
             let error =
                 ApiError::method_not_allowed(&method, &endpoint.path(&self.config().api_base_path));
-            self.send_error(
-                host,
-                &error,
-                &[("allow", endpoint.method())],
-                Outcome::MethodNotAllowed,
-            );
+            self.send_error(host, &error, &allow, Outcome::MethodNotAllowed);
             return HeadersStatus::StopIteration;
         }
-        if endpoint.method() == "GET" {
+        if allowed == Method::Get {
             self.answer(host, endpoint, &[]);
             return HeadersStatus::StopIteration;
         }
@@ -653,11 +649,11 @@ impl Filter {
     fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
         // Transforms and the guard run before the mock, so echo shows what a model would see.
         let transformed = match endpoint.method() {
-            "POST" => match self.prepared_body(host, body) {
+            Method::Post => match self.prepared_body(host, body) {
                 Ok(transformed) => transformed,
                 Err(()) => return,
             },
-            _ => None,
+            Method::Get => None,
         };
         let body = transformed.as_deref().unwrap_or(body);
         match endpoint {
@@ -1157,6 +1153,11 @@ fn delay_header(host: &impl Host, name: &str) -> Result<Option<Duration>, ApiErr
             let expected = format!("whole milliseconds from 0 to {MAX_DELAY_MS}");
             invalid_header(name, &String::from_utf8_lossy(value), &expected)
         })
+}
+
+/// The request's method, if it is one an endpoint accepts.
+fn request_method(host: &impl Host) -> Option<Method> {
+    Method::parse(host.request_header(":method").unwrap_or_default())
 }
 
 /// The declared `content-length`, when present and numeric.

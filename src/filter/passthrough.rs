@@ -14,7 +14,7 @@ use crate::accounting::tokens::Tokenizer;
 use crate::api::json_read::parse_value_noting_duplicates;
 use crate::api::json_writer;
 use crate::api::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
-use crate::api::routes::Endpoint;
+use crate::api::routes::{Endpoint, Method};
 use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
@@ -225,8 +225,8 @@ impl Filter {
         endpoint: Endpoint,
         end_of_stream: bool,
     ) -> HeadersStatus {
-        let is_post = host.request_header(":method") == Some(b"POST");
-        if endpoint.method() != "POST" || !is_post || end_of_stream {
+        let is_post = super::request_method(host) == Some(Method::Post);
+        if endpoint.method() != Method::Post || !is_post || end_of_stream {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
         }
