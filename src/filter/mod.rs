@@ -27,7 +27,7 @@ use crate::host::stats::{Counter, Histogram};
 use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::mock::config::MAX_DELAY_MS;
 use crate::mock::faults::{self, ErrorReply, FaultDice, StreamFault};
-use crate::mock::{self, MockReply, Timing};
+use crate::mock::{self, MockReply, ReplyShape, Timing};
 use passthrough::Accounting;
 
 /// Request header overriding the configured time to first token, in milliseconds.
@@ -734,16 +734,21 @@ impl Filter {
                 return;
             }
         };
-        let streamed = reply.content_type == mock::EVENT_STREAM;
-        let offsets = match (timing.is_instant(), streamed) {
+        // httpbun names its reply's content type; the mock's reply carries its shape.
+        let shape = if reply.content_type == mock::EVENT_STREAM {
+            ReplyShape::Stream
+        } else {
+            ReplyShape::Whole
+        };
+        let offsets = match (timing.is_instant(), shape) {
             (true, _) => Vec::new(),
-            (false, true) => timing.offsets(reply.steps.len()),
-            (false, false) => timing.offsets(1),
+            (false, ReplyShape::Stream) => timing.offsets(reply.steps.len()),
+            (false, ReplyShape::Whole) => timing.offsets(1),
         };
         let labels = [self.endpoint_label, Outcome::Mock.label()];
         host.count(Counter::Requests, &labels, 1);
         let reply = MockReply {
-            content_type: reply.content_type,
+            shape,
             steps: reply.steps,
             offsets,
             usage: Usage {
@@ -953,7 +958,7 @@ impl Filter {
         fault: Option<StreamFault>,
         started: Instant,
     ) {
-        if reply.content_type != mock::EVENT_STREAM {
+        if reply.shape == ReplyShape::Whole {
             self.send_whole(host, reply);
             return;
         }
@@ -966,7 +971,7 @@ impl Filter {
         }
         let (steps, offsets, end) = break_stream(reply.steps, reply.offsets, fault);
         let headers = self.reply_headers(&[
-            ("content-type", reply.content_type),
+            ("content-type", reply.shape.content_type()),
             ("cache-control", "no-cache"),
         ]);
         host.send_response_headers(200, &headers);
@@ -1021,7 +1026,7 @@ impl Filter {
 
     /// Sends a whole reply now, as one local reply.
     fn send_now(&mut self, host: &mut impl Host, reply: &MockReply) {
-        let headers = self.reply_headers(&[("content-type", reply.content_type)]);
+        let headers = self.reply_headers(&[("content-type", reply.shape.content_type())]);
         let body = reply.steps.concat();
         host.send_response(200, &headers, &body, Outcome::Mock.details());
         self.state = State::Answered;

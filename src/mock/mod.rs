@@ -27,11 +27,30 @@ use crate::mock::config::{ContentMode, LatencyConfig, MockConfig, RuleMatch};
 /// The content type of streamed replies.
 pub const EVENT_STREAM: &str = "text/event-stream";
 
+/// How a reply goes out: one body, or a stream of server-sent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyShape {
+    /// One JSON body, sent whole.
+    Whole,
+    /// Server-sent events, one step at a time.
+    Stream,
+}
+
+impl ReplyShape {
+    /// The reply's `content-type` header.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Whole => "application/json",
+            Self::Stream => EVENT_STREAM,
+        }
+    }
+}
+
 /// A rendered mock response, ready to send at once or paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockReply {
-    /// The `content-type` header.
-    pub content_type: &'static str,
+    /// Whole or streamed, and so its `content-type`.
+    pub shape: ReplyShape,
     /// The body in the pieces that go out together: one piece of JSON, or the SSE stream's steps.
     pub steps: Vec<Vec<u8>>,
     /// When each step is due, from the start of the reply; empty to send everything at once.
@@ -278,13 +297,13 @@ fn timed_reply(
     };
     match stream {
         Some(steps) => MockReply {
-            content_type: EVENT_STREAM,
+            shape: ReplyShape::Stream,
             steps,
             offsets,
             usage,
         },
         None => MockReply {
-            content_type: "application/json",
+            shape: ReplyShape::Whole,
             steps: vec![whole()],
             offsets: offsets.last().copied().into_iter().collect(),
             usage,
@@ -898,7 +917,7 @@ pub fn embeddings(tokenizer: Tokenizer, request: &EmbeddingsRequest) -> MockRepl
         prompt_tokens,
     );
     MockReply {
-        content_type: "application/json",
+        shape: ReplyShape::Whole,
         steps: vec![body],
         offsets: Vec::new(),
         usage: Usage {
@@ -1144,7 +1163,7 @@ mod tests {
             no_headers,
         )
         .unwrap();
-        assert_eq!(reply.content_type, "application/json");
+        assert_eq!(reply.shape, ReplyShape::Whole);
         assert!(reply.offsets.is_empty());
         serde_json::from_slice(&reply.steps.concat()).unwrap()
     }
@@ -1488,7 +1507,8 @@ mod tests {
             no_headers,
         )
         .unwrap();
-        assert_eq!(reply.content_type, "text/event-stream");
+        assert_eq!(reply.shape, ReplyShape::Stream);
+        assert_eq!(reply.shape.content_type(), "text/event-stream");
         assert!(reply.steps.concat().ends_with(b"data: [DONE]\n\n"));
     }
 
