@@ -156,7 +156,7 @@ struct Plan {
     stream_fault: Option<StreamFault>,
 }
 
-/// A request that generates text: chat completions and legacy completions.
+/// A request that generates text: chat and legacy completions, Responses, Anthropic messages.
 trait GenerationRequest: Sized {
     fn parse(body: &[u8]) -> Result<Self, ApiError>;
     fn model(&self) -> &str;
@@ -170,97 +170,39 @@ trait GenerationRequest: Sized {
     ) -> Result<MockReply, ApiError>;
 }
 
-impl GenerationRequest for ChatRequest {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        ChatRequest::parse(body)
-    }
-    fn model(&self) -> &str {
-        &self.model
-    }
-    fn set_model(&mut self, model: String) {
-        self.model = model;
-    }
-    fn stream(&self) -> bool {
-        self.stream
-    }
-    fn mock<'h>(
-        &self,
-        config: &FilterConfig,
-        timing: &Timing,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<MockReply, ApiError> {
-        mock::chat_completion(&config.mock, config.tokenizer, timing, self, header)
-    }
+/// Implements [`GenerationRequest`] for a request type: `mock` answers it, and its `model` and
+/// `stream` are its own fields or, after `chat:`, those of the chat request it holds.
+macro_rules! generation_request {
+    ($request:ty, $mock:path $(, chat: $chat:ident)?) => {
+        impl GenerationRequest for $request {
+            fn parse(body: &[u8]) -> Result<Self, ApiError> {
+                <$request>::parse(body)
+            }
+            fn model(&self) -> &str {
+                &self$(.$chat)?.model
+            }
+            fn set_model(&mut self, model: String) {
+                self$(.$chat)?.model = model;
+            }
+            fn stream(&self) -> bool {
+                self$(.$chat)?.stream
+            }
+            fn mock<'h>(
+                &self,
+                config: &FilterConfig,
+                timing: &Timing,
+                header: impl Fn(&str) -> Option<&'h [u8]>,
+            ) -> Result<MockReply, ApiError> {
+                $mock(&config.mock, config.tokenizer, timing, self, header)
+            }
+        }
+    };
 }
 
-impl GenerationRequest for CompletionRequest {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        CompletionRequest::parse(body)
-    }
-    fn model(&self) -> &str {
-        &self.model
-    }
-    fn set_model(&mut self, model: String) {
-        self.model = model;
-    }
-    fn stream(&self) -> bool {
-        self.stream
-    }
-    fn mock<'h>(
-        &self,
-        config: &FilterConfig,
-        timing: &Timing,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<MockReply, ApiError> {
-        mock::text_completion(&config.mock, config.tokenizer, timing, self, header)
-    }
-}
-
-impl GenerationRequest for ResponsesRequest {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        ResponsesRequest::parse(body)
-    }
-    fn model(&self) -> &str {
-        &self.chat.model
-    }
-    fn set_model(&mut self, model: String) {
-        self.chat.model = model;
-    }
-    fn stream(&self) -> bool {
-        self.chat.stream
-    }
-    fn mock<'h>(
-        &self,
-        config: &FilterConfig,
-        timing: &Timing,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<MockReply, ApiError> {
-        mock::response(&config.mock, config.tokenizer, timing, self, header)
-    }
-}
-
-impl GenerationRequest for MessagesRequest {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        MessagesRequest::parse(body)
-    }
-    fn model(&self) -> &str {
-        &self.chat.model
-    }
-    fn set_model(&mut self, model: String) {
-        self.chat.model = model;
-    }
-    fn stream(&self) -> bool {
-        self.chat.stream
-    }
-    fn mock<'h>(
-        &self,
-        config: &FilterConfig,
-        timing: &Timing,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<MockReply, ApiError> {
-        mock::anthropic_message(&config.mock, config.tokenizer, timing, self, header)
-    }
-}
+generation_request!(ChatRequest, mock::chat_completion);
+generation_request!(CompletionRequest, mock::text_completion);
+generation_request!(ResponsesRequest, mock::response, chat: chat);
+generation_request!(MessagesRequest, mock::anthropic_message, chat: chat);
 
 /// An error reply that ends a request before the mock answers it.
 struct Refusal {
