@@ -292,10 +292,7 @@ impl Filter {
             .response_header("content-encoding")
             .is_some_and(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
         if encoded && (guards || forwarding.accounting.has_claim()) {
-            self.refuse_reply(
-                host,
-                "it came in a content-encoding llm-edge did not ask for",
-            );
+            self.refuse_reply(host, Unpassable::Encoded);
             return HeadersStatus::StopIteration;
         }
         forwarding.kind = ReplyKind::of(host.response_header("content-type"));
@@ -317,9 +314,10 @@ impl Filter {
 
     /// Answers OpenAI's 502 in place of an upstream reply that cannot be passed on, charging the
     /// request as one the upstream answered.
-    fn refuse_reply(&mut self, host: &mut impl Host, why: &str) {
+    fn refuse_reply(&mut self, host: &mut impl Host, why: Unpassable) {
         self.charge_forwarded(host);
-        self.send_error(host, &ApiError::bad_gateway(why), &[], Outcome::BadGateway);
+        let error = ApiError::bad_gateway(&why.reason());
+        self.send_error(host, &error, &[], Outcome::BadGateway);
     }
 
     /// A response body chunk of a forwarded request: read usage as it passes; at the end, record
@@ -336,8 +334,7 @@ impl Filter {
         if forwarding.kind != ReplyKind::EventStream && guards {
             let limit = self.context.config.max_response_body_bytes;
             if host.response_body_len() as u64 > limit {
-                let why = format!("it is larger than max_response_body_bytes ({limit} bytes)");
-                self.refuse_reply(host, &why);
+                self.refuse_reply(host, Unpassable::TooLarge(limit));
                 return BodyStatus::StopIterationNoBuffer;
             }
             if !end_of_stream {
@@ -431,7 +428,7 @@ impl Filter {
             // Said to be JSON, yet not JSON llm-edge reads (NaN, nesting past serde's limit, a
             // lone surrogate): a client's more lenient parser could decode what a text scan
             // misses, such as an escaped `\u0040`.
-            self.refuse_reply(host, "its body is not JSON llm-edge can read");
+            self.refuse_reply(host, Unpassable::NotJson);
             return BodyStatus::StopIterationNoBuffer;
         } else if let Ok(text) = std::str::from_utf8(&body) {
             // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
@@ -441,12 +438,39 @@ impl Filter {
                 host.replace_response_body(guarded.as_bytes());
             }
         } else {
-            self.refuse_reply(host, "its body is neither JSON nor text");
+            self.refuse_reply(host, Unpassable::NeitherJsonNorText);
             return BodyStatus::StopIterationNoBuffer;
         }
         self.count_detections(host);
         self.record_usage(host);
         BodyStatus::Continue
+    }
+}
+
+/// Why an upstream reply cannot be passed on to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unpassable {
+    /// It came in a content encoding llm-edge did not ask for, so it cannot be read.
+    Encoded,
+    /// A guarded reply larger than `max_response_body_bytes` (given).
+    TooLarge(u64),
+    /// Said to be JSON, yet not JSON llm-edge reads.
+    NotJson,
+    /// Neither JSON nor UTF-8 text.
+    NeitherJsonNorText,
+}
+
+impl Unpassable {
+    /// The reason, as the 502's message gives it.
+    fn reason(self) -> String {
+        match self {
+            Self::Encoded => "it came in a content-encoding llm-edge did not ask for".into(),
+            Self::TooLarge(limit) => {
+                format!("it is larger than max_response_body_bytes ({limit} bytes)")
+            }
+            Self::NotJson => "its body is not JSON llm-edge can read".into(),
+            Self::NeitherJsonNorText => "its body is neither JSON nor text".into(),
+        }
     }
 }
 
