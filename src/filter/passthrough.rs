@@ -44,6 +44,7 @@ pub(super) struct Forwarding {
     dropped_texts: u64,
 }
 
+/// What a forwarded reply is, as its content type says.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ReplyKind {
     #[default]
