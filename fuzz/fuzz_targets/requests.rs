@@ -10,12 +10,12 @@ use llm_edge::api::openai::completions::CompletionRequest;
 use llm_edge::api::openai::embeddings::EmbeddingsRequest;
 use llm_edge::api::openai::responses::ResponsesRequest;
 use llm_edge::config::FilterConfig;
-use llm_edge::mock::{self, MockReply, Timing};
+use llm_edge::mock::{self, MockReply, ReplyShape, Timing};
 
 /// A JSON reply parses whole; every event of a stream carries JSON data (or `[DONE]`).
 fn check(reply: MockReply) {
     let body = reply.steps.concat();
-    if reply.content_type == "application/json" {
+    if reply.shape == ReplyShape::Whole {
         serde_json::from_slice::<serde_json::Value>(&body).expect("a mock reply is JSON");
         return;
     }

@@ -134,6 +134,35 @@ pub enum Profile {
     Httpbun,
 }
 
+/// The HTTP methods llm-edge's endpoints accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`: the model list and a model.
+    Get,
+    /// `POST`: every endpoint that takes a request body.
+    Post,
+}
+
+impl Method {
+    /// The method a request's `:method` names, if it is one of these. HTTP methods are
+    /// case-sensitive: `post` is not `POST`.
+    pub fn parse(method: &[u8]) -> Option<Self> {
+        match method {
+            b"GET" => Some(Self::Get),
+            b"POST" => Some(Self::Post),
+            _ => None,
+        }
+    }
+
+    /// The method as HTTP spells it, as in an `allow` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+        }
+    }
+}
+
 /// An endpoint llm-edge answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -198,7 +227,7 @@ impl Endpoint {
     }
 
     /// The one method the endpoint accepts.
-    pub fn method(&self) -> &'static str {
+    pub fn method(&self) -> Method {
         match self {
             Self::ChatCompletions
             | Self::Completions
@@ -206,8 +235,8 @@ impl Endpoint {
             | Self::Responses
             | Self::Messages
             | Self::CountTokens
-            | Self::Httpbun(_) => "POST",
-            Self::Models | Self::Model(_) => "GET",
+            | Self::Httpbun(_) => Method::Post,
+            Self::Models | Self::Model(_) => Method::Get,
         }
     }
 
@@ -459,8 +488,12 @@ mod tests {
 
     #[test]
     fn methods_labels_and_paths() {
-        assert_eq!(Endpoint::Models.method(), "GET");
-        assert_eq!(Endpoint::Embeddings.method(), "POST");
+        assert_eq!(Endpoint::Models.method(), Method::Get);
+        assert_eq!(Endpoint::Embeddings.method(), Method::Post);
+        for method in [Method::Get, Method::Post] {
+            assert_eq!(Method::parse(method.as_str().as_bytes()), Some(method));
+        }
+        assert_eq!(Method::parse(b"post"), None, "methods are case-sensitive");
         assert_eq!(Endpoint::Model("m".into()).label(), "models");
         assert_eq!(Endpoint::Model("m".into()).path("/v1"), "/v1/models/m");
     }

@@ -1,19 +1,17 @@
-//! Token budgets in the filter: admit or refuse a request, charge what its reply used, and tell
+//! Token budgets in the filter: admit a request or refuse it (reserving what it may use, when
+//! budgets reserve), charge what its reply used (releasing the rest of the reservation), and tell
 //! the client where it stands with OpenAI's `x-ratelimit-*-tokens` headers.
 
 use serde_json::{Map, Value};
 
 use super::{Filter, Outcome, State};
 use crate::accounting::budgets::{Claim, Exceeded, KeysFull, Need, Refusal, Standing, reset_text};
-use crate::accounting::tokens::Tokenizer;
-use crate::api::openai::chat::ChatRequest;
-use crate::api::openai::{ApiError, parse_object};
+use crate::api::openai::ApiError;
+use crate::api::openai::generation::Usage;
 use crate::api::routes::Endpoint;
 use crate::host::Host;
 use crate::host::stats::Counter;
-
-/// The request fields that hold prompt text, in every API llm-edge speaks.
-const PROMPT_FIELDS: [&str; 5] = ["messages", "prompt", "input", "system", "instructions"];
+use crate::mock::faults::StreamFault;
 
 impl Filter {
     /// Admits a request for `model` on what it needs at most, `bound`, or on `exact()` when the
@@ -77,6 +75,37 @@ impl Filter {
         }
     }
 
+    /// Admits a mock reply under the budgets and charges it at once (its usage is known before
+    /// it is sent): all of it, or the prompt and the share of steps sent of a stream cut short.
+    /// `Err(())` after answering 429.
+    pub(super) fn charge_mock(
+        &mut self,
+        host: &mut impl Host,
+        model: &str,
+        usage: Usage,
+        fault: Option<StreamFault>,
+        steps: usize,
+    ) -> Result<(), ()> {
+        let prompt = u64::from(usage.prompt_tokens);
+        let completion = u64::from(usage.completion_tokens);
+        let need = Need::exactly(prompt + completion);
+        let Some(claim) = self.admit(host, model, need, || need)? else {
+            return Ok(());
+        };
+        let sent = match fault {
+            Some(
+                StreamFault::Truncate(kept) | StreamFault::Reset(kept) | StreamFault::Stall(kept),
+            ) => {
+                let steps = u64::try_from(steps.max(1)).unwrap_or(u64::MAX);
+                let kept = u64::try_from(kept).unwrap_or(u64::MAX).min(steps);
+                completion * kept / steps
+            }
+            Some(StreamFault::Malformed(_)) | None => completion,
+        };
+        self.charge(host, &claim, prompt + sent);
+        Ok(())
+    }
+
     /// Charges a claim the tokens its request used, and updates the headers to match.
     pub(super) fn charge(&mut self, host: &mut impl Host, claim: &Claim, used: u64) {
         let budgets = &self.context.budgets;
@@ -86,6 +115,29 @@ impl Filter {
             host.count(Counter::BudgetTokens, &[budget, key], used);
         }
         self.rate_headers = rate_headers(budgets.standings(claim, budgets.now()).first());
+    }
+
+    /// Charges a forwarded request's claim, once, what its reply used by now: at the reply's end,
+    /// when it is refused, or when the stream ends first.
+    pub(super) fn charge_forwarded(&mut self, host: &mut impl Host) {
+        if let State::Proxying(forwarding) = &mut self.state {
+            if let Some(claim) = forwarding.accounting.take_claim() {
+                let used = forwarding.accounting.used_tokens();
+                self.charge(host, &claim, used);
+            }
+        }
+    }
+
+    /// [`Filter::charge_forwarded`] without stats, for a filter dropped before its stream's
+    /// completion was seen.
+    pub(super) fn settle_forwarded_quietly(&mut self) {
+        if let State::Proxying(forwarding) = &mut self.state {
+            if let Some(claim) = forwarding.accounting.take_claim() {
+                let used = forwarding.accounting.used_tokens();
+                let budgets = &self.context.budgets;
+                budgets.settle(&claim, used, budgets.now());
+            }
+        }
     }
 
     /// Answers 429 as OpenAI does when a request would exceed a token budget.
@@ -133,6 +185,7 @@ impl Filter {
         self.send_429(host, &error, full.reset);
     }
 
+    /// Answers a budget's 429, with `retry-after` in whole seconds (at least one).
     fn send_429(&mut self, host: &mut impl Host, error: &ApiError, reset: std::time::Duration) {
         let retry_after = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
         let retry_after = retry_after.max(1).to_string();
@@ -142,16 +195,6 @@ impl Filter {
             &[("retry-after", &retry_after)],
             Outcome::OverBudget,
         );
-    }
-
-    /// The reply headers of this request: its content type and the rate-limit headers.
-    pub(super) fn reply_headers<'a>(
-        &'a self,
-        base: &[(&'a str, &'a str)],
-    ) -> Vec<(&'a str, &'a str)> {
-        let mut headers = base.to_vec();
-        headers.extend(self.rate_headers.iter().map(|(n, v)| (*n, v.as_str())));
-        headers
     }
 }
 
@@ -168,31 +211,6 @@ fn rate_headers(standing: Option<&Standing>) -> Vec<(&'static str, String)> {
         ),
         ("x-ratelimit-reset-tokens", reset_text(standing.reset)),
     ]
-}
-
-/// The prompt tokens of a forwarded request: exactly for chat completions (as the mock counts
-/// them), by the text of its prompt fields otherwise.
-pub(super) fn prompt_tokens(
-    tokenizer: Tokenizer,
-    endpoint: &Endpoint,
-    body: &[u8],
-    model: &str,
-) -> u64 {
-    if *endpoint == Endpoint::ChatCompletions {
-        if let Ok(request) = ChatRequest::parse(body) {
-            return tokenizer.prompt_tokens(model, &request.messages).into();
-        }
-    }
-    let Ok(fields) = parse_object(body) else {
-        return 0;
-    };
-    let mut text = String::new();
-    for field in PROMPT_FIELDS {
-        if let Some(value) = fields.get(field) {
-            collect_strings(value, &mut text);
-        }
-    }
-    tokenizer.count(model, &text).into()
 }
 
 /// The completion limit fields, in the order [`max_tokens_of`] takes them.
@@ -235,43 +253,4 @@ fn limit(value: &Value) -> Option<u64> {
     }?;
     // `as` saturates: a limit past u64's range reserves all there is.
     (number >= 0.0).then(|| number.ceil() as u64)
-}
-
-fn collect_strings(value: &Value, text: &mut String) {
-    match value {
-        Value::String(s) => {
-            text.push_str(s);
-            text.push('\n');
-        }
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, text)),
-        Value::Object(fields) => fields.values().for_each(|v| collect_strings(v, text)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-impl Filter {
-    /// The stream is over: a forwarded request whose reply never ended (a stream cut short, a
-    /// client gone) is charged for what was sent by then.
-    pub fn on_stream_complete(&mut self, host: &mut impl Host) {
-        if let State::Proxying(accounting) = &mut self.state {
-            if let Some(claim) = accounting.take_claim() {
-                let used = accounting.used_tokens();
-                self.charge(host, &claim, used);
-            }
-        }
-    }
-}
-
-impl Drop for Filter {
-    /// A claim still open when the filter goes (its stream's completion was never seen) is
-    /// charged the same way, without stats.
-    fn drop(&mut self) {
-        if let State::Proxying(accounting) = &mut self.state {
-            if let Some(claim) = accounting.take_claim() {
-                let used = accounting.used_tokens();
-                let budgets = &self.context.budgets;
-                budgets.settle(&claim, used, budgets.now());
-            }
-        }
-    }
 }

@@ -1,5 +1,6 @@
-//! Pass-through mode: transform a request, send it on to the upstream, and account the tokens of
-//! its reply (JSON or server-sent events) into stats and dynamic metadata.
+//! The way through, in pass-through mode: hold a claimed request for its body, transform and
+//! guard it, admit it under the budgets and send it on; then read its reply as it passes (JSON or
+//! server-sent events) for its usage, guarding it when replies are guarded.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,13 +9,13 @@ use serde::Deserialize;
 
 use serde_json::{Map, Value};
 
+use super::accounting::{Accounting, Prompt};
+use super::claim::request_method;
 use super::{Filter, Outcome, State, budgets};
-use crate::accounting::budgets::Claim;
-use crate::accounting::tokens::Tokenizer;
 use crate::api::json_read::parse_value_noting_duplicates;
 use crate::api::json_writer;
-use crate::api::openai::{self, ApiError, parse_object, parse_object_noting_duplicates};
-use crate::api::routes::Endpoint;
+use crate::api::openai::{self, ApiError, parse_object_noting_duplicates};
+use crate::api::routes::{Endpoint, Method};
 use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
@@ -26,34 +27,24 @@ const MAX_ACCOUNTED_BODY: usize = 16 * 1024 * 1024;
 
 /// What the filter tracks of a forwarded request's reply.
 #[derive(Debug, Default)]
-pub(super) struct Accounting {
-    /// The model the request was sent as.
-    model: String,
+pub(super) struct Forwarding {
+    /// The reply's tokens, and the request's claim on the budgets until they are charged.
+    pub(super) accounting: Accounting,
     /// What the reply is.
     kind: ReplyKind,
     /// A copy of a JSON reply.
     pending: Vec<u8>,
     /// The reader of an event-stream reply.
     events: EventReader,
-    /// Token counts seen so far.
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
     /// llm-edge asked for a usage chunk the client did not: remove it from the stream.
     strip_usage_chunk: bool,
     /// Held-back stream text, when replies are guarded.
     delta_guard: guard::DeltaGuard,
-    /// The request's claim on the token budgets, until its reply is charged.
-    claim: Option<Claim>,
-    /// The request as sent, to count its prompt only if a reply does not report it.
-    prompt: Option<Prompt>,
-    /// Stream events that carried generated text: about one token each.
-    streamed_texts: u64,
-    /// The upstream answered 2xx: only then are tokens charged without a reported usage.
-    upstream_ok: bool,
     /// Streamed texts the guard dropped, as counted in stats so far.
     dropped_texts: u64,
 }
 
+/// What a forwarded reply is, as its content type says.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ReplyKind {
     #[default]
@@ -82,151 +73,17 @@ impl ReplyKind {
     }
 }
 
-impl Accounting {
-    /// Takes the counts of a `usage` object anywhere OpenAI, the Responses API or Anthropic put
-    /// it (top level, `response.usage`, `message.usage`).
-    fn observe(&mut self, event: &Value) {
-        self.observe_members(
-            event.get("usage"),
-            event.get("response"),
-            event.get("message"),
-        );
-    }
-
-    /// [`Accounting::observe`] on a whole JSON reply, reading only the members that can hold its
-    /// usage: the rest (the reply's text) is skipped, not built into a tree.
-    fn observe_reply(&mut self, reply: &[u8]) {
-        /// The members of a reply that [`Accounting::observe`] looks in.
-        #[derive(Deserialize)]
-        struct Members {
-            usage: Option<Value>,
-            response: Option<Value>,
-            message: Option<Value>,
-        }
-        // Serde also reads a struct from an array, by position: a reply is an object.
-        if reply.trim_ascii_start().first() != Some(&b'{') {
-            return;
-        }
-        if let Ok(members) = serde_json::from_slice::<Members>(reply) {
-            let Members {
-                usage,
-                response,
-                message,
-            } = &members;
-            self.observe_members(usage.as_ref(), response.as_ref(), message.as_ref());
-        }
-    }
-
-    /// Takes the counts of the first `usage` object among `usage`, `response.usage` and
-    /// `message.usage`.
-    fn observe_members(
-        &mut self,
-        usage: Option<&Value>,
-        response: Option<&Value>,
-        message: Option<&Value>,
-    ) {
-        let usage = [
-            usage,
-            response.and_then(|r| r.get("usage")),
-            message.and_then(|m| m.get("usage")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|usage| usage.is_object());
-        let Some(usage) = usage else {
-            return;
-        };
-        let count = |keys: [&str; 2]| {
-            keys.iter()
-                .find_map(|k| usage.get(*k).and_then(Value::as_u64))
-        };
-        if let Some(prompt) = count(["prompt_tokens", "input_tokens"]) {
-            self.prompt_tokens = Some(prompt);
-        }
-        if let Some(completion) = count(["completion_tokens", "output_tokens"]) {
-            self.completion_tokens = Some(completion);
-        }
-    }
-
-    /// The tokens to charge: the reply's usage, else (a stream cut short, or a reply without
-    /// usage) the counted prompt and one token per streamed text event; nothing for an error.
-    pub(super) fn used_tokens(&self) -> u64 {
-        match (self.prompt_tokens, self.completion_tokens) {
-            (Some(prompt), Some(completion)) => prompt + completion,
-            _ if !self.upstream_ok => 0,
-            (prompt, completion) => {
-                let counted = || self.prompt.as_ref().map_or(0, Prompt::tokens);
-                prompt.unwrap_or_else(counted) + completion.unwrap_or(self.streamed_texts)
-            }
-        }
-    }
-
-    /// Takes the claim, to charge it once.
-    pub(super) fn take_claim(&mut self) -> Option<Claim> {
-        self.claim.take()
-    }
-}
-
-/// A forwarded request's prompt, kept uncounted until its count is needed.
-#[derive(Debug)]
-pub(super) struct Prompt {
-    tokenizer: Tokenizer,
-    endpoint: Endpoint,
-    model: String,
-    body: Vec<u8>,
-}
-
-impl Prompt {
-    /// The prompt's tokens: exactly for chat completions, by its prompt fields' text otherwise.
-    fn tokens(&self) -> u64 {
-        budgets::prompt_tokens(self.tokenizer, &self.endpoint, &self.body, &self.model)
-    }
-}
-
-/// Whether a stream event carries generated text, in any API's shape: a chat delta's content,
-/// reasoning or tool-call arguments, a legacy choice's text, a Responses text or arguments delta,
-/// an Anthropic text, thinking or tool-input delta.
-fn carries_text(event: &Value) -> bool {
-    let non_empty =
-        |text: Option<&Value>| text.and_then(Value::as_str).is_some_and(|t| !t.is_empty());
-    if let Some(choice) = event.get("choices").and_then(|c| c.get(0)) {
-        let delta = choice.get("delta");
-        let field = |name: &str| delta.and_then(|d| d.get(name));
-        let arguments = field("tool_calls")
-            .and_then(|calls| calls.get(0))
-            .and_then(|call| call.pointer("/function/arguments"));
-        return non_empty(field("content"))
-            || non_empty(field("reasoning_content"))
-            || non_empty(arguments)
-            || non_empty(choice.get("text"));
-    }
-    let kind = event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if kind.starts_with("response.") && kind.ends_with(".delta") && kind != "response.audio.delta" {
-        return non_empty(event.get("delta"));
-    }
-    if kind == "content_block_delta" {
-        let delta = event.get("delta");
-        return ["text", "thinking", "partial_json"]
-            .iter()
-            .any(|field| non_empty(delta.and_then(|d| d.get(field))));
-    }
-    false
-}
-
 impl Filter {
-    /// Request headers in pass-through mode: hold POSTs to the OpenAI/Anthropic endpoints for
-    /// their body; let everything else through untouched.
-    pub(super) fn on_passthrough_headers(
+    /// Request headers of a claimed request in pass-through mode: hold a POST to a POST endpoint
+    /// for its body; let everything else through untouched.
+    pub(super) fn hold_for_forwarding(
         &mut self,
         host: &mut impl Host,
         endpoint: Endpoint,
         end_of_stream: bool,
     ) -> HeadersStatus {
-        let is_post = host.request_header(":method") == Some(b"POST");
-        if endpoint.method() != "POST" || !is_post || end_of_stream {
+        let is_post = request_method(host) == Some(Method::Post);
+        if endpoint.method() != Method::Post || !is_post || end_of_stream {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;
         }
@@ -302,12 +159,10 @@ impl Filter {
         // no encoding can be (Envoy's compressor can still compress towards the client).
         host.set_request_header("accept-encoding", Some("identity"));
         host.clear_route_cache();
-        self.state = State::Proxying(Box::new(Accounting {
-            model,
+        self.state = State::Proxying(Box::new(Forwarding {
+            accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,
-            claim,
-            prompt,
-            ..Accounting::default()
+            ..Forwarding::default()
         }));
         BodyStatus::Continue
     }
@@ -413,16 +268,16 @@ impl Filter {
     /// Response headers of a forwarded request: learn what the reply is. A reply that promises
     /// a body llm-edge cannot read (an encoding it did not ask for) fails closed when it must be
     /// guarded or charged; one that ends with its headers is accounted at once.
-    pub(super) fn on_proxied_response_headers(
+    pub(super) fn proxied_reply_headers(
         &mut self,
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> HeadersStatus {
         let guards = self.guards_replies();
-        let State::Proxying(accounting) = &mut self.state else {
+        let State::Proxying(forwarding) = &mut self.state else {
             return HeadersStatus::Continue;
         };
-        accounting.upstream_ok = host
+        forwarding.accounting.upstream_ok = host
             .response_header(":status")
             .is_some_and(|status| status.starts_with(b"2"));
         // llm-edge's budget is the one this client is held to: its headers replace the
@@ -437,22 +292,19 @@ impl Filter {
         let encoded = host
             .response_header("content-encoding")
             .is_some_and(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
-        if encoded && (guards || accounting.claim.is_some()) {
-            self.refuse_reply(
-                host,
-                "it came in a content-encoding llm-edge did not ask for",
-            );
+        if encoded && (guards || forwarding.accounting.has_claim()) {
+            self.refuse_reply(host, Unpassable::Encoded);
             return HeadersStatus::StopIteration;
         }
-        accounting.kind = ReplyKind::of(host.response_header("content-type"));
-        let rewritten = accounting.strip_usage_chunk || guards;
+        forwarding.kind = ReplyKind::of(host.response_header("content-type"));
+        let rewritten = forwarding.strip_usage_chunk || guards;
         // A guarded stream lets no event pass unread, however large.
-        accounting.events = EventReader::new(guards);
-        if accounting.kind == ReplyKind::EventStream && rewritten {
+        forwarding.events = EventReader::new(guards);
+        if forwarding.kind == ReplyKind::EventStream && rewritten {
             // The body changes length as it streams.
             host.set_response_header("content-length", None);
         }
-        if accounting.kind != ReplyKind::EventStream && guards {
+        if forwarding.kind != ReplyKind::EventStream && guards {
             // The whole reply is rewritten at its end: its content-length is set then, and
             // Envoy must hold as much of it as llm-edge reads.
             host.ensure_buffer_limit(self.context.config.max_response_body_bytes);
@@ -463,32 +315,27 @@ impl Filter {
 
     /// Answers OpenAI's 502 in place of an upstream reply that cannot be passed on, charging the
     /// request as one the upstream answered.
-    fn refuse_reply(&mut self, host: &mut impl Host, why: &str) {
-        if let State::Proxying(accounting) = &mut self.state {
-            if let Some(claim) = accounting.take_claim() {
-                let used = accounting.used_tokens();
-                self.charge(host, &claim, used);
-            }
-        }
-        self.send_error(host, &ApiError::bad_gateway(why), &[], Outcome::BadGateway);
+    fn refuse_reply(&mut self, host: &mut impl Host, why: Unpassable) {
+        self.charge_forwarded(host);
+        let error = ApiError::bad_gateway(&why.reason());
+        self.send_error(host, &error, &[], Outcome::BadGateway);
     }
 
     /// A response body chunk of a forwarded request: read usage as it passes; at the end, record
     /// it. The body passes on as it came, less a usage chunk llm-edge itself asked for.
-    pub(super) fn on_proxied_response_body(
+    pub(super) fn proxied_reply_body(
         &mut self,
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> BodyStatus {
         let guards = self.guards_replies();
-        let State::Proxying(accounting) = &mut self.state else {
+        let State::Proxying(forwarding) = &mut self.state else {
             return BodyStatus::Continue;
         };
-        if accounting.kind != ReplyKind::EventStream && guards {
+        if forwarding.kind != ReplyKind::EventStream && guards {
             let limit = self.context.config.max_response_body_bytes;
             if host.response_body_len() as u64 > limit {
-                let why = format!("it is larger than max_response_body_bytes ({limit} bytes)");
-                self.refuse_reply(host, &why);
+                self.refuse_reply(host, Unpassable::TooLarge(limit));
                 return BodyStatus::StopIterationNoBuffer;
             }
             if !end_of_stream {
@@ -498,18 +345,18 @@ impl Filter {
         }
         let mut chunk = Vec::new();
         host.read_response_chunk(&mut chunk);
-        match accounting.kind {
+        match forwarding.kind {
             ReplyKind::Json => {
-                if accounting.pending.len() + chunk.len() <= MAX_ACCOUNTED_BODY {
-                    accounting.pending.extend_from_slice(&chunk);
+                if forwarding.pending.len() + chunk.len() <= MAX_ACCOUNTED_BODY {
+                    forwarding.pending.extend_from_slice(&chunk);
                 }
                 if end_of_stream {
-                    let reply = std::mem::take(&mut accounting.pending);
-                    accounting.observe_reply(&reply);
+                    let reply = std::mem::take(&mut forwarding.pending);
+                    forwarding.accounting.observe_reply(&reply);
                 }
             }
             ReplyKind::EventStream => {
-                let mut events = std::mem::take(&mut accounting.events);
+                let mut events = std::mem::take(&mut forwarding.events);
                 let context = &self.context;
                 let guard = &context.config.guard;
                 if guards {
@@ -517,19 +364,18 @@ impl Filter {
                     events.offer_done();
                 }
                 let mut decider = StreamDecider {
-                    strip: accounting.strip_usage_chunk,
+                    strip: forwarding.strip_usage_chunk,
                     guard: guards.then_some(guard),
                     detectors: &context.detectors,
                     masker: &mut self.masker,
-                    delta_guard: std::mem::take(&mut accounting.delta_guard),
-                    accounting,
+                    delta_guard: std::mem::take(&mut forwarding.delta_guard),
+                    accounting: &mut forwarding.accounting,
                 };
                 let mut emitted = events.read_with(&chunk, end_of_stream, &mut decider);
                 let StreamDecider {
                     strip,
                     masker,
                     mut delta_guard,
-                    accounting,
                     ..
                 } = decider;
                 if guards && end_of_stream {
@@ -537,13 +383,13 @@ impl Filter {
                     let rest = delta_guard.finish(guard, &context.detectors, masker);
                     guard::append_final_events(&mut emitted, &rest);
                 }
-                let dropped = delta_guard.dropped() - accounting.dropped_texts;
+                let dropped = delta_guard.dropped() - forwarding.dropped_texts;
                 if dropped > 0 {
                     host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
-                    accounting.dropped_texts += dropped;
+                    forwarding.dropped_texts += dropped;
                 }
-                accounting.events = events;
-                accounting.delta_guard = delta_guard;
+                forwarding.events = events;
+                forwarding.delta_guard = delta_guard;
                 if strip || guards {
                     host.replace_response_chunk(&emitted);
                 }
@@ -560,7 +406,7 @@ impl Filter {
     /// The whole of a guarded reply that is not an event stream is in: guard it as JSON, or as
     /// text when it is not JSON; a body that is neither cannot be read, so it is refused.
     fn guard_whole_reply(&mut self, host: &mut impl Host) -> BodyStatus {
-        let State::Proxying(accounting) = &mut self.state else {
+        let State::Proxying(forwarding) = &mut self.state else {
             return BodyStatus::Continue;
         };
         let mut body = Vec::new();
@@ -569,7 +415,7 @@ impl Filter {
         let guard = &context.config.guard;
         let parsed = parse_value_noting_duplicates(&body);
         if let Ok((mut reply, duplicated)) = parsed {
-            accounting.observe(&reply);
+            forwarding.accounting.observe(&reply);
             // A reply with nothing to restore or mask goes on byte for byte as it came; one
             // with a key given twice goes on once, as it was read.
             let changed =
@@ -579,11 +425,11 @@ impl Filter {
                 json_writer::write_value(&mut body, &reply);
                 host.replace_response_body(&body);
             }
-        } else if accounting.kind == ReplyKind::Json {
+        } else if forwarding.kind == ReplyKind::Json {
             // Said to be JSON, yet not JSON llm-edge reads (NaN, nesting past serde's limit, a
             // lone surrogate): a client's more lenient parser could decode what a text scan
             // misses, such as an escaped `\u0040`.
-            self.refuse_reply(host, "its body is not JSON llm-edge can read");
+            self.refuse_reply(host, Unpassable::NotJson);
             return BodyStatus::StopIterationNoBuffer;
         } else if let Ok(text) = std::str::from_utf8(&body) {
             // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
@@ -593,76 +439,39 @@ impl Filter {
                 host.replace_response_body(guarded.as_bytes());
             }
         } else {
-            self.refuse_reply(host, "its body is neither JSON nor text");
+            self.refuse_reply(host, Unpassable::NeitherJsonNorText);
             return BodyStatus::StopIterationNoBuffer;
         }
         self.count_detections(host);
         self.record_usage(host);
         BodyStatus::Continue
     }
+}
 
-    /// Writes the reply's tokens to dynamic metadata (exact integers, as strings) and stats.
-    fn record_usage(&mut self, host: &mut impl Host) {
-        let State::Proxying(accounting) = &mut self.state else {
-            return;
-        };
-        if let Some(claim) = accounting.take_claim() {
-            let used = accounting.used_tokens();
-            self.charge(host, &claim, used);
-        }
-        let State::Proxying(accounting) = &self.state else {
-            return;
-        };
-        let (model, prompt, completion) = (
-            accounting.model.clone(),
-            accounting.prompt_tokens,
-            accounting.completion_tokens,
-        );
-        host.set_metadata("model", &model);
-        let labels = [self.endpoint_label, Outcome::Mock.label()];
-        host.count(Counter::Requests, &labels, 1);
-        let label = self.context.model_labels.label(&model).to_owned();
-        if let Some(prompt) = prompt {
-            host.set_metadata("prompt_tokens", &prompt.to_string());
-            host.count(Counter::PromptTokens, &[&label], prompt);
-        }
-        if let Some(completion) = completion {
-            host.set_metadata("completion_tokens", &completion.to_string());
-            host.count(Counter::CompletionTokens, &[&label], completion);
-        }
-        if let (Some(prompt), Some(completion)) = (prompt, completion) {
-            host.set_metadata("total_tokens", &(prompt + completion).to_string());
-        }
-        self.state = State::Answered;
-    }
+/// Why an upstream reply cannot be passed on to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unpassable {
+    /// It came in a content encoding llm-edge did not ask for, so it cannot be read.
+    Encoded,
+    /// A guarded reply larger than `max_response_body_bytes` (given).
+    TooLarge(u64),
+    /// Said to be JSON, yet not JSON llm-edge reads.
+    NotJson,
+    /// Neither JSON nor UTF-8 text.
+    NeitherJsonNorText,
+}
 
-    /// In mock mode: the body as a model would see it after the transforms and the guard;
-    /// `Ok(None)` when nothing changed, `Err(())` after answering an error.
-    pub(super) fn prepared_body(
-        &mut self,
-        host: &mut impl Host,
-        body: &[u8],
-    ) -> Result<Option<Vec<u8>>, ()> {
-        let transform = &self.context.config.transform;
-        let guarded = self.context.config.guard.is_active(&self.context.detectors);
-        if transform.is_empty() && !guarded {
-            return Ok(None);
-        }
-        let mut fields = match parse_object(body) {
-            Ok(fields) => fields,
-            Err(error) => {
-                self.send_error(host, &error, &[], Outcome::InvalidRequest);
-                return Err(());
+impl Unpassable {
+    /// The reason, as the 502's message gives it.
+    fn reason(self) -> String {
+        match self {
+            Self::Encoded => "it came in a content-encoding llm-edge did not ask for".into(),
+            Self::TooLarge(limit) => {
+                format!("it is larger than max_response_body_bytes ({limit} bytes)")
             }
-        };
-        let header = |name: &str| host.request_header(name);
-        let transformed = transform.apply(&mut fields, header);
-        let masked = self.guard_request(host, &mut fields).ok_or(())?;
-        Ok((transformed || masked).then(|| {
-            let mut rewritten = Vec::with_capacity(body.len());
-            json_writer::write_object(&mut rewritten, &fields);
-            rewritten
-        }))
+            Self::NotJson => "its body is not JSON llm-edge can read".into(),
+            Self::NeitherJsonNorText => "its body is neither JSON nor text".into(),
+        }
     }
 }
 
@@ -681,8 +490,7 @@ struct StreamDecider<'a> {
 
 impl Decide for &mut StreamDecider<'_> {
     fn event(&mut self, event: &Value) -> EventFate {
-        self.accounting.observe(event);
-        self.accounting.streamed_texts += u64::from(carries_text(event));
+        self.accounting.observe_streamed(event);
         if self.strip && is_usage_only(event) {
             return EventFate::Drop;
         }
@@ -909,55 +717,6 @@ mod tests {
             assert_eq!(String::from_utf8(bytes).unwrap(), asked);
             serde_json::from_str::<Value>(asked).expect("still JSON");
         }
-    }
-
-    #[test]
-    fn usage_is_read_from_each_api_shape() {
-        let mut accounting = Accounting::default();
-        accounting.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 9, "output_tokens": 1}}}));
-        accounting.observe(&json!({"type": "message_delta", "usage": {"output_tokens": 12}}));
-        assert_eq!(
-            (accounting.prompt_tokens, accounting.completion_tokens),
-            (Some(9), Some(12))
-        );
-        let mut responses = Accounting::default();
-        responses.observe(&json!({"type": "response.completed", "response": {"usage": {"input_tokens": 4, "output_tokens": 5}}}));
-        assert_eq!(
-            (responses.prompt_tokens, responses.completion_tokens),
-            (Some(4), Some(5))
-        );
-    }
-
-    /// A whole JSON reply is read as each of its events would be: the first `usage` object
-    /// wins, a `null` one is passed over, and text that is not a JSON object leaves no count.
-    #[test]
-    fn a_json_reply_is_read_as_its_events_are() {
-        let replies = [
-            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
-            r#"{"usage":null,"message":{"usage":{"input_tokens":7,"output_tokens":1}}}"#,
-            r#"{"response":{"usage":{"input_tokens":4}},"message":{"usage":{"output_tokens":9}}}"#,
-            r#"{"usage":5}"#,
-            r#"[{"usage":{"prompt_tokens":1}}]"#,
-            r#"[{"prompt_tokens":1,"completion_tokens":1},null,null]"#,
-            r#" {"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
-            "not json",
-        ];
-        for reply in replies {
-            let mut whole = Accounting::default();
-            whole.observe_reply(reply.as_bytes());
-            let mut event = Accounting::default();
-            if let Ok(value) = serde_json::from_str::<Value>(reply) {
-                event.observe(&value);
-            }
-            let counts = |a: &Accounting| (a.prompt_tokens, a.completion_tokens);
-            assert_eq!(counts(&whole), counts(&event), "{reply}");
-        }
-        let mut chat = Accounting::default();
-        chat.observe_reply(replies[0].as_bytes());
-        assert_eq!(
-            (chat.prompt_tokens, chat.completion_tokens),
-            (Some(3), Some(2))
-        );
     }
 
     #[test]

@@ -43,11 +43,30 @@ use crate::mock::config::MockConfig;
 /// The content type of streamed replies.
 pub const EVENT_STREAM: &str = "text/event-stream";
 
+/// How a reply goes out: one body, or a stream of server-sent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyShape {
+    /// One JSON body, sent whole.
+    Whole,
+    /// Server-sent events, one step at a time.
+    Stream,
+}
+
+impl ReplyShape {
+    /// The reply's `content-type` header.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Whole => "application/json",
+            Self::Stream => EVENT_STREAM,
+        }
+    }
+}
+
 /// A rendered mock response, ready to send at once or paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockReply {
-    /// The `content-type` header.
-    pub content_type: &'static str,
+    /// Whole or streamed, and so its `content-type`.
+    pub shape: ReplyShape,
     /// The body in the pieces that go out together: one piece of JSON, or the SSE stream's steps.
     pub steps: Vec<Vec<u8>>,
     /// When each step is due, from the start of the reply; empty to send everything at once.

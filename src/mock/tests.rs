@@ -19,7 +19,7 @@ fn answer(config: &MockConfig, body: &str) -> Value {
         no_headers,
     )
     .unwrap();
-    assert_eq!(reply.content_type, "application/json");
+    assert_eq!(reply.shape, ReplyShape::Whole);
     assert!(reply.offsets.is_empty());
     serde_json::from_slice(&reply.steps.concat()).unwrap()
 }
@@ -361,7 +361,8 @@ fn streams_when_asked() {
         no_headers,
     )
     .unwrap();
-    assert_eq!(reply.content_type, "text/event-stream");
+    assert_eq!(reply.shape, ReplyShape::Stream);
+    assert_eq!(reply.shape.content_type(), "text/event-stream");
     assert!(reply.steps.concat().ends_with(b"data: [DONE]\n\n"));
 }
 

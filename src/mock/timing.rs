@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::{EVENT_STREAM, MockReply};
+use super::{MockReply, ReplyShape};
 use crate::api::openai::generation::{ChoiceText, Usage};
 use crate::mock::config::LatencyConfig;
 
@@ -83,13 +83,13 @@ pub(super) fn timed_reply(
     };
     match stream {
         Some(steps) => MockReply {
-            content_type: EVENT_STREAM,
+            shape: ReplyShape::Stream,
             steps,
             offsets,
             usage,
         },
         None => MockReply {
-            content_type: "application/json",
+            shape: ReplyShape::Whole,
             steps: vec![whole()],
             offsets: offsets.last().copied().into_iter().collect(),
             usage,

@@ -3,8 +3,8 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::MockReply;
 use super::limits::check_reply;
+use super::{MockReply, ReplyShape};
 use crate::accounting::tokens::Tokenizer;
 use crate::api::openai::ApiError;
 use crate::api::openai::embeddings::{self, EmbeddingInput, EmbeddingsRequest};
@@ -39,7 +39,7 @@ pub fn embeddings(tokenizer: Tokenizer, request: &EmbeddingsRequest) -> MockRepl
         prompt_tokens,
     );
     MockReply {
-        content_type: "application/json",
+        shape: ReplyShape::Whole,
         steps: vec![body],
         offsets: Vec::new(),
         usage: Usage {
