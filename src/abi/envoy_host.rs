@@ -210,7 +210,7 @@ impl Host for EnvoyHost<'_> {
         };
         // SAFETY: Envoy hands back exactly what per_route_config_new returned, and keeps it alive
         // while the route is in use; the stream takes its own reference.
-        unsafe { super::hooks::route_policy_ref(policy) }.map(std::sync::Arc::clone)
+        unsafe { policy.borrow() }.map(std::sync::Arc::clone)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {

@@ -7,10 +7,19 @@
 //! Envoy's C enums travel as `u32`; their values are the constants below.
 
 use std::ffi::c_void;
+use std::sync::Arc;
+
+use crate::filter::route_policy::RoutePolicy;
+
+use super::owned::Owned;
 
 /// Envoy's per-stream filter object; valid from `http_filter_new` to `http_filter_destroy`, and
 /// only on that stream's worker thread.
 pub type FilterEnvoyPtr = *mut c_void;
+
+/// The module's per-route config object: made by `per_route_config_new`, handed back by
+/// `get_most_specific_route_config`, freed by `per_route_config_destroy`.
+pub type RouteConfigPtr = Owned<Arc<RoutePolicy>>;
 
 /// A `(pointer, length)` byte view, passed by value in both directions. Views from Envoy are
 /// borrowed for the duration of the hook; views to Envoy are copied during the call.
@@ -276,7 +285,7 @@ unsafe extern "C" {
     /// host), as `per_route_config_new` returned it; null when there is none.
     pub fn envoy_dynamic_module_callback_get_most_specific_route_config(
         filter: FilterEnvoyPtr,
-    ) -> *const c_void;
+    ) -> RouteConfigPtr;
 
     /// Makes Envoy select the route again.
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);

@@ -24,10 +24,11 @@ use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::version::ENVOY_ABI_VERSION;
 
 use super::envoy_host::EnvoyHost;
-use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
+use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader, RouteConfigPtr};
 use super::logger;
 use super::metrics::MetricIds;
 use super::optional::optional;
+use super::owned::Owned;
 
 /// The only `filter_name` this module serves (an empty name means the same).
 const FILTER_NAME: &str = "llm_edge";
@@ -40,7 +41,7 @@ const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
 const FILTER_INIT_FAILED_DETAILS: &str = "llm_edge_filter_init_failed";
 
 /// What Envoy's config pointer owns, shared by `Arc` with every stream.
-struct ModuleConfig {
+pub(super) struct ModuleConfig {
     context: Arc<FilterContext>,
     metrics: MetricIds,
     /// The one timer thread that paces this config's replies (its routes' policies included).
@@ -48,94 +49,33 @@ struct ModuleConfig {
 }
 
 /// What a stream's module pointer points to.
-struct Stream {
+pub(super) struct Stream {
     filter: Filter,
     config: Arc<ModuleConfig>,
     poisoned: bool,
 }
 
-// The module objects behind Envoy's opaque pointers. Each crossing goes through one of these
-// typed pairs, so a pointer can only ever be read back as the type it was made from.
+/// Envoy's config pointer: owns one reference to the config, which every stream shares.
+pub(super) type ConfigPtr = Owned<Arc<ModuleConfig>>;
 
-/// What Envoy's config pointer owns.
-type ConfigObject = Arc<ModuleConfig>;
-
-fn config_into_raw(config: ConfigObject) -> *const c_void {
-    Box::into_raw(Box::new(config)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`config_into_raw`] and not have been reclaimed yet.
-unsafe fn config_from_raw(ptr: *const c_void) -> Box<ConfigObject> {
-    // SAFETY: per the contract, a live Box<ConfigObject> made by config_into_raw.
-    unsafe { Box::from_raw(ptr.cast::<ConfigObject>().cast_mut()) }
-}
-
-/// # Safety
-/// `ptr` must come from [`config_into_raw`] and stay live for `'a`.
-unsafe fn config_ref<'a>(ptr: *const c_void) -> &'a ConfigObject {
-    // SAFETY: per the contract.
-    unsafe { &*ptr.cast::<ConfigObject>() }
-}
-
-/// What Envoy's per-route config pointer owns.
-type RouteObject = Arc<RoutePolicy>;
-
-fn route_into_raw(policy: RouteObject) -> *const c_void {
-    Box::into_raw(Box::new(policy)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`route_into_raw`] and not have been reclaimed yet.
-unsafe fn route_from_raw(ptr: *const c_void) -> Box<RouteObject> {
-    // SAFETY: per the contract.
-    unsafe { Box::from_raw(ptr.cast::<RouteObject>().cast_mut()) }
-}
-
-/// The route policy behind Envoy's per-route pointer, or `None` for null.
-///
-/// # Safety
-/// `ptr` must be null or come from [`route_into_raw`] and stay live for `'a`.
-pub(super) unsafe fn route_policy_ref<'a>(ptr: *const c_void) -> Option<&'a RouteObject> {
-    // SAFETY: per the contract.
-    unsafe { ptr.cast::<RouteObject>().as_ref() }
-}
-
-fn stream_into_raw(stream: Stream) -> *const c_void {
-    Box::into_raw(Box::new(stream)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`stream_into_raw`] and not have been reclaimed yet.
-unsafe fn stream_from_raw(ptr: *const c_void) -> Box<Stream> {
-    // SAFETY: per the contract.
-    unsafe { Box::from_raw(ptr.cast::<Stream>().cast_mut()) }
-}
-
-/// The stream behind Envoy's pointer, or `None` for the null pointer older Envoys pass.
-///
-/// # Safety
-/// `ptr` must be null or come from [`stream_into_raw`], live, and used on its worker only.
-unsafe fn stream_mut<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
-    // SAFETY: per the contract.
-    unsafe { ptr.cast::<Stream>().cast_mut().as_mut() }
-}
+/// Envoy's per-stream module pointer.
+pub(super) type StreamPtr = Owned<Stream>;
 
 thread_local! {
     /// The stream whose hook is running on this worker, and whether Envoy asked to destroy it
     /// meanwhile.
-    static RUNNING: Cell<(*const c_void, bool)> = const { Cell::new((std::ptr::null(), false)) };
+    static RUNNING: Cell<(StreamPtr, bool)> = const { Cell::new((StreamPtr::NULL, false)) };
 }
 
 /// Marks a stream's hook as running. Envoy before 1.40 may destroy a stream from inside a call
 /// the hook makes (ending or resetting the reply): the destroy hook then only notes it, and the
 /// stream is freed here, once the hook no longer uses it.
 struct Running {
-    outer: (*const c_void, bool),
+    outer: (StreamPtr, bool),
 }
 
 impl Running {
-    fn enter(stream: *const c_void) -> Self {
+    fn enter(stream: StreamPtr) -> Self {
         Self {
             outer: RUNNING.replace((stream, false)),
         }
@@ -147,12 +87,12 @@ impl Drop for Running {
         let (stream, destroyed) = RUNNING.replace(self.outer);
         if destroyed {
             // SAFETY: Envoy destroyed this stream while its hook ran; nothing uses it any more.
-            free_stream(unsafe { stream_from_raw(stream) });
+            free_stream(unsafe { stream.take() });
         }
     }
 }
 
-fn free_stream(stream: Box<Stream>) {
+fn free_stream(stream: Option<Box<Stream>>) {
     if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
         log::error!("llm_edge: panic while freeing a stream");
     }
@@ -210,12 +150,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
     name: Buffer,
     config: Buffer,
-) -> *const c_void {
+) -> ConfigPtr {
     let created = catch_unwind(|| {
         // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "filter_name") {
-            return std::ptr::null();
+            return ConfigPtr::NULL;
         }
         match FilterConfig::from_json(config) {
             Ok(config) => {
@@ -227,7 +167,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 // SAFETY: the config pointer of this very config_new call.
                 let metrics = unsafe { MetricIds::define(config_envoy) };
                 let context = Arc::new(FilterContext::new(config));
-                config_into_raw(Arc::new(ModuleConfig {
+                Owned::into_raw(Arc::new(ModuleConfig {
                     context,
                     metrics,
                     pacer: Pacer::default(),
@@ -235,11 +175,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             }
             Err(error) => {
                 log::error!("llm_edge: {error}");
-                std::ptr::null()
+                ConfigPtr::NULL
             }
         }
     });
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(ConfigPtr::NULL)
 }
 
 /// Parses a route's or virtual host's `typed_per_filter_config`, once, on the main thread; null
@@ -251,23 +191,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
     name: Buffer,
     config: Buffer,
-) -> *const c_void {
+) -> RouteConfigPtr {
     let created = catch_unwind(|| {
         // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "per-route filter_name") {
-            return std::ptr::null();
+            return RouteConfigPtr::NULL;
         }
         match RoutePolicy::from_json(config) {
-            Ok(policy) => route_into_raw(Arc::new(policy)),
+            Ok(policy) => Owned::into_raw(Arc::new(policy)),
             Err(error) => {
                 let (field, message) = (&error.field, &error.message);
                 log::error!("llm_edge: invalid per-route config: field `{field}`: {message}");
-                std::ptr::null()
+                RouteConfigPtr::NULL
             }
         }
     });
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(RouteConfigPtr::NULL)
 }
 
 /// Frees a per-route config made by `per_route_config_new`.
@@ -276,13 +216,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_ne
 /// `config` must come from `envoy_dynamic_module_on_http_filter_per_route_config_new`, once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
-    config: *const c_void,
+    config: RouteConfigPtr,
 ) {
-    if config.is_null() {
-        return;
-    }
     // SAFETY: made by per_route_config_new; Envoy destroys it exactly once.
-    let policy = unsafe { route_from_raw(config) };
+    let policy = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(policy))).is_err() {
         log::error!("llm_edge: panic while freeing a per-route config");
     }
@@ -294,12 +231,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_de
 /// # Safety
 /// `config` must come from `envoy_dynamic_module_on_http_filter_config_new`, freed once.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
-    if config.is_null() {
-        return;
-    }
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ConfigPtr) {
     // SAFETY: made by config_new; Envoy destroys it exactly once.
-    let config = unsafe { config_from_raw(config) };
+    let config = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(config))).is_err() {
         log::error!("llm_edge: panic while freeing a filter config");
     }
@@ -311,14 +245,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(conf
 /// `config` must be a live pointer returned by `config_new`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
-    config: *const c_void,
+    config: ConfigPtr,
     _filter_envoy: FilterEnvoyPtr,
-) -> *const c_void {
-    if config.is_null() {
-        return std::ptr::null();
-    }
+) -> StreamPtr {
     // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
-    let config = unsafe { config_ref(config) };
+    let Some(config) = (unsafe { config.borrow() }) else {
+        return StreamPtr::NULL;
+    };
     let created = catch_unwind(|| {
         inject_filter_new_panic();
         let stream = Stream {
@@ -326,10 +259,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             config: Arc::clone(config),
             poisoned: false,
         };
-        stream_into_raw(stream)
+        Owned::into_raw(stream)
     });
     // A null stream pointer makes Envoy 1.40 answer 500 without calling any other hook.
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(StreamPtr::NULL)
 }
 
 /// Frees the per-stream filter.
@@ -337,7 +270,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// # Safety
 /// `stream` must come from `envoy_dynamic_module_on_http_filter_new`, freed once.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: StreamPtr) {
     if stream.is_null() {
         return;
     }
@@ -350,7 +283,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
     });
     if !inside_its_hook {
         // SAFETY: made by filter_new; Envoy destroys it exactly once.
-        free_stream(unsafe { stream_from_raw(stream) });
+        free_stream(unsafe { stream.take() });
     }
 }
 
@@ -360,13 +293,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
 unsafe fn on_request(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     hook: &str,
     stop: u32,
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
         // Envoy before 1.40 runs the hooks with a null stream when filter_new failed, where 1.40
         // answers 500 itself: fail closed the same way, with OpenAI's 500, rather than let the
         // request through unfiltered.
@@ -417,14 +350,14 @@ unsafe fn on_request(
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
 unsafe fn on_response(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     hook: &str,
     after_panic: u32,
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
 ) -> u32 {
     const CONTINUE: u32 = 0;
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
         return CONTINUE;
     };
     if stream.poisoned {
@@ -507,7 +440,7 @@ fn trailers_status(status: TrailersStatus) -> u32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
 ) -> u32 {
     let stop = ffi::headers_status::STOP_ITERATION;
@@ -529,7 +462,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
 ) -> u32 {
     let stop = ffi::body_status::STOP_ITERATION_NO_BUFFER;
@@ -551,7 +484,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
 ) -> u32 {
     let stop = ffi::trailers_status::STOP_ITERATION;
     unsafe {
@@ -572,7 +505,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
 ) -> u32 {
     unsafe {
@@ -594,7 +527,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
 ) -> u32 {
     unsafe {
@@ -616,7 +549,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
 ) -> u32 {
     unsafe {
         let after_panic = ffi::trailers_status::CONTINUE;
@@ -638,10 +571,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
 ) {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
         return;
     };
     if stream.poisoned {
@@ -672,7 +605,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     event_id: u64,
 ) {
     // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
@@ -689,7 +622,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _callout_id: u64,
     _result: u32,
     _headers: *const HttpHeader,
@@ -703,7 +636,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _headers: *const HttpHeader,
     _headers_len: usize,
@@ -715,7 +648,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _data: *const Buffer,
     _data_len: usize,
@@ -727,7 +660,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _trailers: *const HttpHeader,
     _trailers_len: usize,
@@ -738,7 +671,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
 ) {
 }
@@ -747,7 +680,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _reason: u32,
 ) {
@@ -757,7 +690,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
 ) {
 }
 
@@ -765,6 +698,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buf
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
 ) {
 }

@@ -5,7 +5,8 @@
 //! - `envoy_host`: [`crate::host::Host`] implemented over the callbacks;
 //! - `logger`: the `log` crate and panics routed into Envoy's log;
 //! - `metrics`: llm-edge's stats, defined per config and updated per stream;
-//! - `optional`: callbacks older Envoy releases lack, found at load time.
+//! - `optional`: callbacks older Envoy releases lack, found at load time;
+//! - `owned`: the typed handle behind each module pointer Envoy holds.
 //!
 //! The declarations follow what was verified against the pinned Envoy binary (see
 //! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
@@ -18,3 +19,4 @@ mod hooks;
 mod logger;
 mod metrics;
 mod optional;
+mod owned;
