@@ -39,8 +39,11 @@ fn lookup(name: &CStr) -> *mut c_void {
 /// # Safety
 /// Where the running Envoy exports `name`, it must be a function with exactly the signature `F`.
 unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+    // `transmute_copy` checks no size: refuse, at compile time, any `F` that is not pointer-sized.
+    const { assert!(size_of::<F>() == size_of::<*mut c_void>()) };
     let address = lookup(name);
-    // SAFETY: per the contract; `F` is a function pointer, the size of a pointer.
+    // SAFETY: `F` is pointer-sized (asserted above) and, per the contract, the signature of the
+    // function at this non-null address.
     (!address.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&address) })
 }
 
