@@ -4,7 +4,9 @@
 //! Envoy loads it, so declaring one the target Envoy lacks would stop the module from loading.
 //! `make test` checks every `envoy_dynamic_module_*` import against the Envoy binary's exports.
 //!
-//! Envoy's C enums travel as `u32`; their values are the constants below.
+//! Envoy's C enums travel as `u32`. The hooks' statuses and the log level are `#[repr(u32)]` enums,
+//! which travel the same way; every other value is a named `u32` constant below. Nothing Envoy
+//! hands us is ever read as a Rust enum: one holding a value we did not name would be UB.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -145,30 +147,55 @@ pub mod body {
     pub const BUFFERED_RESPONSE: u32 = 3;
 }
 
+// The statuses the stream hooks return. Returned, never received, so a Rust enum is sound here:
+// `#[repr(u32)]` travels exactly as the C enum's `u32`, and Envoy never hands us a value to check.
+
 /// `envoy_dynamic_module_type_on_http_filter_request_headers_status` (and response headers).
-pub mod headers_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Hold the headers.
-    pub const STOP_ITERATION: u32 = 1;
+    StopIteration = 1,
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_body_status` (and response body).
-pub mod body_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Buffer the chunk and wait for more.
-    pub const STOP_ITERATION_AND_BUFFER: u32 = 1;
+    StopIterationAndBuffer = 1,
     /// Stop without buffering.
-    pub const STOP_ITERATION_NO_BUFFER: u32 = 3;
+    StopIterationNoBuffer = 3,
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_trailers_status` (and response trailers).
-pub mod trailers_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailersStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Hold the trailers.
-    pub const STOP_ITERATION: u32 = 1;
+    StopIteration = 1,
+}
+
+/// `envoy_dynamic_module_type_log_level`, passed to Envoy's loggers (the levels `log` has).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Trace.
+    Trace = 0,
+    /// Debug.
+    Debug = 1,
+    /// Info.
+    Info = 2,
+    /// Warn.
+    Warn = 3,
+    /// Error.
+    Error = 4,
 }
 
 /// `envoy_dynamic_module_type_metrics_result`.
@@ -186,7 +213,7 @@ pub mod reset_reason {
 /// `envoy_dynamic_module_callback_log_v2`: logs `message` with a source location. Envoy 1.40
 /// and later only, so it is looked up at load time (`super::optional`), never linked.
 pub type LogV2 =
-    unsafe extern "C" fn(level: u32, message: Buffer, source_file: Buffer, source_line: u32);
+    unsafe extern "C" fn(level: LogLevel, message: Buffer, source_file: Buffer, source_line: u32);
 
 /// The symbol name of [`LogV2`].
 pub const LOG_V2: &std::ffi::CStr = c"envoy_dynamic_module_callback_log_v2";
@@ -229,10 +256,10 @@ unsafe extern "C" {
 
     /// Logs `message` under Envoy's `dynamic_modules` logger, without a source location
     /// (every release from 1.37).
-    pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
+    pub fn envoy_dynamic_module_callback_log(level: LogLevel, message: Buffer);
 
     /// Whether the `dynamic_modules` logger would print at `level`.
-    pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+    pub fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
 
     /// Reads value number `index` of header `key`; `count` receives how many values it has.
     pub fn envoy_dynamic_module_callback_http_get_header(

@@ -287,23 +287,76 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: Str
     }
 }
 
+/// The stream hooks that run filter logic, by the names that logs and the fault-injection header
+/// use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+    StreamComplete,
+    Scheduled,
+}
+
+impl Hook {
+    /// The hook's name, as in `envoy_dynamic_module_on_http_filter_<name>`.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::RequestHeaders => "request_headers",
+            Self::RequestBody => "request_body",
+            Self::RequestTrailers => "request_trailers",
+            Self::ResponseHeaders => "response_headers",
+            Self::ResponseBody => "response_body",
+            Self::ResponseTrailers => "response_trailers",
+            Self::StreamComplete => "stream_complete",
+            Self::Scheduled => "scheduled",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a response-path hook returns where it has nothing to do: let Envoy carry on.
+trait ContinueStatus: Copy {
+    const CONTINUE: Self;
+}
+
+impl ContinueStatus for ffi::HeadersStatus {
+    const CONTINUE: Self = Self::Continue;
+}
+
+impl ContinueStatus for ffi::BodyStatus {
+    const CONTINUE: Self = Self::Continue;
+}
+
+impl ContinueStatus for ffi::TrailersStatus {
+    const CONTINUE: Self = Self::Continue;
+}
+
 /// Runs a request-path hook. A panic answers 500 (or resets a stream whose reply started).
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
-unsafe fn on_request(
+unsafe fn on_request<S>(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
-    hook: &str,
-    stop: u32,
-    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
-) -> u32 {
+    hook: Hook,
+    stop: S,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
+) -> S {
     let _running = Running::enter(stream);
     let Some(stream) = (unsafe { stream.borrow_mut() }) else {
         // Envoy before 1.40 runs the hooks with a null stream when filter_new failed, where 1.40
         // answers 500 itself: fail closed the same way, with OpenAI's 500, rather than let the
         // request through unfiltered.
-        if hook == "request_headers" {
+        if hook == Hook::RequestHeaders {
             let metrics = MetricIds::default();
             // SAFETY: the caller passes this hook's live filter pointer.
             let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics, None) };
@@ -348,20 +401,19 @@ unsafe fn on_request(
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
-unsafe fn on_response(
+unsafe fn on_response<S: ContinueStatus>(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
-    hook: &str,
-    after_panic: u32,
-    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
-) -> u32 {
-    const CONTINUE: u32 = 0;
+    hook: Hook,
+    after_panic: S,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
+) -> S {
     let _running = Running::enter(stream);
     let Some(stream) = (unsafe { stream.borrow_mut() }) else {
-        return CONTINUE;
+        return S::CONTINUE;
     };
     if stream.poisoned {
-        return CONTINUE;
+        return S::CONTINUE;
     }
     // SAFETY: the caller passes this hook's live filter pointer.
     let mut host = unsafe {
@@ -389,15 +441,15 @@ unsafe fn on_response(
 /// Test-only: panics in the hook named by the `x-llm-edge-test-panic` request header, so that the
 /// end-to-end tests can prove every hook contains panics. Only the `fault-injection` build has it.
 #[cfg(feature = "fault-injection")]
-fn inject_panic(host: &EnvoyHost, hook: &str) {
+fn inject_panic(host: &EnvoyHost, hook: Hook) {
     use crate::host::Host;
-    if host.request_header("x-llm-edge-test-panic") == Some(hook.as_bytes()) {
+    if host.request_header("x-llm-edge-test-panic") == Some(hook.name().as_bytes()) {
         panic!("injected panic in {hook}");
     }
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn inject_panic(_host: &EnvoyHost, _hook: &str) {}
+fn inject_panic(_host: &EnvoyHost, _hook: Hook) {}
 
 /// Test-only: makes every `filter_new` fail when Envoy runs with this variable set, to prove the
 /// null-stream path. Only the `fault-injection` build has it.
@@ -411,25 +463,25 @@ fn inject_filter_new_panic() {
 #[cfg(not(feature = "fault-injection"))]
 fn inject_filter_new_panic() {}
 
-fn headers_status(status: HeadersStatus) -> u32 {
+fn headers_status(status: HeadersStatus) -> ffi::HeadersStatus {
     match status {
-        HeadersStatus::Continue => ffi::headers_status::CONTINUE,
-        HeadersStatus::StopIteration => ffi::headers_status::STOP_ITERATION,
+        HeadersStatus::Continue => ffi::HeadersStatus::Continue,
+        HeadersStatus::StopIteration => ffi::HeadersStatus::StopIteration,
     }
 }
 
-fn body_status(status: BodyStatus) -> u32 {
+fn body_status(status: BodyStatus) -> ffi::BodyStatus {
     match status {
-        BodyStatus::Continue => ffi::body_status::CONTINUE,
-        BodyStatus::StopIterationAndBuffer => ffi::body_status::STOP_ITERATION_AND_BUFFER,
-        BodyStatus::StopIterationNoBuffer => ffi::body_status::STOP_ITERATION_NO_BUFFER,
+        BodyStatus::Continue => ffi::BodyStatus::Continue,
+        BodyStatus::StopIterationAndBuffer => ffi::BodyStatus::StopIterationAndBuffer,
+        BodyStatus::StopIterationNoBuffer => ffi::BodyStatus::StopIterationNoBuffer,
     }
 }
 
-fn trailers_status(status: TrailersStatus) -> u32 {
+fn trailers_status(status: TrailersStatus) -> ffi::TrailersStatus {
     match status {
-        TrailersStatus::Continue => ffi::trailers_status::CONTINUE,
-        TrailersStatus::StopIteration => ffi::trailers_status::STOP_ITERATION,
+        TrailersStatus::Continue => ffi::TrailersStatus::Continue,
+        TrailersStatus::StopIteration => ffi::TrailersStatus::StopIteration,
     }
 }
 
@@ -442,13 +494,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
-    let stop = ffi::headers_status::STOP_ITERATION;
+) -> ffi::HeadersStatus {
+    let stop = ffi::HeadersStatus::StopIteration;
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_headers",
+            Hook::RequestHeaders,
             stop,
             |filter, host| headers_status(filter.on_request_headers(host, end_of_stream)),
         )
@@ -464,13 +516,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
-    let stop = ffi::body_status::STOP_ITERATION_NO_BUFFER;
+) -> ffi::BodyStatus {
+    let stop = ffi::BodyStatus::StopIterationNoBuffer;
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_body",
+            Hook::RequestBody,
             stop,
             |filter, host| body_status(filter.on_request_body(host, end_of_stream)),
         )
@@ -485,13 +537,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
-) -> u32 {
-    let stop = ffi::trailers_status::STOP_ITERATION;
+) -> ffi::TrailersStatus {
+    let stop = ffi::TrailersStatus::StopIteration;
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_trailers",
+            Hook::RequestTrailers,
             stop,
             |filter, host| trailers_status(filter.on_request_trailers(host)),
         )
@@ -507,13 +559,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
+) -> ffi::HeadersStatus {
     unsafe {
-        let after_panic = ffi::headers_status::CONTINUE;
+        let after_panic = ffi::HeadersStatus::Continue;
         on_response(
             filter_envoy,
             stream,
-            "response_headers",
+            Hook::ResponseHeaders,
             after_panic,
             |filter, host| headers_status(filter.on_response_headers(host, end_of_stream)),
         )
@@ -529,13 +581,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
+) -> ffi::BodyStatus {
     unsafe {
-        let after_panic = ffi::body_status::STOP_ITERATION_NO_BUFFER;
+        let after_panic = ffi::BodyStatus::StopIterationNoBuffer;
         on_response(
             filter_envoy,
             stream,
-            "response_body",
+            Hook::ResponseBody,
             after_panic,
             |filter, host| body_status(filter.on_response_body(host, end_of_stream)),
         )
@@ -550,15 +602,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
-) -> u32 {
+) -> ffi::TrailersStatus {
     unsafe {
-        let after_panic = ffi::trailers_status::CONTINUE;
+        let after_panic = ffi::TrailersStatus::Continue;
         on_response(
             filter_envoy,
             stream,
-            "response_trailers",
+            Hook::ResponseTrailers,
             after_panic,
-            |_, _| ffi::trailers_status::CONTINUE,
+            |_, _| ffi::TrailersStatus::Continue,
         )
     }
 }
@@ -589,11 +641,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         )
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        inject_panic(&host, "stream_complete");
+        inject_panic(&host, Hook::StreamComplete);
         stream.filter.on_stream_complete(&mut host);
     }));
     if outcome.is_err() {
-        log::error!("llm_edge: panic in stream_complete");
+        log::error!("llm_edge: panic in {}", Hook::StreamComplete);
         stream.poisoned = true;
     }
 }
@@ -610,9 +662,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 ) {
     // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
     unsafe {
-        on_request(filter_envoy, stream, "scheduled", 0, |filter, host| {
+        on_request(filter_envoy, stream, Hook::Scheduled, (), |filter, host| {
             filter.on_scheduled(host, event_id);
-            0
         });
     }
 }

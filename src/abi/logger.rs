@@ -3,21 +3,21 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use super::ffi::{self, Buffer};
+use super::ffi::{self, Buffer, LogLevel};
 use super::optional::optional;
 
 struct EnvoyLogger;
 
 static LOGGER: EnvoyLogger = EnvoyLogger;
 
-/// Envoy's `envoy_dynamic_module_type_log_level` for a `log` level.
-fn envoy_level(level: Level) -> u32 {
+/// Envoy's log level for a `log` level.
+fn envoy_level(level: Level) -> LogLevel {
     match level {
-        Level::Trace => 0,
-        Level::Debug => 1,
-        Level::Info => 2,
-        Level::Warn => 3,
-        Level::Error => 4,
+        Level::Trace => LogLevel::Trace,
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
     }
 }
 
