@@ -57,7 +57,8 @@ impl Buffer {
         if self.ptr.is_null() || self.len == 0 {
             &[]
         } else {
-            // SAFETY: non-null, and the caller vouches for `len` bytes living for 'a.
+            // SAFETY: `ptr` is non-null, and the caller vouches for `len` readable bytes that
+            // outlive 'a; a `Buffer` never views more than isize::MAX bytes (Rust or Envoy memory).
             unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
         }
     }
@@ -83,7 +84,7 @@ impl HttpHeader {
     /// # Safety
     /// As [`Buffer::as_slice`]: the name's bytes must outlive `'a`.
     pub unsafe fn key<'a>(&self) -> &'a [u8] {
-        // SAFETY: per the contract.
+        // SAFETY: the caller vouches for the name's bytes, as `as_slice` requires.
         unsafe {
             Buffer {
                 ptr: self.key_ptr,
@@ -98,7 +99,7 @@ impl HttpHeader {
     /// # Safety
     /// As [`Buffer::as_slice`]: the value's bytes must outlive `'a`.
     pub unsafe fn value<'a>(&self) -> &'a [u8] {
-        // SAFETY: per the contract.
+        // SAFETY: the caller vouches for the value's bytes, as `as_slice` requires.
         unsafe {
             Buffer {
                 ptr: self.value_ptr,

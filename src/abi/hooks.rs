@@ -55,6 +55,13 @@ pub(super) struct Stream {
     poisoned: bool,
 }
 
+// Every worker reads the config, and every stream on a route its policy, at the same time.
+const _: () = {
+    const fn shared_across_workers<T: Send + Sync>() {}
+    shared_across_workers::<ModuleConfig>();
+    shared_across_workers::<RoutePolicy>();
+};
+
 /// Envoy's config pointer: owns one reference to the config, which every stream shares.
 pub(super) type ConfigPtr = Owned<Arc<ModuleConfig>>;
 
@@ -86,10 +93,26 @@ impl Drop for Running {
     fn drop(&mut self) {
         let (stream, destroyed) = RUNNING.replace(self.outer);
         if destroyed {
-            // SAFETY: Envoy destroyed this stream while its hook ran; nothing uses it any more.
+            // SAFETY: `stream` came from filter_new and Envoy destroyed it while its hook ran, so
+            // this is its one take and Envoy passes it no more; the hook's borrow of it has ended,
+            // since each hook creates its guard first and the guard drops last.
             free_stream(unsafe { stream.take() });
         }
     }
+}
+
+/// The stream behind a hook's module pointer, or `None` for the null pointer Envoy before 1.40
+/// passes when filter_new failed.
+///
+/// # Safety
+/// `stream` must be the module pointer Envoy passed to the running hook, on the stream's worker
+/// thread, with that hook's [`Running`] guard entered, and the borrow must end before the guard
+/// drops. Envoy runs one stream's hooks one at a time on its worker, never one inside another
+/// (docs/envoy-abi.md, "Threads"), and a destroy arriving meanwhile is deferred by the guard: the
+/// stream is live and borrowed by nothing else.
+unsafe fn borrow_stream<'a>(stream: StreamPtr) -> Option<&'a mut Stream> {
+    // SAFETY: per the contract: made by filter_new (its type says so), live, and not aliased.
+    unsafe { stream.borrow_mut() }
 }
 
 fn free_stream(stream: Option<Box<Stream>>) {
@@ -152,7 +175,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: Buffer,
 ) -> ConfigPtr {
     let created = catch_unwind(|| {
-        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        // SAFETY: Envoy's views of `filter_name` and `filter_config` stay valid for this call,
+        // on the main thread, and nothing borrowed from them outlives it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "filter_name") {
             return ConfigPtr::NULL;
@@ -164,7 +188,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     config.mode,
                     config.api_base_path
                 );
-                // SAFETY: the config pointer of this very config_new call.
+                // SAFETY: `config_envoy` is the config pointer of this very config_new call, on
+                // the main thread, where stats must be defined.
                 let metrics = unsafe { MetricIds::define(config_envoy) };
                 let context = Arc::new(FilterContext::new(config));
                 Owned::into_raw(Arc::new(ModuleConfig {
@@ -193,7 +218,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_ne
     config: Buffer,
 ) -> RouteConfigPtr {
     let created = catch_unwind(|| {
-        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        // SAFETY: Envoy's views of the per-route `filter_name` and `filter_config` stay valid
+        // for this call, on the main thread, and nothing borrowed from them outlives it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "per-route filter_name") {
             return RouteConfigPtr::NULL;
@@ -218,7 +244,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_ne
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
     config: RouteConfigPtr,
 ) {
-    // SAFETY: made by per_route_config_new; Envoy destroys it exactly once.
+    // SAFETY: `config` is null or came from per_route_config_new (its type says so); Envoy
+    // destroys it once, on the main thread, after the last stream whose route held it.
     let policy = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(policy))).is_err() {
         log::error!("llm_edge: panic while freeing a per-route config");
@@ -232,7 +259,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_de
 /// `config` must come from `envoy_dynamic_module_on_http_filter_config_new`, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ConfigPtr) {
-    // SAFETY: made by config_new; Envoy destroys it exactly once.
+    // SAFETY: `config` is null or came from config_new (its type says so); Envoy destroys it
+    // once, on the main thread, after its last stream; streams hold their own `Arc`.
     let config = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(config))).is_err() {
         log::error!("llm_edge: panic while freeing a filter config");
@@ -248,7 +276,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: ConfigPtr,
     _filter_envoy: FilterEnvoyPtr,
 ) -> StreamPtr {
-    // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
+    // SAFETY: `config` is null or came from config_new (its type says so), and Envoy destroys it
+    // only after its streams, so it is live here on the worker; it is only read (`ModuleConfig`
+    // is `Sync`).
     let Some(config) = (unsafe { config.borrow() }) else {
         return StreamPtr::NULL;
     };
@@ -282,7 +312,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: Str
         }
     });
     if !inside_its_hook {
-        // SAFETY: made by filter_new; Envoy destroys it exactly once.
+        // SAFETY: `stream` came from filter_new (its type says so), no hook of it is running on
+        // this worker (checked just above), and Envoy destroys a stream once and then passes it
+        // no more.
         free_stream(unsafe { stream.take() });
     }
 }
@@ -352,13 +384,16 @@ unsafe fn on_request<S>(
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
 ) -> S {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
+    // SAFETY: `stream` is this hook's module pointer, on its worker (this fn's contract), its
+    // guard is entered just above, and the borrow is last used before `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
         // Envoy before 1.40 runs the hooks with a null stream when filter_new failed, where 1.40
         // answers 500 itself: fail closed the same way, with OpenAI's 500, rather than let the
         // request through unfiltered.
         if hook == Hook::RequestHeaders {
             let metrics = MetricIds::default();
-            // SAFETY: the caller passes this hook's live filter pointer.
+            // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's
+            // contract), and `host` drops before the hook returns.
             let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics, None) };
             host.send_internal_error(FILTER_INIT_FAILED_DETAILS);
         }
@@ -367,7 +402,8 @@ unsafe fn on_request<S>(
     if stream.poisoned {
         return stop;
     }
-    // SAFETY: the caller passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's contract),
+    // and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -409,13 +445,16 @@ unsafe fn on_response<S: ContinueStatus>(
     run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
 ) -> S {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
+    // SAFETY: `stream` is this hook's module pointer, on its worker (this fn's contract), its
+    // guard is entered just above, and the borrow is last used before `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
         return S::CONTINUE;
     };
     if stream.poisoned {
         return S::CONTINUE;
     }
-    // SAFETY: the caller passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's contract),
+    // and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -488,7 +527,7 @@ fn trailers_status(status: TrailersStatus) -> ffi::TrailersStatus {
 /// Request headers.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: FilterEnvoyPtr,
@@ -496,6 +535,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     end_of_stream: bool,
 ) -> ffi::HeadersStatus {
     let stop = ffi::HeadersStatus::StopIteration;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
@@ -510,7 +551,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 /// A request body chunk.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_envoy: FilterEnvoyPtr,
@@ -518,6 +559,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     end_of_stream: bool,
 ) -> ffi::BodyStatus {
     let stop = ffi::BodyStatus::StopIterationNoBuffer;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
@@ -532,13 +575,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 /// Request trailers.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
 ) -> ffi::TrailersStatus {
     let stop = ffi::TrailersStatus::StopIteration;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
@@ -553,13 +598,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 /// Response headers: inspected in pass-through mode, else passed untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
 ) -> ffi::HeadersStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
         let after_panic = ffi::HeadersStatus::Continue;
         on_response(
@@ -575,13 +622,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 /// Response body: accounted in pass-through mode, else passed untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
     end_of_stream: bool,
 ) -> ffi::BodyStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
         let after_panic = ffi::BodyStatus::StopIterationNoBuffer;
         on_response(
@@ -597,12 +646,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 /// Response trailers: passed through untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
 ) -> ffi::TrailersStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
         let after_panic = ffi::TrailersStatus::Continue;
         on_response(
@@ -619,20 +670,24 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
 /// charged to its budgets now. A panic here has nothing left to fail: it is logged.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy: FilterEnvoyPtr,
     stream: StreamPtr,
 ) {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream.borrow_mut() }) else {
+    // SAFETY: `stream` is this hook's module pointer, on its worker (Envoy's contract for every
+    // stream hook), its guard is entered just above, and the borrow is last used before
+    // `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
         return;
     };
     if stream.poisoned {
         return;
     }
-    // SAFETY: Envoy passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (Envoy's contract for
+    // every stream hook), and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -653,7 +708,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 /// A paced reply's step is due (committed by the pacing thread), on the stream's worker.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     filter_envoy: FilterEnvoyPtr,
@@ -661,6 +716,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     event_id: u64,
 ) {
     // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(filter_envoy, stream, Hook::Scheduled, (), |filter, host| {
             filter.on_scheduled(host, event_id);

@@ -23,7 +23,8 @@ fn envoy_level(level: Level) -> LogLevel {
 
 impl Log for EnvoyLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // SAFETY: a plain query with no pointers; callable from any thread.
+        // SAFETY: takes no pointer, and Envoy's logger may be asked from any thread, pacing
+        // thread included.
         unsafe { ffi::envoy_dynamic_module_callback_log_enabled(envoy_level(metadata.level())) }
     }
 
@@ -34,8 +35,9 @@ impl Log for EnvoyLogger {
         let message = record.args().to_string();
         let level = envoy_level(record.level());
         let file = record.file().unwrap_or_default();
-        // SAFETY: the buffers are read during the call only; both loggers are callable from any
-        // thread.
+        // SAFETY: the buffers view `message` and `file`, which outlive the call, and Envoy reads
+        // them only during it; both loggers may be called from any thread; `log_v2` was found
+        // under its own name with this signature (`optional`).
         unsafe {
             match optional().log_v2 {
                 Some(log_v2) => log_v2(

@@ -12,6 +12,9 @@
 //! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
 
 #![allow(unsafe_code)]
+// Every unsafe block says why it is sound, and every unsafe fn what its caller must uphold; the
+// crate's `-D warnings` makes both hard errors.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod envoy_host;
 mod ffi;

@@ -30,7 +30,8 @@ pub(super) struct Optional {
 
 /// The address of `name` in the running process, or null.
 fn lookup(name: &CStr) -> *mut c_void {
-    // SAFETY: `dlsym` with RTLD_DEFAULT and a NUL-terminated name only reads the name.
+    // SAFETY: a null handle is glibc's RTLD_DEFAULT; `name` is NUL-terminated and only read
+    // during the call; dlsym is safe from any thread.
     unsafe { ffi::dlsym(std::ptr::null_mut(), name.as_ptr()) }
 }
 
@@ -50,8 +51,8 @@ unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
 /// The callbacks of the running Envoy, looked up on first use.
 pub(super) fn optional() -> &'static Optional {
     static OPTIONAL: OnceLock<Optional> = OnceLock::new();
-    // SAFETY: each type is the signature verified against the releases that export the symbol
-    // (../shared/envoy-abi-notes-2.md).
+    // SAFETY: each type is the signature of the symbol of that name in every release that
+    // exports it, as verified against the binaries (docs/envoy-abi.md, "Optional callbacks").
     OPTIONAL.get_or_init(|| unsafe {
         Optional {
             log_v2: function(ffi::LOG_V2),
