@@ -809,3 +809,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _stream: StreamPtr,
 ) {
 }
+
+#[cfg(test)]
+mod tests;

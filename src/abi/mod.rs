@@ -17,6 +17,8 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod envoy_host;
+#[cfg(test)]
+mod fake_envoy;
 mod ffi;
 mod hooks;
 mod logger;
