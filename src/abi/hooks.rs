@@ -8,8 +8,9 @@
 //!
 //! After a panic the stream is poisoned: later hooks do nothing but let Envoy finish it.
 //!
-//! Envoy 1.40 refuses a module that lacks any of these hooks, including the ones llm-edge does not
-//! use yet (callouts, HTTP streams, watermarks); those are no-ops.
+//! Every release refuses a module that lacks any of these hooks, including the ones llm-edge does
+//! not use yet (callouts, HTTP streams, watermarks); those are no-ops (docs/envoy-abi.md, "Hooks
+//! llm-edge exports").
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};

@@ -23,8 +23,8 @@ fn envoy_level(level: Level) -> LogLevel {
 
 impl Log for EnvoyLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // SAFETY: takes no pointer, and Envoy's logger may be asked from any thread, pacing
-        // thread included.
+        // SAFETY: takes no pointer and only reads the logger's level, which is safe from any
+        // thread, pacing thread included.
         unsafe { ffi::envoy_dynamic_module_callback_log_enabled(envoy_level(metadata.level())) }
     }
 

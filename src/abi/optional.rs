@@ -5,7 +5,8 @@
 //! `dlsym` finds them in the running Envoy, and llm-edge does without the ones it does not find:
 //! `log_v2` arrived with Envoy 1.40 (before it, log lines carry no source location), the others
 //! with 1.38 (on 1.37 the stream keeps Envoy's buffer limit, a reset becomes a local reply that
-//! Envoy turns into one, and the body is read from both views).
+//! Envoy turns into one, and the body is read from both views). docs/envoy-abi.md, "Optional
+//! callbacks", has which release exports which.
 
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
