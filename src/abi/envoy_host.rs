@@ -18,18 +18,22 @@ use super::optional::optional;
 /// cross threads. Each wake commits an event; `finish` deletes the scheduler, exactly once.
 struct EnvoyScheduler(*mut c_void);
 
-// SAFETY: Envoy documents scheduler commit and delete as safe from any thread, and this type
-// offers nothing else.
+// SAFETY: the scheduler pointer is the one Envoy pointer that may cross threads: its commit and
+// delete are safe from any thread (docs/envoy-abi.md, "Threads"), and this type offers nothing
+// else, so moving it to the pacing thread is sound.
 unsafe impl Send for EnvoyScheduler {}
 
 impl Wakeup for EnvoyScheduler {
     fn wake(&mut self, event: u64) {
-        // SAFETY: the scheduler is live until `finish`; a commit to a finished stream is a no-op.
+        // SAFETY: `self.0` came from scheduler_new and is live until `finish` deletes it, which
+        // consumes `self`; commit is safe from this (the pacing) thread, and a no-op once the
+        // stream is gone.
         unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event) }
     }
 
     fn finish(self: Box<Self>) {
-        // SAFETY: called once, after the last commit; consumes the only owner.
+        // SAFETY: `self.0` is live (deleted only here), this consumes its only owner so no commit
+        // follows, and delete is safe from this (the pacing) thread.
         unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
     }
 }
@@ -54,8 +58,13 @@ pub(super) struct EnvoyHost<'a> {
 }
 
 impl<'a> EnvoyHost<'a> {
+    /// A view for one hook call.
+    ///
     /// # Safety
-    /// `filter` must be the live Envoy filter pointer of the hook being run, on its worker thread.
+    /// `filter` must be the Envoy filter pointer passed to the hook being run, and the host must be
+    /// used on that stream's worker thread and dropped before the hook returns. Every callback
+    /// below relies on this: Envoy keeps `filter` valid for the whole call (a callback on a stream
+    /// that ended meanwhile does nothing) and only ever on that thread.
     pub(super) unsafe fn new(
         filter: FilterEnvoyPtr,
         metrics: &'a MetricIds,
@@ -78,7 +87,7 @@ impl<'a> EnvoyHost<'a> {
 
     /// The body views that together hold the request body seen so far.
     fn request_body_views(&self) -> &'static [u32] {
-        // SAFETY: `self.filter` is live for this hook (see `new`).
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
         let received_is_buffered = optional()
             .received_buffered_request_body
             .is_some_and(|received_buffered| unsafe { received_buffered(self.filter) });
@@ -97,7 +106,8 @@ impl EnvoyHost<'_> {
     fn header(&self, header_type: u32, name: &str) -> Option<&[u8]> {
         let mut value = Buffer::EMPTY;
         let mut count = 0usize;
-        // SAFETY: live filter pointer; `name` is read during the call; out-params are valid.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // `name` is only read during the call, and both out-params point to live locals.
         let found = unsafe {
             ffi::envoy_dynamic_module_callback_http_get_header(
                 self.filter,
@@ -117,8 +127,9 @@ impl EnvoyHost<'_> {
     fn request_headers(&self) -> &[HttpHeader] {
         self.request_headers.get_or_init(|| {
             let request = ffi::header_map::REQUEST;
-            // SAFETY: live filter pointer; the array has room for exactly the entries Envoy
-            // reported, and Envoy fills them all before returning true.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+            // the array has room for exactly the entries Envoy reported, and Envoy fills them all
+            // before returning true.
             unsafe {
                 let count =
                     ffi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, request);
@@ -143,7 +154,8 @@ impl EnvoyHost<'_> {
             self.request_headers.take();
         }
         let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
-        // SAFETY: live filter pointer; name and value are copied during the call.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // Envoy copies name and value during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_set_header(
                 self.filter,
@@ -157,14 +169,16 @@ impl EnvoyHost<'_> {
     /// Empties `views` and puts `data` in `into` (one of them).
     fn replace_views(&mut self, views: &[u32], into: u32, data: &[u8]) {
         for &view in views {
-            // SAFETY: live filter pointer; draining what Envoy reports it holds.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+            // this drains no more than Envoy reports the view holds.
             unsafe {
                 let size = ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view);
                 ffi::envoy_dynamic_module_callback_http_drain_body(self.filter, view, size);
             }
         }
         if !data.is_empty() {
-            // SAFETY: live filter pointer; the data is copied during the call.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+            // Envoy copies the data during the call.
             unsafe {
                 ffi::envoy_dynamic_module_callback_http_append_body(
                     self.filter,
@@ -177,8 +191,9 @@ impl EnvoyHost<'_> {
 
     fn read_views(&self, views: &[u32], out: &mut Vec<u8>) {
         for &view in views {
-            // SAFETY: live filter pointer; the array has exactly the number of slices Envoy
-            // reported, and the slices are read before this hook returns or changes the body.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+            // the array has exactly the number of slices Envoy reported, and the slices are
+            // copied out before this hook returns or changes the body.
             unsafe {
                 let count =
                     ffi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.filter, view);
@@ -204,13 +219,14 @@ impl Host for EnvoyHost<'_> {
     type RoutePolicy = RoutePolicy;
 
     fn route_policy(&self) -> Option<std::sync::Arc<RoutePolicy>> {
-        // SAFETY: live filter pointer.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
         let policy = unsafe {
             ffi::envoy_dynamic_module_callback_get_most_specific_route_config(self.filter)
         };
-        // SAFETY: Envoy hands back exactly what per_route_config_new returned, and keeps it alive
-        // while the route is in use; the stream takes its own reference.
-        unsafe { super::hooks::route_policy_ref(policy) }.map(std::sync::Arc::clone)
+        // SAFETY: the pointer is null or exactly what per_route_config_new returned (its type
+        // says so). Envoy frees it only through per_route_config_destroy, on the main thread, and
+        // this stream's route holds it during the hook; the stream then keeps its own `Arc`.
+        unsafe { policy.borrow() }.map(std::sync::Arc::clone)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -224,7 +240,7 @@ impl Host for EnvoyHost<'_> {
     fn response_body_len(&self) -> usize {
         [ffi::body::BUFFERED_RESPONSE, ffi::body::RECEIVED_RESPONSE]
             .iter()
-            // SAFETY: live filter pointer.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
             .map(|&view| unsafe {
                 ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view)
             })
@@ -254,7 +270,7 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn clear_route_cache(&mut self) {
-        // SAFETY: live filter pointer, before the router has taken the request.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
         unsafe { ffi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) }
     }
 
@@ -267,7 +283,8 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn set_metadata(&mut self, key: &str, value: &str) {
-        // SAFETY: live filter pointer; the strings are copied during the call.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // Envoy copies the three strings during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
                 self.filter,
@@ -279,20 +296,21 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn count(&mut self, counter: Counter, labels: &[&str], value: u64) {
-        // SAFETY: live filter pointer (see `new`).
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
         unsafe { self.metrics.count(self.filter, counter, labels, value) }
     }
 
     fn record(&mut self, histogram: Histogram, value: u64) {
-        // SAFETY: live filter pointer (see `new`).
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
         unsafe { self.metrics.record(self.filter, histogram, value) }
     }
 
     fn request_header(&self, name: &str) -> Option<&[u8]> {
         // Envoy's keys are lower case, as llm-edge's names are; the first entry is the first value.
         self.request_headers().iter().find_map(|header| {
-            // SAFETY: the views point into Envoy's request header map, unchanged while `self` is
-            // borrowed: every call that changes it takes `&mut self` and clears the snapshot.
+            // SAFETY: the views point into Envoy's request header map, valid until the hook
+            // returns or the map changes; the returned slice borrows `self`, and every call that
+            // changes the map takes `&mut self` and clears the snapshot first.
             let (key, value) = unsafe { (header.key(), header.value()) };
             (key == name.as_bytes()).then_some(value)
         })
@@ -301,7 +319,7 @@ impl Host for EnvoyHost<'_> {
     fn request_header_count(&self, name: &str) -> usize {
         self.request_headers()
             .iter()
-            // SAFETY: as in `request_header`.
+            // SAFETY: as in `request_header`; the key is compared before `self` is released.
             .filter(|header| unsafe { header.key() } == name.as_bytes())
             .count()
     }
@@ -309,7 +327,7 @@ impl Host for EnvoyHost<'_> {
     fn request_body_len(&self) -> usize {
         self.request_body_views()
             .iter()
-            // SAFETY: live filter pointer.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`).
             .map(|&view| unsafe {
                 ffi::envoy_dynamic_module_callback_http_get_body_size(self.filter, view)
             })
@@ -325,7 +343,8 @@ impl Host for EnvoyHost<'_> {
         else {
             return;
         };
-        // SAFETY: live filter pointer.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // `get` and `set` were found under their own names with these signatures (`optional`).
         unsafe {
             if get(self.filter) < bytes {
                 set(self.filter, bytes);
@@ -335,7 +354,9 @@ impl Host for EnvoyHost<'_> {
 
     fn send_response(&mut self, status: u16, headers: &[Header<'_>], body: &[u8], details: &str) {
         let headers = header_views(headers);
-        // SAFETY: live filter pointer; headers, body and details are copied during the call.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // `headers` holds `headers.len()` views of live strings, and Envoy copies the headers,
+        // the body and the details during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_send_response(
                 self.filter,
@@ -352,7 +373,8 @@ impl Host for EnvoyHost<'_> {
         let status = status.to_string();
         let mut views = vec![HttpHeader::of(":status", &status)];
         views.extend(header_views(headers));
-        // SAFETY: live filter pointer; the headers are copied during the call.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // `views` holds `views.len()` views of live strings, copied during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_send_response_headers(
                 self.filter,
@@ -364,7 +386,8 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
-        // SAFETY: live filter pointer; the data is copied during the call.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+        // Envoy copies the data during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_send_response_data(
                 self.filter,
@@ -376,7 +399,9 @@ impl Host for EnvoyHost<'_> {
 
     fn reset_stream(&mut self, details: &str) {
         match optional().reset_stream {
-            // SAFETY: live filter pointer; `details` is copied during the call.
+            // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`);
+            // `reset` was found under its own name with this signature (`optional`), and Envoy
+            // copies `details` during the call.
             Some(reset) => unsafe {
                 reset(
                     self.filter,
@@ -392,7 +417,8 @@ impl Host for EnvoyHost<'_> {
 
     fn pace(&mut self, offsets: &[Duration]) -> Option<PacingHandle> {
         let pacer = self.pacer?;
-        // SAFETY: live filter pointer, on the stream's worker thread inside a hook.
+        // SAFETY: `self.filter` is the running hook's filter pointer, on its worker (`new`),
+        // where scheduler_new must be called; the scheduler it returns is ours to delete once.
         let scheduler =
             unsafe { ffi::envoy_dynamic_module_callback_http_filter_scheduler_new(self.filter) };
         if scheduler.is_null() {

@@ -4,13 +4,24 @@
 //! Envoy loads it, so declaring one the target Envoy lacks would stop the module from loading.
 //! `make test` checks every `envoy_dynamic_module_*` import against the Envoy binary's exports.
 //!
-//! Envoy's C enums travel as `u32`; their values are the constants below.
+//! Envoy's C enums travel as `u32`. The hooks' statuses and the log level are `#[repr(u32)]` enums,
+//! which travel the same way; every other value is a named `u32` constant below. Nothing Envoy
+//! hands us is ever read as a Rust enum: one holding a value we did not name would be UB.
 
 use std::ffi::c_void;
+use std::sync::Arc;
+
+use crate::filter::route_policy::RoutePolicy;
+
+use super::owned::Owned;
 
 /// Envoy's per-stream filter object; valid from `http_filter_new` to `http_filter_destroy`, and
 /// only on that stream's worker thread.
 pub type FilterEnvoyPtr = *mut c_void;
+
+/// The module's per-route config object: made by `per_route_config_new`, handed back by
+/// `get_most_specific_route_config`, freed by `per_route_config_destroy`.
+pub type RouteConfigPtr = Owned<Arc<RoutePolicy>>;
 
 /// A `(pointer, length)` byte view, passed by value in both directions. Views from Envoy are
 /// borrowed for the duration of the hook; views to Envoy are copied during the call.
@@ -46,7 +57,8 @@ impl Buffer {
         if self.ptr.is_null() || self.len == 0 {
             &[]
         } else {
-            // SAFETY: non-null, and the caller vouches for `len` bytes living for 'a.
+            // SAFETY: `ptr` is non-null, and the caller vouches for `len` readable bytes that
+            // outlive 'a; a `Buffer` never views more than isize::MAX bytes (Rust or Envoy memory).
             unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
         }
     }
@@ -72,7 +84,7 @@ impl HttpHeader {
     /// # Safety
     /// As [`Buffer::as_slice`]: the name's bytes must outlive `'a`.
     pub unsafe fn key<'a>(&self) -> &'a [u8] {
-        // SAFETY: per the contract.
+        // SAFETY: the caller vouches for the name's bytes, as `as_slice` requires.
         unsafe {
             Buffer {
                 ptr: self.key_ptr,
@@ -87,7 +99,7 @@ impl HttpHeader {
     /// # Safety
     /// As [`Buffer::as_slice`]: the value's bytes must outlive `'a`.
     pub unsafe fn value<'a>(&self) -> &'a [u8] {
-        // SAFETY: per the contract.
+        // SAFETY: the caller vouches for the value's bytes, as `as_slice` requires.
         unsafe {
             Buffer {
                 ptr: self.value_ptr,
@@ -136,30 +148,55 @@ pub mod body {
     pub const BUFFERED_RESPONSE: u32 = 3;
 }
 
+// The statuses the stream hooks return. Returned, never received, so a Rust enum is sound here:
+// `#[repr(u32)]` travels exactly as the C enum's `u32`, and Envoy never hands us a value to check.
+
 /// `envoy_dynamic_module_type_on_http_filter_request_headers_status` (and response headers).
-pub mod headers_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Hold the headers.
-    pub const STOP_ITERATION: u32 = 1;
+    StopIteration = 1,
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_body_status` (and response body).
-pub mod body_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Buffer the chunk and wait for more.
-    pub const STOP_ITERATION_AND_BUFFER: u32 = 1;
+    StopIterationAndBuffer = 1,
     /// Stop without buffering.
-    pub const STOP_ITERATION_NO_BUFFER: u32 = 3;
+    StopIterationNoBuffer = 3,
 }
 
 /// `envoy_dynamic_module_type_on_http_filter_request_trailers_status` (and response trailers).
-pub mod trailers_status {
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailersStatus {
     /// Continue to the next filter.
-    pub const CONTINUE: u32 = 0;
+    Continue = 0,
     /// Hold the trailers.
-    pub const STOP_ITERATION: u32 = 1;
+    StopIteration = 1,
+}
+
+/// `envoy_dynamic_module_type_log_level`, passed to Envoy's loggers (the levels `log` has).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Trace.
+    Trace = 0,
+    /// Debug.
+    Debug = 1,
+    /// Info.
+    Info = 2,
+    /// Warn.
+    Warn = 3,
+    /// Error.
+    Error = 4,
 }
 
 /// `envoy_dynamic_module_type_metrics_result`.
@@ -177,7 +214,7 @@ pub mod reset_reason {
 /// `envoy_dynamic_module_callback_log_v2`: logs `message` with a source location. Envoy 1.40
 /// and later only, so it is looked up at load time (`super::optional`), never linked.
 pub type LogV2 =
-    unsafe extern "C" fn(level: u32, message: Buffer, source_file: Buffer, source_line: u32);
+    unsafe extern "C" fn(level: LogLevel, message: Buffer, source_file: Buffer, source_line: u32);
 
 /// The symbol name of [`LogV2`].
 pub const LOG_V2: &std::ffi::CStr = c"envoy_dynamic_module_callback_log_v2";
@@ -220,10 +257,10 @@ unsafe extern "C" {
 
     /// Logs `message` under Envoy's `dynamic_modules` logger, without a source location
     /// (every release from 1.37).
-    pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
+    pub fn envoy_dynamic_module_callback_log(level: LogLevel, message: Buffer);
 
     /// Whether the `dynamic_modules` logger would print at `level`.
-    pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+    pub fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
 
     /// Reads value number `index` of header `key`; `count` receives how many values it has.
     pub fn envoy_dynamic_module_callback_http_get_header(
@@ -276,7 +313,7 @@ unsafe extern "C" {
     /// host), as `per_route_config_new` returned it; null when there is none.
     pub fn envoy_dynamic_module_callback_get_most_specific_route_config(
         filter: FilterEnvoyPtr,
-    ) -> *const c_void;
+    ) -> RouteConfigPtr;
 
     /// Makes Envoy select the route again.
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);

@@ -8,8 +8,9 @@
 //!
 //! After a panic the stream is poisoned: later hooks do nothing but let Envoy finish it.
 //!
-//! Envoy 1.40 refuses a module that lacks any of these hooks, including the ones llm-edge does not
-//! use yet (callouts, HTTP streams, watermarks); those are no-ops.
+//! Every release refuses a module that lacks any of these hooks, including the ones llm-edge does
+//! not use yet (callouts, HTTP streams, watermarks); those are no-ops (docs/envoy-abi.md, "Hooks
+//! llm-edge exports").
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
@@ -24,10 +25,11 @@ use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::version::ENVOY_ABI_VERSION;
 
 use super::envoy_host::EnvoyHost;
-use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader};
+use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader, RouteConfigPtr};
 use super::logger;
 use super::metrics::MetricIds;
 use super::optional::optional;
+use super::owned::Owned;
 
 /// The only `filter_name` this module serves (an empty name means the same).
 const FILTER_NAME: &str = "llm_edge";
@@ -40,7 +42,7 @@ const PANIC_RESET_DETAILS: &str = "llm_edge_internal_error";
 const FILTER_INIT_FAILED_DETAILS: &str = "llm_edge_filter_init_failed";
 
 /// What Envoy's config pointer owns, shared by `Arc` with every stream.
-struct ModuleConfig {
+pub(super) struct ModuleConfig {
     context: Arc<FilterContext>,
     metrics: MetricIds,
     /// The one timer thread that paces this config's replies (its routes' policies included).
@@ -48,94 +50,40 @@ struct ModuleConfig {
 }
 
 /// What a stream's module pointer points to.
-struct Stream {
+pub(super) struct Stream {
     filter: Filter,
     config: Arc<ModuleConfig>,
     poisoned: bool,
 }
 
-// The module objects behind Envoy's opaque pointers. Each crossing goes through one of these
-// typed pairs, so a pointer can only ever be read back as the type it was made from.
+// Every worker reads the config, and every stream on a route its policy, at the same time.
+const _: () = {
+    const fn shared_across_workers<T: Send + Sync>() {}
+    shared_across_workers::<ModuleConfig>();
+    shared_across_workers::<RoutePolicy>();
+};
 
-/// What Envoy's config pointer owns.
-type ConfigObject = Arc<ModuleConfig>;
+/// Envoy's config pointer: owns one reference to the config, which every stream shares.
+pub(super) type ConfigPtr = Owned<Arc<ModuleConfig>>;
 
-fn config_into_raw(config: ConfigObject) -> *const c_void {
-    Box::into_raw(Box::new(config)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`config_into_raw`] and not have been reclaimed yet.
-unsafe fn config_from_raw(ptr: *const c_void) -> Box<ConfigObject> {
-    // SAFETY: per the contract, a live Box<ConfigObject> made by config_into_raw.
-    unsafe { Box::from_raw(ptr.cast::<ConfigObject>().cast_mut()) }
-}
-
-/// # Safety
-/// `ptr` must come from [`config_into_raw`] and stay live for `'a`.
-unsafe fn config_ref<'a>(ptr: *const c_void) -> &'a ConfigObject {
-    // SAFETY: per the contract.
-    unsafe { &*ptr.cast::<ConfigObject>() }
-}
-
-/// What Envoy's per-route config pointer owns.
-type RouteObject = Arc<RoutePolicy>;
-
-fn route_into_raw(policy: RouteObject) -> *const c_void {
-    Box::into_raw(Box::new(policy)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`route_into_raw`] and not have been reclaimed yet.
-unsafe fn route_from_raw(ptr: *const c_void) -> Box<RouteObject> {
-    // SAFETY: per the contract.
-    unsafe { Box::from_raw(ptr.cast::<RouteObject>().cast_mut()) }
-}
-
-/// The route policy behind Envoy's per-route pointer, or `None` for null.
-///
-/// # Safety
-/// `ptr` must be null or come from [`route_into_raw`] and stay live for `'a`.
-pub(super) unsafe fn route_policy_ref<'a>(ptr: *const c_void) -> Option<&'a RouteObject> {
-    // SAFETY: per the contract.
-    unsafe { ptr.cast::<RouteObject>().as_ref() }
-}
-
-fn stream_into_raw(stream: Stream) -> *const c_void {
-    Box::into_raw(Box::new(stream)).cast_const().cast()
-}
-
-/// # Safety
-/// `ptr` must come from [`stream_into_raw`] and not have been reclaimed yet.
-unsafe fn stream_from_raw(ptr: *const c_void) -> Box<Stream> {
-    // SAFETY: per the contract.
-    unsafe { Box::from_raw(ptr.cast::<Stream>().cast_mut()) }
-}
-
-/// The stream behind Envoy's pointer, or `None` for the null pointer older Envoys pass.
-///
-/// # Safety
-/// `ptr` must be null or come from [`stream_into_raw`], live, and used on its worker only.
-unsafe fn stream_mut<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
-    // SAFETY: per the contract.
-    unsafe { ptr.cast::<Stream>().cast_mut().as_mut() }
-}
+/// Envoy's per-stream module pointer.
+pub(super) type StreamPtr = Owned<Stream>;
 
 thread_local! {
     /// The stream whose hook is running on this worker, and whether Envoy asked to destroy it
     /// meanwhile.
-    static RUNNING: Cell<(*const c_void, bool)> = const { Cell::new((std::ptr::null(), false)) };
+    static RUNNING: Cell<(StreamPtr, bool)> = const { Cell::new((StreamPtr::NULL, false)) };
 }
 
 /// Marks a stream's hook as running. Envoy before 1.40 may destroy a stream from inside a call
 /// the hook makes (ending or resetting the reply): the destroy hook then only notes it, and the
 /// stream is freed here, once the hook no longer uses it.
 struct Running {
-    outer: (*const c_void, bool),
+    outer: (StreamPtr, bool),
 }
 
 impl Running {
-    fn enter(stream: *const c_void) -> Self {
+    fn enter(stream: StreamPtr) -> Self {
         Self {
             outer: RUNNING.replace((stream, false)),
         }
@@ -146,13 +94,29 @@ impl Drop for Running {
     fn drop(&mut self) {
         let (stream, destroyed) = RUNNING.replace(self.outer);
         if destroyed {
-            // SAFETY: Envoy destroyed this stream while its hook ran; nothing uses it any more.
-            free_stream(unsafe { stream_from_raw(stream) });
+            // SAFETY: `stream` came from filter_new and Envoy destroyed it while its hook ran, so
+            // this is its one take and Envoy passes it no more; the hook's borrow of it has ended,
+            // since each hook creates its guard first and the guard drops last.
+            free_stream(unsafe { stream.take() });
         }
     }
 }
 
-fn free_stream(stream: Box<Stream>) {
+/// The stream behind a hook's module pointer, or `None` for the null pointer Envoy before 1.40
+/// passes when filter_new failed.
+///
+/// # Safety
+/// `stream` must be the module pointer Envoy passed to the running hook, on the stream's worker
+/// thread, with that hook's [`Running`] guard entered, and the borrow must end before the guard
+/// drops. Envoy runs one stream's hooks one at a time on its worker, never one inside another
+/// (docs/envoy-abi.md, "Threads"), and a destroy arriving meanwhile is deferred by the guard: the
+/// stream is live and borrowed by nothing else.
+unsafe fn borrow_stream<'a>(stream: StreamPtr) -> Option<&'a mut Stream> {
+    // SAFETY: per the contract: made by filter_new (its type says so), live, and not aliased.
+    unsafe { stream.borrow_mut() }
+}
+
+fn free_stream(stream: Option<Box<Stream>>) {
     if catch_unwind(AssertUnwindSafe(|| drop(stream))).is_err() {
         log::error!("llm_edge: panic while freeing a stream");
     }
@@ -210,12 +174,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
     name: Buffer,
     config: Buffer,
-) -> *const c_void {
+) -> ConfigPtr {
     let created = catch_unwind(|| {
-        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        // SAFETY: Envoy's views of `filter_name` and `filter_config` stay valid for this call,
+        // on the main thread, and nothing borrowed from them outlives it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "filter_name") {
-            return std::ptr::null();
+            return ConfigPtr::NULL;
         }
         match FilterConfig::from_json(config) {
             Ok(config) => {
@@ -224,10 +189,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     config.mode,
                     config.api_base_path
                 );
-                // SAFETY: the config pointer of this very config_new call.
+                // SAFETY: `config_envoy` is the config pointer of this very config_new call, on
+                // the main thread, where stats must be defined.
                 let metrics = unsafe { MetricIds::define(config_envoy) };
                 let context = Arc::new(FilterContext::new(config));
-                config_into_raw(Arc::new(ModuleConfig {
+                Owned::into_raw(Arc::new(ModuleConfig {
                     context,
                     metrics,
                     pacer: Pacer::default(),
@@ -235,11 +201,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             }
             Err(error) => {
                 log::error!("llm_edge: {error}");
-                std::ptr::null()
+                ConfigPtr::NULL
             }
         }
     });
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(ConfigPtr::NULL)
 }
 
 /// Parses a route's or virtual host's `typed_per_filter_config`, once, on the main thread; null
@@ -251,23 +217,24 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
     name: Buffer,
     config: Buffer,
-) -> *const c_void {
+) -> RouteConfigPtr {
     let created = catch_unwind(|| {
-        // SAFETY: Envoy keeps both views alive for this call; nothing is kept after it.
+        // SAFETY: Envoy's views of the per-route `filter_name` and `filter_config` stay valid
+        // for this call, on the main thread, and nothing borrowed from them outlives it.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         if !is_our_filter_name(name, "per-route filter_name") {
-            return std::ptr::null();
+            return RouteConfigPtr::NULL;
         }
         match RoutePolicy::from_json(config) {
-            Ok(policy) => route_into_raw(Arc::new(policy)),
+            Ok(policy) => Owned::into_raw(Arc::new(policy)),
             Err(error) => {
                 let (field, message) = (&error.field, &error.message);
                 log::error!("llm_edge: invalid per-route config: field `{field}`: {message}");
-                std::ptr::null()
+                RouteConfigPtr::NULL
             }
         }
     });
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(RouteConfigPtr::NULL)
 }
 
 /// Frees a per-route config made by `per_route_config_new`.
@@ -276,13 +243,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_ne
 /// `config` must come from `envoy_dynamic_module_on_http_filter_per_route_config_new`, once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
-    config: *const c_void,
+    config: RouteConfigPtr,
 ) {
-    if config.is_null() {
-        return;
-    }
-    // SAFETY: made by per_route_config_new; Envoy destroys it exactly once.
-    let policy = unsafe { route_from_raw(config) };
+    // SAFETY: `config` is null or came from per_route_config_new (its type says so); Envoy
+    // destroys it once, on the main thread, after the last stream whose route held it.
+    let policy = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(policy))).is_err() {
         log::error!("llm_edge: panic while freeing a per-route config");
     }
@@ -294,12 +259,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_de
 /// # Safety
 /// `config` must come from `envoy_dynamic_module_on_http_filter_config_new`, freed once.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
-    if config.is_null() {
-        return;
-    }
-    // SAFETY: made by config_new; Envoy destroys it exactly once.
-    let config = unsafe { config_from_raw(config) };
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ConfigPtr) {
+    // SAFETY: `config` is null or came from config_new (its type says so); Envoy destroys it
+    // once, on the main thread, after its last stream; streams hold their own `Arc`.
+    let config = unsafe { config.take() };
     if catch_unwind(AssertUnwindSafe(|| drop(config))).is_err() {
         log::error!("llm_edge: panic while freeing a filter config");
     }
@@ -311,14 +274,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(conf
 /// `config` must be a live pointer returned by `config_new`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
-    config: *const c_void,
+    config: ConfigPtr,
     _filter_envoy: FilterEnvoyPtr,
-) -> *const c_void {
-    if config.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: config_new made it, and Envoy keeps the config alive while it has streams.
-    let config = unsafe { config_ref(config) };
+) -> StreamPtr {
+    // SAFETY: `config` is null or came from config_new (its type says so), and Envoy destroys it
+    // only after its streams, so it is live here on the worker; it is only read (`ModuleConfig`
+    // is `Sync`).
+    let Some(config) = (unsafe { config.borrow() }) else {
+        return StreamPtr::NULL;
+    };
     let created = catch_unwind(|| {
         inject_filter_new_panic();
         let stream = Stream {
@@ -326,10 +290,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             config: Arc::clone(config),
             poisoned: false,
         };
-        stream_into_raw(stream)
+        Owned::into_raw(stream)
     });
     // A null stream pointer makes Envoy 1.40 answer 500 without calling any other hook.
-    created.unwrap_or(std::ptr::null())
+    created.unwrap_or(StreamPtr::NULL)
 }
 
 /// Frees the per-stream filter.
@@ -337,7 +301,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// # Safety
 /// `stream` must come from `envoy_dynamic_module_on_http_filter_new`, freed once.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: StreamPtr) {
     if stream.is_null() {
         return;
     }
@@ -349,30 +313,88 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
         }
     });
     if !inside_its_hook {
-        // SAFETY: made by filter_new; Envoy destroys it exactly once.
-        free_stream(unsafe { stream_from_raw(stream) });
+        // SAFETY: `stream` came from filter_new (its type says so), no hook of it is running on
+        // this worker (checked just above), and Envoy destroys a stream once and then passes it
+        // no more.
+        free_stream(unsafe { stream.take() });
     }
+}
+
+/// The stream hooks that run filter logic, by the names that logs and the fault-injection header
+/// use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+    StreamComplete,
+    Scheduled,
+}
+
+impl Hook {
+    /// The hook's name, as in `envoy_dynamic_module_on_http_filter_<name>`.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::RequestHeaders => "request_headers",
+            Self::RequestBody => "request_body",
+            Self::RequestTrailers => "request_trailers",
+            Self::ResponseHeaders => "response_headers",
+            Self::ResponseBody => "response_body",
+            Self::ResponseTrailers => "response_trailers",
+            Self::StreamComplete => "stream_complete",
+            Self::Scheduled => "scheduled",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a response-path hook returns where it has nothing to do: let Envoy carry on.
+trait ContinueStatus: Copy {
+    const CONTINUE: Self;
+}
+
+impl ContinueStatus for ffi::HeadersStatus {
+    const CONTINUE: Self = Self::Continue;
+}
+
+impl ContinueStatus for ffi::BodyStatus {
+    const CONTINUE: Self = Self::Continue;
+}
+
+impl ContinueStatus for ffi::TrailersStatus {
+    const CONTINUE: Self = Self::Continue;
 }
 
 /// Runs a request-path hook. A panic answers 500 (or resets a stream whose reply started).
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
-unsafe fn on_request(
+unsafe fn on_request<S>(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
-    hook: &str,
-    stop: u32,
-    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
-) -> u32 {
+    stream: StreamPtr,
+    hook: Hook,
+    stop: S,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
+) -> S {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+    // SAFETY: `stream` is this hook's module pointer, on its worker (this fn's contract), its
+    // guard is entered just above, and the borrow is last used before `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
         // Envoy before 1.40 runs the hooks with a null stream when filter_new failed, where 1.40
         // answers 500 itself: fail closed the same way, with OpenAI's 500, rather than let the
         // request through unfiltered.
-        if hook == "request_headers" {
+        if hook == Hook::RequestHeaders {
             let metrics = MetricIds::default();
-            // SAFETY: the caller passes this hook's live filter pointer.
+            // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's
+            // contract), and `host` drops before the hook returns.
             let mut host = unsafe { EnvoyHost::new(filter_envoy, &metrics, None) };
             host.send_internal_error(FILTER_INIT_FAILED_DETAILS);
         }
@@ -381,7 +403,8 @@ unsafe fn on_request(
     if stream.poisoned {
         return stop;
     }
-    // SAFETY: the caller passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's contract),
+    // and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -415,22 +438,24 @@ unsafe fn on_request(
 ///
 /// # Safety
 /// `filter_envoy` and `stream` must be the live pointers of the current hook call.
-unsafe fn on_response(
+unsafe fn on_response<S: ContinueStatus>(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
-    hook: &str,
-    after_panic: u32,
-    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> u32,
-) -> u32 {
-    const CONTINUE: u32 = 0;
+    stream: StreamPtr,
+    hook: Hook,
+    after_panic: S,
+    run: impl FnOnce(&mut Filter, &mut EnvoyHost) -> S,
+) -> S {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
-        return CONTINUE;
+    // SAFETY: `stream` is this hook's module pointer, on its worker (this fn's contract), its
+    // guard is entered just above, and the borrow is last used before `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
+        return S::CONTINUE;
     };
     if stream.poisoned {
-        return CONTINUE;
+        return S::CONTINUE;
     }
-    // SAFETY: the caller passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (this fn's contract),
+    // and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -456,15 +481,15 @@ unsafe fn on_response(
 /// Test-only: panics in the hook named by the `x-llm-edge-test-panic` request header, so that the
 /// end-to-end tests can prove every hook contains panics. Only the `fault-injection` build has it.
 #[cfg(feature = "fault-injection")]
-fn inject_panic(host: &EnvoyHost, hook: &str) {
+fn inject_panic(host: &EnvoyHost, hook: Hook) {
     use crate::host::Host;
-    if host.request_header("x-llm-edge-test-panic") == Some(hook.as_bytes()) {
+    if host.request_header("x-llm-edge-test-panic") == Some(hook.name().as_bytes()) {
         panic!("injected panic in {hook}");
     }
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn inject_panic(_host: &EnvoyHost, _hook: &str) {}
+fn inject_panic(_host: &EnvoyHost, _hook: Hook) {}
 
 /// Test-only: makes every `filter_new` fail when Envoy runs with this variable set, to prove the
 /// null-stream path. Only the `fault-injection` build has it.
@@ -478,44 +503,46 @@ fn inject_filter_new_panic() {
 #[cfg(not(feature = "fault-injection"))]
 fn inject_filter_new_panic() {}
 
-fn headers_status(status: HeadersStatus) -> u32 {
+fn headers_status(status: HeadersStatus) -> ffi::HeadersStatus {
     match status {
-        HeadersStatus::Continue => ffi::headers_status::CONTINUE,
-        HeadersStatus::StopIteration => ffi::headers_status::STOP_ITERATION,
+        HeadersStatus::Continue => ffi::HeadersStatus::Continue,
+        HeadersStatus::StopIteration => ffi::HeadersStatus::StopIteration,
     }
 }
 
-fn body_status(status: BodyStatus) -> u32 {
+fn body_status(status: BodyStatus) -> ffi::BodyStatus {
     match status {
-        BodyStatus::Continue => ffi::body_status::CONTINUE,
-        BodyStatus::StopIterationAndBuffer => ffi::body_status::STOP_ITERATION_AND_BUFFER,
-        BodyStatus::StopIterationNoBuffer => ffi::body_status::STOP_ITERATION_NO_BUFFER,
+        BodyStatus::Continue => ffi::BodyStatus::Continue,
+        BodyStatus::StopIterationAndBuffer => ffi::BodyStatus::StopIterationAndBuffer,
+        BodyStatus::StopIterationNoBuffer => ffi::BodyStatus::StopIterationNoBuffer,
     }
 }
 
-fn trailers_status(status: TrailersStatus) -> u32 {
+fn trailers_status(status: TrailersStatus) -> ffi::TrailersStatus {
     match status {
-        TrailersStatus::Continue => ffi::trailers_status::CONTINUE,
-        TrailersStatus::StopIteration => ffi::trailers_status::STOP_ITERATION,
+        TrailersStatus::Continue => ffi::TrailersStatus::Continue,
+        TrailersStatus::StopIteration => ffi::TrailersStatus::StopIteration,
     }
 }
 
 /// Request headers.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
-    let stop = ffi::headers_status::STOP_ITERATION;
+) -> ffi::HeadersStatus {
+    let stop = ffi::HeadersStatus::StopIteration;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_headers",
+            Hook::RequestHeaders,
             stop,
             |filter, host| headers_status(filter.on_request_headers(host, end_of_stream)),
         )
@@ -525,19 +552,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 /// A request body chunk.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
-    let stop = ffi::body_status::STOP_ITERATION_NO_BUFFER;
+) -> ffi::BodyStatus {
+    let stop = ffi::BodyStatus::StopIterationNoBuffer;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_body",
+            Hook::RequestBody,
             stop,
             |filter, host| body_status(filter.on_request_body(host, end_of_stream)),
         )
@@ -547,18 +576,20 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 /// Request trailers.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
-) -> u32 {
-    let stop = ffi::trailers_status::STOP_ITERATION;
+    stream: StreamPtr,
+) -> ffi::TrailersStatus {
+    let stop = ffi::TrailersStatus::StopIteration;
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
         on_request(
             filter_envoy,
             stream,
-            "request_trailers",
+            Hook::RequestTrailers,
             stop,
             |filter, host| trailers_status(filter.on_request_trailers(host)),
         )
@@ -568,19 +599,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 /// Response headers: inspected in pass-through mode, else passed untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
+) -> ffi::HeadersStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
-        let after_panic = ffi::headers_status::CONTINUE;
+        let after_panic = ffi::HeadersStatus::Continue;
         on_response(
             filter_envoy,
             stream,
-            "response_headers",
+            Hook::ResponseHeaders,
             after_panic,
             |filter, host| headers_status(filter.on_response_headers(host, end_of_stream)),
         )
@@ -590,19 +623,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 /// Response body: accounted in pass-through mode, else passed untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     end_of_stream: bool,
-) -> u32 {
+) -> ffi::BodyStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
-        let after_panic = ffi::body_status::STOP_ITERATION_NO_BUFFER;
+        let after_panic = ffi::BodyStatus::StopIterationNoBuffer;
         on_response(
             filter_envoy,
             stream,
-            "response_body",
+            Hook::ResponseBody,
             after_panic,
             |filter, host| body_status(filter.on_response_body(host, end_of_stream)),
         )
@@ -612,20 +647,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 /// Response trailers: passed through untouched.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
-) -> u32 {
+    stream: StreamPtr,
+) -> ffi::TrailersStatus {
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_response`'s contract.
     unsafe {
-        let after_panic = ffi::trailers_status::CONTINUE;
+        let after_panic = ffi::TrailersStatus::Continue;
         on_response(
             filter_envoy,
             stream,
-            "response_trailers",
+            Hook::ResponseTrailers,
             after_panic,
-            |_, _| ffi::trailers_status::CONTINUE,
+            |_, _| ffi::TrailersStatus::Continue,
         )
     }
 }
@@ -634,20 +671,24 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
 /// charged to its budgets now. A panic here has nothing left to fail: it is logged.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
 ) {
     let _running = Running::enter(stream);
-    let Some(stream) = (unsafe { stream_mut(stream) }) else {
+    // SAFETY: `stream` is this hook's module pointer, on its worker (Envoy's contract for every
+    // stream hook), its guard is entered just above, and the borrow is last used before
+    // `_running` drops.
+    let Some(stream) = (unsafe { borrow_stream(stream) }) else {
         return;
     };
     if stream.poisoned {
         return;
     }
-    // SAFETY: Envoy passes this hook's live filter pointer.
+    // SAFETY: `filter_envoy` is this hook's filter pointer, on its worker (Envoy's contract for
+    // every stream hook), and `host` drops before the hook returns.
     let mut host = unsafe {
         EnvoyHost::new(
             filter_envoy,
@@ -656,11 +697,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         )
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        inject_panic(&host, "stream_complete");
+        inject_panic(&host, Hook::StreamComplete);
         stream.filter.on_stream_complete(&mut host);
     }));
     if outcome.is_err() {
-        log::error!("llm_edge: panic in stream_complete");
+        log::error!("llm_edge: panic in {}", Hook::StreamComplete);
         stream.poisoned = true;
     }
 }
@@ -668,18 +709,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 /// A paced reply's step is due (committed by the pacing thread), on the stream's worker.
 ///
 /// # Safety
-/// Envoy's live pointers for this stream.
+/// `filter_envoy` and `stream` must be Envoy's pointers for one live stream, on its worker thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     filter_envoy: FilterEnvoyPtr,
-    stream: *const c_void,
+    stream: StreamPtr,
     event_id: u64,
 ) {
     // Nothing to return: a panic answers 500 if nothing went out yet, else resets the stream.
+    // SAFETY: Envoy calls this hook with the stream's own two pointers, on its worker thread:
+    // exactly `on_request`'s contract.
     unsafe {
-        on_request(filter_envoy, stream, "scheduled", 0, |filter, host| {
+        on_request(filter_envoy, stream, Hook::Scheduled, (), |filter, host| {
             filter.on_scheduled(host, event_id);
-            0
         });
     }
 }
@@ -689,7 +731,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _callout_id: u64,
     _result: u32,
     _headers: *const HttpHeader,
@@ -703,7 +745,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _headers: *const HttpHeader,
     _headers_len: usize,
@@ -715,7 +757,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _data: *const Buffer,
     _data_len: usize,
@@ -727,7 +769,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _trailers: *const HttpHeader,
     _trailers_len: usize,
@@ -738,7 +780,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
 ) {
 }
@@ -747,7 +789,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
     _stream_id: u64,
     _reason: u32,
 ) {
@@ -757,7 +799,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
 ) {
 }
 
@@ -765,6 +807,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buf
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
     _filter_envoy: FilterEnvoyPtr,
-    _stream: *const c_void,
+    _stream: StreamPtr,
 ) {
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,27 +3,28 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use super::ffi::{self, Buffer};
+use super::ffi::{self, Buffer, LogLevel};
 use super::optional::optional;
 
 struct EnvoyLogger;
 
 static LOGGER: EnvoyLogger = EnvoyLogger;
 
-/// Envoy's `envoy_dynamic_module_type_log_level` for a `log` level.
-fn envoy_level(level: Level) -> u32 {
+/// Envoy's log level for a `log` level.
+fn envoy_level(level: Level) -> LogLevel {
     match level {
-        Level::Trace => 0,
-        Level::Debug => 1,
-        Level::Info => 2,
-        Level::Warn => 3,
-        Level::Error => 4,
+        Level::Trace => LogLevel::Trace,
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
     }
 }
 
 impl Log for EnvoyLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // SAFETY: a plain query with no pointers; callable from any thread.
+        // SAFETY: takes no pointer and only reads the logger's level, which is safe from any
+        // thread, pacing thread included.
         unsafe { ffi::envoy_dynamic_module_callback_log_enabled(envoy_level(metadata.level())) }
     }
 
@@ -34,8 +35,9 @@ impl Log for EnvoyLogger {
         let message = record.args().to_string();
         let level = envoy_level(record.level());
         let file = record.file().unwrap_or_default();
-        // SAFETY: the buffers are read during the call only; both loggers are callable from any
-        // thread.
+        // SAFETY: the buffers view `message` and `file`, which outlive the call, and Envoy reads
+        // them only during it; both loggers may be called from any thread; `log_v2` was found
+        // under its own name with this signature (`optional`).
         unsafe {
             match optional().log_v2 {
                 Some(log_v2) => log_v2(

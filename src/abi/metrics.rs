@@ -29,7 +29,9 @@ impl MetricIds {
                 .iter()
                 .map(|l| Buffer::of(l.as_bytes()))
                 .collect();
-            // SAFETY: live config pointer during config_new; name and labels are copied.
+            // SAFETY: `config` is the config pointer of the running config_new, on the main
+            // thread (`define`'s contract); `labels` holds `labels.len()` views of live names,
+            // and Envoy copies them and the name; `id` points to a live local.
             ids.counters[counter.index()] = define_with(counter.name(), |name, id| unsafe {
                 ffi::envoy_dynamic_module_callback_http_filter_config_define_counter(
                     config,
@@ -41,7 +43,7 @@ impl MetricIds {
             });
         }
         for histogram in Histogram::ALL {
-            // SAFETY: as above, with no labels.
+            // SAFETY: as for the counters; (null, 0) is no labels.
             ids.histograms[histogram.index()] = define_with(histogram.name(), |name, id| unsafe {
                 ffi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
                     config,
@@ -70,7 +72,8 @@ impl MetricIds {
             return;
         };
         let labels: Vec<Buffer> = labels.iter().map(|l| Buffer::of(l.as_bytes())).collect();
-        // SAFETY: live filter pointer; label values are copied during the call.
+        // SAFETY: `filter` is the running hook's filter pointer, on its worker (`count`'s
+        // contract); `labels` holds `labels.len()` views of live strings, copied during the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_filter_increment_counter(
                 filter,
@@ -90,7 +93,8 @@ impl MetricIds {
         let Some(id) = self.histograms[histogram.index()] else {
             return;
         };
-        // SAFETY: live filter pointer; no labels.
+        // SAFETY: `filter` is the running hook's filter pointer, on its worker (`record`'s
+        // contract); (null, 0) is no labels.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_filter_record_histogram_value(
                 filter,

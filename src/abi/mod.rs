@@ -5,16 +5,25 @@
 //! - `envoy_host`: [`crate::host::Host`] implemented over the callbacks;
 //! - `logger`: the `log` crate and panics routed into Envoy's log;
 //! - `metrics`: llm-edge's stats, defined per config and updated per stream;
-//! - `optional`: callbacks older Envoy releases lack, found at load time.
+//! - `optional`: callbacks older Envoy releases lack, found at load time;
+//! - `owned`: the typed handle behind each module pointer Envoy holds;
+//! - `fake_envoy` (unit tests only): stand-ins for the callbacks, so the hooks can be driven.
 //!
-//! The declarations follow what was verified against the pinned Envoy binary (see
-//! `../shared/envoy-abi-notes.md`), not the older header in Envoy's repository.
+//! The declarations follow what was verified against the binaries of every release the module
+//! loads into, 1.37 to 1.40, not Envoy's header: `docs/envoy-abi.md` records those facts (symbols
+//! and which releases export them, layouts, status values, threads, lifetimes, differences).
 
 #![allow(unsafe_code)]
+// Every unsafe block says why it is sound, and every unsafe fn what its caller must uphold; the
+// crate's `-D warnings` makes both hard errors.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod envoy_host;
+#[cfg(test)]
+mod fake_envoy;
 mod ffi;
 mod hooks;
 mod logger;
 mod metrics;
 mod optional;
+mod owned;

@@ -5,7 +5,8 @@
 //! `dlsym` finds them in the running Envoy, and llm-edge does without the ones it does not find:
 //! `log_v2` arrived with Envoy 1.40 (before it, log lines carry no source location), the others
 //! with 1.38 (on 1.37 the stream keeps Envoy's buffer limit, a reset becomes a local reply that
-//! Envoy turns into one, and the body is read from both views).
+//! Envoy turns into one, and the body is read from both views). docs/envoy-abi.md, "Optional
+//! callbacks", has which release exports which.
 
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
@@ -30,7 +31,8 @@ pub(super) struct Optional {
 
 /// The address of `name` in the running process, or null.
 fn lookup(name: &CStr) -> *mut c_void {
-    // SAFETY: `dlsym` with RTLD_DEFAULT and a NUL-terminated name only reads the name.
+    // SAFETY: a null handle is glibc's RTLD_DEFAULT; `name` is NUL-terminated and only read
+    // during the call; dlsym is safe from any thread.
     unsafe { ffi::dlsym(std::ptr::null_mut(), name.as_ptr()) }
 }
 
@@ -39,16 +41,19 @@ fn lookup(name: &CStr) -> *mut c_void {
 /// # Safety
 /// Where the running Envoy exports `name`, it must be a function with exactly the signature `F`.
 unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+    // `transmute_copy` checks no size: refuse, at compile time, any `F` that is not pointer-sized.
+    const { assert!(size_of::<F>() == size_of::<*mut c_void>()) };
     let address = lookup(name);
-    // SAFETY: per the contract; `F` is a function pointer, the size of a pointer.
+    // SAFETY: `F` is pointer-sized (asserted above) and, per the contract, the signature of the
+    // function at this non-null address.
     (!address.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&address) })
 }
 
 /// The callbacks of the running Envoy, looked up on first use.
 pub(super) fn optional() -> &'static Optional {
     static OPTIONAL: OnceLock<Optional> = OnceLock::new();
-    // SAFETY: each type is the signature verified against the releases that export the symbol
-    // (../shared/envoy-abi-notes-2.md).
+    // SAFETY: each type is the signature of the symbol of that name in every release that
+    // exports it, as verified against the binaries (docs/envoy-abi.md, "Optional callbacks").
     OPTIONAL.get_or_init(|| unsafe {
         Optional {
             log_v2: function(ffi::LOG_V2),
