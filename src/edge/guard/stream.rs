@@ -25,7 +25,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{CHAT_TEXTS, Detectors, GuardConfig, Masker, guard_reply};
+use super::fields::CHAT_TEXTS;
+use super::{Detectors, GuardConfig, Masker, guard_reply};
 
 /// The most parts one stream holds open at once: OpenAI's largest `n` (128 choices) times a
 /// content, a reasoning and two tool calls each. A part is open from its first text to the event
@@ -259,7 +260,8 @@ impl DeltaGuard {
     }
 
     /// Whether any text is held back.
-    pub fn holds_text(&self) -> bool {
+    #[cfg(test)]
+    fn holds_text(&self) -> bool {
         self.parts.values().any(|part| !part.text.is_empty())
     }
 
@@ -614,6 +616,7 @@ mod tests {
 
     use super::*;
     use crate::api::sse::{EventFate, EventReader};
+    use crate::edge::guard::testing::emails;
     use crate::edge::guard::{Action, BUILT_IN};
 
     /// Every streamed shape of the module's table.
@@ -1329,5 +1332,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn values_split_across_deltas_are_restored_and_masked_whole() {
+        let config = GuardConfig {
+            reversible: true,
+            responses: true,
+            ..emails(Action::Mask)
+        };
+        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let mut masker = Masker::default();
+        masker.mask(&detectors, "a@x.io").unwrap();
+        let mut guard = DeltaGuard::default();
+        let pieces = ["Write to [EMA", "IL_1] and z@", "y.io", " now"];
+        let mut out = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let finish = if i + 1 == pieces.len() {
+                serde_json::json!("stop")
+            } else {
+                Value::Null
+            };
+            let mut event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}]});
+            guard.guard_event(&mut event, &config, &detectors, &mut masker);
+            out.push_str(event["choices"][0]["delta"]["content"].as_str().unwrap());
+        }
+        assert_eq!(out, "Write to a@x.io and [EMAIL_2] now");
     }
 }
