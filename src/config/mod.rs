@@ -24,7 +24,7 @@ use crate::accounting::budgets::BudgetsConfig;
 use crate::accounting::tokens::Tokenizer;
 use crate::api::routes::Profile;
 use crate::config_error::ConfigError;
-use crate::edge::guard::{Detectors, GuardConfig};
+use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::mock::config::MockConfig;
 use crate::mock::faults::FaultDice;
@@ -58,8 +58,8 @@ pub struct FilterConfig {
     pub tokenizer: Tokenizer,
     /// What changes in a request before it reaches the model.
     pub transform: TransformConfig,
-    /// Which sensitive values are masked, refused or counted.
-    pub guard: GuardConfig,
+    /// Which sensitive values are masked, refused or counted, its detectors compiled.
+    pub guard: Guard,
     /// Token budgets per unit of time.
     pub budgets: BudgetsConfig,
 }
@@ -162,7 +162,7 @@ impl FilterConfig {
         mock.validate()?;
         FaultDice::new(&mock.faults)?;
         raw.transform.validate()?;
-        validate_guard(&raw.guard)?;
+        let guard = Guard::parse(raw.guard)?;
         raw.budgets.validate()?;
         raw.tokenizer.warm();
         Ok(Self {
@@ -175,27 +175,10 @@ impl FilterConfig {
             mock,
             tokenizer: raw.tokenizer,
             transform: raw.transform,
-            guard: raw.guard,
+            guard,
             budgets: raw.budgets,
         })
     }
-}
-
-fn validate_guard(guard: &GuardConfig) -> Result<(), ConfigError> {
-    const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
-    if let Some((i, role)) = guard
-        .roles
-        .iter()
-        .enumerate()
-        .find(|(_, role)| !ROLES.contains(&role.as_str()))
-    {
-        return Err(ConfigError::new(
-            format!("guard.roles[{i}]"),
-            format!("{role:?} is not a role; allowed: {}", ROLES.join(", ")),
-        ));
-    }
-    guard.validate_fields()?;
-    Detectors::compile(&guard.detectors, &guard.custom).map(drop)
 }
 
 /// A body size limit: 1 byte to [`MAX_REQUEST_BODY_LIMIT`].

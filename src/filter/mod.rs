@@ -20,7 +20,7 @@ use crate::api::openai::responses::ResponsesRequest;
 use crate::api::openai::{self, ApiError};
 use crate::api::routes::{Endpoint, RequestPath};
 use crate::config::{FilterConfig, Mode, UnclaimedPaths};
-use crate::edge::guard::{Detectors, Masker};
+use crate::edge::guard::Masker;
 use crate::filter::route_policy::RoutePolicy;
 use crate::host::pacing::PacingHandle;
 use crate::host::stats::{Counter, Histogram};
@@ -39,10 +39,8 @@ pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
 /// runs with.
 #[derive(Debug)]
 pub struct FilterContext {
-    /// The validated `filter_config`.
+    /// The parsed `filter_config`, its guard's detectors compiled.
     pub config: FilterConfig,
-    /// The compiled sensitive-data detectors.
-    pub detectors: Detectors,
     /// The live state: shared with the routes that extend or replace this config, so a route
     /// cannot start a ledger, a fault sequence or a label cap afresh.
     pub runtime: Runtime,
@@ -77,15 +75,9 @@ impl FilterContext {
         Self::with_runtime(config, runtime)
     }
 
-    /// The context of a validated config running with existing live state.
+    /// The context of a parsed config running with existing live state.
     pub fn with_runtime(config: FilterConfig, runtime: Runtime) -> Self {
-        let detectors = Detectors::compile(&config.guard.detectors, &config.guard.custom)
-            .expect("FilterConfig::from_json validated the detectors");
-        Self {
-            config,
-            detectors,
-            runtime,
-        }
+        Self { config, runtime }
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::accounting::budgets::Budgets;
 use crate::config::FilterConfig;
 use crate::config_error::ConfigError;
-use crate::edge::guard::{Detectors, GuardConfig};
+use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::filter::{FilterContext, Runtime};
 use crate::mock::faults::FaultDice;
@@ -47,7 +47,7 @@ pub struct Replacement {
 #[derive(Debug)]
 pub struct Extension {
     transform: TransformConfig,
-    guard: GuardConfig,
+    guard: Guard,
     merged: Merges,
 }
 
@@ -144,10 +144,9 @@ impl RoutePolicy {
         }
         let extend = raw.extend.expect("exactly one policy was given");
         let transform = extend.transform.unwrap_or_default();
-        let guard = extend.guard.unwrap_or_default();
         let prefixed = |error: ConfigError| error.under("extend");
         transform.validate().map_err(prefixed)?;
-        Detectors::compile(&guard.detectors, &guard.custom).map_err(prefixed)?;
+        let guard = Guard::parse(extend.guard.unwrap_or_default()).map_err(prefixed)?;
         Ok(Self::Extend(Box::new(Extension {
             transform,
             guard,
@@ -189,7 +188,7 @@ impl Extension {
         self.merged.get_or_build(listener, || {
             let mut config = listener.config.clone();
             extend_transform(&mut config.transform, &self.transform);
-            extend_guard(&mut config.guard, &self.guard);
+            config.guard = config.guard.extended(&self.guard);
             FilterContext::with_runtime(config, listener.runtime.clone())
         })
     }
@@ -205,21 +204,6 @@ fn extend_transform(base: &mut TransformConfig, route: &TransformConfig) {
     base.remove.extend(route.remove.iter().cloned());
     base.max_tokens_cap = route.max_tokens_cap.or(base.max_tokens_cap);
     base.model_aliases.extend(route.model_aliases.clone());
-}
-
-/// The route's detectors add to the listener's (its action wins for a detector both name); its
-/// roles add to the listener's; reply scanning and reversibility turn on if either asks.
-fn extend_guard(base: &mut GuardConfig, route: &GuardConfig) {
-    base.detectors.extend(route.detectors.clone());
-    base.custom.extend(route.custom.iter().cloned());
-    for role in &route.roles {
-        if !base.roles.contains(role) {
-            base.roles.push(role.clone());
-        }
-    }
-    base.tool_arguments |= route.tool_arguments;
-    base.responses |= route.responses;
-    base.reversible |= route.reversible;
 }
 
 #[cfg(test)]
@@ -280,8 +264,11 @@ mod tests {
             .map(|p| p.content.as_str())
             .collect();
         assert_eq!(prompts, ["A", "B"]);
-        assert_eq!(merged.config.guard.detectors["email"], Action::Reject);
-        assert_eq!(merged.config.guard.detectors["iban"], Action::Mask);
+        assert_eq!(
+            merged.config.guard.config().detectors["email"],
+            Action::Reject
+        );
+        assert_eq!(merged.config.guard.config().detectors["iban"], Action::Mask);
         assert!(Arc::ptr_eq(&merged, &extension.merged_with(&base)));
         let other = listener("{}");
         assert!(!Arc::ptr_eq(&merged, &extension.merged_with(&other)));

@@ -76,10 +76,13 @@ pub struct FieldRule {
     pub action: Action,
 }
 
+/// The roles llm-edge knows (`function`, the legacy one, counts as `tool`): the roles `roles` may
+/// name, and all it holds by default. A message of any other role is scanned whatever `roles`
+/// says, since self-hosted upstreams (vLLM, llama.cpp, Ollama) hand any role string to the model.
+pub(super) const KNOWN_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
 fn all_roles() -> Vec<String> {
-    ["system", "developer", "user", "assistant", "tool"]
-        .map(str::to_owned)
-        .to_vec()
+    KNOWN_ROLES.map(str::to_owned).to_vec()
 }
 
 fn yes() -> bool {
@@ -100,15 +103,68 @@ impl Default for GuardConfig {
     }
 }
 
-impl GuardConfig {
-    /// Whether the guard does anything: a detector or a field rule.
-    pub fn is_active(&self, detectors: &Detectors) -> bool {
-        !detectors.is_empty() || !self.fields.is_empty()
-    }
+/// A guard ready to run: its `guard` section checked and its detectors compiled, once, when the
+/// config loads. Only [`Guard::parse`] and [`Guard::extended`] make one, so a guard's detectors
+/// are always those its config names, compiled.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    config: GuardConfig,
+    detectors: Detectors,
+    /// The pointer of each of `config.fields`, parsed.
+    paths: Vec<Vec<PathToken>>,
+}
 
-    /// Checks the field rules.
-    pub fn validate_fields(&self) -> Result<(), ConfigError> {
-        for (i, rule) in self.fields.iter().enumerate() {
+/// One reference token of a field rule's JSON Pointer, unescaped: an object's key, or an array's
+/// index when it reads as one.
+#[derive(Debug, Clone)]
+pub(super) struct PathToken {
+    /// The key (`~1` read as `/`, `~0` as `~`).
+    pub(super) key: String,
+    /// The index, if the token is one as RFC 6901 spells it (digits, no leading zero).
+    pub(super) index: Option<usize>,
+}
+
+impl PathToken {
+    fn new(token: &str) -> Self {
+        let key = token.replace("~1", "/").replace("~0", "~");
+        let index = (!key.starts_with('+') && (key == "0" || !key.starts_with('0')))
+            .then(|| key.parse().ok())
+            .flatten();
+        Self { key, index }
+    }
+}
+
+/// The tokens of a pointer that starts with `/`. A trailing `/` names the field before it, as
+/// field rules have always read it.
+fn path_of(pointer: &str) -> Vec<PathToken> {
+    let pointer = pointer.strip_prefix('/').unwrap_or(pointer);
+    let (first, rest) = pointer.split_once('/').unwrap_or((pointer, ""));
+    let rest = (!rest.is_empty()).then(|| rest.split('/'));
+    std::iter::once(first)
+        .chain(rest.into_iter().flatten())
+        .map(PathToken::new)
+        .collect()
+}
+
+impl Guard {
+    /// Checks the `guard` section (roles, field rules, detectors) and compiles its detectors.
+    /// Errors name the field under `guard.`, the bad value and what is allowed.
+    pub fn parse(config: GuardConfig) -> Result<Self, ConfigError> {
+        if let Some((i, role)) = config
+            .roles
+            .iter()
+            .enumerate()
+            .find(|(_, role)| !KNOWN_ROLES.contains(&role.as_str()))
+        {
+            return Err(ConfigError::new(
+                format!("guard.roles[{i}]"),
+                format!(
+                    "{role:?} is not a role; allowed: {}",
+                    KNOWN_ROLES.join(", ")
+                ),
+            ));
+        }
+        for (i, rule) in config.fields.iter().enumerate() {
             if !rule.pointer.starts_with('/') {
                 return Err(ConfigError::new(
                     format!("guard.fields[{i}].pointer"),
@@ -120,6 +176,173 @@ impl GuardConfig {
             }
             check_label_name(&format!("guard.fields[{i}].name"), &rule.name)?;
         }
-        Ok(())
+        let detectors = Detectors::compile(&config.detectors, &config.custom)?;
+        let paths = config
+            .fields
+            .iter()
+            .map(|rule| path_of(&rule.pointer))
+            .collect();
+        Ok(Self {
+            config,
+            detectors,
+            paths,
+        })
+    }
+
+    /// The section as configured.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The compiled detectors.
+    pub fn detectors(&self) -> &Detectors {
+        &self.detectors
+    }
+
+    /// The field rules, each with its pointer parsed.
+    pub(super) fn field_rules(&self) -> impl Iterator<Item = (&FieldRule, &[PathToken])> {
+        self.config
+            .fields
+            .iter()
+            .zip(self.paths.iter().map(Vec::as_slice))
+    }
+
+    /// Whether the guard does anything: a detector or a field rule.
+    pub fn is_active(&self) -> bool {
+        !self.detectors.is_empty() || !self.config.fields.is_empty()
+    }
+
+    /// This guard with a route's added (a per-route `extend`): the route's detectors add to these
+    /// (its action wins for a detector both name, its custom ones come after these); its roles
+    /// add to these; reply scanning and reversibility turn on if either asks. Both are compiled
+    /// already, so this compiles nothing and cannot fail.
+    pub fn extended(&self, route: &Guard) -> Guard {
+        let mut config = self.config.clone();
+        config.detectors.extend(route.config.detectors.clone());
+        config.custom.extend(route.config.custom.iter().cloned());
+        for role in &route.config.roles {
+            if !config.roles.contains(role) {
+                config.roles.push(role.clone());
+            }
+        }
+        config.tool_arguments |= route.config.tool_arguments;
+        config.responses |= route.config.responses;
+        config.reversible |= route.config.reversible;
+        // The route's field rules are not added: `config.fields` stays the listener's.
+        Guard {
+            config,
+            detectors: self.detectors.extended(&route.detectors),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::edge::guard::Masker;
+
+    fn guard(json: &str) -> Result<Guard, ConfigError> {
+        Guard::parse(serde_json::from_str(json).unwrap())
+    }
+
+    /// The section is checked whole: roles, field rules, then the detectors, each error under
+    /// `guard.`.
+    #[test]
+    fn parse_names_the_bad_field() {
+        let field = |json| guard(json).unwrap_err().field;
+        assert_eq!(field(r#"{"roles": ["user", "robot"]}"#), "guard.roles[1]");
+        assert_eq!(
+            field(r#"{"fields": [{"pointer": "/a", "name": "Bad Name", "action": "mask"}]}"#),
+            "guard.fields[0].name"
+        );
+        assert_eq!(
+            field(r#"{"detectors": {"passport": "mask"}}"#),
+            "guard.detectors.passport"
+        );
+        let active = |json| guard(json).unwrap().is_active();
+        assert!(!active("{}"));
+        assert!(active(r#"{"detectors": {"email": "monitor"}}"#));
+        assert!(active(
+            r#"{"fields": [{"pointer": "/user", "name": "u", "action": "mask"}]}"#
+        ));
+    }
+
+    /// A route's guard added to a listener's, without compiling anything, guards as the two
+    /// configs merged and compiled whole would: the same detectors, in the same order, with the
+    /// same actions, on random texts of values that overlap.
+    #[test]
+    fn extended_guards_as_the_merged_config_compiled() {
+        let listener = guard(
+            r#"{"detectors": {"email": "mask", "us_ssn": "monitor", "phone": "mask"},
+                "custom": [{"name": "staff", "regex": "[a-z]+@corp\\.example", "action": "reject"},
+                           {"name": "ticket", "regex": "T-\\d{3}", "action": "mask"}],
+                "roles": ["user"], "tool_arguments": false}"#,
+        )
+        .unwrap();
+        let route = guard(
+            r#"{"detectors": {"us_ssn": "mask", "iban": "reject", "credit_card": "mask"},
+                "custom": [{"name": "digits", "regex": "\\d{3}-\\d{2}-\\d{4}", "action": "mask"},
+                           {"name": "ticket", "regex": "T-\\d{3}-\\d", "action": "monitor"}],
+                "roles": ["system", "user"], "responses": true}"#,
+        )
+        .unwrap();
+        let extended = listener.extended(&route);
+        let mut merged = listener.config().clone();
+        merged.detectors.extend(route.config().detectors.clone());
+        merged.custom.extend(route.config().custom.iter().cloned());
+        merged.roles = vec!["user".into(), "system".into()];
+        merged.tool_arguments = true;
+        merged.responses = true;
+        assert_eq!(*extended.config(), merged);
+        let compiled = Guard::parse(merged).unwrap();
+
+        const PIECES: [&str; 12] = [
+            "jane@corp.example",
+            "a@x.io",
+            "123-45-6789",
+            "T-123",
+            "T-123-4",
+            "+1 415-555-2671",
+            "4111 1111 1111 1111",
+            "GB82 WEST 1234 5698 7654 32",
+            " ",
+            "x",
+            "-",
+            "7",
+        ];
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut refused = 0;
+        for _ in 0..2_000 {
+            let text: String = (0..rng.random_range(1..8))
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect();
+            let mut ours = Masker::default();
+            let mut theirs = Masker::default();
+            let outcome = ours.mask(extended.detectors(), &text);
+            assert_eq!(
+                outcome,
+                theirs.mask(compiled.detectors(), &text),
+                "{text:?}"
+            );
+            assert_eq!(ours.detections, theirs.detections, "{text:?}");
+            refused += usize::from(outcome.is_err());
+            assert_eq!(
+                ours.mask_new(extended.detectors(), &text),
+                theirs.mask_new(compiled.detectors(), &text)
+            );
+            assert_eq!(
+                extended.detectors().safe_cut_from(&text, 0),
+                compiled.detectors().safe_cut_from(&text, 0)
+            );
+        }
+        assert!((100..1_900).contains(&refused), "{refused}");
+        assert_eq!(
+            extended.detectors().max_holdback(),
+            compiled.detectors().max_holdback()
+        );
     }
 }

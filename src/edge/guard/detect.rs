@@ -96,9 +96,10 @@ enum Around {
 pub struct Detectors {
     /// Custom detectors first, then the built-in ones.
     detectors: Vec<Detector>,
-    /// The custom detectors' patterns in one set, in `detectors` order: one pass over a text
-    /// tells which of them can match it, however many there are.
-    custom: RegexSet,
+    /// The custom detectors' patterns, in sets, in `detectors` order: one pass over a text a set
+    /// tells which of them can match it, however many there are. One set a config: a route
+    /// that extends a listener's guard adds its set to the listener's, compiled already.
+    custom: Vec<RegexSet>,
     /// The literals of the detectors of [`Reach::Literals`], found in one vectorised pass
     /// (leftmost-first: overlapping ones are found by searching again from the next byte).
     literals: Option<AhoCorasick>,
@@ -109,8 +110,8 @@ pub struct Detectors {
 /// What [`Detectors::spans`] learns of one text, once for all detectors: where each looks.
 struct Survey<'t> {
     text: &'t str,
-    /// The custom detectors whose pattern matches somewhere in the text.
-    custom: SetMatches,
+    /// The custom detectors whose pattern matches somewhere in the text, a set each.
+    custom: Vec<SetMatches>,
     /// The detectors (by index, each once) whose literal the text holds.
     literals_found: Vec<usize>,
     /// The runs around each kind of byte, by [`Around`], found when a detector first needs them.
@@ -151,8 +152,8 @@ pub(super) struct Span<'d> {
 }
 
 impl Detectors {
-    /// Compiles the built-in detectors named in `actions` and the custom ones. Returns
-    /// `(field, message)` for an unknown detector or a bad regex.
+    /// Compiles the built-in detectors named in `actions` and the custom ones. Errors name the
+    /// unknown detector, the bad regex or the bad name under `guard.`.
     pub fn compile(
         actions: &BTreeMap<String, Action>,
         custom: &[CustomDetector],
@@ -190,13 +191,55 @@ impl Detectors {
             ));
         }
         for name in BUILT_IN {
-            if let Some(&action) = actions.get(name) {
-                let (pattern, validate, reach, hold) =
-                    built_in(name).expect("BUILT_IN names built-in detectors");
+            if let (Some(&action), Some((pattern, validate, reach, hold))) =
+                (actions.get(name), built_in(name))
+            {
                 let regex = Regex::new(pattern).expect("built-in patterns compile");
                 detectors.push(Detector::new(name, regex, validate, action, (reach, hold)));
             }
         }
+        let sets = if custom.is_empty() {
+            Vec::new()
+        } else {
+            let set = RegexSetBuilder::new(custom.iter().map(|d| d.regex.as_str()))
+                .size_limit(REGEX_SIZE_LIMIT * custom.len())
+                .build()
+                .map_err(|e| {
+                    ConfigError::new(
+                        "guard.custom",
+                        format!("the detectors together are too large: {e}"),
+                    )
+                })?;
+            vec![set]
+        };
+        Ok(Self::assemble(detectors, sets))
+    }
+
+    /// These detectors with a route's added, as [`Detectors::compile`] would compile the two
+    /// configs' merged: the custom ones first (these, then the route's), then the built-in ones
+    /// of either in [`BUILT_IN`]'s order, with the route's action where both name one. Compiles
+    /// no pattern, so it cannot fail.
+    pub(super) fn extended(&self, route: &Detectors) -> Detectors {
+        let (own_custom, own_built_in) = self.detectors.split_at(self.custom_count());
+        let (route_custom, route_built_in) = route.detectors.split_at(route.custom_count());
+        let mut detectors: Vec<Detector> = own_custom.iter().chain(route_custom).cloned().collect();
+        for name in BUILT_IN {
+            let named = |detectors: &[Detector]| detectors.iter().find(|d| d.name == name).cloned();
+            if let Some(detector) = named(route_built_in).or_else(|| named(own_built_in)) {
+                detectors.push(detector);
+            }
+        }
+        let sets = self.custom.iter().chain(&route.custom).cloned().collect();
+        Self::assemble(detectors, sets)
+    }
+
+    /// How many custom detectors there are: the first ones of `detectors`.
+    fn custom_count(&self) -> usize {
+        self.custom.iter().map(RegexSet::len).sum()
+    }
+
+    /// The detectors, custom ones first and matched by `custom`, with their literals gathered.
+    fn assemble(detectors: Vec<Detector>, custom: Vec<RegexSet>) -> Self {
         let mut literals: Vec<&str> = Vec::new();
         let mut literal_owners = Vec::new();
         for (index, detector) in detectors.iter().enumerate() {
@@ -211,21 +254,12 @@ impl Detectors {
                 .build(literals)
                 .expect("the built-in literals compile")
         });
-        let custom = RegexSetBuilder::new(custom.iter().map(|d| d.regex.as_str()))
-            .size_limit(REGEX_SIZE_LIMIT * custom.len().max(1))
-            .build()
-            .map_err(|e| {
-                ConfigError::new(
-                    "guard.custom",
-                    format!("the detectors together are too large: {e}"),
-                )
-            })?;
-        Ok(Self {
+        Self {
             detectors,
             custom,
             literals,
             literal_owners,
-        })
+        }
     }
 
     /// Whether no detector is configured.
@@ -276,7 +310,7 @@ impl Detectors {
         spans
     }
 
-    /// One pass over `text` for the custom detectors' set and one for the literals.
+    /// One pass over `text` for each set of custom detectors and one for the literals.
     fn survey<'t>(&self, text: &'t str) -> Survey<'t> {
         let mut literals_found = Vec::new();
         if let Some(literals) = &self.literals {
@@ -291,7 +325,7 @@ impl Detectors {
         }
         Survey {
             text,
-            custom: self.custom.matches(text),
+            custom: self.custom.iter().map(|set| set.matches(text)).collect(),
             literals_found,
             runs: Default::default(),
         }
@@ -303,7 +337,7 @@ impl Survey<'_> {
     fn windows(&self, index: usize, reach: Reach) -> Windows<'_> {
         let whole_text_if = |found: bool| Windows::Whole(found.then_some(0..self.text.len()));
         match reach {
-            Reach::Anywhere => whole_text_if(self.custom.matched(index)),
+            Reach::Anywhere => whole_text_if(self.custom_matched(index)),
             Reach::Literals(_) => whole_text_if(self.literals_found.contains(&index)),
             Reach::Runs { around, digits } => Windows::Runs {
                 runs: self.runs[around as usize]
@@ -312,6 +346,18 @@ impl Survey<'_> {
                 digits,
             },
         }
+    }
+
+    /// Whether the pattern of the custom detector at `index` matches somewhere in the text.
+    fn custom_matched(&self, index: usize) -> bool {
+        let mut index = index;
+        for matches in &self.custom {
+            if index < matches.len() {
+                return matches.matched(index);
+            }
+            index -= matches.len();
+        }
+        false
     }
 }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::config::{Action, GuardConfig};
+use super::config::{Action, Guard, GuardConfig, KNOWN_ROLES, PathToken};
 use super::detect::Detectors;
 use super::masker::{Masker, Rejected};
 
@@ -20,10 +20,10 @@ use super::masker::{Masker, Rejected};
 /// whether anything was masked.
 pub fn guard_request(
     body: &mut Map<String, Value>,
-    config: &GuardConfig,
-    detectors: &Detectors,
+    guard: &Guard,
     masker: &mut Masker,
 ) -> Result<bool, Rejected> {
+    let (config, detectors) = (guard.config(), guard.detectors());
     if let Some(Value::String(model)) = body.get("model") {
         if let Some(span) = detectors.spans(model).first() {
             let detector = span.detector.name.clone();
@@ -37,8 +37,8 @@ pub fn guard_request(
         masker,
         changed: false,
     };
-    for rule in &config.fields {
-        let Some(value) = scalar_at(body, &rule.pointer) else {
+    for (rule, path) in guard.field_rules() {
+        let Some(value) = scalar_at(body, path) else {
             continue;
         };
         walker.masker.detected(&rule.name, rule.action);
@@ -123,37 +123,31 @@ pub fn guard_request(
     Ok(walker.changed)
 }
 
-/// The scalar value at a JSON Pointer in the body, if there is one.
-fn scalar_at<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a mut Value> {
-    let (first, rest) = pointer
-        .strip_prefix('/')?
-        .split_once('/')
-        .map_or((pointer.strip_prefix('/')?, ""), |(f, r)| (f, r));
-    let first = first.replace("~1", "/").replace("~0", "~");
-    let value = body.get_mut(&first)?;
-    let value = if rest.is_empty() {
-        value
-    } else {
-        value.pointer_mut(&format!("/{rest}"))?
-    };
+/// The scalar value at a field rule's path in the body, if there is one.
+fn scalar_at<'a>(body: &'a mut Map<String, Value>, path: &[PathToken]) -> Option<&'a mut Value> {
+    let (first, rest) = path.split_first()?;
+    let mut value = body.get_mut(&first.key)?;
+    for token in rest {
+        value = match value {
+            Value::Object(fields) => fields.get_mut(&token.key)?,
+            Value::Array(items) => items.get_mut(token.index?)?,
+            _ => return None,
+        };
+    }
     (!value.is_object() && !value.is_array() && !value.is_null()).then_some(value)
 }
 
 /// One text of a reply, guarded whole: the request's values restored (reversible mode) and new
 /// ones masked (response scanning).
-pub fn guard_text(
-    config: &GuardConfig,
-    detectors: &Detectors,
-    masker: &mut Masker,
-    text: &str,
-) -> String {
+pub fn guard_text(guard: &Guard, masker: &mut Masker, text: &str) -> String {
+    let config = guard.config();
     let restored = if config.reversible {
         masker.restore(text)
     } else {
         text.to_owned()
     };
     if config.responses {
-        masker.mask_new(detectors, &restored)
+        masker.mask_new(guard.detectors(), &restored)
     } else {
         restored
     }
@@ -163,21 +157,16 @@ pub fn guard_text(
 /// ones (response scanning) in every string of it but the [`STRUCTURAL`] ones, in any shape
 /// (error bodies and events included); with response scanning, `logprobs` go (see
 /// [`visit_reply_strings`]). Returns whether anything changed.
-pub fn guard_reply(
-    reply: &mut Value,
-    config: &GuardConfig,
-    detectors: &Detectors,
-    masker: &mut Masker,
-) -> bool {
+pub fn guard_reply(reply: &mut Value, guard: &Guard, masker: &mut Masker) -> bool {
     let mut fix = |text: &mut String| {
-        let out = guard_text(config, detectors, masker, text);
+        let out = guard_text(guard, masker, text);
         let changed = out != *text;
         if changed {
             *text = out;
         }
         changed
     };
-    visit_reply_strings(reply, config.responses, &mut fix)
+    visit_reply_strings(reply, guard.config().responses, &mut fix)
 }
 
 /// The text fields of a chat message or delta: its content, its reasoning (DeepSeek's and vLLM's
@@ -280,11 +269,6 @@ fn visit_json_strings(value: &mut Value, visit: &mut impl FnMut(&mut String) -> 
         _ => false,
     }
 }
-
-/// The roles llm-edge knows (`function`, the legacy one, counts as `tool`): a message of any
-/// other role is scanned whatever `roles` says, since self-hosted upstreams (vLLM, llama.cpp,
-/// Ollama) hand any role string to the model.
-const KNOWN_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 /// Keys of a message, input item or content part whose values are identifiers, enums or opaque
 /// tokens, not text the model reads: never scanned, as masking them would break the request. A
@@ -542,7 +526,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
-    use crate::edge::guard::testing::{detectors, emails};
+    use crate::edge::guard::testing::emails;
     use crate::edge::guard::{BUILT_IN, DeltaGuard, FieldRule};
 
     #[test]
@@ -579,18 +563,72 @@ mod tests {
         };
         let (outcome, _, _) = guard(reject, serde_json::json!({"user": "x"}));
         assert_eq!(outcome.unwrap_err().detector, "user_id");
-        assert!(
-            GuardConfig {
+        let bad = GuardConfig {
+            fields: vec![FieldRule {
+                pointer: "user".into(),
+                name: "x".into(),
+                action: Action::Mask,
+            }],
+            ..GuardConfig::default()
+        };
+        assert_eq!(
+            Guard::parse(bad).unwrap_err().field,
+            "guard.fields[0].pointer"
+        );
+    }
+
+    /// A field rule's pointer, parsed once at load, finds what `serde_json`'s pointer finds in
+    /// the body for it, read per request as it was before (the first token unescaped and looked
+    /// up, the rest by `pointer_mut`, a trailing `/` naming the field before it).
+    #[test]
+    fn parsed_pointers_find_what_serde_json_finds() {
+        fn by_serde<'a>(body: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a mut Value> {
+            let (first, rest) = pointer
+                .strip_prefix('/')?
+                .split_once('/')
+                .map_or((pointer.strip_prefix('/')?, ""), |(f, r)| (f, r));
+            let first = first.replace("~1", "/").replace("~0", "~");
+            let value = body.get_mut(&first)?;
+            let value = if rest.is_empty() {
+                value
+            } else {
+                value.pointer_mut(&format!("/{rest}"))?
+            };
+            (!value.is_object() && !value.is_array() && !value.is_null()).then_some(value)
+        }
+        let body = serde_json::json!({"a": {"b": [10, 11, {"c/d": "x", "~e": "y", "01": "z"}],
+            "": "empty", "0": "zero"}, "": {"": "nested"}, "n": 1, "s": "t", "z": null});
+        let Value::Object(body) = body else { panic!() };
+        const TOKENS: [&str; 15] = [
+            "a", "b", "0", "1", "2", "01", "+1", "-1", "c~1d", "~0e", "", "n", "s", "z", "9",
+        ];
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut found = 0;
+        for _ in 0..5_000 {
+            let mut pointer = String::new();
+            for _ in 0..rng.random_range(1..5) {
+                pointer.push('/');
+                pointer.push_str(TOKENS[rng.random_range(0..TOKENS.len())]);
+            }
+            if rng.random_bool(0.1) {
+                pointer.push('/');
+            }
+            let config = GuardConfig {
                 fields: vec![FieldRule {
-                    pointer: "user".into(),
-                    name: "x".into(),
-                    action: Action::Mask
+                    pointer: pointer.clone(),
+                    name: "f".into(),
+                    action: Action::Mask,
                 }],
                 ..GuardConfig::default()
-            }
-            .validate_fields()
-            .is_err()
-        );
+            };
+            let guard = Guard::parse(config).unwrap();
+            let (_, path) = guard.field_rules().next().unwrap();
+            let (mut ours, mut theirs) = (body.clone(), body.clone());
+            let expected = by_serde(&mut theirs, &pointer).cloned();
+            assert_eq!(scalar_at(&mut ours, path).cloned(), expected, "{pointer}");
+            found += usize::from(expected.is_some());
+        }
+        assert!(found > 100, "{found}");
     }
 
     #[test]
@@ -599,9 +637,9 @@ mod tests {
             reversible: true,
             ..emails(Action::Mask)
         };
-        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let guard = Guard::parse(config).unwrap();
         let mut masker = Masker::default();
-        masker.mask(&detectors, "a@x.io").unwrap();
+        masker.mask(guard.detectors(), "a@x.io").unwrap();
         for (mut event, path) in [
             (
                 serde_json::json!({"type": "response.output_text.delta", "delta": "[EMAIL_1]"}),
@@ -624,18 +662,18 @@ mod tests {
                 "/delta/text",
             ),
         ] {
-            guard_reply(&mut event, &config, &detectors, &mut masker);
+            guard_reply(&mut event, &guard, &mut masker);
             assert_eq!(event.pointer(path).unwrap(), "a@x.io", "{event}");
         }
     }
 
     fn guard(config: GuardConfig, body: Value) -> (Result<bool, Rejected>, Value, Masker) {
-        let detectors = Detectors::compile(&config.detectors, &config.custom).unwrap();
+        let guard = Guard::parse(config).unwrap();
         let Value::Object(mut body) = body else {
             panic!()
         };
         let mut masker = Masker::default();
-        let outcome = guard_request(&mut body, &config, &detectors, &mut masker);
+        let outcome = guard_request(&mut body, &guard, &mut masker);
         (outcome, Value::Object(body), masker)
     }
 
@@ -692,10 +730,10 @@ mod tests {
             config.clone(),
             serde_json::json!({"messages": [{"role": "user", "content": "a@x.io"}]}),
         );
-        let detectors = Detectors::compile(&config.detectors, &[]).unwrap();
+        let guard = Guard::parse(config).unwrap();
         let mut reply = serde_json::json!({"choices": [{"message": {"content": "[EMAIL_1] or z@y.io"}}],
                                            "content": [{"type": "text", "text": "[EMAIL_1]"}]});
-        assert!(guard_reply(&mut reply, &config, &detectors, &mut masker));
+        assert!(guard_reply(&mut reply, &guard, &mut masker));
         assert_eq!(
             reply["choices"][0]["message"]["content"],
             "a@x.io or [EMAIL_2]"
@@ -703,7 +741,7 @@ mod tests {
         assert_eq!(reply["content"][0]["text"], "a@x.io");
         let plain = serde_json::json!({"choices": [{"message": {"content": "Nothing to see."}}]});
         let mut reply = plain.clone();
-        assert!(!guard_reply(&mut reply, &config, &detectors, &mut masker));
+        assert!(!guard_reply(&mut reply, &guard, &mut masker));
         assert_eq!(reply, plain);
     }
 
@@ -990,7 +1028,7 @@ mod tests {
             assert!(!outcome.unwrap(), "{role:?}");
         }
         let scoped = GuardConfig {
-            roles: vec!["System".into()],
+            roles: vec!["system".into()],
             ..emails(Action::Mask)
         };
         let body = serde_json::json!({"system": "a@x.io", "tools": [{"name": "f", "description": "b@x.io"}],
@@ -1057,11 +1095,11 @@ mod tests {
     fn every_reply_string_is_guarded() {
         use serde_json::json;
         const V: &str = "jane.doe@example.com";
-        let detectors = detectors(&[("email", Action::Mask)]);
-        let config = GuardConfig {
+        let guard = Guard::parse(GuardConfig {
             responses: true,
-            ..GuardConfig::default()
-        };
+            ..emails(Action::Mask)
+        })
+        .unwrap();
         let args = json!({"to": V, "list": [V, {"id": V}]}).to_string();
         let fixed = [
             json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": [{
@@ -1132,12 +1170,12 @@ mod tests {
         for reply in replies {
             let mut whole = reply.clone();
             let mut masker = Masker::default();
-            guard_reply(&mut whole, &config, &detectors, &mut masker);
-            let mut guard = DeltaGuard::default();
+            guard_reply(&mut whole, &guard, &mut masker);
+            let mut deltas = DeltaGuard::default();
             let mut streamed = reply.clone();
-            let mut out = guard.guard_event(&mut streamed, &config, &detectors, &mut masker);
+            let mut out = deltas.guard_event(&mut streamed, &guard, &mut masker);
             out.push(streamed);
-            out.extend(guard.finish(&config, &detectors, &mut masker));
+            out.extend(deltas.finish(&guard, &mut masker));
             out.push(whole.clone());
             for event in &out {
                 let sent = event.to_string();

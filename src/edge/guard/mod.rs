@@ -22,7 +22,7 @@ mod masker;
 mod stream;
 mod validators;
 
-pub use config::{Action, CustomDetector, FieldRule, GuardConfig};
+pub use config::{Action, CustomDetector, FieldRule, Guard, GuardConfig};
 pub use detect::{BUILT_IN, Detectors};
 pub use fields::{guard_reply, guard_request, guard_text};
 pub use masker::{Detection, Masker, Rejected};
