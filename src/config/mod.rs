@@ -26,8 +26,7 @@ use crate::api::routes::Profile;
 use crate::config_error::ConfigError;
 use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
-use crate::mock::config::MockConfig;
-use crate::mock::faults::FaultDice;
+use crate::mock::config::{MockConfig, RawMockConfig};
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -103,7 +102,7 @@ struct RawConfig {
     #[serde(default)]
     unclaimed_paths: UnclaimedPaths,
     #[serde(default)]
-    mock: MockConfig,
+    mock: RawMockConfig,
     #[serde(default)]
     tokenizer: Tokenizer,
     #[serde(default)]
@@ -158,9 +157,7 @@ impl FilterConfig {
         validate_body_limit("max_request_body_bytes", raw.max_request_body_bytes)?;
 
         validate_body_limit("max_response_body_bytes", raw.max_response_body_bytes)?;
-        let mut mock = raw.mock;
-        mock.validate()?;
-        FaultDice::new(&mock.faults)?;
+        let mock = MockConfig::parse(raw.mock)?;
         raw.transform.validate()?;
         let guard = Guard::parse(raw.guard)?;
         raw.budgets.validate()?;

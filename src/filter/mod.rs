@@ -35,7 +35,7 @@ pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
 /// Request header overriding the configured inter-token latency, in milliseconds.
 pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
 
-/// What every stream of one filter config shares: the validated config and the live state it
+/// What every stream of one filter config shares: the parsed config and the live state it
 /// runs with.
 #[derive(Debug)]
 pub struct FilterContext {
@@ -61,13 +61,11 @@ pub struct Runtime {
 }
 
 impl FilterContext {
-    /// The context of a validated config, with live state of its own; its timer thread starts
+    /// The context of a parsed config, with live state of its own; its timer thread starts
     /// when first needed.
     pub fn new(config: FilterConfig) -> Self {
-        let fault_dice = FaultDice::new(&config.mock.faults)
-            .expect("FilterConfig::from_json validated the rates");
         let runtime = Runtime {
-            fault_dice: Arc::new(fault_dice),
+            fault_dice: Arc::new(FaultDice::new(&config.mock.faults)),
             model_labels: Arc::default(),
             budgets: Arc::new(Budgets::new(&config.budgets)),
             budget_key_labels: Arc::default(),

@@ -133,12 +133,11 @@ impl RoutePolicy {
                 .get("budgets")
                 .is_some()
                 .then(|| Arc::new(Budgets::new(&config.budgets)));
-            let fault_dice = FaultDice::new(&config.mock.faults)
-                .expect("FilterConfig::from_json validated the rates");
+            let fault_dice = Arc::new(FaultDice::new(&config.mock.faults));
             return Ok(Self::Replace(Box::new(Replacement {
                 config,
                 budgets,
-                fault_dice: Arc::new(fault_dice),
+                fault_dice,
                 merged: Merges::default(),
             })));
         }
