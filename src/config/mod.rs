@@ -20,7 +20,7 @@
 
 use serde::Deserialize;
 
-use crate::accounting::budgets::BudgetsConfig;
+use crate::accounting::budgets::{BudgetLimits, BudgetsConfig};
 use crate::accounting::tokens::Tokenizer;
 use crate::api::routes::Profile;
 use crate::config_error::ConfigError;
@@ -60,7 +60,7 @@ pub struct FilterConfig {
     /// Which sensitive values are masked, refused or counted, its detectors compiled.
     pub guard: Guard,
     /// Token budgets per unit of time.
-    pub budgets: BudgetsConfig,
+    pub budgets: BudgetLimits,
 }
 
 /// What the filter does with the requests it handles.
@@ -160,7 +160,7 @@ impl FilterConfig {
         let mock = MockConfig::parse(raw.mock)?;
         raw.transform.validate()?;
         let guard = Guard::parse(raw.guard)?;
-        raw.budgets.validate()?;
+        let budgets = BudgetLimits::parse(raw.budgets)?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -173,7 +173,7 @@ impl FilterConfig {
             tokenizer: raw.tokenizer,
             transform: raw.transform,
             guard,
-            budgets: raw.budgets,
+            budgets,
         })
     }
 }

@@ -327,7 +327,7 @@ mod tests {
         );
         let merged = own.merged_with(&base);
         assert_eq!(shares_runtime(&base, &merged), [false, false, true, true]);
-        assert_eq!(merged.config.budgets.limits[0].name, "route_tpm");
+        assert_eq!(merged.config.budgets.limits()[0].name, "route_tpm");
         let other = listener("{}");
         assert!(
             Arc::ptr_eq(&merged.budgets, &own.merged_with(&other).budgets),
@@ -347,7 +347,7 @@ mod tests {
                 r#"{{"budgets": {{"limits": [{{"name": "tpm", "tokens": {tokens}, "per": "minute", "key": "global"}}]}}}}"#
             ));
             for merged in [extension.merged_with(&base), replacement.merged_with(&base)] {
-                assert_eq!(merged.config.budgets.limits[0].tokens, tokens);
+                assert_eq!(merged.config.budgets.limits()[0].tokens, tokens);
                 assert!(Arc::ptr_eq(&merged.budgets, &base.budgets));
             }
             assert_eq!(
