@@ -146,12 +146,8 @@ impl FilterConfig {
         }
 
         let deserializer = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            // An unknown key named "" has an empty path: it sits in the document itself.
-            let path = e.path().to_string();
-            let field = if path.is_empty() { "." } else { path.as_str() };
-            ConfigError::new(field, e.inner().to_string())
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| ConfigError::from_serde(&e))?;
 
         validate_api_base_path(&raw.api_base_path)?;
         validate_body_limit("max_request_body_bytes", raw.max_request_body_bytes)?;

@@ -106,11 +106,8 @@ impl RoutePolicy {
     /// Parses a per-route config; errors name the field as in the listener's config.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawRoutePolicy =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError {
-                field: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
+        let raw: RawRoutePolicy = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| ConfigError::from_serde(&e))?;
         let chosen = usize::from(raw.disabled)
             + usize::from(raw.replace.is_some())
             + usize::from(raw.extend.is_some());
@@ -232,6 +229,11 @@ mod tests {
             Ok(RoutePolicy::Extend(_))
         ));
         assert_eq!(RoutePolicy::from_json(b"{}").unwrap_err().field, ".");
+        let unknown = RoutePolicy::from_json(br#"{"": 1}"#).unwrap_err();
+        assert_eq!(
+            unknown.field, ".",
+            "an unknown key named \"\" is in the document"
+        );
         let two = RoutePolicy::from_json(br#"{"disabled": true, "extend": {}}"#).unwrap_err();
         assert!(two.message.contains("2 policies given"));
         let bad = RoutePolicy::from_json(br#"{"replace": {"mode": "proxy"}}"#).unwrap_err();
