@@ -182,8 +182,9 @@ impl BudgetLimits {
         })
     }
 
-    /// The budgets, in the order configured.
-    pub fn limits(&self) -> &[BudgetConfig] {
+    /// The budgets, in the order configured: what tests check a parsed or merged config by.
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> &[BudgetConfig] {
         &self.limits
     }
 }

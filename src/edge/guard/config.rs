@@ -1,5 +1,6 @@
 //! The `guard` section of the config: what serde reads (detectors and their actions, custom
-//! patterns, roles, field rules, reply guarding).
+//! patterns, roles, field rules, reply guarding), and the [`Guard`] it is parsed into once, at
+//! load: checked, its detectors compiled and its field rules' pointers parsed.
 
 use std::collections::BTreeMap;
 
@@ -127,9 +128,12 @@ pub(super) struct PathToken {
 impl PathToken {
     fn new(token: &str) -> Self {
         let key = token.replace("~1", "/").replace("~0", "~");
-        let index = (!key.starts_with('+') && (key == "0" || !key.starts_with('0')))
-            .then(|| key.parse().ok())
-            .flatten();
+        let spelt_as_index = !key.starts_with('+') && (key == "0" || !key.starts_with('0'));
+        let index = if spelt_as_index {
+            key.parse().ok()
+        } else {
+            None
+        };
         Self { key, index }
     }
 }
