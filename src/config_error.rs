@@ -38,6 +38,14 @@ impl ConfigError {
 }
 
 impl ConfigError {
+    /// What serde met reading the JSON, named by where it met it: `.` for the document itself
+    /// (an unknown key named `""` has an empty path).
+    pub fn from_serde(error: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = error.path().to_string();
+        let field = if path.is_empty() { "." } else { path.as_str() };
+        Self::new(field, error.inner().to_string())
+    }
+
     /// The same error, its field under `prefix` (such as `routes.<name>`).
     pub fn under(self, prefix: &str) -> Self {
         Self {

@@ -12,20 +12,30 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::edge::guard::{self, Action, DeltaGuard, Detectors, GuardConfig, Masker};
+use llm_edge::edge::guard::{self, Action, DeltaGuard, Detectors, Guard, GuardConfig, Masker};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
-fn detectors() -> &'static Detectors {
-    static DETECTORS: OnceLock<Detectors> = OnceLock::new();
-    DETECTORS.get_or_init(|| {
-        let actions: BTreeMap<String, Action> = guard::BUILT_IN
+/// Every built-in detector, masking, in a guard that scans replies.
+fn every_detector() -> &'static Guard {
+    static GUARD: OnceLock<Guard> = OnceLock::new();
+    GUARD.get_or_init(|| {
+        let detectors: BTreeMap<String, Action> = guard::BUILT_IN
             .iter()
             .map(|name| ((*name).to_owned(), Action::Mask))
             .collect();
-        Detectors::compile(&actions, &[]).expect("the built-in detectors compile")
+        let config = GuardConfig {
+            detectors,
+            responses: true,
+            ..GuardConfig::default()
+        };
+        Guard::parse(config).expect("the built-in detectors compile")
     })
+}
+
+fn detectors() -> &'static Detectors {
+    every_detector().detectors()
 }
 
 /// A value of each built-in detector, and issue 18's cases.
@@ -79,15 +89,15 @@ fn events(shape: u8, pieces: &[&str]) -> (Vec<Value>, &'static str) {
 }
 
 /// The deltas a client gets of a stream guarded as pass-through guards it, and the other texts.
-fn streamed(events: Vec<Value>, pointer: &str, config: &GuardConfig) -> (String, Vec<String>) {
+fn streamed(events: Vec<Value>, pointer: &str) -> (String, Vec<String>) {
     let mut masker = Masker::default();
     let mut guard = DeltaGuard::default();
     let mut out = Vec::new();
     for mut event in events {
-        out.extend(guard.guard_event(&mut event, config, detectors(), &mut masker));
+        out.extend(guard.guard_event(&mut event, every_detector(), &mut masker));
         out.push(event);
     }
-    out.extend(guard.finish(config, detectors(), &mut masker));
+    out.extend(guard.finish(every_detector(), &mut masker));
     let mut text = String::new();
     let mut others = Vec::new();
     for event in &out {
@@ -114,8 +124,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(masker.restore(&masked), text);
     }
     if let Ok(Value::Object(mut body)) = serde_json::from_str(text) {
-        let config: GuardConfig = serde_json::from_str("{}").expect("the default guard");
-        let _ = guard::guard_request(&mut body, &config, detectors(), &mut Masker::default());
+        let _ = guard::guard_request(&mut body, every_detector(), &mut Masker::default());
     }
 
     let planted = VALUES.get(usize::from(data[0]) % (VALUES.len() + 1));
@@ -138,13 +147,9 @@ fuzz_target!(|data: &[u8]| {
         pieces.push(&whole[at..end]);
         at = end;
     }
-    let config = GuardConfig {
-        responses: true,
-        ..GuardConfig::default()
-    };
     let guarded_whole = Masker::default().mask_new(detectors(), &whole);
     let (events, pointer) = events(data[1], &pieces);
-    let (sent, others) = streamed(events, pointer, &config);
+    let (sent, others) = streamed(events, pointer);
     if guarded_whole == whole {
         assert_eq!(sent, whole, "text was lost or changed");
     }

@@ -128,10 +128,21 @@ impl Default for BudgetsConfig {
     }
 }
 
-impl BudgetsConfig {
-    /// Checks names and sizes.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (i, limit) in self.limits.iter().enumerate() {
+/// The `budgets` section, checked: what [`Budgets`] are built from. Only [`BudgetLimits::parse`]
+/// makes one, so every budget has a name of its own that can be a stats label, at least one token
+/// and, kept per header, a header's name; and at least one key is kept per budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetLimits {
+    limits: Vec<BudgetConfig>,
+    reserve: bool,
+    max_keys: usize,
+    default_max_tokens: u64,
+}
+
+impl BudgetLimits {
+    /// Checks names and sizes. Errors name fields under `budgets.`.
+    pub fn parse(config: BudgetsConfig) -> Result<Self, ConfigError> {
+        for (i, limit) in config.limits.iter().enumerate() {
             if limit.tokens == 0 {
                 return Err(ConfigError::new(
                     format!("budgets.limits[{i}].tokens"),
@@ -147,7 +158,7 @@ impl BudgetsConfig {
                     ));
                 }
             }
-            if self.limits[..i]
+            if config.limits[..i]
                 .iter()
                 .any(|other| other.name == limit.name)
             {
@@ -157,13 +168,24 @@ impl BudgetsConfig {
                 ));
             }
         }
-        if self.max_keys == 0 {
+        if config.max_keys == 0 {
             return Err(ConfigError::new(
                 "budgets.max_keys",
                 "0 is out of range; allowed: 1 or more",
             ));
         }
-        Ok(())
+        Ok(Self {
+            limits: config.limits,
+            reserve: config.reserve,
+            max_keys: config.max_keys,
+            default_max_tokens: config.default_max_tokens,
+        })
+    }
+
+    /// The budgets, in the order configured: what tests check a parsed or merged config by.
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> &[BudgetConfig] {
+        &self.limits
     }
 }
 
@@ -402,12 +424,12 @@ pub struct Budgets {
 
 impl Budgets {
     /// The live budgets of a config, on the monotonic clock.
-    pub fn new(config: &BudgetsConfig) -> Self {
+    pub fn new(config: &BudgetLimits) -> Self {
         Self::with_clock(config, Clock::default())
     }
 
     /// The live budgets of a config, on `clock`.
-    pub fn with_clock(config: &BudgetsConfig, clock: Clock) -> Self {
+    pub fn with_clock(config: &BudgetLimits, clock: Clock) -> Self {
         // Fewer shards for fewer keys, so that one full shard does not refuse new keys while
         // the others have room to spare.
         let shards = (config.max_keys / 256).clamp(1, SHARDS);
@@ -725,7 +747,7 @@ mod tests {
     }
 
     fn budgets(reserve: bool, limits: &[(&str, u64, KeyBy)]) -> Budgets {
-        Budgets::new(&BudgetsConfig {
+        parsed(BudgetsConfig {
             limits: limits
                 .iter()
                 .map(|(name, tokens, key)| BudgetConfig {
@@ -739,6 +761,42 @@ mod tests {
             max_keys: 100,
             default_max_tokens: 256,
         })
+    }
+
+    fn parsed(config: BudgetsConfig) -> Budgets {
+        Budgets::new(&BudgetLimits::parse(config).unwrap())
+    }
+
+    #[test]
+    fn parse_names_the_bad_field() {
+        let field = |json: &str| {
+            let config: BudgetsConfig = serde_json::from_str(json).unwrap();
+            BudgetLimits::parse(config).unwrap_err().field
+        };
+        let limit = |name: &str, tokens: u64, key: &str| {
+            format!(r#"{{"name": "{name}", "tokens": {tokens}, "per": "minute", "key": {key}}}"#)
+        };
+        let limits = |limits: &[String]| format!(r#"{{"limits": [{}]}}"#, limits.join(", "));
+        let good = limit("tpm", 5, r#""global""#);
+        assert_eq!(
+            field(&limits(&[good.clone(), limit("b", 0, r#""model""#)])),
+            "budgets.limits[1].tokens"
+        );
+        assert_eq!(
+            field(&limits(&[limit("a b", 1, r#""route""#)])),
+            "budgets.limits[0].name"
+        );
+        assert_eq!(
+            field(&limits(&[limit("h", 1, r#"{"header": "x y"}"#)])),
+            "budgets.limits[0].key.header"
+        );
+        assert_eq!(
+            field(&limits(&[good.clone(), good.clone()])),
+            "budgets.limits[1].name"
+        );
+        assert_eq!(field(r#"{"max_keys": 0}"#), "budgets.max_keys");
+        let config: BudgetsConfig = serde_json::from_str(&limits(&[good])).unwrap();
+        assert_eq!(BudgetLimits::parse(config).unwrap().limits()[0].name, "tpm");
     }
 
     #[test]
@@ -904,7 +962,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let reserve = rng.random_bool(0.5);
             let max_keys = rng.random_range(1..40);
-            let budgets = Budgets::new(&BudgetsConfig {
+            let budgets = parsed(BudgetsConfig {
                 limits: vec![BudgetConfig {
                     name: "k".into(),
                     tokens: 10,
@@ -972,7 +1030,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.limits[0].key, KeyBy::Header("authorization".into()));
         assert_eq!(config.limits[1].key, KeyBy::Header("x-tenant".into()));
-        let budgets = Budgets::new(&config);
+        let budgets = parsed(config);
         let keys = |auth: &'static str, tenant: &'static str| {
             budgets.keys("m", "/", move |name| match name {
                 "authorization" => Some(auth.as_bytes()),

@@ -20,14 +20,13 @@
 
 use serde::Deserialize;
 
-use crate::accounting::budgets::BudgetsConfig;
+use crate::accounting::budgets::{BudgetLimits, BudgetsConfig};
 use crate::accounting::tokens::Tokenizer;
 use crate::api::routes::Profile;
 use crate::config_error::ConfigError;
-use crate::edge::guard::{Detectors, GuardConfig};
+use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
-use crate::mock::config::MockConfig;
-use crate::mock::faults::FaultDice;
+use crate::mock::config::{MockConfig, RawMockConfig};
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -58,10 +57,10 @@ pub struct FilterConfig {
     pub tokenizer: Tokenizer,
     /// What changes in a request before it reaches the model.
     pub transform: TransformConfig,
-    /// Which sensitive values are masked, refused or counted.
-    pub guard: GuardConfig,
+    /// Which sensitive values are masked, refused or counted, its detectors compiled.
+    pub guard: Guard,
     /// Token budgets per unit of time.
-    pub budgets: BudgetsConfig,
+    pub budgets: BudgetLimits,
 }
 
 /// What the filter does with the requests it handles.
@@ -103,7 +102,7 @@ struct RawConfig {
     #[serde(default)]
     unclaimed_paths: UnclaimedPaths,
     #[serde(default)]
-    mock: MockConfig,
+    mock: RawMockConfig,
     #[serde(default)]
     tokenizer: Tokenizer,
     #[serde(default)]
@@ -147,23 +146,17 @@ impl FilterConfig {
         }
 
         let deserializer = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            // An unknown key named "" has an empty path: it sits in the document itself.
-            let path = e.path().to_string();
-            let field = if path.is_empty() { "." } else { path.as_str() };
-            ConfigError::new(field, e.inner().to_string())
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| ConfigError::from_serde(&e))?;
 
         validate_api_base_path(&raw.api_base_path)?;
         validate_body_limit("max_request_body_bytes", raw.max_request_body_bytes)?;
 
         validate_body_limit("max_response_body_bytes", raw.max_response_body_bytes)?;
-        let mut mock = raw.mock;
-        mock.validate()?;
-        FaultDice::new(&mock.faults)?;
+        let mock = MockConfig::parse(raw.mock)?;
         raw.transform.validate()?;
-        validate_guard(&raw.guard)?;
-        raw.budgets.validate()?;
+        let guard = Guard::parse(raw.guard)?;
+        let budgets = BudgetLimits::parse(raw.budgets)?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -175,27 +168,10 @@ impl FilterConfig {
             mock,
             tokenizer: raw.tokenizer,
             transform: raw.transform,
-            guard: raw.guard,
-            budgets: raw.budgets,
+            guard,
+            budgets,
         })
     }
-}
-
-fn validate_guard(guard: &GuardConfig) -> Result<(), ConfigError> {
-    const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
-    if let Some((i, role)) = guard
-        .roles
-        .iter()
-        .enumerate()
-        .find(|(_, role)| !ROLES.contains(&role.as_str()))
-    {
-        return Err(ConfigError::new(
-            format!("guard.roles[{i}]"),
-            format!("{role:?} is not a role; allowed: {}", ROLES.join(", ")),
-        ));
-    }
-    guard.validate_fields()?;
-    Detectors::compile(&guard.detectors, &guard.custom).map(drop)
 }
 
 /// A body size limit: 1 byte to [`MAX_REQUEST_BODY_LIMIT`].

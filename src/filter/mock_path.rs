@@ -181,7 +181,7 @@ impl Filter {
     /// the same): `Ok(None)` when nothing changed, `Err(())` after answering an error.
     fn prepared_body(&mut self, host: &mut impl Host, body: &[u8]) -> Result<Option<Vec<u8>>, ()> {
         let transform = &self.context.config.transform;
-        let guarded = self.context.config.guard.is_active(&self.context.detectors);
+        let guarded = self.context.config.guard.is_active();
         if transform.is_empty() && !guarded {
             return Ok(None);
         }

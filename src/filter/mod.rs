@@ -21,7 +21,7 @@ use crate::accounting::budgets::Budgets;
 use crate::api::openai::ApiError;
 use crate::api::routes::Endpoint;
 use crate::config::{FilterConfig, Mode};
-use crate::edge::guard::{Detectors, Masker};
+use crate::edge::guard::Masker;
 use crate::filter::route_policy::RoutePolicy;
 use crate::host::pacing::PacingHandle;
 use crate::host::{BodyStatus, HeadersStatus, Host};
@@ -34,14 +34,12 @@ use replies::Outcome;
 pub use accounting::ModelLabels;
 pub use mock_path::{ITL_HEADER, TTFT_HEADER};
 
-/// What every stream of one filter config shares: the validated config and the live state it
+/// What every stream of one filter config shares: the parsed config and the live state it
 /// runs with.
 #[derive(Debug)]
 pub struct FilterContext {
-    /// The validated `filter_config`.
+    /// The parsed `filter_config`, its guard's detectors compiled.
     pub config: FilterConfig,
-    /// The compiled sensitive-data detectors.
-    pub detectors: Detectors,
     /// The live state: shared with the routes that extend or replace this config, so a route
     /// cannot start a ledger, a fault sequence or a label cap afresh.
     pub runtime: Runtime,
@@ -62,13 +60,11 @@ pub struct Runtime {
 }
 
 impl FilterContext {
-    /// The context of a validated config, with live state of its own; its timer thread starts
+    /// The context of a parsed config, with live state of its own; its timer thread starts
     /// when first needed.
     pub fn new(config: FilterConfig) -> Self {
-        let fault_dice = FaultDice::new(&config.mock.faults)
-            .expect("FilterConfig::from_json validated the rates");
         let runtime = Runtime {
-            fault_dice: Arc::new(fault_dice),
+            fault_dice: Arc::new(FaultDice::new(&config.mock.faults)),
             model_labels: Arc::default(),
             budgets: Arc::new(Budgets::new(&config.budgets)),
             budget_key_labels: Arc::default(),
@@ -76,15 +72,9 @@ impl FilterContext {
         Self::with_runtime(config, runtime)
     }
 
-    /// The context of a validated config running with existing live state.
+    /// The context of a parsed config running with existing live state.
     pub fn with_runtime(config: FilterConfig, runtime: Runtime) -> Self {
-        let detectors = Detectors::compile(&config.guard.detectors, &config.guard.custom)
-            .expect("FilterConfig::from_json validated the detectors");
-        Self {
-            config,
-            detectors,
-            runtime,
-        }
+        Self { config, runtime }
     }
 }
 

@@ -99,8 +99,8 @@ impl Filter {
     pub(super) fn forward(&mut self, host: &mut impl Host, endpoint: &Endpoint) -> BodyStatus {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
-        let untouched = self.context.config.transform.is_empty()
-            && !self.context.config.guard.is_active(&self.context.detectors);
+        let untouched =
+            self.context.config.transform.is_empty() && !self.context.config.guard.is_active();
         let read = match untouched
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
@@ -213,15 +213,10 @@ impl Filter {
         fields: &mut Map<String, Value>,
     ) -> Option<bool> {
         let context = &self.context;
-        if !context.config.guard.is_active(&context.detectors) {
+        if !context.config.guard.is_active() {
             return Some(false);
         }
-        let outcome = guard::guard_request(
-            fields,
-            &context.config.guard,
-            &context.detectors,
-            &mut self.masker,
-        );
+        let outcome = guard::guard_request(fields, &context.config.guard, &mut self.masker);
         self.count_detections(host);
         match outcome {
             Ok(masked) => Some(masked),
@@ -262,7 +257,7 @@ impl Filter {
     /// Whether replies are rewritten: restored (reversible mode) or scanned.
     fn guards_replies(&self) -> bool {
         let guard = &self.context.config.guard;
-        guard.is_active(&self.context.detectors) && (guard.reversible || guard.responses)
+        guard.is_active() && (guard.config().reversible || guard.config().responses)
     }
 
     /// Response headers of a forwarded request: learn what the reply is. A reply that promises
@@ -366,7 +361,6 @@ impl Filter {
                 let mut decider = StreamDecider {
                     strip: forwarding.strip_usage_chunk,
                     guard: guards.then_some(guard),
-                    detectors: &context.detectors,
                     masker: &mut self.masker,
                     delta_guard: std::mem::take(&mut forwarding.delta_guard),
                     accounting: &mut forwarding.accounting,
@@ -380,7 +374,7 @@ impl Filter {
                 } = decider;
                 if guards && end_of_stream {
                     // A body that ends without `[DONE]` (or a part's closing event) loses no text.
-                    let rest = delta_guard.finish(guard, &context.detectors, masker);
+                    let rest = delta_guard.finish(guard, masker);
                     guard::append_final_events(&mut emitted, &rest);
                 }
                 let dropped = delta_guard.dropped() - forwarding.dropped_texts;
@@ -418,8 +412,7 @@ impl Filter {
             forwarding.accounting.observe(&reply);
             // A reply with nothing to restore or mask goes on byte for byte as it came; one
             // with a key given twice goes on once, as it was read.
-            let changed =
-                guard::guard_reply(&mut reply, guard, &context.detectors, &mut self.masker);
+            let changed = guard::guard_reply(&mut reply, guard, &mut self.masker);
             if changed || duplicated {
                 body.clear();
                 json_writer::write_value(&mut body, &reply);
@@ -434,7 +427,7 @@ impl Filter {
         } else if let Ok(text) = std::str::from_utf8(&body) {
             // Not JSON (an error page, plain text, a cut-off reply): every byte is still text
             // a value could hide in.
-            let guarded = guard::guard_text(guard, &context.detectors, &mut self.masker, text);
+            let guarded = guard::guard_text(guard, &mut self.masker, text);
             if guarded != text {
                 host.replace_response_body(guarded.as_bytes());
             }
@@ -480,9 +473,8 @@ impl Unpassable {
 /// is not JSON data.
 struct StreamDecider<'a> {
     strip: bool,
-    /// The guard's config, when replies are guarded.
-    guard: Option<&'a guard::GuardConfig>,
-    detectors: &'a guard::Detectors,
+    /// The guard, when replies are guarded.
+    guard: Option<&'a guard::Guard>,
     masker: &'a mut guard::Masker,
     delta_guard: guard::DeltaGuard,
     accounting: &'a mut Accounting,
@@ -500,7 +492,7 @@ impl Decide for &mut StreamDecider<'_> {
         let mut guarded = event.clone();
         let before = self
             .delta_guard
-            .guard_event(&mut guarded, guard, self.detectors, self.masker);
+            .guard_event(&mut guarded, guard, self.masker);
         let fate = if guarded == *event {
             EventFate::Keep
         } else {
@@ -519,7 +511,7 @@ impl Decide for &mut StreamDecider<'_> {
 
     fn text(&mut self, line: &str) -> Option<String> {
         let guard = self.guard?;
-        let guarded = guard::guard_text(guard, self.detectors, self.masker, line);
+        let guarded = guard::guard_text(guard, self.masker, line);
         (guarded != line).then_some(guarded)
     }
 }

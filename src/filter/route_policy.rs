@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::accounting::budgets::Budgets;
 use crate::config::FilterConfig;
 use crate::config_error::ConfigError;
-use crate::edge::guard::{Detectors, GuardConfig};
+use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::filter::{FilterContext, Runtime};
 use crate::mock::faults::FaultDice;
@@ -47,7 +47,7 @@ pub struct Replacement {
 #[derive(Debug)]
 pub struct Extension {
     transform: TransformConfig,
-    guard: GuardConfig,
+    guard: Guard,
     merged: Merges,
 }
 
@@ -106,11 +106,8 @@ impl RoutePolicy {
     /// Parses a per-route config; errors name the field as in the listener's config.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawRoutePolicy =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError {
-                field: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
+        let raw: RawRoutePolicy = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| ConfigError::from_serde(&e))?;
         let chosen = usize::from(raw.disabled)
             + usize::from(raw.replace.is_some())
             + usize::from(raw.extend.is_some());
@@ -133,21 +130,19 @@ impl RoutePolicy {
                 .get("budgets")
                 .is_some()
                 .then(|| Arc::new(Budgets::new(&config.budgets)));
-            let fault_dice = FaultDice::new(&config.mock.faults)
-                .expect("FilterConfig::from_json validated the rates");
+            let fault_dice = Arc::new(FaultDice::new(&config.mock.faults));
             return Ok(Self::Replace(Box::new(Replacement {
                 config,
                 budgets,
-                fault_dice: Arc::new(fault_dice),
+                fault_dice,
                 merged: Merges::default(),
             })));
         }
         let extend = raw.extend.expect("exactly one policy was given");
         let transform = extend.transform.unwrap_or_default();
-        let guard = extend.guard.unwrap_or_default();
         let prefixed = |error: ConfigError| error.under("extend");
         transform.validate().map_err(prefixed)?;
-        Detectors::compile(&guard.detectors, &guard.custom).map_err(prefixed)?;
+        let guard = Guard::parse(extend.guard.unwrap_or_default()).map_err(prefixed)?;
         Ok(Self::Extend(Box::new(Extension {
             transform,
             guard,
@@ -189,7 +184,7 @@ impl Extension {
         self.merged.get_or_build(listener, || {
             let mut config = listener.config.clone();
             extend_transform(&mut config.transform, &self.transform);
-            extend_guard(&mut config.guard, &self.guard);
+            config.guard = config.guard.extended(&self.guard);
             FilterContext::with_runtime(config, listener.runtime.clone())
         })
     }
@@ -205,21 +200,6 @@ fn extend_transform(base: &mut TransformConfig, route: &TransformConfig) {
     base.remove.extend(route.remove.iter().cloned());
     base.max_tokens_cap = route.max_tokens_cap.or(base.max_tokens_cap);
     base.model_aliases.extend(route.model_aliases.clone());
-}
-
-/// The route's detectors add to the listener's (its action wins for a detector both name); its
-/// roles add to the listener's; reply scanning and reversibility turn on if either asks.
-fn extend_guard(base: &mut GuardConfig, route: &GuardConfig) {
-    base.detectors.extend(route.detectors.clone());
-    base.custom.extend(route.custom.iter().cloned());
-    for role in &route.roles {
-        if !base.roles.contains(role) {
-            base.roles.push(role.clone());
-        }
-    }
-    base.tool_arguments |= route.tool_arguments;
-    base.responses |= route.responses;
-    base.reversible |= route.reversible;
 }
 
 #[cfg(test)]
@@ -249,6 +229,11 @@ mod tests {
             Ok(RoutePolicy::Extend(_))
         ));
         assert_eq!(RoutePolicy::from_json(b"{}").unwrap_err().field, ".");
+        let unknown = RoutePolicy::from_json(br#"{"": 1}"#).unwrap_err();
+        assert_eq!(
+            unknown.field, ".",
+            "an unknown key named \"\" is in the document"
+        );
         let two = RoutePolicy::from_json(br#"{"disabled": true, "extend": {}}"#).unwrap_err();
         assert!(two.message.contains("2 policies given"));
         let bad = RoutePolicy::from_json(br#"{"replace": {"mode": "proxy"}}"#).unwrap_err();
@@ -280,8 +265,11 @@ mod tests {
             .map(|p| p.content.as_str())
             .collect();
         assert_eq!(prompts, ["A", "B"]);
-        assert_eq!(merged.config.guard.detectors["email"], Action::Reject);
-        assert_eq!(merged.config.guard.detectors["iban"], Action::Mask);
+        assert_eq!(
+            merged.config.guard.config().detectors["email"],
+            Action::Reject
+        );
+        assert_eq!(merged.config.guard.config().detectors["iban"], Action::Mask);
         assert!(Arc::ptr_eq(&merged, &extension.merged_with(&base)));
         let other = listener("{}");
         assert!(!Arc::ptr_eq(&merged, &extension.merged_with(&other)));
@@ -341,7 +329,7 @@ mod tests {
         );
         let merged = own.merged_with(&base);
         assert_eq!(shares_runtime(&base, &merged), [false, false, true, true]);
-        assert_eq!(merged.config.budgets.limits[0].name, "route_tpm");
+        assert_eq!(merged.config.budgets.limits()[0].name, "route_tpm");
         let other = listener("{}");
         assert!(
             Arc::ptr_eq(&merged.budgets, &own.merged_with(&other).budgets),
@@ -361,7 +349,7 @@ mod tests {
                 r#"{{"budgets": {{"limits": [{{"name": "tpm", "tokens": {tokens}, "per": "minute", "key": "global"}}]}}}}"#
             ));
             for merged in [extension.merged_with(&base), replacement.merged_with(&base)] {
-                assert_eq!(merged.config.budgets.limits[0].tokens, tokens);
+                assert_eq!(merged.config.budgets.limits()[0].tokens, tokens);
                 assert!(Arc::ptr_eq(&merged.budgets, &base.budgets));
             }
             assert_eq!(

@@ -6,41 +6,58 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::config_error::{ConfigError, REGEX_SIZE_LIMIT};
-use crate::mock::faults::FaultsConfig;
+use crate::mock::faults::{FaultRates, FaultsConfig};
 
-/// Settings of the mock.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Settings of the mock, checked (see [`MockConfig::parse`]).
+#[derive(Debug, Clone)]
 pub struct MockConfig {
     /// Scripted replies, tried in order before `content`; the first that matches answers.
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// Where the reply text comes from when no rule matches.
-    #[serde(default)]
     pub content: ContentMode,
     /// How fast the reply comes.
-    #[serde(default)]
     pub latency: LatencyConfig,
     /// How often the reply is an error instead.
-    #[serde(default)]
-    pub faults: FaultsConfig,
+    pub faults: FaultRates,
     /// The models served: listed by `GET /v1/models`; with `strict_models`, the only ones accepted.
-    #[serde(default)]
     pub models: Vec<String>,
     /// Refuse models not in `models` (nor aliases) with OpenAI's 404 `model_not_found`.
-    #[serde(default)]
     pub strict_models: bool,
     /// Requested model names answered as another model, such as `{"gpt-4": "gpt-4o"}`.
-    #[serde(default)]
     pub model_aliases: BTreeMap<String, String>,
     /// Context windows in tokens by model (`"*"` for any other model): a prompt plus
     /// `max_tokens` beyond its window gets OpenAI's `context_length_exceeded`.
-    #[serde(default)]
     pub context_windows: BTreeMap<String, u32>,
     /// The largest reply the mock builds, in bytes: a request whose reply could be larger (by
     /// its `n`, `max_tokens`, echoed prompt, tools, schema or stream events) gets a 400 first.
-    #[serde(default = "default_max_reply_bytes")]
     pub max_reply_bytes: u64,
+}
+
+/// The `mock` section as serde reads it (the fields of [`MockConfig`], `faults` as written);
+/// [`MockConfig::parse`] checks it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMockConfig {
+    rules: Vec<Rule>,
+    content: ContentMode,
+    latency: LatencyConfig,
+    faults: FaultsConfig,
+    models: Vec<String>,
+    strict_models: bool,
+    model_aliases: BTreeMap<String, String>,
+    context_windows: BTreeMap<String, u32>,
+    max_reply_bytes: MaxReplyBytes,
+}
+
+/// `mock.max_reply_bytes` as written, [`DEFAULT_MAX_REPLY_BYTES`] when it is not.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct MaxReplyBytes(u64);
+
+impl Default for MaxReplyBytes {
+    fn default() -> Self {
+        Self(DEFAULT_MAX_REPLY_BYTES)
+    }
 }
 
 impl Default for MockConfig {
@@ -49,7 +66,7 @@ impl Default for MockConfig {
             rules: Vec::new(),
             content: ContentMode::default(),
             latency: LatencyConfig::default(),
-            faults: FaultsConfig::default(),
+            faults: FaultRates::default(),
             models: Vec::new(),
             strict_models: false,
             model_aliases: BTreeMap::new(),
@@ -65,10 +82,6 @@ pub const DEFAULT_MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
 /// up to 1 GiB.
 pub const MAX_REPLY_BYTES_RANGE: std::ops::RangeInclusive<u64> =
     (256 * 1024)..=(1024 * 1024 * 1024);
-
-fn default_max_reply_bytes() -> u64 {
-    DEFAULT_MAX_REPLY_BYTES
-}
 
 impl MockConfig {
     /// The model a request for `requested` is answered as: its alias target, or itself; `None`
@@ -205,39 +218,52 @@ impl Default for ContentMode {
 }
 
 impl MockConfig {
-    /// Checks the values serde cannot, and normalises what every request would otherwise redo
-    /// (rule header names to lower case). Errors name fields under `mock.`.
-    pub fn validate(&mut self) -> Result<(), ConfigError> {
-        check_latency(&self.latency)?;
-        check_content(&self.content)?;
-        check_models(self)?;
-        if !MAX_REPLY_BYTES_RANGE.contains(&self.max_reply_bytes) {
+    /// Checks the values serde cannot, reads the fault rates, and normalises what every request
+    /// would otherwise redo (rule header names to lower case). Errors name fields under `mock.`.
+    pub fn parse(raw: RawMockConfig) -> Result<Self, ConfigError> {
+        check_latency(&raw.latency)?;
+        check_content(&raw.content)?;
+        check_models(&raw)?;
+        let MaxReplyBytes(max_reply_bytes) = raw.max_reply_bytes;
+        if !MAX_REPLY_BYTES_RANGE.contains(&max_reply_bytes) {
             return Err(ConfigError::new(
                 "mock.max_reply_bytes",
                 format!(
                     "{} is out of range; allowed: {} to {} bytes",
-                    self.max_reply_bytes,
+                    max_reply_bytes,
                     MAX_REPLY_BYTES_RANGE.start(),
                     MAX_REPLY_BYTES_RANGE.end()
                 ),
             ));
         }
-        if let Some((model, _)) = self.context_windows.iter().find(|(_, w)| **w == 0) {
+        if let Some((model, _)) = raw.context_windows.iter().find(|(_, w)| **w == 0) {
             return Err(ConfigError::new(
                 format!("mock.context_windows.{model}"),
                 "0 is out of range; allowed: 1 or more tokens",
             ));
         }
-        for rule in &mut self.rules {
+        let faults = FaultRates::parse(&raw.faults)?;
+        let mut rules = raw.rules;
+        for rule in &mut rules {
             if let Some(header) = &mut rule.when.header {
                 header.name.make_ascii_lowercase();
             }
         }
-        Ok(())
+        Ok(Self {
+            rules,
+            content: raw.content,
+            latency: raw.latency,
+            faults,
+            models: raw.models,
+            strict_models: raw.strict_models,
+            model_aliases: raw.model_aliases,
+            context_windows: raw.context_windows,
+            max_reply_bytes,
+        })
     }
 }
 
-fn check_models(mock: &MockConfig) -> Result<(), ConfigError> {
+fn check_models(mock: &RawMockConfig) -> Result<(), ConfigError> {
     if mock.strict_models && mock.models.is_empty() {
         return Err(ConfigError::new(
             "mock.strict_models",

@@ -156,18 +156,20 @@ pub struct FaultsConfig {
     pub seed: Option<u64>,
 }
 
-/// Draws configured faults, one draw per request, from a generator shared by all workers.
-#[derive(Debug)]
-pub struct FaultDice {
+/// The configured fault rates, checked: what [`FaultDice`] draws from. Only
+/// [`FaultRates::parse`] makes them, so every status is a fault status and the rates add up to at
+/// most 1.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FaultRates {
     /// `(cumulative probability, status)`, ascending.
     thresholds: Vec<(f64, u16)>,
-    rng: Mutex<StdRng>,
+    /// The seed of the draws; none seeds them at random.
+    seed: Option<u64>,
 }
 
-impl FaultDice {
-    /// Validates rates (known statuses, each 0 to 1, summing to at most 1) and seeds the draws.
-    ///
-    pub fn new(config: &FaultsConfig) -> Result<Self, ConfigError> {
+impl FaultRates {
+    /// Checks `mock.faults`: known statuses, each rate 0 to 1, summing to at most 1.
+    pub fn parse(config: &FaultsConfig) -> Result<Self, ConfigError> {
         let mut thresholds = Vec::new();
         let mut total = 0.0;
         for (status, &rate) in &config.rates {
@@ -198,11 +200,29 @@ impl FaultDice {
                 format!("the rates add up to {total}; allowed: at most 1"),
             ));
         }
-        let seed = config.seed.unwrap_or_else(rand::random);
         Ok(Self {
             thresholds,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            seed: config.seed,
         })
+    }
+}
+
+/// Draws configured faults, one draw per request, from a generator shared by all workers.
+#[derive(Debug)]
+pub struct FaultDice {
+    /// `(cumulative probability, status)`, ascending.
+    thresholds: Vec<(f64, u16)>,
+    rng: Mutex<StdRng>,
+}
+
+impl FaultDice {
+    /// Dice that draw `rates`, seeded by their seed, or at random without one.
+    pub fn new(rates: &FaultRates) -> Self {
+        let seed = rates.seed.unwrap_or_else(rand::random);
+        Self {
+            thresholds: rates.thresholds.clone(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
     }
 
     /// The status to fail this request with, if the dice say so.
@@ -266,10 +286,11 @@ mod tests {
     }
 
     fn dice(rates: &[(&str, f64)], seed: u64) -> Result<FaultDice, ConfigError> {
-        FaultDice::new(&FaultsConfig {
+        let rates = FaultRates::parse(&FaultsConfig {
             rates: rates.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             seed: Some(seed),
-        })
+        })?;
+        Ok(FaultDice::new(&rates))
     }
 
     #[test]

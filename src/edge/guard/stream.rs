@@ -25,11 +25,12 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{CHAT_TEXTS, Detectors, GuardConfig, Masker, guard_reply};
+use super::fields::CHAT_TEXTS;
+use super::{Guard, Masker, guard_reply};
 
 /// The most parts one stream holds open at once: OpenAI's largest `n` (128 choices) times a
 /// content, a reasoning and two tool calls each. A part is open from its first text to the event
-/// that closes it, and holds up to [`Detectors::max_holdback`] bytes, so this bounds what a
+/// that closes it, and holds up to [`Detectors::max_holdback`](super::Detectors::max_holdback) bytes, so this bounds what a
 /// stream holds. The text of a part opened past it is dropped, not sent unguarded: guarded
 /// without hold-back, a value split across its deltas would come out in clear, and released
 /// early, the same value would be split across what is sent and what comes next.
@@ -131,8 +132,7 @@ pub struct DeltaGuard {
 
 /// What guarding needs of the request.
 struct Guarding<'a> {
-    config: &'a GuardConfig,
-    detectors: &'a Detectors,
+    guard: &'a Guard,
     masker: &'a mut Masker,
 }
 
@@ -140,16 +140,17 @@ impl Guarding<'_> {
     /// Where `text` can be cut: before what could still become a placeholder (reversible mode)
     /// or a value (response scanning, judged after `context`), and never inside a placeholder.
     fn cut(&self, context: &str, text: &str) -> usize {
+        let config = self.guard.config();
         let mut cut = text.len();
-        if self.config.reversible {
+        if config.reversible {
             cut -= self.masker.placeholder_holdback(text);
         }
-        if self.config.responses {
+        if config.responses {
             let judged = format!("{context}{text}");
-            let safe = self.detectors.safe_cut_from(&judged, context.len());
+            let safe = self.guard.detectors().safe_cut_from(&judged, context.len());
             cut = cut.min(safe - context.len());
         }
-        if self.config.reversible {
+        if config.reversible {
             if let Some(open) = self.masker.placeholder_around(text, cut) {
                 cut = open;
             }
@@ -161,24 +162,25 @@ impl Guarding<'_> {
     /// (the part's last character sent) followed by the whole of `text` (what is held after
     /// `cut` included); `context` becomes the last character of what is sent.
     fn guard_before(&mut self, context: &mut String, text: &str, cut: usize) -> String {
+        let config = self.guard.config();
         let (ready, held) = text.split_at(cut);
-        if !self.config.responses {
-            return if self.config.reversible {
+        if !config.responses {
+            return if config.reversible {
                 self.masker.restore(ready)
             } else {
                 ready.to_owned()
             };
         }
-        let (ready, held) = if self.config.reversible {
+        let (ready, held) = if config.reversible {
             (self.masker.restore(ready), self.masker.restore(held))
         } else {
             (ready.to_owned(), held.to_owned())
         };
         let judged = format!("{context}{ready}{held}");
         let from = context.len();
-        let out = self
-            .masker
-            .mask_new_between(self.detectors, &judged, from, from + ready.len());
+        let out =
+            self.masker
+                .mask_new_between(self.guard.detectors(), &judged, from, from + ready.len());
         if let Some(last) = ready.chars().next_back() {
             context.clear();
             context.push(last);
@@ -190,20 +192,15 @@ impl Guarding<'_> {
 impl DeltaGuard {
     /// Guards one event in place (the JSON string `"[DONE]"` stands for OpenAI's last event)
     /// and returns the events to send before it: the text held in the parts it closes. Nothing
-    /// held is ever dropped; what is held is at most [`Detectors::max_holdback`] bytes a part
+    /// held is ever dropped; what is held is at most [`Detectors::max_holdback`](super::Detectors::max_holdback) bytes a part
     /// (or a placeholder). The work is linear in the event's size.
     pub fn guard_event(
         &mut self,
         event: &mut Value,
-        config: &GuardConfig,
-        detectors: &Detectors,
+        guard: &Guard,
         masker: &mut Masker,
     ) -> Vec<Value> {
-        let mut guarding = Guarding {
-            config,
-            detectors,
-            masker,
-        };
+        let mut guarding = Guarding { guard, masker };
         if event.as_str() == Some("[DONE]") {
             return self.release(&mut guarding, |_| true);
         }
@@ -238,28 +235,20 @@ impl DeltaGuard {
             "message_delta" | "message_stop" => self.release(&mut guarding, |_| true),
             _ => Vec::new(),
         };
-        guard_reply(event, config, detectors, guarding.masker);
+        guard_reply(event, guard, guarding.masker);
         before
     }
 
     /// Releases every part's held text, guarded: the events to send at the end of the stream
     /// (before `[DONE]`, or when the upstream's body ends without it).
-    pub fn finish(
-        &mut self,
-        config: &GuardConfig,
-        detectors: &Detectors,
-        masker: &mut Masker,
-    ) -> Vec<Value> {
-        let mut guarding = Guarding {
-            config,
-            detectors,
-            masker,
-        };
+    pub fn finish(&mut self, guard: &Guard, masker: &mut Masker) -> Vec<Value> {
+        let mut guarding = Guarding { guard, masker };
         self.release(&mut guarding, |_| true)
     }
 
     /// Whether any text is held back.
-    pub fn holds_text(&self) -> bool {
+    #[cfg(test)]
+    fn holds_text(&self) -> bool {
         self.parts.values().any(|part| !part.text.is_empty())
     }
 
@@ -306,7 +295,7 @@ impl DeltaGuard {
             choices.push((index, finishing, fields));
         }
         let texts = take_texts(event, choices.iter().flat_map(|(_, _, fields)| fields));
-        guard_reply(event, guarding.config, guarding.detectors, guarding.masker);
+        guard_reply(event, guarding.guard, guarding.masker);
         let mut texts = texts.into_iter();
         let mut before = Vec::new();
         for (index, finishing, fields) in choices {
@@ -376,7 +365,7 @@ impl DeltaGuard {
                 _ => Vec::new(),
             }
         };
-        guard_reply(event, guarding.config, guarding.detectors, guarding.masker);
+        guard_reply(event, guarding.guard, guarding.masker);
         before
     }
 
@@ -389,7 +378,7 @@ impl DeltaGuard {
         guarding: &mut Guarding<'_>,
     ) {
         let texts = take_texts(event, parts.iter());
-        guard_reply(event, guarding.config, guarding.detectors, guarding.masker);
+        guard_reply(event, guarding.guard, guarding.masker);
         for ((key, pointer), text) in parts.into_iter().zip(texts) {
             self.step(key, event, &pointer, text, false, guarding);
         }
@@ -614,7 +603,8 @@ mod tests {
 
     use super::*;
     use crate::api::sse::{EventFate, EventReader};
-    use crate::edge::guard::{Action, BUILT_IN};
+    use crate::edge::guard::testing::emails;
+    use crate::edge::guard::{Action, BUILT_IN, GuardConfig};
 
     /// Every streamed shape of the module's table.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -823,37 +813,31 @@ mod tests {
 
     /// Runs events through a guard as pass-through does: events put before each, and what is
     /// held released at the end of the body.
-    fn run(
-        events: Vec<Value>,
-        config: &GuardConfig,
-        detectors: &Detectors,
-        masker: &mut Masker,
-    ) -> Vec<Value> {
+    fn run(events: Vec<Value>, all: &Guard, masker: &mut Masker) -> Vec<Value> {
         let mut guard = DeltaGuard::default();
         let mut out = Vec::new();
         for mut event in events {
-            out.extend(guard.guard_event(&mut event, config, detectors, masker));
+            out.extend(guard.guard_event(&mut event, all, masker));
             out.push(event);
         }
-        out.extend(guard.finish(config, detectors, masker));
+        out.extend(guard.finish(all, masker));
         assert!(!guard.holds_text());
         out
     }
 
-    fn all(action: Action) -> Detectors {
-        let actions: BTreeMap<String, Action> = BUILT_IN
+    /// A guard of every built-in detector with `action`.
+    fn with_all(action: Action, reversible: bool, responses: bool) -> Guard {
+        let detectors: BTreeMap<String, Action> = BUILT_IN
             .iter()
             .map(|name| ((*name).to_owned(), action))
             .collect();
-        Detectors::compile(&actions, &[]).unwrap()
-    }
-
-    fn config(reversible: bool, responses: bool) -> GuardConfig {
-        GuardConfig {
+        Guard::parse(GuardConfig {
+            detectors,
             reversible,
             responses,
             ..GuardConfig::default()
-        }
+        })
+        .unwrap()
     }
 
     /// A JWT longer than the 256 bytes the guard once held at most (item 4 of issue 18).
@@ -900,8 +884,7 @@ mod tests {
     fn a_planted_value_never_comes_out() {
         let mut rng = StdRng::seed_from_u64(18);
         for action in [Action::Mask, Action::Reject] {
-            let detectors = all(action);
-            let config = config(false, true);
+            let all = with_all(action, false, true);
             for value in values() {
                 let text = format!("Note: {value} ok");
                 // A refused detector masks in replies as a masking one does: the same path, cut
@@ -927,12 +910,7 @@ mod tests {
                     for ending in ENDINGS {
                         for pieces in &cuts {
                             let mut masker = Masker::default();
-                            let out = run(
-                                events(shape, pieces, ending),
-                                &config,
-                                &detectors,
-                                &mut masker,
-                            );
+                            let out = run(events(shape, pieces, ending), &all, &mut masker);
                             let (streamed, others) = texts(shape, &out);
                             assert!(
                                 !streamed.contains(value.as_str()),
@@ -953,12 +931,11 @@ mod tests {
     /// any shape, comes back as exactly the user's value, and the rest of the text as it was.
     #[test]
     fn placeholders_split_anywhere_are_restored_exactly() {
-        let detectors = all(Action::Mask);
         for responses in [false, true] {
-            let config = config(true, responses);
+            let all = with_all(Action::Mask, true, responses);
             for value in values() {
                 let mut masker = Masker::default();
-                let placeholder = masker.mask(&detectors, &value).unwrap().into_owned();
+                let placeholder = masker.mask(all.detectors(), &value).unwrap().into_owned();
                 assert_ne!(placeholder, value);
                 let text = format!("Sure, {placeholder} it is [x]");
                 let expected = format!("Sure, {value} it is [x]");
@@ -966,12 +943,7 @@ mod tests {
                     for shape in SHAPES {
                         for ending in ENDINGS {
                             let pieces = [&text[..at], &text[at..]];
-                            let out = run(
-                                events(shape, &pieces, ending),
-                                &config,
-                                &detectors,
-                                &mut masker,
-                            );
+                            let out = run(events(shape, &pieces, ending), &all, &mut masker);
                             let (streamed, _) = texts(shape, &out);
                             assert_eq!(streamed, expected, "{shape:?} {ending:?} {pieces:?}");
                         }
@@ -993,7 +965,12 @@ mod tests {
     /// upstream's text exactly, whatever the split points and however the stream ends.
     #[test]
     fn no_text_is_lost() {
-        let detectors = all(Action::Mask);
+        let plain = with_all(Action::Mask, false, false);
+        let guards = [
+            with_all(Action::Mask, true, true),
+            with_all(Action::Mask, false, true),
+            with_all(Action::Mask, true, false),
+        ];
         let mut rng = StdRng::seed_from_u64(7);
         let mut checked = 0;
         for _ in 0..150 {
@@ -1002,21 +979,16 @@ mod tests {
                 .collect();
             let text = pieces.concat();
             let mut probe = Masker::default();
-            if probe.mask_new(&detectors, &text) != text {
+            if probe.mask_new(plain.detectors(), &text) != text {
                 continue;
             }
             checked += 1;
             let mut masker = Masker::default();
-            masker.mask(&detectors, "a@x.io").unwrap();
-            for config in [config(true, true), config(false, true), config(true, false)] {
+            masker.mask(plain.detectors(), "a@x.io").unwrap();
+            for all in &guards {
                 for shape in SHAPES {
                     for ending in ENDINGS {
-                        let out = run(
-                            events(shape, &pieces, ending),
-                            &config,
-                            &detectors,
-                            &mut masker,
-                        );
+                        let out = run(events(shape, &pieces, ending), all, &mut masker);
                         let (streamed, _) = texts(shape, &out);
                         assert_eq!(streamed, text, "{shape:?} {ending:?} {pieces:?}");
                     }
@@ -1031,8 +1003,7 @@ mod tests {
     /// that could always be a JWT no more than the longest JWT held.
     #[test]
     fn what_is_held_is_bounded() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         for (start, piece, bound) in [("", "ab", 254), ("t eyJ", "a.", 8192)] {
             let mut masker = Masker::default();
             let mut guard = DeltaGuard::default();
@@ -1042,7 +1013,7 @@ mod tests {
             for n in 0..6_000 {
                 let text = if n == 0 { start } else { piece };
                 let mut event = json!({"choices": [{"index": 0, "delta": {"content": text}}]});
-                guard.guard_event(&mut event, &config, &detectors, &mut masker);
+                guard.guard_event(&mut event, &all, &mut masker);
                 streamed += text.len();
                 sent += event["choices"][0]["delta"]["content"]
                     .as_str()
@@ -1059,8 +1030,7 @@ mod tests {
     /// chunks at every byte: the value never comes out and the text is whole.
     #[test]
     fn values_split_across_chunks_and_events_never_come_out() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         for (shape, value) in [
             (Shape::ChatContent, "(415) 555-2671"),
             (Shape::ResponsesText, "GB82 WEST 1234 5698 7654 32"),
@@ -1081,8 +1051,7 @@ mod tests {
                 for (chunk, end) in [(&bytes[..at], false), (&bytes[at..], true)] {
                     let mut emitted = reader.read(chunk, end, |event| {
                         let mut guarded = event.clone();
-                        let before =
-                            guard.guard_event(&mut guarded, &config, &detectors, &mut masker);
+                        let before = guard.guard_event(&mut guarded, &all, &mut masker);
                         // As pass-through decides: an event left as it came is kept.
                         let fate = if guarded == *event {
                             EventFate::Keep
@@ -1092,7 +1061,7 @@ mod tests {
                         EventFate::Prepend(write_events(&before), Box::new(fate))
                     });
                     if end {
-                        let rest = guard.finish(&config, &detectors, &mut masker);
+                        let rest = guard.finish(&all, &mut masker);
                         append_final_events(&mut emitted, &rest);
                     }
                     sent.extend(emitted);
@@ -1128,8 +1097,7 @@ mod tests {
     /// chunk, release the words held back instead of losing them.
     #[test]
     fn held_words_are_released_by_a_finish_without_delta_and_by_done() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         for ending in [
             Ending::ClosedWithoutText,
             Ending::DoneOnly,
@@ -1138,8 +1106,7 @@ mod tests {
             let mut masker = Masker::default();
             let out = run(
                 events(Shape::ChatContent, &["Hello ", "wor"], ending),
-                &config,
-                &detectors,
+                &all,
                 &mut masker,
             );
             let (streamed, _) = texts(Shape::ChatContent, &out);
@@ -1160,8 +1127,7 @@ mod tests {
     /// whole-text guard hides never comes out; and a text it leaves alone comes out as it was.
     #[test]
     fn streaming_is_never_weaker_than_the_whole_text() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         let values = values();
         let mut rng = StdRng::seed_from_u64(99);
         let mut hidden = 0;
@@ -1183,16 +1149,11 @@ mod tests {
                 pieces.push(&text[at..end]);
                 at = end;
             }
-            let whole = Masker::default().mask_new(&detectors, &text);
+            let whole = Masker::default().mask_new(all.detectors(), &text);
             let shape = SHAPES[rng.random_range(0..SHAPES.len())];
             let ending = ENDINGS[rng.random_range(0..ENDINGS.len())];
             let mut masker = Masker::default();
-            let out = run(
-                events(shape, &pieces, ending),
-                &config,
-                &detectors,
-                &mut masker,
-            );
+            let out = run(events(shape, &pieces, ending), &all, &mut masker);
             let (streamed, _) = texts(shape, &out);
             if !whole.contains(value.as_str()) {
                 hidden += 1;
@@ -1212,8 +1173,7 @@ mod tests {
     /// cut into two and three pieces anywhere, in every shape and ending.
     #[test]
     fn streaming_equals_the_whole_text_around_every_cut() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         let mut checked = 0;
         for value in [
             "4111 1111 1111 1111",
@@ -1222,7 +1182,7 @@ mod tests {
         ] {
             for (left, right) in [("ke", ".m"), ("tok", "e.m"), ("a ", " b"), ("9", "x")] {
                 let text = format!("{left}{value}{right}");
-                let whole = Masker::default().mask_new(&detectors, &text);
+                let whole = Masker::default().mask_new(all.detectors(), &text);
                 let at: Vec<usize> = splits(&text).collect();
                 for (n, &first) in at.iter().enumerate() {
                     for &second in at[n..].iter().step_by(3) {
@@ -1231,8 +1191,7 @@ mod tests {
                             for ending in ENDINGS {
                                 let out = run(
                                     events(shape, &pieces, ending),
-                                    &config,
-                                    &detectors,
+                                    &all,
                                     &mut Masker::default(),
                                 );
                                 let (streamed, _) = texts(shape, &out);
@@ -1253,8 +1212,7 @@ mod tests {
     /// never comes out, for a choice inside the cap or past it.
     #[test]
     fn many_parts_copy_little_and_are_capped() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         for n in [10, MAX_PARTS, 5_000] {
             let chunk = |piece: &str, finish: Option<&str>| {
                 let choices: Vec<Value> = (0..n)
@@ -1265,11 +1223,7 @@ mod tests {
             let mut masker = Masker::default();
             let mut guard = DeltaGuard::default();
             let mut event = chunk("mail jane.doe@exa", None);
-            assert!(
-                guard
-                    .guard_event(&mut event, &config, &detectors, &mut masker)
-                    .is_empty()
-            );
+            assert!(guard.guard_event(&mut event, &all, &mut masker).is_empty());
             assert_eq!(guard.parts.len(), n.min(MAX_PARTS));
             assert_eq!(guard.dropped(), n.saturating_sub(MAX_PARTS) as u64);
             // The work of opening a part: copying its template, a few short fields.
@@ -1278,9 +1232,9 @@ mod tests {
             }
             let mut out = vec![event];
             let mut last = chunk("mple.com now", Some("stop"));
-            out.extend(guard.guard_event(&mut last, &config, &detectors, &mut masker));
+            out.extend(guard.guard_event(&mut last, &all, &mut masker));
             out.push(last);
-            out.extend(guard.finish(&config, &detectors, &mut masker));
+            out.extend(guard.finish(&all, &mut masker));
             let sent: String = out.iter().map(Value::to_string).collect();
             assert!(!sent.contains("jane.doe"));
             assert_eq!(sent.matches("[EMAIL_1] now").count(), n.min(MAX_PARTS));
@@ -1291,7 +1245,7 @@ mod tests {
         let mut guard = DeltaGuard::default();
         for i in 0..2_000 {
             let mut event = json!({"choices": [{"index": i, "delta": {"content": "abc"}}]});
-            guard.guard_event(&mut event, &config, &detectors, &mut masker);
+            guard.guard_event(&mut event, &all, &mut masker);
         }
         assert_eq!(guard.parts.len(), MAX_PARTS);
         assert_eq!(guard.dropped(), (2_000 - MAX_PARTS) as u64);
@@ -1305,13 +1259,12 @@ mod tests {
     /// detector's match, whichever wins, checked or not.
     #[test]
     fn a_value_hidden_by_an_overlap_is_never_cut() {
-        let detectors = all(Action::Mask);
-        let config = config(false, true);
+        let all = with_all(Action::Mask, false, true);
         for text in [
             "ip fe80::123-45-67891, key",
             "call +1 415-555-2 +1 4123-45-678915-555-x",
         ] {
-            let whole = Masker::default().mask_new(&detectors, text);
+            let whole = Masker::default().mask_new(all.detectors(), text);
             let at: Vec<usize> = splits(text).collect();
             for (n, &first) in at.iter().enumerate() {
                 for &second in &at[n..] {
@@ -1319,8 +1272,7 @@ mod tests {
                     for shape in SHAPES {
                         let out = run(
                             events(shape, &pieces, Ending::BodyEnds),
-                            &config,
-                            &detectors,
+                            &all,
                             &mut Masker::default(),
                         );
                         let (streamed, _) = texts(shape, &out);
@@ -1329,5 +1281,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn values_split_across_deltas_are_restored_and_masked_whole() {
+        let config = GuardConfig {
+            reversible: true,
+            responses: true,
+            ..emails(Action::Mask)
+        };
+        let all = Guard::parse(config).unwrap();
+        let mut masker = Masker::default();
+        masker.mask(all.detectors(), "a@x.io").unwrap();
+        let mut guard = DeltaGuard::default();
+        let pieces = ["Write to [EMA", "IL_1] and z@", "y.io", " now"];
+        let mut out = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let finish = if i + 1 == pieces.len() {
+                serde_json::json!("stop")
+            } else {
+                Value::Null
+            };
+            let mut event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}]});
+            guard.guard_event(&mut event, &all, &mut masker);
+            out.push_str(event["choices"][0]["delta"]["content"].as_str().unwrap());
+        }
+        assert_eq!(out, "Write to a@x.io and [EMAIL_2] now");
     }
 }
