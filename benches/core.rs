@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use llm_edge::accounting::tokens::Tokenizer;
-use llm_edge::api::anthropic::MessagesRequest;
-use llm_edge::api::openai::chat::ChatRequest;
-use llm_edge::api::openai::responses::ResponsesRequest;
-use llm_edge::api::sse;
-use llm_edge::config::FilterConfig;
-use llm_edge::edge::guard::{self, Action, Detectors, Masker};
-use llm_edge::mock::{self, Timing};
+use llm_edge::surface::ChatRequest;
+use llm_edge::surface::FilterConfig;
+use llm_edge::surface::MessagesRequest;
+use llm_edge::surface::ResponsesRequest;
+use llm_edge::surface::Tokenizer;
+use llm_edge::surface::guard::{self, Action, Detectors, Masker};
+use llm_edge::surface::mock::{self, Timing};
+use llm_edge::surface::sse;
 use serde_json::json;
 
 const PROMPT: &str =

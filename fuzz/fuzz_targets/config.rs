@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::config::FilterConfig;
-use llm_edge::filter::route_policy::RoutePolicy;
+use llm_edge::surface::FilterConfig;
+use llm_edge::surface::RoutePolicy;
 
 fuzz_target!(|data: &[u8]| {
     if let Err(error) = FilterConfig::from_json(data) {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::edge::guard::{self, Action, DeltaGuard, Detectors, Guard, GuardConfig, Masker};
+use llm_edge::surface::guard::{self, Action, DeltaGuard, Detectors, Guard, GuardConfig, Masker};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};

@@ -3,14 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::accounting::tokens::Tokenizer;
-use llm_edge::api::anthropic::MessagesRequest;
-use llm_edge::api::openai::chat::ChatRequest;
-use llm_edge::api::openai::completions::CompletionRequest;
-use llm_edge::api::openai::embeddings::EmbeddingsRequest;
-use llm_edge::api::openai::responses::ResponsesRequest;
-use llm_edge::config::FilterConfig;
-use llm_edge::mock::{self, MockReply, ReplyShape, Timing};
+use llm_edge::surface::ChatRequest;
+use llm_edge::surface::CompletionRequest;
+use llm_edge::surface::EmbeddingsRequest;
+use llm_edge::surface::FilterConfig;
+use llm_edge::surface::MessagesRequest;
+use llm_edge::surface::ResponsesRequest;
+use llm_edge::surface::Tokenizer;
+use llm_edge::surface::mock::{self, MockReply, ReplyShape, Timing};
 
 /// A JSON reply parses whole; every event of a stream carries JSON data (or `[DONE]`).
 fn check(reply: MockReply) {

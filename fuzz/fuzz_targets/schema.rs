@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::mock::schema_gen;
+use llm_edge::surface::schema_gen;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

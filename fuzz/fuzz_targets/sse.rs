@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::api::sse::{EventFate, EventReader};
+use llm_edge::surface::sse::{EventFate, EventReader};
 use serde_json::Value;
 
 /// Reads `chunks` in order; returns what passed on and the payloads decided on.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::accounting::tokens::Tokenizer;
+use llm_edge::surface::Tokenizer;
 
 /// The longest stretch llm-edge merges at once (`LONGEST_STRETCH`): no text this short can hold
 /// a pre-token long enough to be cut, so its ids must be tiktoken's.

@@ -22,7 +22,7 @@ use crate::filter::route_policy::RoutePolicy;
 use crate::filter::{Filter, FilterContext, TrailersStatus};
 use crate::host::pacing::Pacer;
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::version::ENVOY_ABI_VERSION;
+use crate::version::{ENVOY_ABI_VERSION, ENVOY_VERSION};
 
 use super::envoy_host::EnvoyHost;
 use super::ffi::{self, Buffer, FilterEnvoyPtr, HttpHeader, RouteConfigPtr};
@@ -137,7 +137,7 @@ static ABI_VERSION_1_37: &str =
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     match catch_unwind(logger::install) {
         Ok(()) => {
-            log::debug!("llm_edge: built for Envoy ABI {ENVOY_ABI_VERSION}");
+            log::debug!("llm_edge: built for Envoy {ENVOY_VERSION} (ABI {ENVOY_ABI_VERSION})");
             // log_v2 arrived with 1.40, the pinned release, and the buffer-limit pair with 1.38.
             let callbacks = optional();
             let abi = if callbacks.log_v2.is_some() {

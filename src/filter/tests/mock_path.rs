@@ -2,6 +2,7 @@
 //! before the mock, failing closed.
 
 use super::*;
+use crate::filter::mock_path::{ITL_HEADER, TTFT_HEADER};
 
 #[test]
 fn answers_a_chat_completion_from_a_chunked_body() {
