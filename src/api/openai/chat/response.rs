@@ -328,19 +328,7 @@ fn write_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
-        Completion {
-            id: "chatcmpl-abc",
-            created: 1_700_000_000,
-            model: "gpt-4o",
-            choices,
-            usage: Usage {
-                prompt_tokens: 9,
-                completion_tokens: 5,
-            },
-        }
-    }
+    use crate::api::openai::chat::tests::sample;
 
     /// Token events are cut from a pre-rendered chunk: byte for byte what serializing the whole
     /// chunk gives, whatever the piece, the model name and the choice.

@@ -195,7 +195,8 @@ fn choices(n: usize, finish_reason: FinishReason) -> Vec<ChoiceText<'static>> {
     vec![choice; n]
 }
 
-fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
+/// A completion of `choices`, as every rendering test here and in `response.rs` uses.
+pub(super) fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
     Completion {
         id: "chatcmpl-abc",
         created: 1_700_000_000,
