@@ -218,7 +218,8 @@ impl Guard {
 
     /// This guard with a route's added (a per-route `extend`): the route's detectors add to these
     /// (its action wins for a detector both name, its custom ones come after these); its roles
-    /// add to these; reply scanning and reversibility turn on if either asks. Both are compiled
+    /// add to these, as do its field rules; reply scanning and reversibility turn on if either
+    /// asks. Both are compiled
     /// already, so this compiles nothing and cannot fail.
     pub fn extended(&self, route: &Guard) -> Guard {
         let mut config = self.config.clone();
@@ -232,11 +233,14 @@ impl Guard {
         config.tool_arguments |= route.config.tool_arguments;
         config.responses |= route.config.responses;
         config.reversible |= route.config.reversible;
-        // The route's field rules are not added: `config.fields` stays the listener's.
+        // The route's field rules come after the listener's, each with its parsed pointer.
+        config.fields.extend(route.config.fields.iter().cloned());
+        let mut paths = self.paths.clone();
+        paths.extend(route.paths.iter().cloned());
         Guard {
             config,
             detectors: self.detectors.extended(&route.detectors),
-            paths: self.paths.clone(),
+            paths,
         }
     }
 }

@@ -577,6 +577,32 @@ mod tests {
         );
     }
 
+    /// A route that extends the listener's guard adds its field rules to the listener's: both
+    /// apply, each by its own pointer.
+    #[test]
+    fn an_extended_guard_keeps_both_field_rules() {
+        let rule = |pointer: &str, name: &str| GuardConfig {
+            fields: vec![FieldRule {
+                pointer: pointer.into(),
+                name: name.into(),
+                action: Action::Mask,
+            }],
+            ..GuardConfig::default()
+        };
+        let listener = Guard::parse(rule("/user", "user_id")).unwrap();
+        let route = Guard::parse(rule("/metadata/tenant", "tenant")).unwrap();
+        let extended = listener.extended(&route);
+        let mut body =
+            serde_json::json!({"user": "u-42", "metadata": {"tenant": "acme"}, "messages": []});
+        let Value::Object(fields) = &mut body else {
+            unreachable!("an object")
+        };
+        let mut masker = Masker::default();
+        assert!(guard_request(fields, &extended, &mut masker).unwrap());
+        assert_eq!(body["user"], "[USER_ID_1]");
+        assert_eq!(body["metadata"]["tenant"], "[TENANT_1]");
+    }
+
     /// A field rule's pointer, parsed once at load, finds what `serde_json`'s pointer finds in
     /// the body for it, read per request as it was before (the first token unescaped and looked
     /// up, the rest by `pointer_mut`, a trailing `/` naming the field before it).
