@@ -159,6 +159,7 @@ impl MessagesRequest {
             tool_choice,
             parallel_tool_calls: true,
             response_format: ResponseFormat::Text,
+            called_tools: Vec::new(),
         };
         Ok(Self { chat })
     }

@@ -25,7 +25,7 @@ use limits::{
     generated_bytes, json_str_len, request_echo_bytes,
 };
 use timing::timed_reply;
-use tools::{select_tools, structure, tool_call_choices};
+use tools::{calls_tools, select_tools, structure, tool_call_choices};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use crate::accounting::tokens::Tokenizer;
 use crate::api::anthropic::{self, MessagesRequest};
 use crate::api::openai::ApiError;
-use crate::api::openai::chat::{self, ChatRequest, Completion, ResponseFormat, ToolChoice};
+use crate::api::openai::chat::{self, ChatRequest, Completion, ResponseFormat};
 use crate::api::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::api::openai::generation::{ChoiceText, Usage};
 use crate::api::openai::responses::{self, ResponseIds, ResponsesRequest};
@@ -135,9 +135,7 @@ fn with_chat_choices<'h, R>(
         check_context(window, prompt_tokens, request.max_tokens)?;
     }
     generation.prompt_ids = prompt_ids.as_deref();
-    let calls_tools = !request.tools.is_empty()
-        && request.tool_choice != ToolChoice::None
-        && !request.ends_with_tool_result();
+    let calls_tools = calls_tools(request);
     let source = reply_source(config, &generation, &header);
     let params = wire.wire.params();
     // What the refusal names when one choice alone is too large: what makes it so.

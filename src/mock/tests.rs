@@ -316,6 +316,114 @@ fn after_a_tool_result_the_reply_is_text() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 }
 
+/// A chat conversation whose assistant turn called `get_weather` and whose last message is
+/// that call's result, with `extra` fields.
+fn after_weather(tools: &str, extra: &str) -> Value {
+    chat(&format!(
+        r#"{{"model":"gpt-4o",{tools}{extra},"messages":[
+            {{"role":"user","content":"weather?"}},
+            {{"role":"assistant","tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"call_1","content":"sunny"}}]}}"#
+    ))
+}
+
+#[test]
+fn forced_tool_choices_bind_after_a_tool_result() {
+    // Required: the first tool not yet called.
+    let body = after_weather(TOOLS, r#","tool_choice":"required""#);
+    assert_eq!(called(&body), ["get_time"]);
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    // Named: always that tool, called before or not.
+    let named = r#","tool_choice":{"type":"function","function":{"name":"get_weather"}}"#;
+    assert_eq!(called(&after_weather(TOOLS, named)), ["get_weather"]);
+    // None never calls; auto answers a tool's result in words.
+    assert!(called(&after_weather(TOOLS, r#","tool_choice":"none""#)).is_empty());
+    assert!(called(&after_weather(TOOLS, "")).is_empty());
+    // Every tool called already: the first.
+    let one = r#""tools":[{"type":"function","function":{"name":"get_weather"}}]"#;
+    assert_eq!(
+        called(&after_weather(one, r#","tool_choice":"required""#)),
+        ["get_weather"]
+    );
+}
+
+#[test]
+fn a_forced_call_after_a_tool_result_ends_the_task_with_a_final_tool() {
+    // pydantic-ai's loop: its tools, then `final_result`, required at every step.
+    let tools = r#""tools":[
+        {"type":"function","function":{"name":"get_weather"}},
+        {"type":"function","function":{"name":"get_time"}},
+        {"type":"function","function":{"name":"final_result","parameters":{"type":"object",
+            "properties":{"city":{"type":"string"}},"required":["city"]}}}]"#;
+    let body = after_weather(tools, r#","tool_choice":"required""#);
+    assert_eq!(called(&body), ["final_result"]);
+    let arguments = body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    let arguments: Value = serde_json::from_str(arguments).unwrap();
+    assert!(arguments["city"].is_string());
+    // Before any tool result the forced call is the one the prompt asks for.
+    let first = chat(&format!(
+        r#"{{"model":"gpt-4o",{tools},"tool_choice":"required","messages":[{{"role":"user","content":"weather?"}}]}}"#
+    ));
+    assert_eq!(called(&first), ["get_weather"]);
+}
+
+#[test]
+fn final_tools_are_named_by_their_first_word() {
+    for name in [
+        "final_result",
+        "final_result_Weather",
+        "final_answer",
+        "FinalAnswer",
+        "finalResult",
+        "FINAL_ANSWER",
+        "submit",
+        "submit-report",
+        "respond_to_user",
+        "answer",
+        "finish",
+        "done",
+    ] {
+        assert!(tools::is_final(name), "{name}");
+    }
+    for name in [
+        "get_final_score",
+        "finalize_order",
+        "submitted_forms",
+        "responder",
+        "get_weather",
+        "",
+    ] {
+        assert!(!tools::is_final(name), "{name}");
+    }
+}
+
+#[test]
+fn responses_force_calls_after_a_tool_result_too() {
+    let timing = instant();
+    let responses = ResponsesRequest::parse(
+        br#"{"model":"gpt-4o","tool_choice":"required","tools":[
+            {"type":"function","name":"lookup"},{"type":"function","name":"final_answer"}],
+            "input":[{"role":"user","content":"look it up"},
+                     {"type":"function_call","call_id":"c1","name":"lookup","arguments":"{}"},
+                     {"type":"function_call_output","call_id":"c1","output":"42"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(responses.chat.called_tools, ["lookup"]);
+    let reply = response(
+        &MockConfig::default(),
+        Tokenizer::Exact,
+        &timing,
+        &responses,
+        no_headers,
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
+    assert_eq!(body["output"][0]["type"], "function_call");
+    assert_eq!(body["output"][0]["name"], "final_answer");
+}
+
 #[test]
 fn structured_output_follows_the_response_format() {
     let object = chat(
