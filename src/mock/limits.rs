@@ -59,7 +59,7 @@ impl Wire {
             Self::Messages => Params {
                 prompt: "messages",
                 max_tokens: "max_tokens",
-                format: "output_format",
+                format: "output_config.format",
                 content: "httpbun.content",
             },
         }

@@ -425,6 +425,102 @@ fn responses_force_calls_after_a_tool_result_too() {
 }
 
 #[test]
+fn anthropic_any_and_tool_force_calls_after_a_tool_result() {
+    let messages = |choice: &str| {
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":100,"tool_choice":{choice},
+            "tools":[{{"name":"search","input_schema":{{"type":"object"}}}},
+                     {{"name":"fetch","input_schema":{{"type":"object"}}}}],
+            "messages":[{{"role":"user","content":"find it"}},
+              {{"role":"assistant","content":[{{"type":"tool_use","id":"toolu_1","name":"search","input":{{}}}}]}},
+              {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_1","content":"found"}}]}}]}}"#
+        );
+        let body = claude(&MockConfig::default(), &body);
+        (
+            body["stop_reason"].clone(),
+            body["content"][0]["name"].clone(),
+        )
+    };
+    assert_eq!(
+        messages(r#"{"type":"any"}"#),
+        (Value::from("tool_use"), Value::from("fetch"))
+    );
+    assert_eq!(
+        messages(r#"{"type":"tool","name":"search"}"#),
+        (Value::from("tool_use"), Value::from("search"))
+    );
+    assert_eq!(
+        messages(r#"{"type":"auto"}"#),
+        (Value::from("end_turn"), Value::Null)
+    );
+}
+
+/// The Anthropic `message` the mock answers to `body`.
+fn claude(config: &MockConfig, body: &str) -> Value {
+    let request = MessagesRequest::parse(body.as_bytes()).unwrap();
+    let reply =
+        anthropic_message(config, Tokenizer::Exact, &instant(), &request, no_headers).unwrap();
+    serde_json::from_slice(&reply.steps.concat()).unwrap()
+}
+
+#[test]
+fn anthropic_structured_output_is_a_schema_valid_text_block() {
+    let schema = r#"{"type":"object","properties":{"name":{"type":"string"},
+        "age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],
+        "additionalProperties":false}"#;
+    for format in [
+        format!(r#""output_config":{{"format":{{"type":"json_schema","schema":{schema}}}}}"#),
+        format!(r#""output_format":{{"type":"json_schema","schema":{schema}}}"#),
+    ] {
+        let body = claude(
+            &MockConfig::default(),
+            &format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":1000,{format},
+                "messages":[{{"role":"user","content":"who?"}}]}}"#
+            ),
+        );
+        assert_eq!(body["stop_reason"], "end_turn");
+        let text = body["content"][0]["text"].as_str().unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert!(value["name"].is_string(), "{text}");
+        assert!(
+            (0..=120).contains(&value["age"].as_i64().unwrap()),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn anthropic_stop_sequences_cut_the_reply_and_are_named() {
+    let ask = |stops: &str, max_tokens: u32| {
+        claude(
+            &MockConfig::default(),
+            &format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":{max_tokens},"stop_sequences":{stops},
+                "messages":[{{"role":"user","content":"one two three END four"}}]}}"#
+            ),
+        )
+    };
+    let body = ask(r#"["END","three"]"#, 100);
+    assert_eq!(body["content"][0]["text"], "one two ");
+    assert_eq!(
+        (&body["stop_reason"], &body["stop_sequence"]),
+        (&Value::from("stop_sequence"), &Value::from("three"))
+    );
+    let unmatched = ask(r#"["never"]"#, 100);
+    assert_eq!(
+        (&unmatched["stop_reason"], &unmatched["stop_sequence"]),
+        (&Value::from("end_turn"), &Value::Null)
+    );
+    // max_tokens cuts first: the sequence is never reached.
+    let short = ask(r#"["END"]"#, 1);
+    assert_eq!(
+        (&short["stop_reason"], &short["stop_sequence"]),
+        (&Value::from("max_tokens"), &Value::Null)
+    );
+}
+
+#[test]
 fn structured_output_follows_the_response_format() {
     let object = chat(
         r#"{"model":"gpt-4o","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}"#,
@@ -714,8 +810,18 @@ fn random_body(rng: &mut StdRng, wire: Wire) -> serde_json::Value {
         Wire::Messages => {
             body["messages"] = json!([{"role": "user", "content": prompt}]);
             body["max_tokens"] = json!(max_tokens);
-            if rng.random_bool(0.5) {
-                body["tools"] = json!([{"name": "get_x", "input_schema": schema}]);
+            match rng.random_range(0..3) {
+                0 => body["tools"] = json!([{"name": "get_x", "input_schema": schema}]),
+                1 => {
+                    body["output_config"] = json!({"format": {"type": "json_schema",
+                                                              "schema": schema}})
+                }
+                _ => {}
+            }
+            if rng.random_bool(0.3) {
+                // A long stop sequence, which the reply names when it ends there.
+                let len = rng.random_range(1..3000);
+                body["stop_sequences"] = json!(["o", random_text(rng, len)]);
             }
         }
     }

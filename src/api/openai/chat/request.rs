@@ -481,7 +481,7 @@ pub(crate) fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, Api
 
 /// Stop sequences under `key`: null, one string, or an array of strings. Empty strings never
 /// match, so they are dropped.
-pub(crate) fn parse_stop_sequences(fields: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
+fn parse_stop_sequences(fields: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
     let sequences = match fields.get(key) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(one)) => vec![one.clone()],
