@@ -6,6 +6,8 @@
 //! `output_config.format` as a JSON schema response format), so the mock answers it alike; only
 //! the wire format differs. Bad requests get Anthropic's wording, `field.path: problem`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -362,7 +364,9 @@ fn parse_output_format(fields: &Map<String, Value>) -> Result<ResponseFormat, Ap
 }
 
 /// Anthropic's error envelope, `{"type":"error","error":{"type","message"}}`, for an error
-/// whose status llm-edge chose.
+/// whose status llm-edge chose. Errors raised in OpenAI's terms on the way to this endpoint
+/// (a body that is not JSON, a missing field, a size limit, a fault, an unknown model) are
+/// worded as Anthropic words them, so nothing here speaks of OpenAI.
 pub fn error_json(error: &ApiError) -> Vec<u8> {
     let kind = match error.status {
         401 => "authentication_error",
@@ -370,18 +374,97 @@ pub fn error_json(error: &ApiError) -> Vec<u8> {
         404 => "not_found_error",
         413 => "request_too_large",
         429 => "rate_limit_error",
-        500 => "api_error",
         503 | 529 => "overloaded_error",
+        500..=599 => "api_error",
         _ => "invalid_request_error",
     };
+    let message = wording(error);
     let envelope = ErrorEnvelope {
         kind: "error",
         error: ErrorBody {
             kind,
-            message: &error.message,
+            message: &message,
         },
     };
     serde_json::to_vec(&envelope).expect("serializing borrowed structs cannot fail")
+}
+
+/// The prefix and suffix of [`ApiError::invalid_json`]'s message, around the parser's detail.
+const OPENAI_JSON_ERROR: (&str, &str) = (
+    "We could not parse the JSON body of your request (",
+    "). The OpenAI API expects a JSON payload.",
+);
+
+/// The prefix and suffix of the `model_not_found` fault's message, around the model.
+const OPENAI_MODEL_NOT_FOUND: (&str, &str) = (
+    "The model `",
+    "` does not exist or you do not have access to it.",
+);
+
+/// Anthropic's message for an error: its own when it has one for the error's kind, else the
+/// error's message as llm-edge wrote it (which names no API).
+fn wording(error: &ApiError) -> Cow<'_, str> {
+    let between = |(prefix, suffix): (&str, &str)| {
+        error
+            .message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+    };
+    // OpenAI's `messages[0].role` is Anthropic's `messages.0.role`.
+    let field = || {
+        error
+            .param
+            .as_deref()
+            .unwrap_or("body")
+            .replace('[', ".")
+            .replace(']', "")
+    };
+    let owned = |text: &str| Cow::Owned(text.to_owned());
+    match (error.status, error.code) {
+        (400, Some("missing_required_parameter")) => {
+            Cow::Owned(format!("{}: Field required", field()))
+        }
+        (400, Some("invalid_type")) => {
+            let expected = error
+                .message
+                .split_once(": expected ")
+                .and_then(|(_, rest)| rest.split_once(", but got "))
+                .map(|(expected, _)| expected);
+            let expected = match expected {
+                Some("a string") => "string",
+                Some("an integer") => "integer",
+                Some("a boolean") => "boolean",
+                Some("an array") => "list",
+                Some("an object") => "dictionary",
+                _ => "value",
+            };
+            Cow::Owned(format!("{}: {}", field(), not_a(expected)))
+        }
+        (400, Some("empty_array")) => {
+            Cow::Owned(format!("{}: at least one item is required", field()))
+        }
+        (400, _) if between(OPENAI_JSON_ERROR).is_some() => {
+            let detail = between(OPENAI_JSON_ERROR).unwrap_or_default();
+            Cow::Owned(format!("The request body is not valid JSON: {detail}"))
+        }
+        (401, _) => owned("invalid x-api-key"),
+        (403, _) => owned("Your API key does not have permission to use the specified resource."),
+        (404, Some("model_not_found")) => match between(OPENAI_MODEL_NOT_FOUND) {
+            Some(model) => Cow::Owned(format!("model: {model}")),
+            None => owned("model: not found"),
+        },
+        (405, _) => owned("Method Not Allowed"),
+        (413, _) => owned("Request exceeds the maximum size"),
+        // A fault's rate limit (a budget's is llm-edge's own, of kind `tokens`).
+        (429, _) if error.kind == "requests" => owned(
+            "This request would exceed your organization's rate limit of 60 requests per \
+             minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can \
+             see the response headers for current usage. Please try again later.",
+        ),
+        (500, _) => owned("Internal server error"),
+        (503 | 529, _) => owned("Overloaded"),
+        _ => Cow::Borrowed(error.message.as_str()),
+    }
 }
 
 #[derive(Serialize)]
@@ -845,6 +928,80 @@ mod tests {
             envelope,
             json!({"type": "error", "error": {"type": "invalid_request_error", "message": "model: Field required"}})
         );
+    }
+
+    fn envelope(error: &ApiError) -> (String, String) {
+        let body: Value = serde_json::from_slice(&error_json(error)).unwrap();
+        assert_eq!(body["type"], "error");
+        (
+            body["error"]["type"].as_str().unwrap().to_owned(),
+            body["error"]["message"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn errors_raised_in_openais_terms_get_anthropics_type_and_wording() {
+        let fault = |status| crate::mock::faults::error_for_status(status, "claude-x").unwrap();
+        for (error, kind, wording) in [
+            (
+                ApiError::invalid_json("EOF while parsing"),
+                "invalid_request_error",
+                "The request body is not valid JSON: EOF while parsing",
+            ),
+            (
+                ApiError::missing_parameter("messages"),
+                "invalid_request_error",
+                "messages: Field required",
+            ),
+            (
+                ApiError::invalid_type("messages[0].content", "a string", "an integer"),
+                "invalid_request_error",
+                "messages.0.content: Input should be a valid string",
+            ),
+            (
+                ApiError::request_too_large(10),
+                "request_too_large",
+                "Request exceeds the maximum size",
+            ),
+            (
+                ApiError::method_not_allowed("GET", "/v1/messages"),
+                "invalid_request_error",
+                "Method Not Allowed",
+            ),
+            (ApiError::internal(), "api_error", "Internal server error"),
+            (
+                fault(401).error,
+                "authentication_error",
+                "invalid x-api-key",
+            ),
+            (
+                fault(403).error,
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            ),
+            (fault(404).error, "not_found_error", "model: claude-x"),
+            (fault(500).error, "api_error", "Internal server error"),
+            (fault(503).error, "overloaded_error", "Overloaded"),
+        ] {
+            assert_eq!(
+                envelope(&error),
+                (kind.to_owned(), wording.to_owned()),
+                "{error:?}"
+            );
+        }
+        for status in crate::mock::faults::FAULT_STATUSES {
+            let (_, wording) = envelope(&fault(status).error);
+            assert!(
+                !wording.contains("OpenAI") && !wording.contains("openai"),
+                "{wording}"
+            );
+        }
+        let (kind, limited) = envelope(&fault(429).error);
+        assert_eq!(kind, "rate_limit_error");
+        assert!(limited.contains("rate limit"), "{limited}");
+        let (kind, upstream) = envelope(&ApiError::bad_gateway("unreadable"));
+        assert_eq!(kind, "api_error");
+        assert!(upstream.ends_with("unreadable"));
     }
 
     fn usage() -> Usage {

@@ -133,7 +133,7 @@ fn with_chat_choices<'h, R>(
         Some(generation.prompt_text),
     );
     if let Some(window) = config.context_window(&request.model) {
-        check_context(window, prompt_tokens, request.max_tokens)?;
+        check_context(wire.wire, window, prompt_tokens, request.max_tokens)?;
     }
     generation.prompt_ids = prompt_ids.as_deref();
     let calls_tools = calls_tools(request);
@@ -331,7 +331,7 @@ pub fn text_completion<'h>(
         .unzip();
     if let Some(window) = config.context_window(model) {
         let longest = prompt_token_counts.iter().copied().max().unwrap_or(0);
-        check_context(window, longest, Some(request.max_tokens))?;
+        check_context(Wire::Completions, window, longest, Some(request.max_tokens))?;
     }
     fn generation_of<'a>(
         request: &'a CompletionRequest,

@@ -521,6 +521,34 @@ fn anthropic_stop_sequences_cut_the_reply_and_are_named() {
 }
 
 #[test]
+fn an_anthropic_prompt_over_the_window_gets_anthropics_wording() {
+    let small = config(r#"{"mock": {"context_windows": {"*": 10}}}"#);
+    let ask = |max_tokens: u32, text: &str| {
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":{max_tokens},
+            "messages":[{{"role":"user","content":"{text}"}}]}}"#
+        );
+        let request = MessagesRequest::parse(body.as_bytes()).unwrap();
+        anthropic_message(&small, Tokenizer::Exact, &instant(), &request, no_headers)
+            .unwrap_err()
+            .message
+    };
+    let long = "one two three four five six seven eight nine ten eleven";
+    assert!(
+        ask(1, long).starts_with("prompt is too long: "),
+        "{}",
+        ask(1, long)
+    );
+    assert!(ask(1, long).ends_with(" tokens > 10 maximum"));
+    let message = ask(9, "hi");
+    assert!(
+        message.starts_with("input length and `max_tokens` exceed context limit: "),
+        "{message}"
+    );
+    assert!(message.contains(" + 9 > 10,"), "{message}");
+}
+
+#[test]
 fn structured_output_follows_the_response_format() {
     let object = chat(
         r#"{"model":"gpt-4o","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}"#,
