@@ -420,6 +420,9 @@ fn wording(error: &ApiError) -> Cow<'_, str> {
             .replace(']', "")
     };
     let owned = |text: &str| Cow::Owned(text.to_owned());
+    if let Some(detail) = between(OPENAI_JSON_ERROR).filter(|_| error.status == 400) {
+        return Cow::Owned(format!("The request body is not valid JSON: {detail}"));
+    }
     match (error.status, error.code) {
         (400, Some("missing_required_parameter")) => {
             Cow::Owned(format!("{}: Field required", field()))
@@ -442,10 +445,6 @@ fn wording(error: &ApiError) -> Cow<'_, str> {
         }
         (400, Some("empty_array")) => {
             Cow::Owned(format!("{}: at least one item is required", field()))
-        }
-        (400, _) if between(OPENAI_JSON_ERROR).is_some() => {
-            let detail = between(OPENAI_JSON_ERROR).unwrap_or_default();
-            Cow::Owned(format!("The request body is not valid JSON: {detail}"))
         }
         (401, _) => owned("invalid x-api-key"),
         (403, _) => owned("Your API key does not have permission to use the specified resource."),
