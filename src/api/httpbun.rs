@@ -369,7 +369,7 @@ fn responses(model: &str, text: &str, input_tokens: usize, streamed: bool) -> Ht
     let message = json!({"id": message_id, "type": "message", "role": "assistant", "status": "completed",
         "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": null}]});
     let body = json!({
-        "id": format!("resp-{}", random_id()), "object": "response", "created_at": now() as f64,
+        "id": format!("resp-{}", random_id()), "object": "response", "created_at": now(),
         "model": model, "status": "completed", "error": null, "output": [message],
         "output_text": text,
         "usage": {"input_tokens": input_tokens, "output_tokens": RESPONSES_OUTPUT_TOKENS,
@@ -539,6 +539,8 @@ mod tests {
     fn defaults_overrides_and_usage_of_the_other_endpoints() {
         let reply = json_of(&answer(HttpbunEndpoint::Responses, br#"{"input":"Hello"}"#).unwrap());
         assert_eq!(reply["model"], "gpt-4.1-mini");
+        // httpbun writes whole seconds; `1796301848.0` fails strict integer decoders.
+        assert!(reply["created_at"].is_u64(), "{}", reply["created_at"]);
         assert_eq!(reply["usage"]["input_tokens"], 3);
         assert_eq!(reply["usage"]["output_tokens"], 29);
         let over = answer(

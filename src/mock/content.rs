@@ -11,34 +11,48 @@ use crate::accounting::tokens::Tokenizer;
 use crate::api::openai::generation::{ChoiceText, FinishReason};
 use crate::mock::config::{ContentMode, MockConfig, RuleMatch};
 
-/// Cuts each text the way a model stops (`stop`, then `max_tokens`) into a choice; returns the
-/// choices and their completion tokens.
+/// Texts cut the way a model stops: the choices, the stop sequence each ended at (an index
+/// into the generation's `stop`), and their completion tokens.
+pub(super) struct Shaped<'t> {
+    /// One choice per text.
+    pub(super) choices: Vec<ChoiceText<'t>>,
+    /// Per choice, the `stop` sequence it ended at, if it did.
+    pub(super) stops: Vec<Option<usize>>,
+    /// The tokens of all the choices.
+    pub(super) completion_tokens: u32,
+}
+
+/// Cuts each text the way a model stops (`stop`, then `max_tokens`) into a choice.
 pub(super) fn shape_all<'t>(
     tokenizer: Tokenizer,
     generation: &Generation<'_>,
     texts: &'t [Cow<'t, str>],
-) -> (Vec<ChoiceText<'t>>, u32) {
+) -> Shaped<'t> {
     let mut completion_tokens = 0u32;
-    let mut previous: Option<(&str, ChoiceText<'t>, u32)> = None;
+    let mut stops = Vec::with_capacity(texts.len());
+    let mut previous: Option<(&str, Cut<'t>)> = None;
     let choices = texts
         .iter()
         .map(|text| {
             // Choices that share one text (echo, fixed, a rule) are cut into tokens once.
-            let (choice, tokens) = match &previous {
-                Some((shared, choice, tokens)) if std::ptr::eq(*shared, text.as_ref()) => {
-                    (choice.clone(), *tokens)
-                }
+            let cut = match &previous {
+                Some((shared, cut)) if std::ptr::eq(*shared, text.as_ref()) => cut.clone(),
                 _ => {
-                    let (choice, tokens) = shape_reply(tokenizer, generation, text);
-                    previous = Some((text, choice.clone(), tokens));
-                    (choice, tokens)
+                    let cut = shape_reply(tokenizer, generation, text);
+                    previous = Some((text, cut.clone()));
+                    cut
                 }
             };
-            completion_tokens = completion_tokens.saturating_add(tokens);
-            choice
+            completion_tokens = completion_tokens.saturating_add(cut.tokens);
+            stops.push(cut.stop);
+            cut.choice
         })
         .collect();
-    (choices, completion_tokens)
+    Shaped {
+        choices,
+        stops,
+        completion_tokens,
+    }
 }
 
 /// A generator seeded by the request's `seed`, or freshly when it has none.
@@ -46,20 +60,26 @@ pub(super) fn seeded(seed: Option<i64>) -> StdRng {
     StdRng::seed_from_u64(seed.map_or_else(rand::random, |seed| seed as u64))
 }
 
+/// One text cut the way a model stops.
+#[derive(Debug, Clone)]
+struct Cut<'a> {
+    choice: ChoiceText<'a>,
+    tokens: u32,
+    /// The `stop` sequence it ended at (an index into the generation's `stop`), if it did.
+    stop: Option<usize>,
+}
+
 /// Cuts `text` the way a model stops: before the first of the generation's `stop` sequences it
-/// contains, then at `max_tokens` (`finish_reason: "length"`). Returns the choice and its token
-/// count.
-pub(super) fn shape_reply<'a>(
-    tokenizer: Tokenizer,
-    generation: &Generation<'_>,
-    text: &'a str,
-) -> (ChoiceText<'a>, u32) {
-    let text = generation
+/// contains, then at `max_tokens` (`finish_reason: "length"`, and then no stop sequence
+/// counts).
+fn shape_reply<'a>(tokenizer: Tokenizer, generation: &Generation<'_>, text: &'a str) -> Cut<'a> {
+    let stop = generation
         .stop
         .iter()
-        .filter_map(|sequence| text.find(sequence.as_str()))
-        .min()
-        .map_or(text, |cut| &text[..cut]);
+        .enumerate()
+        .filter_map(|(i, sequence)| text.find(sequence.as_str()).map(|at| (at, i)))
+        .min();
+    let text = stop.map_or(text, |(cut, _)| &text[..cut]);
     // An echo of the whole prompt reuses the prompt's tokens; a cut one is encoded anew.
     let ids = generation
         .prompt_ids
@@ -83,7 +103,14 @@ pub(super) fn shape_reply<'a>(
         tool_calls: Vec::new(),
         finish_reason,
     };
-    (choice, tokens)
+    let stop = stop
+        .filter(|_| finish_reason == FinishReason::Stop)
+        .map(|(_, i)| i);
+    Cut {
+        choice,
+        tokens,
+        stop,
+    }
 }
 
 /// Where the reply text of a generation comes from: the request's httpbun override, else the

@@ -59,7 +59,7 @@ impl Wire {
             Self::Messages => Params {
                 prompt: "messages",
                 max_tokens: "max_tokens",
-                format: "output_format",
+                format: "output_config.format",
                 content: "httpbun.content",
             },
         }
@@ -259,8 +259,10 @@ pub(super) fn check_reply(
     ))
 }
 
-/// OpenAI's 400 when the prompt, plus the completion it asks room for, exceeds the window.
+/// The 400 when the prompt, plus the completion it asks room for, exceeds the window: OpenAI's
+/// `context_length_exceeded`, or on Anthropic's wire its own wording.
 pub(super) fn check_context(
+    wire: Wire,
     window: u32,
     prompt: u32,
     max_tokens: Option<u32>,
@@ -270,12 +272,19 @@ pub(super) fn check_context(
     if requested <= window {
         return Ok(());
     }
-    let message = match max_tokens {
-        None => format!(
+    let message = match (wire, max_tokens) {
+        (Wire::Messages, _) if prompt > window => {
+            format!("prompt is too long: {prompt} tokens > {window} maximum")
+        }
+        (Wire::Messages, _) => format!(
+            "input length and `max_tokens` exceed context limit: {prompt} + {completion} > \
+             {window}, decrease input length or `max_tokens` and try again"
+        ),
+        (_, None) => format!(
             "This model's maximum context length is {window} tokens. However, your messages \
              resulted in {prompt} tokens. Please reduce the length of the messages."
         ),
-        Some(_) => format!(
+        (_, Some(_)) => format!(
             "This model's maximum context length is {window} tokens. However, you requested \
              {requested} tokens ({prompt} in the messages, {completion} in the completion). \
              Please reduce the length of the messages or completion."

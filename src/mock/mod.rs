@@ -25,7 +25,7 @@ use limits::{
     generated_bytes, json_str_len, request_echo_bytes,
 };
 use timing::timed_reply;
-use tools::{select_tools, structure, tool_call_choices};
+use tools::{calls_tools, select_tools, structure, tool_call_choices};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use crate::accounting::tokens::Tokenizer;
 use crate::api::anthropic::{self, MessagesRequest};
 use crate::api::openai::ApiError;
-use crate::api::openai::chat::{self, ChatRequest, Completion, ResponseFormat, ToolChoice};
+use crate::api::openai::chat::{self, ChatRequest, Completion, ResponseFormat};
 use crate::api::openai::completions::{self, CompletionRequest, Prompt, TextCompletion};
 use crate::api::openai::generation::{ChoiceText, Usage};
 use crate::api::openai::responses::{self, ResponseIds, ResponsesRequest};
@@ -114,16 +114,17 @@ impl<'a> Generation<'a> {
 }
 
 /// Generates the choices of a chat-shaped request (tool calls, structured or plain text) and
-/// hands them with their usage to `render`; or `context_length_exceeded` when the prompt does
-/// not fit the model's window, or OpenAI's 400 when the reply `wire` renders could exceed
-/// `mock.max_reply_bytes`. `header` reads the request's headers, for rules that match on one.
+/// hands them with their usage to `render`, with the `stop` sequence each ended at (an index
+/// into `request.stop`); or `context_length_exceeded` when the prompt does not fit the model's
+/// window, or a 400 when the reply `wire` renders could exceed `mock.max_reply_bytes`.
+/// `header` reads the request's headers, for rules that match on one.
 fn with_chat_choices<'h, R>(
     config: &MockConfig,
     tokenizer: Tokenizer,
     request: &ChatRequest,
     wire: ReplySize,
     header: impl Fn(&str) -> Option<&'h [u8]>,
-    render: impl FnOnce(&[ChoiceText<'_>], Usage) -> R,
+    render: impl FnOnce(&[ChoiceText<'_>], &[Option<usize>], Usage) -> R,
 ) -> Result<R, ApiError> {
     let mut generation = Generation::of_chat(request);
     let (prompt_tokens, prompt_ids) = tokenizer.prompt_tokens_keeping(
@@ -132,12 +133,10 @@ fn with_chat_choices<'h, R>(
         Some(generation.prompt_text),
     );
     if let Some(window) = config.context_window(&request.model) {
-        check_context(window, prompt_tokens, request.max_tokens)?;
+        check_context(wire.wire, window, prompt_tokens, request.max_tokens)?;
     }
     generation.prompt_ids = prompt_ids.as_deref();
-    let calls_tools = !request.tools.is_empty()
-        && request.tool_choice != ToolChoice::None
-        && !request.ends_with_tool_result();
+    let calls_tools = calls_tools(request);
     let source = reply_source(config, &generation, &header);
     let params = wire.wire.params();
     // What the refusal names when one choice alone is too large: what makes it so.
@@ -167,10 +166,13 @@ fn with_chat_choices<'h, R>(
     } else {
         structure(request, reply_texts(source, tokenizer, &generation))
     };
-    let (choices, completion_tokens) = if calls_tools {
-        tool_call_choices(tokenizer, request)
+    let (choices, stops, completion_tokens) = if calls_tools {
+        let (choices, tokens) = tool_call_choices(tokenizer, request);
+        let stops = vec![None; choices.len()];
+        (choices, stops, tokens)
     } else {
-        shape_all(tokenizer, &generation, &texts)
+        let shaped = shape_all(tokenizer, &generation, &texts);
+        (shaped.choices, shaped.stops, shaped.completion_tokens)
     };
     check_reply(
         config.max_reply_bytes,
@@ -183,7 +185,7 @@ fn with_chat_choices<'h, R>(
         prompt_tokens,
         completion_tokens,
     };
-    Ok(render(&choices, usage))
+    Ok(render(&choices, &stops, usage))
 }
 
 /// Answers a chat completion request: `chat.completion` JSON, or an SSE stream when asked.
@@ -201,7 +203,7 @@ pub fn chat_completion<'h>(
         request,
         wire,
         header,
-        |choices, usage| {
+        |choices, _, usage| {
             let id = format!("chatcmpl-{}", random_hex());
             let completion = Completion {
                 id: &id,
@@ -235,7 +237,7 @@ pub fn response<'h>(
         &request.chat,
         wire,
         header,
-        |choices, usage| {
+        |choices, _, usage| {
             let choice = &choices[0];
             let ids = ResponseIds {
                 response: format!("resp_{}", random_hex()),
@@ -267,17 +269,29 @@ pub fn anthropic_message<'h>(
     header: impl Fn(&str) -> Option<&'h [u8]>,
 ) -> Result<MockReply, ApiError> {
     let chat = &request.chat;
-    let wire = ReplySize::new(Wire::Messages, chat, 0);
-    with_chat_choices(config, tokenizer, chat, wire, header, |choices, usage| {
-        let id = format!("msg_{}", &random_hex()[..24]);
-        let choice = &choices[0];
-        let stream = chat
-            .stream
-            .then(|| anthropic::render_stream(&chat.model, &id, choice, usage));
-        timed_reply(timing, choices, usage, stream, || {
-            anthropic::render_message(&chat.model, &id, choice, usage)
-        })
-    })
+    // The reply names the stop sequence it ended at.
+    let longest_stop = chat.stop.iter().map(|s| json_str_len(s)).max().unwrap_or(0);
+    let wire = ReplySize::new(Wire::Messages, chat, longest_stop);
+    with_chat_choices(
+        config,
+        tokenizer,
+        chat,
+        wire,
+        header,
+        |choices, stops, usage| {
+            let id = format!("msg_{}", &random_hex()[..24]);
+            let reply = anthropic::Reply {
+                model: &chat.model,
+                id: &id,
+                choice: &choices[0],
+                stop_sequence: stops[0].map(|i| chat.stop[i].as_str()),
+            };
+            let stream = chat.stream.then(|| anthropic::render_stream(&reply, usage));
+            timed_reply(timing, choices, usage, stream, || {
+                anthropic::render_message(&reply, usage)
+            })
+        },
+    )
 }
 
 /// Answers a legacy completion request: `text_completion` JSON or its SSE stream, `n` choices
@@ -317,7 +331,7 @@ pub fn text_completion<'h>(
         .unzip();
     if let Some(window) = config.context_window(model) {
         let longest = prompt_token_counts.iter().copied().max().unwrap_or(0);
-        check_context(window, longest, Some(request.max_tokens))?;
+        check_context(Wire::Completions, window, longest, Some(request.max_tokens))?;
     }
     fn generation_of<'a>(
         request: &'a CompletionRequest,
@@ -376,8 +390,9 @@ pub fn text_completion<'h>(
     {
         let generation = generation_of(request, prompt_text, ids);
         *texts = reply_texts(*source, tokenizer, &generation);
-        let (generated, tokens) = shape_all(tokenizer, &generation, texts);
-        completion_tokens = completion_tokens.saturating_add(tokens);
+        let shaped = shape_all(tokenizer, &generation, texts);
+        let generated = shaped.choices;
+        completion_tokens = completion_tokens.saturating_add(shaped.completion_tokens);
         let echo = if request.echo {
             prompt_text.as_ref()
         } else {

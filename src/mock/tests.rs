@@ -316,6 +316,238 @@ fn after_a_tool_result_the_reply_is_text() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 }
 
+/// A chat conversation whose assistant turn called `get_weather` and whose last message is
+/// that call's result, with `extra` fields.
+fn after_weather(tools: &str, extra: &str) -> Value {
+    chat(&format!(
+        r#"{{"model":"gpt-4o",{tools}{extra},"messages":[
+            {{"role":"user","content":"weather?"}},
+            {{"role":"assistant","tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"call_1","content":"sunny"}}]}}"#
+    ))
+}
+
+#[test]
+fn forced_tool_choices_bind_after_a_tool_result() {
+    // Required: the first tool not yet called.
+    let body = after_weather(TOOLS, r#","tool_choice":"required""#);
+    assert_eq!(called(&body), ["get_time"]);
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    // Named: always that tool, called before or not.
+    let named = r#","tool_choice":{"type":"function","function":{"name":"get_weather"}}"#;
+    assert_eq!(called(&after_weather(TOOLS, named)), ["get_weather"]);
+    // None never calls; auto answers a tool's result in words.
+    assert!(called(&after_weather(TOOLS, r#","tool_choice":"none""#)).is_empty());
+    assert!(called(&after_weather(TOOLS, "")).is_empty());
+    // Every tool called already: the first.
+    let one = r#""tools":[{"type":"function","function":{"name":"get_weather"}}]"#;
+    assert_eq!(
+        called(&after_weather(one, r#","tool_choice":"required""#)),
+        ["get_weather"]
+    );
+}
+
+#[test]
+fn a_forced_call_after_a_tool_result_ends_the_task_with_a_final_tool() {
+    // pydantic-ai's loop: its tools, then `final_result`, required at every step.
+    let tools = r#""tools":[
+        {"type":"function","function":{"name":"get_weather"}},
+        {"type":"function","function":{"name":"get_time"}},
+        {"type":"function","function":{"name":"final_result","parameters":{"type":"object",
+            "properties":{"city":{"type":"string"}},"required":["city"]}}}]"#;
+    let body = after_weather(tools, r#","tool_choice":"required""#);
+    assert_eq!(called(&body), ["final_result"]);
+    let arguments = body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    let arguments: Value = serde_json::from_str(arguments).unwrap();
+    assert!(arguments["city"].is_string());
+    // Before any tool result the forced call is the one the prompt asks for.
+    let first = chat(&format!(
+        r#"{{"model":"gpt-4o",{tools},"tool_choice":"required","messages":[{{"role":"user","content":"weather?"}}]}}"#
+    ));
+    assert_eq!(called(&first), ["get_weather"]);
+}
+
+#[test]
+fn final_tools_are_named_by_their_first_word() {
+    for name in [
+        "final_result",
+        "final_result_Weather",
+        "final_answer",
+        "FinalAnswer",
+        "finalResult",
+        "FINAL_ANSWER",
+        "submit",
+        "submit-report",
+        "respond_to_user",
+        "answer",
+        "finish",
+        "done",
+    ] {
+        assert!(tools::is_final(name), "{name}");
+    }
+    for name in [
+        "get_final_score",
+        "finalize_order",
+        "submitted_forms",
+        "responder",
+        "get_weather",
+        "",
+    ] {
+        assert!(!tools::is_final(name), "{name}");
+    }
+}
+
+#[test]
+fn responses_force_calls_after_a_tool_result_too() {
+    let timing = instant();
+    let responses = ResponsesRequest::parse(
+        br#"{"model":"gpt-4o","tool_choice":"required","tools":[
+            {"type":"function","name":"lookup"},{"type":"function","name":"final_answer"}],
+            "input":[{"role":"user","content":"look it up"},
+                     {"type":"function_call","call_id":"c1","name":"lookup","arguments":"{}"},
+                     {"type":"function_call_output","call_id":"c1","output":"42"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(responses.chat.called_tools, ["lookup"]);
+    let reply = response(
+        &MockConfig::default(),
+        Tokenizer::Exact,
+        &timing,
+        &responses,
+        no_headers,
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&reply.steps.concat()).unwrap();
+    assert_eq!(body["output"][0]["type"], "function_call");
+    assert_eq!(body["output"][0]["name"], "final_answer");
+}
+
+#[test]
+fn anthropic_any_and_tool_force_calls_after_a_tool_result() {
+    let messages = |choice: &str| {
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":100,"tool_choice":{choice},
+            "tools":[{{"name":"search","input_schema":{{"type":"object"}}}},
+                     {{"name":"fetch","input_schema":{{"type":"object"}}}}],
+            "messages":[{{"role":"user","content":"find it"}},
+              {{"role":"assistant","content":[{{"type":"tool_use","id":"toolu_1","name":"search","input":{{}}}}]}},
+              {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_1","content":"found"}}]}}]}}"#
+        );
+        let body = claude(&MockConfig::default(), &body);
+        (
+            body["stop_reason"].clone(),
+            body["content"][0]["name"].clone(),
+        )
+    };
+    assert_eq!(
+        messages(r#"{"type":"any"}"#),
+        (Value::from("tool_use"), Value::from("fetch"))
+    );
+    assert_eq!(
+        messages(r#"{"type":"tool","name":"search"}"#),
+        (Value::from("tool_use"), Value::from("search"))
+    );
+    assert_eq!(
+        messages(r#"{"type":"auto"}"#),
+        (Value::from("end_turn"), Value::Null)
+    );
+}
+
+/// The Anthropic `message` the mock answers to `body`.
+fn claude(config: &MockConfig, body: &str) -> Value {
+    let request = MessagesRequest::parse(body.as_bytes()).unwrap();
+    let reply =
+        anthropic_message(config, Tokenizer::Exact, &instant(), &request, no_headers).unwrap();
+    serde_json::from_slice(&reply.steps.concat()).unwrap()
+}
+
+#[test]
+fn anthropic_structured_output_is_a_schema_valid_text_block() {
+    let schema = r#"{"type":"object","properties":{"name":{"type":"string"},
+        "age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],
+        "additionalProperties":false}"#;
+    for format in [
+        format!(r#""output_config":{{"format":{{"type":"json_schema","schema":{schema}}}}}"#),
+        format!(r#""output_format":{{"type":"json_schema","schema":{schema}}}"#),
+    ] {
+        let body = claude(
+            &MockConfig::default(),
+            &format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":1000,{format},
+                "messages":[{{"role":"user","content":"who?"}}]}}"#
+            ),
+        );
+        assert_eq!(body["stop_reason"], "end_turn");
+        let text = body["content"][0]["text"].as_str().unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert!(value["name"].is_string(), "{text}");
+        assert!(
+            (0..=120).contains(&value["age"].as_i64().unwrap()),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn anthropic_stop_sequences_cut_the_reply_and_are_named() {
+    let ask = |stops: &str, max_tokens: u32| {
+        claude(
+            &MockConfig::default(),
+            &format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":{max_tokens},"stop_sequences":{stops},
+                "messages":[{{"role":"user","content":"one two three END four"}}]}}"#
+            ),
+        )
+    };
+    let body = ask(r#"["END","three"]"#, 100);
+    assert_eq!(body["content"][0]["text"], "one two ");
+    assert_eq!(
+        (&body["stop_reason"], &body["stop_sequence"]),
+        (&Value::from("stop_sequence"), &Value::from("three"))
+    );
+    let unmatched = ask(r#"["never"]"#, 100);
+    assert_eq!(
+        (&unmatched["stop_reason"], &unmatched["stop_sequence"]),
+        (&Value::from("end_turn"), &Value::Null)
+    );
+    // max_tokens cuts first: the sequence is never reached.
+    let short = ask(r#"["END"]"#, 1);
+    assert_eq!(
+        (&short["stop_reason"], &short["stop_sequence"]),
+        (&Value::from("max_tokens"), &Value::Null)
+    );
+}
+
+#[test]
+fn an_anthropic_prompt_over_the_window_gets_anthropics_wording() {
+    let small = config(r#"{"mock": {"context_windows": {"*": 10}}}"#);
+    let ask = |max_tokens: u32, text: &str| {
+        let body = format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":{max_tokens},
+            "messages":[{{"role":"user","content":"{text}"}}]}}"#
+        );
+        let request = MessagesRequest::parse(body.as_bytes()).unwrap();
+        anthropic_message(&small, Tokenizer::Exact, &instant(), &request, no_headers)
+            .unwrap_err()
+            .message
+    };
+    let long = "one two three four five six seven eight nine ten eleven";
+    assert!(
+        ask(1, long).starts_with("prompt is too long: "),
+        "{}",
+        ask(1, long)
+    );
+    assert!(ask(1, long).ends_with(" tokens > 10 maximum"));
+    let message = ask(9, "hi");
+    assert!(
+        message.starts_with("input length and `max_tokens` exceed context limit: "),
+        "{message}"
+    );
+    assert!(message.contains(" + 9 > 10,"), "{message}");
+}
+
 #[test]
 fn structured_output_follows_the_response_format() {
     let object = chat(
@@ -606,8 +838,18 @@ fn random_body(rng: &mut StdRng, wire: Wire) -> serde_json::Value {
         Wire::Messages => {
             body["messages"] = json!([{"role": "user", "content": prompt}]);
             body["max_tokens"] = json!(max_tokens);
-            if rng.random_bool(0.5) {
-                body["tools"] = json!([{"name": "get_x", "input_schema": schema}]);
+            match rng.random_range(0..3) {
+                0 => body["tools"] = json!([{"name": "get_x", "input_schema": schema}]),
+                1 => {
+                    body["output_config"] = json!({"format": {"type": "json_schema",
+                                                              "schema": schema}})
+                }
+                _ => {}
+            }
+            if rng.random_bool(0.3) {
+                // A long stop sequence, which the reply names when it ends there.
+                let len = rng.random_range(1..3000);
+                body["stop_sequences"] = json!(["o", random_text(rng, len)]);
             }
         }
     }

@@ -44,6 +44,7 @@ impl ResponsesRequest {
                 name: None,
             });
         }
+        let called_tools = called_functions(fields.get("input"));
         messages.extend(parse_input(fields.remove("input"))?);
         let tools = parse_tools(&fields)?;
         let tool_choice = parse_tool_choice(&fields, &tools, &["name"], false)?;
@@ -74,6 +75,7 @@ impl ResponsesRequest {
             )?
             .unwrap_or(true),
             response_format: parse_text_format(&fields)?,
+            called_tools,
         };
         Ok(Self { chat, instructions })
     }
@@ -136,6 +138,19 @@ fn parse_input(value: Option<Value>) -> Result<Vec<ChatMessage>, ApiError> {
                 other => Ok(message("user", format!("[{other}]"))),
             }
         })
+        .collect()
+}
+
+/// The names of the `function_call` input items, in order.
+fn called_functions(input: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(items)) = input else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|item| item.get("type").and_then(Value::as_str) == Some("function_call"))
+        .filter_map(|item| item.get("name").and_then(Value::as_str))
+        .map(str::to_owned)
         .collect()
 }
 

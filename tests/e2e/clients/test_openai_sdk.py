@@ -156,3 +156,59 @@ def test_lorem_follows_max_tokens_and_seed(scripted_sdk):
     assert first.usage.completion_tokens == 25
     assert first.choices[0].finish_reason == "length"
     assert first.choices[0].message.content == second.choices[0].message.content
+
+
+LOOKUP = {"type": "function", "function": {"name": "look_up", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+SUMMARIZE = {"type": "function", "function": {"name": "summarize", "parameters": {
+    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}
+
+
+def test_required_tool_choice_binds_after_a_tool_result(sdk):
+    messages = [{"role": "user", "content": "Look it up."}]
+    first = sdk.chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[LOOKUP, SUMMARIZE], tool_choice="required"
+    )
+    (call,) = first.choices[0].message.tool_calls
+    assert call.function.name == "look_up"
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "42"},
+    ]
+    # Required after a tool's result: the first tool not called yet, not text.
+    second = sdk.chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[LOOKUP, SUMMARIZE], tool_choice="required"
+    )
+    assert second.choices[0].finish_reason == "tool_calls"
+    (call,) = second.choices[0].message.tool_calls
+    assert call.function.name == "summarize"
+    assert isinstance(json.loads(call.function.arguments)["text"], str)
+    named = sdk.chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[LOOKUP, SUMMARIZE],
+        tool_choice={"type": "function", "function": {"name": "look_up"}},
+    )
+    assert [c.function.name for c in named.choices[0].message.tool_calls] == ["look_up"]
+    # Auto answers the result in words, so a plain loop ends.
+    auto = sdk.chat.completions.create(model="gpt-4o", messages=messages, tools=[LOOKUP, SUMMARIZE])
+    assert auto.choices[0].message.tool_calls is None and auto.choices[0].finish_reason == "stop"
+
+
+def test_responses_required_tool_choice_calls_the_final_tool_after_a_tool_result(sdk):
+    tools = [
+        {"type": "function", "name": "look_up", "parameters": LOOKUP["function"]["parameters"]},
+        {"type": "function", "name": "final_answer", "parameters": {
+            "type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}},
+    ]
+    first = sdk.responses.create(model="gpt-4o", input="Look it up.", tools=tools, tool_choice="required")
+    (call,) = first.output
+    assert (call.type, call.name) == ("function_call", "look_up")
+    history = [
+        {"role": "user", "content": "Look it up."},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "42"},
+    ]
+    with sdk.responses.stream(model="gpt-4o", input=history, tools=tools, tool_choice="required") as stream:
+        final = stream.get_final_response()
+    (call,) = final.output
+    assert (call.type, call.name) == ("function_call", "final_answer")
+    assert isinstance(json.loads(call.arguments)["answer"], int)

@@ -89,6 +89,16 @@ def test_responses_match_httpbun(openai_sdk):
     assert set(part.model_dump()) == set(type(part).model_fields)
 
 
+def test_responses_created_at_is_whole_seconds(httpbun_envoy):
+    # httpbun writes `1796301848`; strict decoders (Go, serde) reject `1796301848.0`.
+    with httpx.Client(base_url=httpbun_envoy.base_url) as http:
+        whole = http.post("/llm/v1/responses", json={"input": "Hello"})
+        assert re.search(rb'"created_at":\d+,', whole.content), whole.content[:200]
+        streamed = http.post("/llm/v1/responses", json={"input": "Hello", "stream": True})
+        stamps = re.findall(rb'"created_at":([0-9.e+]+)', streamed.content)
+        assert stamps and all(stamp.isdigit() for stamp in stamps), stamps
+
+
 def test_responses_stream_and_helper(openai_sdk):
     events = list(openai_sdk.responses.create(model="gpt-5-nano", input="Hello", stream=True))
     assert [e.sequence_number for e in events] == list(range(len(events)))

@@ -5,9 +5,7 @@ mod request;
 mod response;
 
 pub use request::{ChatMessage, ChatRequest, ResponseFormat, Tool, ToolChoice};
-pub(crate) use request::{
-    MAX_CHOICES, parse_stop, parse_stop_sequences, parse_stream_options, parse_tool_choice,
-};
+pub(crate) use request::{MAX_CHOICES, parse_stop, parse_stream_options, parse_tool_choice};
 pub use response::{Completion, render_completion, render_stream};
 
 #[cfg(test)]

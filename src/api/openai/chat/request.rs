@@ -51,6 +51,9 @@ pub struct ChatRequest {
     pub parallel_tool_calls: bool,
     /// The shape of the reply's content.
     pub response_format: ResponseFormat,
+    /// The tools earlier assistant turns called, by name, in order: which a forced call has
+    /// not used yet.
+    pub called_tools: Vec<String>,
 }
 
 /// A function the model may call: `tools[].function`.
@@ -102,6 +105,7 @@ impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let mut fields = parse_object(body)?;
         let model = take_model(&mut fields)?;
+        let called_tools = called_tools(fields.get("messages"));
         let messages = parse_messages(fields.remove("messages"))?;
         let stream = optional(&fields, "stream", "stream", "a boolean", Value::as_bool)?;
         let stream = stream.unwrap_or(false);
@@ -140,6 +144,7 @@ impl ChatRequest {
             tool_choice,
             parallel_tool_calls,
             response_format,
+            called_tools,
         })
     }
 
@@ -158,6 +163,20 @@ impl ChatRequest {
             .find(|m| m.role == "user")
             .map_or("", |m| m.text.as_str())
     }
+}
+
+/// The function names in assistant messages' `tool_calls`, in order.
+fn called_tools(messages: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(messages)) = messages else {
+        return Vec::new();
+    };
+    messages
+        .iter()
+        .filter_map(|message| message.get("tool_calls").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|call| call.pointer("/function/name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn parse_messages(value: Option<Value>) -> Result<Vec<ChatMessage>, ApiError> {
@@ -462,10 +481,7 @@ pub(crate) fn parse_stop(fields: &Map<String, Value>) -> Result<Vec<String>, Api
 
 /// Stop sequences under `key`: null, one string, or an array of strings. Empty strings never
 /// match, so they are dropped.
-pub(crate) fn parse_stop_sequences(
-    fields: &Map<String, Value>,
-    key: &str,
-) -> Result<Vec<String>, ApiError> {
+fn parse_stop_sequences(fields: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
     let sequences = match fields.get(key) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(one)) => vec![one.clone()],
