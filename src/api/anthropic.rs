@@ -307,7 +307,7 @@ impl From<Usage> for UsageJson {
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
             cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
+            cache_read_input_tokens: usage.cached_tokens,
         }
     }
 }
@@ -411,6 +411,7 @@ pub fn render_stream(model: &str, id: &str, choice: &ChoiceText<'_>, usage: Usag
     let start_usage = Usage {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: 1,
+        cached_tokens: usage.cached_tokens,
     };
     let message = MessageJson {
         id,
@@ -554,6 +555,7 @@ mod tests {
         Usage {
             prompt_tokens: 9,
             completion_tokens: 2,
+            cached_tokens: 0,
         }
     }
 

@@ -10,7 +10,10 @@ pub mod config;
 mod content;
 pub mod faults;
 mod limits;
+pub mod load;
 pub mod lorem;
+pub mod metrics;
+pub mod prefix_cache;
 pub mod schema_gen;
 mod timing;
 mod tools;
@@ -120,6 +123,7 @@ impl<'a> Generation<'a> {
 fn with_chat_choices<'h, R>(
     config: &MockConfig,
     tokenizer: Tokenizer,
+    timing: &Timing,
     request: &ChatRequest,
     wire: ReplySize,
     header: impl Fn(&str) -> Option<&'h [u8]>,
@@ -179,10 +183,7 @@ fn with_chat_choices<'h, R>(
         fewer,
         culprit,
     )?;
-    let usage = Usage {
-        prompt_tokens,
-        completion_tokens,
-    };
+    let usage = timing.usage(prompt_tokens, completion_tokens);
     Ok(render(&choices, usage))
 }
 
@@ -198,6 +199,7 @@ pub fn chat_completion<'h>(
     with_chat_choices(
         config,
         tokenizer,
+        timing,
         request,
         wire,
         header,
@@ -232,6 +234,7 @@ pub fn response<'h>(
     with_chat_choices(
         config,
         tokenizer,
+        timing,
         &request.chat,
         wire,
         header,
@@ -268,16 +271,24 @@ pub fn anthropic_message<'h>(
 ) -> Result<MockReply, ApiError> {
     let chat = &request.chat;
     let wire = ReplySize::new(Wire::Messages, chat, 0);
-    with_chat_choices(config, tokenizer, chat, wire, header, |choices, usage| {
-        let id = format!("msg_{}", &random_hex()[..24]);
-        let choice = &choices[0];
-        let stream = chat
-            .stream
-            .then(|| anthropic::render_stream(&chat.model, &id, choice, usage));
-        timed_reply(timing, choices, usage, stream, || {
-            anthropic::render_message(&chat.model, &id, choice, usage)
-        })
-    })
+    with_chat_choices(
+        config,
+        tokenizer,
+        timing,
+        chat,
+        wire,
+        header,
+        |choices, usage| {
+            let id = format!("msg_{}", &random_hex()[..24]);
+            let choice = &choices[0];
+            let stream = chat
+                .stream
+                .then(|| anthropic::render_stream(&chat.model, &id, choice, usage));
+            timed_reply(timing, choices, usage, stream, || {
+                anthropic::render_message(&chat.model, &id, choice, usage)
+            })
+        },
+    )
 }
 
 /// Answers a legacy completion request: `text_completion` JSON or its SSE stream, `n` choices
@@ -405,12 +416,12 @@ pub fn text_completion<'h>(
         culprit(&sources),
     )?;
     let id = format!("cmpl-{}", random_hex());
-    let usage = Usage {
-        prompt_tokens: prompt_token_counts
+    let usage = timing.usage(
+        prompt_token_counts
             .iter()
             .fold(0, |a, b| a.saturating_add(*b)),
         completion_tokens,
-    };
+    );
     let completion = TextCompletion {
         id: &id,
         created: unix_seconds(),

@@ -338,6 +338,7 @@ mod tests {
             usage: Usage {
                 prompt_tokens: 9,
                 completion_tokens: 5,
+                cached_tokens: 0,
             },
         }
     }

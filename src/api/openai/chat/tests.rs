@@ -204,6 +204,7 @@ fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
         usage: Usage {
             prompt_tokens: 9,
             completion_tokens: 5,
+            cached_tokens: 0,
         },
     }
 }
