@@ -33,7 +33,7 @@ use passthrough::Forwarding;
 use replies::Outcome;
 
 pub use accounting::ModelLabels;
-pub use mock_path::{ITL_HEADER, TTFT_HEADER};
+pub use mock_path::{ITL_HEADER, QUEUE_HEADER, TTFT_HEADER};
 
 /// What every stream of one filter config shares: the parsed config and the live state it
 /// runs with.
