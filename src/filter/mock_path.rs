@@ -522,7 +522,7 @@ impl Filter {
         let Some(load) = &self.context.load else {
             return Vec::new();
         };
-        let Some(mut hasher) = load.hasher() else {
+        let Some(mut hasher) = load.hasher(request.model()) else {
             return Vec::new();
         };
         request.feed_prompt(&mut hasher);

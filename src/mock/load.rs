@@ -9,10 +9,12 @@
 //! stream that goes early (its client left) releases its place at once.
 
 use std::collections::BTreeMap;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHasher;
 use serde::Deserialize;
 
 use super::metrics::ModelMetrics;
@@ -412,12 +414,20 @@ impl Load {
         (key, state)
     }
 
-    /// Hashes a prompt's bytes into the cache's blocks (none when the cache is off).
-    pub fn hasher(&self) -> Option<BlockHasher> {
+    /// Hashes the bytes of a prompt to `model` into the cache's blocks (none when the cache is
+    /// off). An adapter's blocks are its own, as vLLM keys them by adapter too.
+    pub fn hasher(&self, model: &str) -> Option<BlockHasher> {
+        let (_, adapter) = self.base_of(model);
+        let seed = adapter.map_or(0, |i| {
+            let mut hasher = FxHasher::default();
+            hasher.write(self.adapters[i].as_bytes());
+            hasher.finish()
+        });
         self.settings.prefix_cache.map(|cache| {
             BlockHasher::new(
                 cache.block_tokens as usize * BYTES_PER_TOKEN,
                 cache.capacity_blocks as usize,
+                seed,
             )
         })
     }

@@ -37,13 +37,14 @@ pub struct PromptBlocks {
 }
 
 impl BlockHasher {
-    /// A hasher of blocks of `block_bytes`, keeping at most `max_blocks` of them.
-    pub fn new(block_bytes: usize, max_blocks: usize) -> Self {
+    /// A hasher of blocks of `block_bytes`, keeping at most `max_blocks` of them; the chain
+    /// starts from `seed`, so that prompts under different seeds share no block.
+    pub fn new(block_bytes: usize, max_blocks: usize, seed: u64) -> Self {
         Self {
             block_bytes: block_bytes.max(1),
             max_blocks,
             partial: Vec::with_capacity(block_bytes),
-            previous: 0,
+            previous: seed,
             blocks: Vec::new(),
             bytes: 0,
         }
@@ -178,7 +179,7 @@ mod tests {
     use super::*;
 
     fn blocks(text: &str, block_bytes: usize) -> PromptBlocks {
-        let mut hasher = BlockHasher::new(block_bytes, 100);
+        let mut hasher = BlockHasher::new(block_bytes, 100, 0);
         for piece in text.as_bytes().chunks(3) {
             hasher.feed(piece);
         }
@@ -196,6 +197,9 @@ mod tests {
         // The same block after a different prefix is a different block.
         let c = blocks("XXXXbbbb", 4);
         assert_ne!(a.blocks[1], c.blocks[1]);
+        let mut seeded = BlockHasher::new(4, 100, 1);
+        seeded.feed(b"aaaabbbb");
+        assert_ne!(seeded.finish().blocks[0], a.blocks[0]);
         let mut cache = PrefixCache::new(10);
         cache.insert(&a.blocks);
         assert_eq!(cache.prefix_len(&b.blocks), 2);
@@ -238,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_long_prompt_keeps_at_most_capacity_blocks() {
-        let mut hasher = BlockHasher::new(2, 3);
+        let mut hasher = BlockHasher::new(2, 3, 0);
         hasher.feed(b"0123456789");
         let prompt = hasher.finish();
         assert_eq!(prompt.blocks.len(), 3);

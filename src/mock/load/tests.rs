@@ -178,6 +178,14 @@ fn lora_adapters_share_their_base_models_places_and_are_named_in_the_metrics() {
     ));
     assert!(text.contains("vllm:num_requests_waiting{model_name=\"base\"} 1.0"));
     assert!(!text.contains("model_name=\"sql\""));
+    // The adapter's prompts are cached apart from its base model's.
+    let blocks = |model| {
+        let mut hasher = load.hasher(model).unwrap();
+        hasher.feed(&[b'x'; 256]);
+        hasher.finish().blocks
+    };
+    assert_ne!(blocks("sql"), blocks("base"));
+    assert_eq!(blocks("base"), blocks("other-base"));
 }
 
 #[test]
