@@ -540,10 +540,11 @@ struct UsageJson {
 impl From<Usage> for UsageJson {
     fn from(usage: Usage) -> Self {
         Self {
-            input_tokens: usage.prompt_tokens,
+            // Anthropic counts cache reads apart: `input_tokens` is the uncached rest.
+            input_tokens: usage.prompt_tokens.saturating_sub(usage.cached_tokens),
             output_tokens: usage.completion_tokens,
             cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
+            cache_read_input_tokens: usage.cached_tokens,
         }
     }
 }
@@ -671,6 +672,7 @@ pub fn render_stream(reply: &Reply<'_>, usage: Usage) -> Vec<Vec<u8>> {
     let start_usage = Usage {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: 1,
+        cached_tokens: usage.cached_tokens,
     };
     let message = MessageJson {
         id,
@@ -1007,6 +1009,7 @@ mod tests {
         Usage {
             prompt_tokens: 9,
             completion_tokens: 2,
+            cached_tokens: 0,
         }
     }
 

@@ -99,6 +99,9 @@ impl Filter {
     /// A path llm-edge does not claim: it passes untouched, or gets OpenAI's 404 when the config
     /// refuses unclaimed paths.
     pub(super) fn on_unclaimed_path(&mut self, host: &mut impl Host) -> HeadersStatus {
+        if self.config().mode == Mode::Mock && self.answer_metrics(host) {
+            return HeadersStatus::StopIteration;
+        }
         if self.config().unclaimed_paths == UnclaimedPaths::Pass {
             self.state = State::PassThrough;
             return HeadersStatus::Continue;

@@ -1,8 +1,9 @@
 //! Answering locally, in mock mode: read the request's plan (latency, faults) from its headers
 //! and the fault dice, run the transforms and the guard so the mock sees what a model would,
-//! answer each endpoint, and send the reply at once or paced.
+//! answer each endpoint, admit the reply to the simulated load (`mock.load`), and send it at
+//! once or paced. The load's vLLM metrics are answered here too.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -13,7 +14,7 @@ use crate::api::anthropic::MessagesRequest;
 use crate::api::httpbun::{self, HttpbunEndpoint, HttpbunError};
 use crate::api::json_writer;
 use crate::api::openai::chat::ChatRequest;
-use crate::api::openai::completions::CompletionRequest;
+use crate::api::openai::completions::{CompletionRequest, Prompt};
 use crate::api::openai::embeddings::EmbeddingsRequest;
 use crate::api::openai::generation::Usage;
 use crate::api::openai::responses::ResponsesRequest;
@@ -24,6 +25,8 @@ use crate::host::stats::{Counter, Histogram};
 use crate::host::{HeadersStatus, Host};
 use crate::mock::config::MAX_DELAY_MS;
 use crate::mock::faults::{self, ErrorReply, StreamFault};
+use crate::mock::load::{self, QueueFull};
+use crate::mock::prefix_cache::{BlockHasher, CachedPrefix};
 use crate::mock::{self, MockReply, ReplyShape, Timing};
 
 /// Request header overriding the configured time to first token, in milliseconds.
@@ -31,6 +34,10 @@ pub const TTFT_HEADER: &str = "x-llm-edge-ttft-ms";
 
 /// Request header overriding the configured inter-token latency, in milliseconds.
 pub const ITL_HEADER: &str = "x-llm-edge-itl-ms";
+
+/// Reply header saying how long the simulated load kept the request waiting for a place, in
+/// milliseconds (0: it started at once).
+pub const QUEUE_HEADER: &str = "x-llm-edge-queue-ms";
 
 /// What the request's headers and the fault dice decided, before the reply is made.
 struct Plan {
@@ -50,6 +57,10 @@ trait GenerationRequest: Sized {
     fn model(&self) -> &str;
     fn set_model(&mut self, model: String);
     fn stream(&self) -> bool;
+    /// Feeds the prompt's bytes, in order, to the prefix cache's hasher.
+    fn feed_prompt(&self, hasher: &mut BlockHasher);
+    /// The reply's token limit (per choice) and how many choices.
+    fn token_limit(&self) -> (Option<u32>, u32);
     fn mock<'h>(
         &self,
         config: &FilterConfig,
@@ -75,6 +86,12 @@ macro_rules! generation_request {
             fn stream(&self) -> bool {
                 self$(.$chat)?.stream
             }
+            fn feed_prompt(&self, hasher: &mut BlockHasher) {
+                self$(.$chat)?.write_prompt(hasher);
+            }
+            fn token_limit(&self) -> (Option<u32>, u32) {
+                self$(.$chat)?.reply_limit()
+            }
             fn mock<'h>(
                 &self,
                 config: &FilterConfig,
@@ -85,6 +102,46 @@ macro_rules! generation_request {
             }
         }
     };
+}
+
+/// What the simulated load reads of a request: its prompt's bytes and its token limit.
+trait PromptBytes {
+    fn write_prompt(&self, hasher: &mut BlockHasher);
+    fn reply_limit(&self) -> (Option<u32>, u32);
+}
+
+impl PromptBytes for ChatRequest {
+    fn write_prompt(&self, hasher: &mut BlockHasher) {
+        for message in &self.messages {
+            hasher.feed(message.role.as_bytes());
+            hasher.feed(b"\x1f");
+            hasher.feed(message.name.as_deref().unwrap_or_default().as_bytes());
+            hasher.feed(b"\x1f");
+            hasher.feed(message.text.as_bytes());
+            hasher.feed(b"\x1e");
+        }
+    }
+    fn reply_limit(&self) -> (Option<u32>, u32) {
+        (self.max_tokens, self.n)
+    }
+}
+
+impl PromptBytes for CompletionRequest {
+    fn write_prompt(&self, hasher: &mut BlockHasher) {
+        for prompt in &self.prompts {
+            match prompt {
+                Prompt::Text(text) => hasher.feed(text.as_bytes()),
+                Prompt::Tokens(ids) => ids.iter().for_each(|id| hasher.feed(&id.to_le_bytes())),
+            }
+            hasher.feed(b"\x1e");
+        }
+    }
+    fn reply_limit(&self) -> (Option<u32>, u32) {
+        (
+            Some(self.max_tokens),
+            self.n * u32::try_from(self.prompts.len()).unwrap_or(1),
+        )
+    }
 }
 
 generation_request!(ChatRequest, mock::chat_completion);
@@ -228,20 +285,30 @@ impl Filter {
             return;
         };
         request.set_model(model);
+        let mut timing = plan.timing;
+        let blocks = self.look_up_prefix(&request, &mut timing);
         let header = |name: &str| host.request_header(name);
-        let reply = match request.mock(self.config(), &plan.timing, header) {
+        let mut reply = match request.mock(self.config(), &timing, header) {
             Ok(reply) => reply,
             Err(error) => {
                 self.send_error(host, &error, &[], Outcome::InvalidRequest);
                 return;
             }
         };
+        if self
+            .admit_to_load(host, &request, &timing, &mut reply, blocks)
+            .is_err()
+        {
+            return;
+        }
         let fault = plan.stream_fault.filter(|_| request.stream());
         let steps = reply.steps.len();
         if self
             .charge_mock(host, request.model(), reply.usage, fault, steps)
             .is_err()
         {
+            // Refused by a budget: the place it was given is not taken.
+            self._load_slot = None;
             return;
         }
         self.count_answer(host, request.model(), reply.usage);
@@ -358,6 +425,7 @@ impl Filter {
             usage: Usage {
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                cached_tokens: 0,
             },
         };
         self.send_reply(host, reply, None, started);
@@ -378,7 +446,11 @@ impl Filter {
         };
         let timing = self.timing(host).map_err(invalid)?;
         let requested = requested_fault(host).map_err(invalid)?;
-        if let Some(status) = requested.or_else(|| self.context.fault_dice.roll()) {
+        let scenario = self.scenario_fault(host).map_err(invalid)?;
+        let fault = requested
+            .or(scenario)
+            .or_else(|| self.context.fault_dice.roll());
+        if let Some(status) = fault {
             let reply = faults::error_for_status(status, model)
                 .expect("every fault status has an OpenAI error");
             return Err(Box::new(Refusal {
@@ -426,9 +498,140 @@ impl Filter {
         None
     }
 
+    /// The status a scenario's request fails with, while its key is among its first
+    /// `fail_first` requests.
+    fn scenario_fault(&self, host: &impl Host) -> Result<Option<u16>, ApiError> {
+        let Some(key) = host.request_header(faults::SCENARIO_KEY_HEADER) else {
+            return Ok(None);
+        };
+        if key.is_empty() || key.len() > faults::MAX_SCENARIO_KEY_BYTES {
+            let expected = format!("a key of 1 to {} bytes", faults::MAX_SCENARIO_KEY_BYTES);
+            let shown = String::from_utf8_lossy(&key[..key.len().min(32)]).into_owned();
+            return Err(invalid_header(
+                faults::SCENARIO_KEY_HEADER,
+                &shown,
+                &expected,
+            ));
+        }
+        Ok(self.context.scenarios.fail(key))
+    }
+
+    /// Finds the prompt's cached prefix in the simulated load's cache, into `timing`; returns
+    /// the prompt's blocks, to cache once the request is admitted.
+    fn look_up_prefix(&self, request: &impl GenerationRequest, timing: &mut Timing) -> Vec<u64> {
+        let Some(load) = &self.context.load else {
+            return Vec::new();
+        };
+        let Some(mut hasher) = load.hasher(request.model()) else {
+            return Vec::new();
+        };
+        request.feed_prompt(&mut hasher);
+        let prompt = hasher.finish();
+        let cached = load.cached_blocks(request.model(), &prompt.blocks, Instant::now());
+        timing.prefix = CachedPrefix {
+            matched_bytes: (cached * prompt.block_bytes) as u64,
+            prompt_bytes: prompt.bytes,
+            block_tokens: load.settings().prefix_cache.map_or(0, |c| c.block_tokens),
+        };
+        prompt.blocks
+    }
+
+    /// Admits a made reply to the simulated load: its schedule shifted by the wait for a place
+    /// and stretched by the load, and the place held until the stream ends. `Err(())` after
+    /// answering the 429 of a full queue.
+    fn admit_to_load(
+        &mut self,
+        host: &mut impl Host,
+        request: &impl GenerationRequest,
+        timing: &Timing,
+        reply: &mut MockReply,
+        blocks: Vec<u64>,
+    ) -> Result<(), ()> {
+        let Some(load) = &self.context.load else {
+            return Ok(());
+        };
+        let usage = reply.usage;
+        let first_token = match reply.shape {
+            ReplyShape::Stream => Duration::MAX,
+            ReplyShape::Whole => timing.first_token(usage),
+        };
+        let finished_reason = match request.token_limit() {
+            (Some(limit), choices)
+                if usage.completion_tokens >= limit.saturating_mul(choices.max(1)) =>
+            {
+                "length"
+            }
+            _ => "stop",
+        };
+        let admitted = load.admit(
+            load::Request {
+                model: request.model(),
+                offsets: std::mem::take(&mut reply.offsets),
+                first_token,
+                steps: reply.steps.len(),
+                prompt_tokens: usage.prompt_tokens,
+                cached_tokens: usage.cached_tokens,
+                completion_tokens: usage.completion_tokens,
+                finished_reason,
+                blocks,
+            },
+            Instant::now(),
+        );
+        match admitted {
+            Ok(admission) => {
+                reply.offsets = admission.offsets;
+                let wait = admission.wait.as_millis().to_string();
+                self.rate_headers.push((QUEUE_HEADER, wait));
+                self._load_slot = Some(admission.slot);
+                Ok(())
+            }
+            Err(QueueFull { running, waiting }) => {
+                let mut reply =
+                    faults::error_for_status(429, request.model()).expect("429 has an error");
+                reply.error.message = format!(
+                    "The server is at capacity for {}: {running} requests running and {waiting} \
+                     waiting. Please try again later.",
+                    request.model()
+                );
+                host.count(Counter::Faults, &["429"], 1);
+                self.send_error(host, &reply.error, &reply.headers, Outcome::Fault);
+                Err(())
+            }
+        }
+    }
+
+    /// Answers `GET` on the simulated load's metrics path with vLLM's Prometheus metrics;
+    /// returns whether the request was that.
+    pub(super) fn answer_metrics(&mut self, host: &mut impl Host) -> bool {
+        let Some(load) = &self.context.load else {
+            return false;
+        };
+        let Some(metrics_path) = load.settings().metrics_path.as_deref() else {
+            return false;
+        };
+        let path = host.request_header(":path").unwrap_or_default();
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        if path != metrics_path.as_bytes() || request_method(host) != Some(Method::Get) {
+            return false;
+        }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+        let body = mock::metrics::render(load, Instant::now(), unix);
+        self.endpoint_label = "metrics";
+        host.count(Counter::Requests, &["metrics", Outcome::Mock.label()], 1);
+        let headers = [("content-type", "text/plain; version=0.0.4; charset=utf-8")];
+        host.send_response(200, &headers, body.as_bytes(), Outcome::Mock.details());
+        self.state = State::Answered;
+        true
+    }
+
     /// The configured timing, with the request's header overrides.
     fn timing(&self, host: &impl Host) -> Result<Timing, ApiError> {
         let mut timing = Timing::from_config(&self.config().mock.latency);
+        if let Some(load) = &self.context.load {
+            timing.prefill_per_token = load.settings().prefill_per_token;
+        }
         if let Some(ttft) = delay_header(host, TTFT_HEADER)? {
             timing.time_to_first_token = ttft;
         }

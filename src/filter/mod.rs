@@ -26,7 +26,8 @@ use crate::filter::route_policy::RoutePolicy;
 use crate::host::pacing::PacingHandle;
 use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::mock::MockReply;
-use crate::mock::faults::FaultDice;
+use crate::mock::faults::{FaultDice, Scenarios};
+use crate::mock::load::{Load, Slot};
 use claim::Claimed;
 use passthrough::Forwarding;
 use replies::Outcome;
@@ -56,6 +57,11 @@ pub struct Runtime {
     pub budgets: Arc<Budgets>,
     /// The budget keys with a stats label of their own.
     pub budget_key_labels: Arc<ModelLabels>,
+    /// The simulated server load of `mock.load` (admission, queues, prefix cache, metrics),
+    /// shared by every worker; none without that section.
+    pub load: Option<Arc<Load>>,
+    /// How many requests of each scenario key have failed so far.
+    pub scenarios: Arc<Scenarios>,
 }
 
 impl FilterContext {
@@ -67,6 +73,12 @@ impl FilterContext {
             model_labels: Arc::default(),
             budgets: Arc::new(Budgets::new(&config.budgets)),
             budget_key_labels: Arc::default(),
+            load: config
+                .mock
+                .load
+                .clone()
+                .map(|settings| Load::new(settings, &config.mock.models)),
+            scenarios: Arc::new(Scenarios::new(&config.mock.faults)),
         };
         Self::with_runtime(config, runtime)
     }
@@ -149,8 +161,12 @@ pub struct Filter {
     anthropic_errors: bool,
     /// This request's masked values, for restoring them in its reply.
     masker: Masker,
-    /// The `x-ratelimit-*-tokens` headers of this request's reply, once a budget admitted it.
+    /// The `x-ratelimit-*-tokens` headers of this request's reply, once a budget admitted it,
+    /// and `x-llm-edge-queue-ms` once the simulated load did.
     rate_headers: Vec<(&'static str, String)>,
+    /// The place the simulated load gave this stream's reply; dropped with the stream, so a
+    /// client that leaves early frees it.
+    _load_slot: Option<Slot>,
 }
 
 /// The hooks, in the order Envoy calls them.
@@ -164,6 +180,7 @@ impl Filter {
             anthropic_errors: false,
             masker: Masker::default(),
             rate_headers: Vec::new(),
+            _load_slot: None,
         }
     }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config_error::{ConfigError, REGEX_SIZE_LIMIT};
 use crate::mock::faults::{FaultRates, FaultsConfig};
+use crate::mock::load::{LoadConfig, LoadSettings};
 
 /// Settings of the mock, checked (see [`MockConfig::parse`]).
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct MockConfig {
     /// The largest reply the mock builds, in bytes: a request whose reply could be larger (by
     /// its `n`, `max_tokens`, echoed prompt, tools, schema or stream events) gets a 400 first.
     pub max_reply_bytes: u64,
+    /// A loaded server's behaviour (admission, queueing, prefill, prefix cache, vLLM metrics);
+    /// none answers every request at once, as before.
+    pub load: Option<LoadSettings>,
 }
 
 /// The `mock` section as serde reads it (the fields of [`MockConfig`], `faults` as written);
@@ -47,6 +51,7 @@ pub struct RawMockConfig {
     model_aliases: BTreeMap<String, String>,
     context_windows: BTreeMap<String, u32>,
     max_reply_bytes: MaxReplyBytes,
+    load: Option<LoadConfig>,
 }
 
 /// `mock.max_reply_bytes` as written, [`DEFAULT_MAX_REPLY_BYTES`] when it is not.
@@ -72,6 +77,7 @@ impl Default for MockConfig {
             model_aliases: BTreeMap::new(),
             context_windows: BTreeMap::new(),
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+            load: None,
         }
     }
 }
@@ -243,6 +249,10 @@ impl MockConfig {
             ));
         }
         let faults = FaultRates::parse(&raw.faults)?;
+        let load = raw
+            .load
+            .map(|load| LoadSettings::parse(load, &raw.models))
+            .transpose()?;
         let mut rules = raw.rules;
         for rule in &mut rules {
             if let Some(header) = &mut rule.when.header {
@@ -259,6 +269,7 @@ impl MockConfig {
             model_aliases: raw.model_aliases,
             context_windows: raw.context_windows,
             max_reply_bytes,
+            load,
         })
     }
 }

@@ -8,9 +8,12 @@
 //! | `x-test-scenario: error` | 500 `server_error` |
 //! | `x-llm-edge-fault: <status>` | that status (400, 401, 403, 404, 429, 500, 503) with OpenAI's body |
 //! | `x-llm-edge-stream-fault: <kind>:<n>` | after `n` stream steps: `truncate` (end without `[DONE]`), `reset` (reset the stream), `malformed` (a broken event, then the rest), `stall` (stop sending, keep the stream open) |
+//! | `x-llm-edge-scenario: <key>` | with `mock.faults.scenario`: the first `fail_first` requests of each key fail with its `status`, the rest succeed |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
+
+use rustc_hash::FxHashMap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -26,6 +29,10 @@ pub const SCENARIO_HEADER: &str = "x-test-scenario";
 pub const STATUS_HEADER: &str = "x-llm-edge-fault";
 /// Header asking for a broken stream.
 pub const STREAM_HEADER: &str = "x-llm-edge-stream-fault";
+/// Header naming a scenario: its first requests fail (see [`ScenarioConfig`]).
+pub const SCENARIO_KEY_HEADER: &str = "x-llm-edge-scenario";
+/// The longest scenario key, in bytes.
+pub const MAX_SCENARIO_KEY_BYTES: usize = 256;
 
 /// The statuses a fault can answer with.
 pub const FAULT_STATUSES: [u16; 7] = [400, 401, 403, 404, 429, 500, 503];
@@ -154,7 +161,38 @@ pub struct FaultsConfig {
     /// Seeds the draws, so that a run repeats exactly.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Fail the first requests of each scenario key (header `x-llm-edge-scenario`).
+    #[serde(default)]
+    pub scenario: Option<ScenarioConfig>,
 }
+
+/// `mock.faults.scenario`: the first `fail_first` requests carrying a scenario key fail with
+/// `status`, then that key's requests succeed; so a client's retries can be tested exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioConfig {
+    /// How many requests of each key fail.
+    pub fail_first: u32,
+    /// The status they fail with (a fault status).
+    #[serde(default = "default_scenario_status")]
+    pub status: u16,
+    /// How many keys are remembered; beyond them the oldest is forgotten (and fails afresh).
+    #[serde(default = "default_scenario_keys")]
+    pub max_keys: u32,
+}
+
+fn default_scenario_status() -> u16 {
+    503
+}
+
+fn default_scenario_keys() -> u32 {
+    10_000
+}
+
+/// The largest `mock.faults.scenario.max_keys`.
+pub const MAX_SCENARIO_KEYS: u32 = 1_000_000;
+/// The largest `mock.faults.scenario.fail_first`.
+pub const MAX_SCENARIO_FAILURES: u32 = 1_000;
 
 /// The configured fault rates, checked: what [`FaultDice`] draws from. Only
 /// [`FaultRates::parse`] makes them, so every status is a fault status and the rates add up to at
@@ -165,6 +203,8 @@ pub struct FaultRates {
     thresholds: Vec<(f64, u16)>,
     /// The seed of the draws; none seeds them at random.
     seed: Option<u64>,
+    /// The scenario faults, checked.
+    scenario: Option<ScenarioConfig>,
 }
 
 impl FaultRates {
@@ -200,10 +240,92 @@ impl FaultRates {
                 format!("the rates add up to {total}; allowed: at most 1"),
             ));
         }
+        if let Some(scenario) = &config.scenario {
+            check_scenario(scenario)?;
+        }
         Ok(Self {
             thresholds,
             seed: config.seed,
+            scenario: config.scenario,
         })
+    }
+}
+
+fn check_scenario(scenario: &ScenarioConfig) -> Result<(), ConfigError> {
+    if !(1..=MAX_SCENARIO_FAILURES).contains(&scenario.fail_first) {
+        return Err(ConfigError::new(
+            "mock.faults.scenario.fail_first",
+            format!(
+                "{} is out of range; allowed: 1 to {MAX_SCENARIO_FAILURES}",
+                scenario.fail_first
+            ),
+        ));
+    }
+    if !FAULT_STATUSES.contains(&scenario.status) {
+        let allowed = FAULT_STATUSES.map(|s| s.to_string()).join(", ");
+        return Err(ConfigError::new(
+            "mock.faults.scenario.status",
+            format!(
+                "{} is not a fault status; allowed: {allowed}",
+                scenario.status
+            ),
+        ));
+    }
+    if !(1..=MAX_SCENARIO_KEYS).contains(&scenario.max_keys) {
+        return Err(ConfigError::new(
+            "mock.faults.scenario.max_keys",
+            format!(
+                "{} is out of range; allowed: 1 to {MAX_SCENARIO_KEYS}",
+                scenario.max_keys
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How many requests of each scenario key were seen, shared by all workers; at most
+/// `max_keys` keys, the oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct Scenarios {
+    config: Option<ScenarioConfig>,
+    seen: Mutex<ScenarioCounts>,
+}
+
+#[derive(Debug, Default)]
+struct ScenarioCounts {
+    counts: FxHashMap<Vec<u8>, u32>,
+    order: VecDeque<Vec<u8>>,
+}
+
+impl Scenarios {
+    /// The counts of the configured scenario faults (none configured: no request fails).
+    pub fn new(rates: &FaultRates) -> Self {
+        Self {
+            config: rates.scenario,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The status this request of scenario `key` fails with, if it is among its first
+    /// `fail_first`.
+    pub fn fail(&self, key: &[u8]) -> Option<u16> {
+        let config = self.config?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let ScenarioCounts { counts, order } = &mut *seen;
+        let count = match counts.get_mut(key) {
+            Some(count) => count,
+            None => {
+                if counts.len() >= config.max_keys as usize {
+                    if let Some(oldest) = order.pop_front() {
+                        counts.remove(&oldest);
+                    }
+                }
+                order.push_back(key.to_vec());
+                counts.entry(key.to_vec()).or_insert(0)
+            }
+        };
+        *count = count.saturating_add(1);
+        (*count <= config.fail_first).then_some(config.status)
     }
 }
 
@@ -289,6 +411,7 @@ mod tests {
         let rates = FaultRates::parse(&FaultsConfig {
             rates: rates.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             seed: Some(seed),
+            scenario: None,
         })?;
         Ok(FaultDice::new(&rates))
     }
@@ -320,5 +443,65 @@ mod tests {
         let ConfigError { field, message } = dice(&[("500", 0.6), ("503", 0.6)], 0).unwrap_err();
         assert_eq!(field, "mock.faults.rates");
         assert!(message.contains("at most 1"));
+    }
+
+    fn scenarios(fail_first: u32, max_keys: u32) -> Scenarios {
+        let rates = FaultRates::parse(&FaultsConfig {
+            scenario: Some(ScenarioConfig {
+                fail_first,
+                status: 429,
+                max_keys,
+            }),
+            ..FaultsConfig::default()
+        })
+        .unwrap();
+        Scenarios::new(&rates)
+    }
+
+    #[test]
+    fn a_scenario_fails_its_first_requests_then_succeeds_per_key() {
+        let scenarios = scenarios(2, 10);
+        let a: Vec<_> = (0..4).map(|_| scenarios.fail(b"a")).collect();
+        assert_eq!(a, [Some(429), Some(429), None, None]);
+        assert_eq!(scenarios.fail(b"b"), Some(429));
+        assert_eq!(Scenarios::default().fail(b"a"), None);
+    }
+
+    #[test]
+    fn scenario_keys_are_bounded_the_oldest_forgotten() {
+        let scenarios = scenarios(1, 2);
+        assert_eq!(scenarios.fail(b"a"), Some(429));
+        assert_eq!(scenarios.fail(b"b"), Some(429));
+        assert_eq!(scenarios.fail(b"c"), Some(429));
+        // "a" was forgotten for "c": it fails afresh; "c" is remembered.
+        assert_eq!(scenarios.fail(b"c"), None);
+        assert_eq!(scenarios.fail(b"a"), Some(429));
+        assert_eq!(scenarios.seen.lock().unwrap().counts.len(), 2);
+    }
+
+    #[test]
+    fn bad_scenarios_are_named() {
+        let error = |scenario| {
+            FaultRates::parse(&FaultsConfig {
+                scenario: Some(scenario),
+                ..FaultsConfig::default()
+            })
+            .unwrap_err()
+            .field
+        };
+        let ok = ScenarioConfig {
+            fail_first: 1,
+            status: 503,
+            max_keys: 1,
+        };
+        let zero = ScenarioConfig {
+            fail_first: 0,
+            ..ok
+        };
+        assert_eq!(error(zero), "mock.faults.scenario.fail_first");
+        let teapot = ScenarioConfig { status: 418, ..ok };
+        assert_eq!(error(teapot), "mock.faults.scenario.status");
+        let none = ScenarioConfig { max_keys: 0, ..ok };
+        assert_eq!(error(none), "mock.faults.scenario.max_keys");
     }
 }

@@ -10,7 +10,10 @@ pub mod config;
 mod content;
 pub mod faults;
 mod limits;
+pub mod load;
 pub mod lorem;
+pub mod metrics;
+pub mod prefix_cache;
 pub mod schema_gen;
 mod timing;
 mod tools;
@@ -121,6 +124,7 @@ impl<'a> Generation<'a> {
 fn with_chat_choices<'h, R>(
     config: &MockConfig,
     tokenizer: Tokenizer,
+    timing: &Timing,
     request: &ChatRequest,
     wire: ReplySize,
     header: impl Fn(&str) -> Option<&'h [u8]>,
@@ -181,10 +185,7 @@ fn with_chat_choices<'h, R>(
         fewer,
         culprit,
     )?;
-    let usage = Usage {
-        prompt_tokens,
-        completion_tokens,
-    };
+    let usage = timing.usage(prompt_tokens, completion_tokens);
     Ok(render(&choices, &stops, usage))
 }
 
@@ -200,6 +201,7 @@ pub fn chat_completion<'h>(
     with_chat_choices(
         config,
         tokenizer,
+        timing,
         request,
         wire,
         header,
@@ -234,6 +236,7 @@ pub fn response<'h>(
     with_chat_choices(
         config,
         tokenizer,
+        timing,
         &request.chat,
         wire,
         header,
@@ -275,6 +278,7 @@ pub fn anthropic_message<'h>(
     with_chat_choices(
         config,
         tokenizer,
+        timing,
         chat,
         wire,
         header,
@@ -420,12 +424,12 @@ pub fn text_completion<'h>(
         culprit(&sources),
     )?;
     let id = format!("cmpl-{}", random_hex());
-    let usage = Usage {
-        prompt_tokens: prompt_token_counts
+    let usage = timing.usage(
+        prompt_token_counts
             .iter()
             .fold(0, |a, b| a.saturating_add(*b)),
         completion_tokens,
-    };
+    );
     let completion = TextCompletion {
         id: &id,
         created: unix_seconds(),

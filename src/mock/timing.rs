@@ -1,4 +1,5 @@
-//! When a reply's pieces are due: time to first token, the gap between tokens, jitter.
+//! When a reply's pieces are due: time to first token (with the prompt's prefill), the gap
+//! between tokens, jitter; and the prompt tokens the prefix cache spared.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use rand::{RngExt, SeedableRng};
 use super::{MockReply, ReplyShape};
 use crate::api::openai::generation::{ChoiceText, Usage};
 use crate::mock::config::LatencyConfig;
+use crate::mock::prefix_cache::CachedPrefix;
 
 /// How long a reply takes: the first token after `time_to_first_token`, then one every
 /// `inter_token`, each delay varied by up to `jitter` of itself.
@@ -21,6 +23,10 @@ pub struct Timing {
     pub jitter: f64,
     /// Seed of the jitter; `None` draws a fresh one per reply.
     pub seed: Option<u64>,
+    /// Prefill time per prompt token not in the prefix cache, added to the first token's.
+    pub prefill_per_token: Duration,
+    /// What the prefix cache held of the prompt: reported as cached, not prefilled.
+    pub prefix: CachedPrefix,
 }
 
 impl Timing {
@@ -31,7 +37,31 @@ impl Timing {
             inter_token: Duration::from_millis(latency.inter_token_ms),
             jitter: latency.jitter,
             seed: latency.seed,
+            prefill_per_token: Duration::ZERO,
+            prefix: CachedPrefix::default(),
         }
+    }
+
+    /// The usage of a reply of `completion_tokens` to a prompt of `prompt_tokens`, with the
+    /// prompt tokens the prefix cache held.
+    pub fn usage(&self, prompt_tokens: u32, completion_tokens: u32) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens: self.prefix.tokens(prompt_tokens),
+        }
+    }
+
+    /// The prefill of a reply with `usage`: its uncached prompt tokens, each
+    /// `prefill_per_token`.
+    pub fn prefill(&self, usage: Usage) -> Duration {
+        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
+        self.prefill_per_token * uncached
+    }
+
+    /// When the first token of a reply with `usage` is due, before jitter.
+    pub fn first_token(&self, usage: Usage) -> Duration {
+        self.time_to_first_token + self.prefill(usage)
     }
 
     /// Whether replies go out at once.
@@ -41,6 +71,12 @@ impl Timing {
 
     /// When each of `steps` token steps is due, measured from the start of the reply.
     pub fn offsets(&self, steps: usize) -> Vec<Duration> {
+        self.offsets_after(steps, Duration::ZERO)
+    }
+
+    /// [`Self::offsets`] with `prefill` added to the first token's delay (and jittered with
+    /// it).
+    pub fn offsets_after(&self, steps: usize, prefill: Duration) -> Vec<Duration> {
         let mut rng = StdRng::seed_from_u64(self.seed.unwrap_or_else(rand::random));
         let mut jittered = |delay: Duration| {
             if self.jitter == 0.0 || delay.is_zero() {
@@ -49,7 +85,7 @@ impl Timing {
                 delay.mul_f64(1.0 + self.jitter * rng.random_range(-1.0..=1.0))
             }
         };
-        let mut due = jittered(self.time_to_first_token);
+        let mut due = jittered(self.time_to_first_token + prefill);
         let mut offsets = Vec::with_capacity(steps);
         for step in 0..steps {
             if step > 0 {
@@ -76,10 +112,11 @@ pub(super) fn timed_reply(
         .max()
         .unwrap_or(0)
         .max(1);
-    let offsets = if timing.is_instant() {
+    let prefill = timing.prefill(usage);
+    let offsets = if timing.is_instant() && prefill.is_zero() {
         Vec::new()
     } else {
-        timing.offsets(token_steps)
+        timing.offsets_after(token_steps, prefill)
     };
     match stream {
         Some(steps) => MockReply {

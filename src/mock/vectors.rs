@@ -45,6 +45,7 @@ pub fn embeddings(tokenizer: Tokenizer, request: &EmbeddingsRequest) -> MockRepl
         usage: Usage {
             prompt_tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
         },
     }
 }

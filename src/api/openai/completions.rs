@@ -270,6 +270,7 @@ mod tests {
             usage: Usage {
                 prompt_tokens: 2,
                 completion_tokens: 2,
+                cached_tokens: 0,
             },
         }
     }

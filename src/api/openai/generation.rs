@@ -10,6 +10,8 @@ pub struct Usage {
     pub prompt_tokens: u32,
     /// Tokens in the reply.
     pub completion_tokens: u32,
+    /// Of `prompt_tokens`, those the (simulated) prefix cache already held.
+    pub cached_tokens: u32,
 }
 
 /// Why a choice ended.
@@ -102,7 +104,7 @@ impl From<Usage> for UsageJson {
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.prompt_tokens + usage.completion_tokens,
             prompt_tokens_details: PromptTokensDetails {
-                cached_tokens: 0,
+                cached_tokens: usage.cached_tokens,
                 audio_tokens: 0,
             },
             completion_tokens_details: CompletionTokensDetails {

@@ -429,7 +429,9 @@ impl From<Usage> for UsageJson {
     fn from(usage: Usage) -> Self {
         Self {
             input_tokens: usage.prompt_tokens,
-            input_tokens_details: InputTokensDetails { cached_tokens: 0 },
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: usage.cached_tokens,
+            },
             output_tokens: usage.completion_tokens,
             output_tokens_details: OutputTokensDetails {
                 reasoning_tokens: 0,
@@ -810,6 +812,7 @@ mod tests {
         Usage {
             prompt_tokens: 5,
             completion_tokens: 2,
+            cached_tokens: 0,
         }
     }
 

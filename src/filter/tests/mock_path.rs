@@ -2,7 +2,7 @@
 //! before the mock, failing closed.
 
 use super::*;
-use crate::filter::mock_path::{ITL_HEADER, TTFT_HEADER};
+use crate::filter::mock_path::{ITL_HEADER, QUEUE_HEADER, TTFT_HEADER};
 
 #[test]
 fn answers_a_chat_completion_from_a_chunked_body() {
@@ -457,4 +457,134 @@ fn in_mock_mode_echo_shows_the_masked_request() {
         host.only_reply().json()["choices"][0]["message"]["content"],
         "me: [EMAIL_1]"
     );
+}
+
+/// A loaded model: one place, one waiting, a second to the first token.
+const LOADED: &str = r#"{"mock": {"latency": {"time_to_first_token_ms": 1000, "inter_token_ms": 10},
+    "load": {"max_concurrent": 1, "max_queue": 1, "metrics_path": "/metrics"}}}"#;
+
+fn shared(config: &str) -> Arc<FilterContext> {
+    Arc::new(FilterContext::new(
+        FilterConfig::from_json(config.as_bytes()).unwrap(),
+    ))
+}
+
+fn stream_on(context: &Arc<FilterContext>, path: &str, body: &[u8]) -> (Filter, FakeHost) {
+    let mut filter = Filter::new(Arc::clone(context));
+    let mut host = FakeHost::request("POST", path);
+    post(&mut filter, &mut host, &[body]);
+    (filter, host)
+}
+
+const STREAMED: &[u8] =
+    br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+
+fn queue_ms(host: &FakeHost) -> u64 {
+    let (_, headers) = host.stream_head.as_ref().unwrap();
+    let (_, value) = headers.iter().find(|(n, _)| n == QUEUE_HEADER).unwrap();
+    value.parse().unwrap()
+}
+
+#[test]
+fn a_loaded_model_queues_beyond_its_places_and_refuses_beyond_its_queue() {
+    let context = shared(LOADED);
+    let (first, first_host) = stream_on(&context, CHAT, STREAMED);
+    assert_eq!(queue_ms(&first_host), 0);
+    let ms = Duration::from_millis;
+    assert_eq!(first_host.paced, [ms(1000), ms(1010), ms(1020)]);
+    let (_second, second_host) = stream_on(&context, CHAT, STREAMED);
+    // It waits for the first to end (about 1020 ms after it came), then takes as long.
+    let wait = queue_ms(&second_host);
+    assert!((900..=1020).contains(&wait), "{wait}");
+    // Its first token is due a second after its wait (the header rounds the wait down).
+    let first_token = second_host.paced[0];
+    assert!(first_token >= ms(wait + 1000) && first_token < ms(wait + 1001));
+    let (_, refused) = stream_on(&context, CHAT, STREAMED);
+    let reply = refused.only_reply();
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+    let messages =
+        br#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, anthropic) = stream_on(&context, "/v1/messages", messages);
+    assert_eq!(
+        anthropic.only_reply().json()["error"]["type"],
+        "rate_limit_error"
+    );
+    // The first stream's client goes: its place is free for the next.
+    drop(first);
+    let (_, next) = stream_on(&context, CHAT, STREAMED);
+    assert_eq!(
+        next.stream_head.as_ref().map(|(status, _)| *status),
+        Some(200)
+    );
+}
+
+#[test]
+fn the_metrics_path_answers_vllms_metrics_and_only_with_a_load() {
+    let context = shared(LOADED);
+    let (_running, _) = stream_on(&context, CHAT, STREAMED);
+    let mut filter = Filter::new(Arc::clone(&context));
+    let mut host = FakeHost::request("GET", "/metrics?name=x");
+    assert_eq!(
+        filter.on_request_headers(&mut host, true),
+        HeadersStatus::StopIteration
+    );
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(reply.body.clone()).unwrap();
+    assert!(text.contains("vllm:num_requests_running{model_name=\"gpt-4o\"} 1.0"));
+    // Another method, or a listener without a load, leaves the path alone.
+    let mut post = FakeHost::request("POST", "/metrics");
+    let mut filter = Filter::new(Arc::clone(&context));
+    assert_eq!(
+        filter.on_request_headers(&mut post, true),
+        HeadersStatus::Continue
+    );
+    let mut plain = filter_with("");
+    let mut host = FakeHost::request("GET", "/metrics");
+    assert_eq!(
+        plain.on_request_headers(&mut host, true),
+        HeadersStatus::Continue
+    );
+}
+
+#[test]
+fn a_repeated_prompt_reports_cached_tokens() {
+    let context = shared(r#"{"mock": {"load": {}}}"#);
+    let long = "word ".repeat(200);
+    let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{long}"}}]}}"#);
+    let cached = |host: &FakeHost| {
+        host.only_reply().json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let (_, first) = stream_on(&context, CHAT, body.as_bytes());
+    assert_eq!(cached(&first), 0);
+    let (_, second) = stream_on(&context, CHAT, body.as_bytes());
+    let prompt = second.only_reply().json()["usage"]["prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!((1..prompt).contains(&cached(&second)));
+    assert_eq!(cached(&second) % 16, 0);
+}
+
+#[test]
+fn a_scenario_fails_its_first_requests_then_succeeds() {
+    let context = shared(r#"{"mock": {"faults": {"scenario": {"fail_first": 2, "status": 503}}}}"#);
+    let status = |key: &str| {
+        let mut filter = Filter::new(Arc::clone(&context));
+        let mut host = FakeHost::request("POST", CHAT).with_header("x-llm-edge-scenario", key);
+        post(&mut filter, &mut host, &[HELLO]);
+        host.only_reply().status
+    };
+    let statuses: Vec<u16> = ["a", "a", "b", "a", "b", "b"].map(status).to_vec();
+    assert_eq!(statuses, [503, 503, 503, 200, 503, 200]);
+    let long = "k".repeat(300);
+    assert_eq!(status(&long), 400);
 }

@@ -205,6 +205,7 @@ pub(super) fn sample<'a>(choices: &'a [ChoiceText<'static>]) -> Completion<'a> {
         usage: Usage {
             prompt_tokens: 9,
             completion_tokens: 5,
+            cached_tokens: 0,
         },
     }
 }
