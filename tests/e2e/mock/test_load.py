@@ -144,11 +144,11 @@ def test_a_repeated_prompt_reports_cached_tokens_through_the_sdks(cache_envoy):
     with anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0) as claude:
         ask = {"model": "cache-d", "max_tokens": 32, "system": LONG,
                "messages": [{"role": "user", "content": "summarise"}]}
-        first = claude.messages.create(**ask).usage
-        second = claude.messages.create(**ask).usage
-        assert first.cache_read_input_tokens == 0 and second.cache_read_input_tokens > 0
+        cold = claude.messages.create(**ask).usage
+        warm = claude.messages.create(**ask).usage
+        assert cold.cache_read_input_tokens == 0 and warm.cache_read_input_tokens > 0
         # As Anthropic counts: cache reads apart from the uncached rest of the prompt.
-        assert second.input_tokens + second.cache_read_input_tokens == first.input_tokens
+        assert warm.input_tokens + warm.cache_read_input_tokens == cold.input_tokens
     metrics = httpx.get(base + "/metrics").text
     hits = metric(metrics, "vllm:prefix_cache_hits_total", model_name="cache-a")
     assert hits == cached
