@@ -47,4 +47,5 @@ pub mod edge;
 pub mod filter;
 pub mod host;
 pub mod mock;
+pub mod translate;
 pub mod version;
