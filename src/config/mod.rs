@@ -28,6 +28,7 @@ use crate::edge::guard::{Detectors, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::mock::config::MockConfig;
 use crate::mock::faults::FaultDice;
+use crate::translate::TranslateConfig;
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -62,6 +63,8 @@ pub struct FilterConfig {
     pub guard: GuardConfig,
     /// Token budgets per unit of time.
     pub budgets: BudgetsConfig,
+    /// Which client APIs are translated to which upstream APIs, in pass-through.
+    pub translate: TranslateConfig,
 }
 
 /// What the filter does with the requests it handles.
@@ -112,6 +115,8 @@ struct RawConfig {
     guard: GuardConfig,
     #[serde(default)]
     budgets: BudgetsConfig,
+    #[serde(default)]
+    translate: serde_json::Value,
 }
 
 fn default_api_base_path() -> String {
@@ -177,6 +182,7 @@ impl FilterConfig {
             transform: raw.transform,
             guard: raw.guard,
             budgets: raw.budgets,
+            translate: TranslateConfig::parse(&raw.translate)?,
         })
     }
 }

@@ -10,6 +10,7 @@
 
 use serde::Deserialize;
 
+use crate::api::routes::Endpoint;
 use crate::config_error::ConfigError;
 
 /// The largest `default_max_tokens` a config may set.
@@ -39,6 +40,16 @@ pub enum Api {
 }
 
 impl Api {
+    /// The API a claimed endpoint speaks, if it is one translations start from.
+    pub fn of_endpoint(endpoint: &Endpoint) -> Option<Self> {
+        match endpoint {
+            Endpoint::ChatCompletions => Some(Self::Chat),
+            Endpoint::Messages => Some(Self::Messages),
+            Endpoint::Responses => Some(Self::Responses),
+            _ => None,
+        }
+    }
+
     /// The name the config and the stats labels use.
     pub fn name(self) -> &'static str {
         match self {
@@ -83,8 +94,12 @@ pub struct TranslateConfig {
 }
 
 impl TranslateConfig {
-    /// Reads and checks the section; errors name the field under `translate`.
+    /// Reads and checks the section (`null`, or absent, is no translation); errors name the
+    /// field under `translate`.
     pub fn parse(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        if value.is_null() {
+            return Ok(Self::default());
+        }
         let config: Self = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." || path.is_empty() {
