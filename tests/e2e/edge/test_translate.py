@@ -1,0 +1,245 @@
+"""Translation through the real Envoy: the official `openai` SDK as the client, and as the
+upstream llm-edge's own mock of Anthropic's Messages API in a second Envoy (or a recording
+upstream, for the exact bytes sent). Text, a multi-turn tool loop, streamed tool arguments, stop
+sequences, max tokens, errors in the client's dialect, and the guard and a budget on a
+translated route."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+
+from harness import ENVOY_DIR, MODULE_STATS
+from upstream import Upstream, tagged
+
+CONFIG = ENVOY_DIR / "translate.yaml"
+TRANSLATE = [{"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
+              "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+EMAIL = "ada@example.com"
+
+
+@pytest.fixture(scope="module")
+def anthropic_mock(start_envoy):
+    """llm-edge's mock, answering /v1/messages in Anthropic's wire format (echo mode)."""
+    return start_envoy(filter_config='{"mock": {"content": {"mode": "echo"}}}')
+
+
+@pytest.fixture(scope="module")
+def proxy(start_envoy, anthropic_mock):
+    return start_envoy(CONFIG, cluster_ports={"anthropic": anthropic_mock.port,
+                                              "openai_compatible": anthropic_mock.port})
+
+
+@pytest.fixture()
+def sdk(proxy):
+    with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key="client-key", max_retries=0) as client:
+        yield client
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def test_text_comes_back_as_a_chat_completion(sdk):
+    reply = sdk.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "system", "content": "Be brief."}, *user("Hello there")],
+    )
+    assert reply.object == "chat.completion"
+    assert reply.model == "claude-sonnet-4-6", "aliases run before the translation"
+    (choice,) = reply.choices
+    assert choice.message.role == "assistant" and choice.message.content == "Hello there"
+    assert choice.finish_reason == "stop"
+    usage = reply.usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_the_upstream_receives_anthropics_request(start_envoy):
+    recorder = Upstream("anthropic")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
+                                                   "openai_compatible": recorder.port},
+                            extra_env={"ANTHROPIC_API_KEY": "sk-ant-from-envoy"})
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="client-key", max_retries=0) as client:
+            client.chat.completions.create(
+                model="gpt-4o", stop=["END"], temperature=0.2, seed=3, extra_headers=tag,
+                messages=[{"role": "developer", "content": "Be brief."}, *user("hi")],
+            )
+        sent = recorder.seen(test_id)
+        assert sent["path"] == "/v1/messages"
+        assert sent["headers"]["anthropic-version"] == "2023-06-01"
+        # The key is Envoy's to set; the client's own credential goes no further.
+        assert sent["headers"]["x-api-key"] == "sk-ant-from-envoy"
+        assert "authorization" not in sent["headers"]
+        assert int(sent["headers"]["content-length"]) == len(sent["raw"])
+        assert json.loads(sent["raw"]) == {
+            "model": "claude-sonnet-4-6",
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "max_tokens": 4096,
+            "stop_sequences": ["END"],
+            "temperature": 0.2,
+        }
+        envoy.wait_for_stat(
+            f"{MODULE_STATS}.translation_dropped_fields_total.direction.chat_to_messages.field.seed", 1)
+    finally:
+        recorder.stop()
+
+
+def test_a_tool_loop_keeps_its_ids(sdk):
+    messages = user("What is the weather in Oslo?")
+    first = sdk.chat.completions.create(model="claude-sonnet-4-6", messages=messages, tools=[WEATHER])
+    (choice,) = first.choices
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert call.id.startswith("toolu_")
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "3 degrees"}]
+    second = sdk.chat.completions.create(model="claude-sonnet-4-6", messages=messages, tools=[WEATHER])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content
+    assert not second.choices[0].message.tool_calls
+
+
+def test_streamed_tool_arguments_and_usage(sdk):
+    stream = sdk.chat.completions.create(
+        model="claude-sonnet-4-6", messages=user("weather in Oslo"), tools=[WEATHER],
+        stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    calls: dict[int, dict] = {}
+    for chunk in chunks:
+        assert chunk.object == "chat.completion.chunk"
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": call.id, "name": call.function.name, "args": ""})
+                entry["args"] += call.function.arguments or ""
+    (call,) = calls.values()
+    assert call["id"].startswith("toolu_") and call["name"] == "get_weather"
+    jsonschema.validate(json.loads(call["args"]), WEATHER["function"]["parameters"])
+    argument_chunks = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert len(argument_chunks) > 2, "arguments arrive in pieces, as the upstream streamed them"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert not chunks[-1].choices and chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_streamed_text_without_usage_asked(sdk):
+    chunks = list(sdk.chat.completions.create(
+        model="claude-sonnet-4-6", messages=user("stream this reply"), stream=True))
+    assert all(c.choices for c in chunks), "no usage chunk the client did not ask for"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "stream this reply"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_stop_sequences_and_max_tokens(sdk):
+    stopped = sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("one two three four"),
+                                          stop="three")
+    assert stopped.choices[0].message.content == "one two "
+    assert stopped.choices[0].finish_reason == "stop"
+    cut = sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("one two three four"),
+                                      max_tokens=2)
+    assert cut.choices[0].message.content == "one two"
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize(("status", "error_class", "kind"), [
+    (429, openai.RateLimitError, "rate_limit_error"),
+    (401, openai.AuthenticationError, "authentication_error"),
+    (500, openai.InternalServerError, "server_error"),
+])
+def test_an_upstream_error_is_answered_in_openais_envelope(sdk, status, error_class, kind):
+    with pytest.raises(error_class) as raised:
+        sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"),
+                                    extra_headers={"x-llm-edge-fault": str(status)})
+    response = raised.value.response
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["type"] == kind
+    assert body["error"]["message"]
+
+
+def test_a_field_that_would_change_meaning_is_refused_in_openais_envelope(sdk):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"), temperature=1.5)
+    error = raised.value.response.json()["error"]
+    assert error["param"] == "temperature" and error["code"] == "untranslatable_parameter"
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"),
+                                    response_format={"type": "json_object"})
+
+
+@pytest.fixture(scope="module")
+def guarded(start_envoy, anthropic_mock):
+    config = {"mode": "passthrough", "translate": TRANSLATE,
+              "guard": {"detectors": {"email": "mask", "credit_card": "reject"},
+                        "reversible": True, "responses": True}}
+    return start_envoy(CONFIG, filter_config=json.dumps(config),
+                       cluster_ports={"anthropic": anthropic_mock.port,
+                                      "openai_compatible": anthropic_mock.port})
+
+
+def test_the_guard_sees_the_clients_shape_both_ways(guarded, start_envoy):
+    with openai.OpenAI(base_url=guarded.base_url + "/v1", api_key="k", max_retries=0) as client:
+        whole = client.chat.completions.create(model="claude-sonnet-4-6", messages=user(f"Mail {EMAIL}"))
+        streamed = client.chat.completions.create(model="claude-sonnet-4-6", messages=user(f"Mail {EMAIL} now"),
+                                                  stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="claude-sonnet-4-6",
+                                           messages=user("card 4111 1111 1111 1111"))
+    # The upstream echoed the placeholder; the guard restored it in the translated reply.
+    assert whole.choices[0].message.content == f"Mail {EMAIL}"
+    assert text == f"Mail {EMAIL} now"
+    assert refused.value.response.json()["error"]["code"] == "sensitive_data_detected"
+    # What the upstream read: the placeholder, never the address.
+    recorder = Upstream("anthropic")
+    try:
+        config = {"mode": "passthrough", "translate": TRANSLATE,
+                  "guard": {"detectors": {"email": "mask"}, "reversible": True}}
+        envoy = start_envoy(CONFIG, filter_config=json.dumps(config),
+                            cluster_ports={"anthropic": recorder.port, "openai_compatible": recorder.port})
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            client.chat.completions.create(model="m", messages=user(f"Mail {EMAIL}"), extra_headers=tag)
+        raw = recorder.seen(test_id)["raw"].decode()
+        assert EMAIL not in raw and "[EMAIL_1]" in raw
+    finally:
+        recorder.stop()
+
+
+def test_a_budget_charges_the_upstreams_usage_and_refuses_in_openais_shape(start_envoy, anthropic_mock):
+    config = {"mode": "passthrough", "translate": TRANSLATE,
+              "budgets": {"limits": [{"name": "tiny", "tokens": 1, "per": "hour", "key": "global"}]}}
+    envoy = start_envoy(CONFIG, filter_config=json.dumps(config),
+                        cluster_ports={"anthropic": anthropic_mock.port, "openai_compatible": anthropic_mock.port})
+    with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+        first = client.chat.completions.create(model="claude-sonnet-4-6", messages=user("one two three"),
+                                               max_tokens=10)
+        envoy.wait_for_stat(f"{MODULE_STATS}.budget_tokens_total.budget.tiny.key.all",
+                            first.usage.total_tokens)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="claude-sonnet-4-6", messages=user("again"))
+    error = refused.value.response.json()["error"]
+    assert error["code"] == "rate_limit_exceeded"
