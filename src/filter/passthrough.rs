@@ -571,6 +571,8 @@ impl Filter {
         };
         let context = &self.context;
         let guard = &context.config.guard;
+        // A chat stream's `[DONE]` is an event to translate.
+        forwarding.events.offer_done();
         let mut decider = TranslatingDecider {
             translator,
             accounting: &mut forwarding.accounting,

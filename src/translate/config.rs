@@ -61,7 +61,7 @@ impl Api {
 }
 
 /// The directions implemented so far, as (client, upstream).
-pub const DIRECTIONS: [(Api, Api); 1] = [(Api::Chat, Api::Messages)];
+pub const DIRECTIONS: [(Api, Api); 2] = [(Api::Chat, Api::Messages), (Api::Messages, Api::Chat)];
 
 /// One translation: requests of the client API go upstream in the upstream API.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -273,7 +273,9 @@ mod tests {
         assert_eq!(err.field, "translate[0].upstream");
         assert!(
             err.message.contains("chat to chat")
-                && err.message.contains("allowed: chat to messages"),
+                && err
+                    .message
+                    .contains("allowed: chat to messages, messages to chat"),
             "{err}"
         );
         let err = error_of(with("upstream", json!("bedrock")));

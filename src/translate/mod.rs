@@ -19,6 +19,7 @@ use crate::api::sse::{EventFate, EventReader};
 
 mod chat_to_messages;
 pub mod config;
+mod messages_to_chat;
 
 pub use config::{Api, TranslateConfig, Translation};
 
@@ -78,6 +79,7 @@ impl Translation {
     pub fn label(&self) -> &'static str {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => "chat_to_messages",
+            (Api::Messages, Api::Chat) => "messages_to_chat",
             _ => "unknown",
         }
     }
@@ -88,6 +90,7 @@ impl Translation {
             (Api::Chat, Api::Messages) => {
                 chat_to_messages::request(fields, self.default_max_tokens)
             }
+            (Api::Messages, Api::Chat) => messages_to_chat::request(fields),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -97,6 +100,7 @@ impl Translation {
     pub fn reply(&self, reply: &Value, created: u64, dropped: &mut Dropped) -> Value {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::reply(reply, created, dropped),
+            (Api::Messages, Api::Chat) => messages_to_chat::reply(reply, dropped),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -106,6 +110,7 @@ impl Translation {
     pub fn error(&self, status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::error(status, body),
+            (Api::Messages, Api::Chat) => messages_to_chat::error(status, body),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -115,6 +120,9 @@ impl Translation {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => StreamTranslator(Direction::MessagesToChat(
                 chat_to_messages::Stream::new(created, include_usage),
+            )),
+            (Api::Messages, Api::Chat) => StreamTranslator(Direction::ChatToMessages(
+                messages_to_chat::Stream::default(),
             )),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
@@ -130,6 +138,8 @@ pub struct StreamTranslator(Direction);
 enum Direction {
     /// Anthropic Messages events to chat chunks.
     MessagesToChat(chat_to_messages::Stream),
+    /// Chat chunks to Anthropic Messages events.
+    ChatToMessages(messages_to_chat::Stream),
 }
 
 impl StreamTranslator {
@@ -138,6 +148,7 @@ impl StreamTranslator {
     pub fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
         match &mut self.0 {
             Direction::MessagesToChat(stream) => stream.event(event, out),
+            Direction::ChatToMessages(stream) => stream.event(event, out),
         }
     }
 
@@ -145,6 +156,7 @@ impl StreamTranslator {
     pub fn dropped(&mut self) -> &mut Dropped {
         match &mut self.0 {
             Direction::MessagesToChat(stream) => &mut stream.dropped,
+            Direction::ChatToMessages(stream) => &mut stream.dropped,
         }
     }
 
@@ -153,6 +165,8 @@ impl StreamTranslator {
     /// (comments, pings' names, unreadable data) is not passed on.
     pub fn read(&mut self, reader: &mut EventReader, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         let mut events = Vec::new();
+        // Chat streams end with `[DONE]`, which is an event of its own to translate.
+        reader.offer_done();
         reader.read(chunk, end_of_stream, |event: &Value| {
             self.event(event, &mut events);
             EventFate::Drop

@@ -575,3 +575,450 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
         "data: {\"error\":{\"code\":null,\"message\":\"Busy.\",\"param\":null,\"type\":\"server_error\"}}\n\n"
     );
 }
+
+fn messages_to_chat() -> Translation {
+    TranslateConfig::parse(&json!([{
+        "client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions",
+    }]))
+    .unwrap()
+    .translations
+    .remove(0)
+}
+
+fn up_to_chat(request: Value) -> Result<Upstream, Refused> {
+    messages_to_chat().request(object(request))
+}
+
+#[test]
+fn a_messages_request_becomes_a_chat_request() {
+    let sent = up_to_chat(json!({
+        "model": "gpt-4o",
+        "max_tokens": 300,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "text", "text": "Looking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"at": [1, 2]}},
+                {"type": "tool_use", "id": "toolu_2", "name": "look", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a cat"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "a hat"}], "is_error": true},
+                {"type": "text", "text": "So?"},
+            ]},
+        ],
+        "tools": [{"name": "look", "description": "Looks.", "input_schema": {"type": "object", "properties": {"at": {"type": "array"}}}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 5,
+        "metadata": {"user_id": "u-1"},
+        "stream": true,
+    }))
+    .unwrap();
+    assert!(sent.stream && sent.include_usage);
+    assert_eq!(
+        Value::Object(sent.body),
+        json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+                ]},
+                {"role": "assistant", "content": "Looking.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "look", "arguments": "{\"at\":[1,2]}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "look", "arguments": "{}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "a cat"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "a hat"},
+                {"role": "user", "content": "So?"},
+            ],
+            "max_tokens": 300,
+            "stop": ["END"],
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "tools": [{"type": "function", "function": {"name": "look", "description": "Looks.",
+                       "parameters": {"type": "object", "properties": {"at": {"type": "array"}}}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "user": "u-1",
+        })
+    );
+    let mut dropped = sent.dropped;
+    let mut counted: Vec<_> = dropped.drain().collect();
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [
+            ("cache_control", 1),
+            ("is_error", 1),
+            ("thinking", 1),
+            ("top_k", 1)
+        ]
+    );
+}
+
+#[test]
+fn messages_fields_whose_meaning_would_change_are_refused() {
+    let base =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for (key, value) in [
+        ("stop_sequences", json!(["a", "b", "c", "d", "e"])),
+        (
+            "tools",
+            json!([{"type": "web_search_20250305", "name": "web_search"}]),
+        ),
+        (
+            "mcp_servers",
+            json!([{"type": "url", "url": "https://x.test", "name": "x"}]),
+        ),
+        ("max_tokens", json!(null)),
+        ("tool_choice", json!({"type": "sometimes"})),
+    ] {
+        let mut request = base.clone();
+        request[key] = value;
+        let error = up_to_chat(request).unwrap_err();
+        assert!(
+            error.param.as_deref().unwrap().starts_with(key),
+            "{key}: {error:?}"
+        );
+    }
+    let document = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]});
+    assert_eq!(
+        up_to_chat(document).unwrap_err().param.as_deref(),
+        Some("messages.0.content.0.type")
+    );
+}
+
+#[test]
+fn a_chat_completion_becomes_a_messages_reply_with_cached_tokens() {
+    let mut dropped = Dropped::default();
+    let reply = messages_to_chat().reply(
+        &json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me look.", "refusal": null,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "look", "arguments": "{\"at\":[1]}"}}]}}],
+            "usage": {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21,
+                      "prompt_tokens_details": {"cached_tokens": 5}},
+        }),
+        0,
+        &mut dropped,
+    );
+    assert_eq!(
+        reply,
+        json!({
+            "id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "call_1", "name": "look", "input": {"at": [1]}},
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 4, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 5},
+        })
+    );
+    assert!(dropped.is_empty());
+    for (finish, stop) in [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+    ] {
+        let reply = messages_to_chat().reply(
+            &json!({"choices": [{"finish_reason": finish, "message": {}}]}),
+            0,
+            &mut dropped,
+        );
+        assert_eq!(reply["stop_reason"], stop);
+    }
+    let bad = json!({"choices": [{"message": {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1"}}]}}]});
+    assert_eq!(
+        messages_to_chat().reply(&bad, 0, &mut dropped)["content"][0]["input"],
+        json!({})
+    );
+    assert_eq!(dropped.drain().collect::<Vec<_>>(), [("arguments", 1)]);
+}
+
+#[test]
+fn errors_are_answered_in_anthropics_envelope() {
+    let (status, body) = messages_to_chat().error(
+        429,
+        br#"{"error":{"message":"Slow down.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+    );
+    assert_eq!(status, 429);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down."}})
+    );
+    let (status, body) = messages_to_chat().error(503, b"busy");
+    assert_eq!(status, 503);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["error"],
+        json!({"type": "overloaded_error", "message": "The upstream answered 503."})
+    );
+}
+
+/// A chat stream of a reply: text, then tool calls, their text and arguments cut into deltas.
+fn chat_stream(text: &str, calls: &[Call], usage: &Value, finish: &str, cuts: usize) -> Vec<u8> {
+    let pieces = |s: &str| -> Vec<String> {
+        let chars: Vec<char> = s.chars().collect();
+        let size = chars.len().div_ceil(cuts.max(1)).max(1);
+        chars.chunks(size).map(|c| c.iter().collect()).collect()
+    };
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-s", "object": "chat.completion.chunk",
+        "created": 1, "model": "gpt-4o", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for piece in pieces(text) {
+        events.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    for (i, (id, name, args)) in calls.iter().enumerate() {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                                                 "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for piece in pieces(&args.to_string()) {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    events.push(chunk(json!({}), json!(finish)));
+    let mut last = chunk(json!({}), Value::Null);
+    last["choices"] = json!([]);
+    last["usage"] = usage.clone();
+    events.push(last);
+    let mut out = Vec::new();
+    for event in &events {
+        crate::api::sse::write_event(&mut out, None, event);
+    }
+    out.extend_from_slice(crate::api::sse::DONE);
+    out
+}
+
+/// What an Anthropic client reassembles from a stream, checking the event order it relies on:
+/// content blocks (text, or tool uses with their JSON input), stop reason and usage.
+fn reassemble_messages(stream: &[u8]) -> (Vec<Value>, Value, Value) {
+    let text = String::from_utf8(stream.to_vec()).unwrap();
+    let (mut blocks, mut stop, mut usage) = (Vec::<Value>::new(), Value::Null, json!({}));
+    let mut open: Option<usize> = None;
+    let mut partial = String::new();
+    let mut stage = 0;
+    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+        let (name, data) = event.split_once('\n').unwrap();
+        let event: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(name.strip_prefix("event: ").unwrap(), event["type"]);
+        match event["type"].as_str().unwrap() {
+            "message_start" => {
+                assert_eq!(stage, 0);
+                stage = 1;
+                usage = event["message"]["usage"].clone();
+            }
+            "content_block_start" => {
+                assert!(stage == 1 && open.is_none());
+                assert_eq!(event["index"], blocks.len());
+                open = Some(blocks.len());
+                blocks.push(event["content_block"].clone());
+                partial.clear();
+            }
+            "content_block_delta" => {
+                let i = open.unwrap();
+                assert_eq!(event["index"], i);
+                let delta = &event["delta"];
+                match delta["type"].as_str().unwrap() {
+                    "text_delta" => {
+                        let text = format!(
+                            "{}{}",
+                            blocks[i]["text"].as_str().unwrap(),
+                            delta["text"].as_str().unwrap()
+                        );
+                        blocks[i]["text"] = json!(text);
+                    }
+                    "input_json_delta" => partial.push_str(delta["partial_json"].as_str().unwrap()),
+                    other => panic!("{other}"),
+                }
+            }
+            "content_block_stop" => {
+                let i = open.take().unwrap();
+                assert_eq!(event["index"], i);
+                if blocks[i]["type"] == "tool_use" && !partial.is_empty() {
+                    blocks[i]["input"] = serde_json::from_str(&partial).unwrap();
+                }
+            }
+            "message_delta" => {
+                assert!(stage == 1 && open.is_none());
+                stage = 2;
+                stop = event["delta"]["stop_reason"].clone();
+                for (key, value) in event["usage"].as_object().unwrap() {
+                    usage[key] = value.clone();
+                }
+            }
+            "message_stop" => {
+                assert_eq!(stage, 2);
+                stage = 3;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(stage, 3, "the stream ends with message_stop");
+    (blocks, stop, usage)
+}
+
+/// A chat stream split anywhere gives the Anthropic client what the whole reply gives.
+#[test]
+fn chat_streams_and_whole_replies_agree_at_any_chunk_boundary() {
+    let translation = messages_to_chat();
+    let mut rng = StdRng::seed_from_u64(22);
+    for _ in 0..200 {
+        let text = random_text(&mut rng);
+        let calls = random_calls(&mut rng);
+        let cached = rng.random_range(0..50);
+        let usage = json!({"prompt_tokens": cached + rng.random_range(0..500), "completion_tokens": rng.random_range(0..500),
+                           "prompt_tokens_details": {"cached_tokens": cached}});
+        let finish = if calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, args)| {
+                json!({"id": id, "type": "function",
+            "function": {"name": name, "arguments": args.to_string()}})
+            })
+            .collect();
+        let mut message = json!({"role": "assistant", "content": text});
+        if !tool_calls.is_empty() {
+            message["tool_calls"] = Value::Array(tool_calls);
+        }
+        let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+        let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
+        let mut translator = translation.stream(1, true);
+        let mut reader = EventReader::default();
+        let mut out = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
+            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
+            rest = tail;
+        }
+        let (blocks, stop, streamed_usage) = reassemble_messages(&out);
+        assert_eq!(Value::Array(blocks), whole["content"]);
+        assert_eq!(stop, whole["stop_reason"]);
+        assert_eq!(streamed_usage, whole["usage"]);
+        assert_eq!(streamed_usage["cache_read_input_tokens"], cached);
+    }
+}
+
+/// A conversation in Anthropic's shape translated up keeps texts, tool ids, names and inputs,
+/// and the reply comes back down with them intact.
+#[test]
+fn a_messages_round_trip_keeps_text_tools_arguments_and_usage() {
+    let translation = messages_to_chat();
+    let mut rng = StdRng::seed_from_u64(8);
+    for _ in 0..200 {
+        let question = format!("q{}", random_text(&mut rng));
+        let calls = random_calls(&mut rng);
+        let mut messages = vec![json!({"role": "user", "content": question})];
+        if !calls.is_empty() {
+            let uses: Vec<Value> = calls.iter().map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input})).collect();
+            messages.push(json!({"role": "assistant", "content": uses}));
+            let results: Vec<Value> = calls.iter().map(|(id, _, input)| json!({"type": "tool_result", "tool_use_id": id, "content": format!("r{}", input["q"])})).collect();
+            messages.push(json!({"role": "user", "content": results}));
+        }
+        let sent = translation
+            .request(object(
+                json!({"model": "m", "max_tokens": 9, "messages": messages}),
+            ))
+            .unwrap();
+        let chat = sent.body["messages"].as_array().unwrap();
+        assert_eq!(chat[0]["content"], question.as_str());
+        let sent_calls: Vec<Call> = chat
+            .iter()
+            .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().into(),
+                    c["function"]["name"].as_str().unwrap().into(),
+                    serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(sent_calls, calls);
+        let results: Vec<&Value> = chat.iter().filter(|m| m["role"] == "tool").collect();
+        for (result, (id, _, input)) in results.iter().zip(&calls) {
+            assert_eq!(result["tool_call_id"], id.as_str());
+            assert_eq!(result["content"], format!("r{}", input["q"]));
+        }
+        let prompt = rng.random_range(1..1000);
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, args)| {
+                json!({"id": id, "type": "function",
+            "function": {"name": name, "arguments": args.to_string()}})
+            })
+            .collect();
+        let reply = translation.reply(
+            &json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"content": question, "tool_calls": tool_calls}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": 3}}),
+            0,
+            &mut Dropped::default(),
+        );
+        assert_eq!(reply["content"][0]["text"], question.as_str());
+        let back: Vec<Call> = reply["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "tool_use")
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().into(),
+                    b["name"].as_str().unwrap().into(),
+                    b["input"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(back, calls);
+        assert_eq!(reply["usage"]["input_tokens"], prompt);
+        assert_eq!(reply["usage"]["output_tokens"], 3);
+    }
+}
+
+#[test]
+fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
+    let mut stream = Vec::new();
+    crate::api::sse::write_event(
+        &mut stream,
+        None,
+        &json!({"error": {"message": "Busy.", "type": "server_error"}}),
+    );
+    stream.extend_from_slice(crate::api::sse::DONE);
+    let out = messages_to_chat()
+        .stream(1, true)
+        .read(&mut EventReader::default(), &stream, true);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "event: error\ndata: {\"error\":{\"message\":\"Busy.\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"
+    );
+}
