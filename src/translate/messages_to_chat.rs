@@ -595,6 +595,11 @@ impl Stream {
             return;
         };
         self.start(event, out);
+        if self.delta_sent && !choices.is_empty() {
+            // Content after the usage chunk has no place once `message_delta` is out.
+            self.dropped.field("content_after_usage");
+            return;
+        }
         for choice in choices
             .iter()
             .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)

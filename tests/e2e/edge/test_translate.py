@@ -1,13 +1,16 @@
-"""Translation through the real Envoy: the official `openai` SDK as the client, and as the
-upstream llm-edge's own mock of Anthropic's Messages API in a second Envoy (or a recording
-upstream, for the exact bytes sent). Text, a multi-turn tool loop, streamed tool arguments, stop
-sequences, max tokens, errors in the client's dialect, and the guard and a budget on a
-translated route."""
+"""Translation through the real Envoy, each direction with its official SDK as the client and, as
+the upstream, llm-edge's own mock of the other API in a second Envoy (or a recording upstream,
+for the exact bytes sent): text, a multi-turn tool loop, streamed tool arguments, stop sequences,
+max tokens, errors in the client's dialect, and the guard and a budget on a translated route.
+
+1. An OpenAI Chat Completions client (`openai`), an Anthropic Messages upstream.
+2. An Anthropic Messages client (`anthropic`), an OpenAI Chat Completions upstream."""
 
 from __future__ import annotations
 
 import json
 
+import anthropic
 import jsonschema
 import openai
 import pytest
@@ -17,7 +20,8 @@ from upstream import Upstream, tagged
 
 CONFIG = ENVOY_DIR / "translate.yaml"
 TRANSLATE = [{"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
-              "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096}]
+              "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096},
+             {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"}]
 WEATHER = {
     "type": "function",
     "function": {
@@ -57,7 +61,7 @@ def user(text: str) -> list[dict]:
 
 def test_text_comes_back_as_a_chat_completion(sdk):
     reply = sdk.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "system", "content": "Be brief."}, *user("Hello there")],
+        model="claude-latest", messages=[{"role": "system", "content": "Be brief."}, *user("Hello there")],
     )
     assert reply.object == "chat.completion"
     assert reply.model == "claude-sonnet-4-6", "aliases run before the translation"
@@ -79,7 +83,7 @@ def test_the_upstream_receives_anthropics_request(start_envoy):
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="client-key", max_retries=0) as client:
             client.chat.completions.create(
-                model="gpt-4o", stop=["END"], temperature=0.2, seed=3, extra_headers=tag,
+                model="claude-latest", stop=["END"], temperature=0.2, seed=3, extra_headers=tag,
                 messages=[{"role": "developer", "content": "Be brief."}, *user("hi")],
             )
         sent = recorder.seen(test_id)
@@ -243,3 +247,153 @@ def test_a_budget_charges_the_upstreams_usage_and_refuses_in_openais_shape(start
             client.chat.completions.create(model="claude-sonnet-4-6", messages=user("again"))
     error = refused.value.response.json()["error"]
     assert error["code"] == "rate_limit_exceeded"
+
+
+# 2. An Anthropic Messages client, an OpenAI Chat Completions upstream.
+
+CLAUDE_WEATHER = {"name": "get_weather", "description": "Weather for a city",
+                  "input_schema": WEATHER["function"]["parameters"]}
+
+
+@pytest.fixture()
+def claude(proxy):
+    with anthropic.Anthropic(base_url=proxy.base_url, api_key="client-key", max_retries=0) as client:
+        yield client
+
+
+def test_a_messages_client_gets_its_text(claude):
+    message = claude.messages.create(model="gpt-4o", max_tokens=100, system="Be brief.",
+                                     messages=user("Hello there"))
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == "gpt-4o"
+    (block,) = message.content
+    assert block.type == "text" and block.text == "Hello there"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert message.usage.cache_read_input_tokens == 0
+
+
+def test_the_chat_upstream_receives_openais_request(start_envoy):
+    recorder = Upstream("openai")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
+                                                   "openai_compatible": recorder.port},
+                            extra_env={"OPENAI_API_KEY": "sk-from-envoy"})
+        test_id, tag = tagged()
+        with anthropic.Anthropic(base_url=envoy.base_url, api_key="client-key", max_retries=0) as client:
+            reply = client.messages.create(
+                model="gpt-4o", max_tokens=50, system="Be brief.", stop_sequences=["END"], extra_body={"top_k": 3},
+                messages=user("hi"), extra_headers=tag,
+            )
+        # The recorder answers in chat's shape; the client reads it in Anthropic's.
+        assert reply.content[0].text == "Hello from the upstream."
+        assert reply.usage.input_tokens == 11 and reply.usage.output_tokens == 5
+        sent = recorder.seen(test_id)
+        assert sent["path"] == "/v1/chat/completions"
+        assert sent["headers"]["authorization"] == "Bearer sk-from-envoy"
+        assert "x-api-key" not in sent["headers"]
+        assert json.loads(sent["raw"]) == {
+            "model": "gpt-4o",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+            "max_tokens": 50,
+            "stop": ["END"],
+        }
+        envoy.wait_for_stat(
+            f"{MODULE_STATS}.translation_dropped_fields_total.direction.messages_to_chat.field.top_k", 1)
+    finally:
+        recorder.stop()
+
+
+def test_a_messages_tool_loop_keeps_its_ids(claude):
+    messages = user("What is the weather in Oslo?")
+    first = claude.messages.create(model="gpt-4o", max_tokens=200, tools=[CLAUDE_WEATHER], messages=messages)
+    assert first.stop_reason == "tool_use"
+    (block,) = [b for b in first.content if b.type == "tool_use"]
+    assert block.name == "get_weather" and block.id.startswith("call_")
+    jsonschema.validate(block.input, CLAUDE_WEATHER["input_schema"])
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "3 degrees"}]},
+    ]
+    second = claude.messages.create(model="gpt-4o", max_tokens=200, tools=[CLAUDE_WEATHER], messages=messages)
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].type == "text" and second.content[0].text
+
+
+def test_streamed_tool_input_reaches_a_messages_client(claude):
+    with claude.messages.stream(model="gpt-4o", max_tokens=200, tools=[CLAUDE_WEATHER],
+                                messages=user("weather in Oslo")) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    (block,) = [b for b in final.content if b.type == "tool_use"]
+    jsonschema.validate(block.input, CLAUDE_WEATHER["input_schema"])
+    pieces = [e for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+    assert len(pieces) > 2, "the input arrives in pieces, as the upstream streamed it"
+    assert final.stop_reason == "tool_use"
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+
+
+def test_a_streamed_text_reaches_a_messages_client(claude):
+    with claude.messages.stream(model="gpt-4o", max_tokens=100, messages=user("stream this reply")) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "stream this reply" == final.content[0].text
+    assert final.stop_reason == "end_turn"
+
+
+def test_messages_stop_sequences_and_max_tokens(claude):
+    stopped = claude.messages.create(model="gpt-4o", max_tokens=100, stop_sequences=["three"],
+                                     messages=user("one two three four"))
+    assert stopped.content[0].text == "one two "
+    cut = claude.messages.create(model="gpt-4o", max_tokens=2, messages=user("one two three four"))
+    assert cut.content[0].text == "one two"
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 2
+
+
+@pytest.mark.parametrize(("status", "error_class", "kind"), [
+    (429, anthropic.RateLimitError, "rate_limit_error"),
+    (401, anthropic.AuthenticationError, "authentication_error"),
+    (500, anthropic.InternalServerError, "api_error"),
+])
+def test_an_upstream_error_is_answered_in_anthropics_envelope(claude, status, error_class, kind):
+    with pytest.raises(error_class) as raised:
+        claude.messages.create(model="gpt-4o", max_tokens=10, messages=user("hi"),
+                               extra_headers={"x-llm-edge-fault": str(status)})
+    response = raised.value.response
+    assert response.status_code == status
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind and body["error"]["message"]
+
+
+def test_a_messages_field_that_would_change_meaning_is_refused_in_anthropics_envelope(claude):
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        claude.messages.create(model="gpt-4o", max_tokens=10, messages=user("hi"),
+                               stop_sequences=["a", "b", "c", "d", "e"])
+    body = raised.value.response.json()
+    assert body["type"] == "error" and "stop_sequences" in body["error"]["message"]
+
+
+def test_the_guard_sees_a_messages_clients_shape_both_ways(guarded):
+    with anthropic.Anthropic(base_url=guarded.base_url, api_key="k", max_retries=0) as client:
+        whole = client.messages.create(model="gpt-4o", max_tokens=50, messages=user(f"Mail {EMAIL}"))
+        with client.messages.stream(model="gpt-4o", max_tokens=50, messages=user(f"Mail {EMAIL} now")) as stream:
+            text = "".join(stream.text_stream)
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            client.messages.create(model="gpt-4o", max_tokens=50, messages=user("card 4111 1111 1111 1111"))
+    assert whole.content[0].text == f"Mail {EMAIL}"
+    assert text == f"Mail {EMAIL} now"
+    assert refused.value.response.json()["type"] == "error"
+
+
+def test_a_budget_on_a_messages_client(start_envoy, anthropic_mock):
+    config = {"mode": "passthrough", "translate": TRANSLATE,
+              "budgets": {"limits": [{"name": "tiny", "tokens": 1, "per": "hour", "key": "global"}]}}
+    envoy = start_envoy(CONFIG, filter_config=json.dumps(config),
+                        cluster_ports={"anthropic": anthropic_mock.port, "openai_compatible": anthropic_mock.port})
+    with anthropic.Anthropic(base_url=envoy.base_url, api_key="k", max_retries=0) as client:
+        first = client.messages.create(model="gpt-4o", max_tokens=10, messages=user("one two three"))
+        envoy.wait_for_stat(f"{MODULE_STATS}.budget_tokens_total.budget.tiny.key.all",
+                            first.usage.input_tokens + first.usage.output_tokens)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            client.messages.create(model="gpt-4o", max_tokens=10, messages=user("again"))
+    assert refused.value.response.json()["type"] == "error"
