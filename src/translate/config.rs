@@ -61,7 +61,11 @@ impl Api {
 }
 
 /// The directions implemented so far, as (client, upstream).
-pub const DIRECTIONS: [(Api, Api); 2] = [(Api::Chat, Api::Messages), (Api::Messages, Api::Chat)];
+pub const DIRECTIONS: [(Api, Api); 3] = [
+    (Api::Chat, Api::Messages),
+    (Api::Messages, Api::Chat),
+    (Api::Responses, Api::Chat),
+];
 
 /// One translation: requests of the client API go upstream in the upstream API.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -275,7 +279,7 @@ mod tests {
             err.message.contains("chat to chat")
                 && err
                     .message
-                    .contains("allowed: chat to messages, messages to chat"),
+                    .contains("allowed: chat to messages, messages to chat, responses to chat"),
             "{err}"
         );
         let err = error_of(with("upstream", json!("bedrock")));

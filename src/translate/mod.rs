@@ -20,6 +20,7 @@ use crate::api::sse::{EventFate, EventReader};
 mod chat_to_messages;
 pub mod config;
 mod messages_to_chat;
+mod responses_to_chat;
 
 pub use config::{Api, TranslateConfig, Translation};
 
@@ -80,6 +81,7 @@ impl Translation {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => "chat_to_messages",
             (Api::Messages, Api::Chat) => "messages_to_chat",
+            (Api::Responses, Api::Chat) => "responses_to_chat",
             _ => "unknown",
         }
     }
@@ -91,6 +93,7 @@ impl Translation {
                 chat_to_messages::request(fields, self.default_max_tokens)
             }
             (Api::Messages, Api::Chat) => messages_to_chat::request(fields),
+            (Api::Responses, Api::Chat) => responses_to_chat::request(fields),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -101,6 +104,7 @@ impl Translation {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::reply(reply, created, dropped),
             (Api::Messages, Api::Chat) => messages_to_chat::reply(reply, dropped),
+            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -111,6 +115,7 @@ impl Translation {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::error(status, body),
             (Api::Messages, Api::Chat) => messages_to_chat::error(status, body),
+            (Api::Responses, Api::Chat) => responses_to_chat::error(status, body),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -123,6 +128,9 @@ impl Translation {
             )),
             (Api::Messages, Api::Chat) => StreamTranslator(Direction::ChatToMessages(
                 messages_to_chat::Stream::default(),
+            )),
+            (Api::Responses, Api::Chat) => StreamTranslator(Direction::ChatToResponses(
+                responses_to_chat::Stream::default(),
             )),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
@@ -140,6 +148,8 @@ enum Direction {
     MessagesToChat(chat_to_messages::Stream),
     /// Chat chunks to Anthropic Messages events.
     ChatToMessages(messages_to_chat::Stream),
+    /// Chat chunks to the Responses API's typed events.
+    ChatToResponses(responses_to_chat::Stream),
 }
 
 impl StreamTranslator {
@@ -149,6 +159,7 @@ impl StreamTranslator {
         match &mut self.0 {
             Direction::MessagesToChat(stream) => stream.event(event, out),
             Direction::ChatToMessages(stream) => stream.event(event, out),
+            Direction::ChatToResponses(stream) => stream.event(event, out),
         }
     }
 
@@ -157,6 +168,7 @@ impl StreamTranslator {
         match &mut self.0 {
             Direction::MessagesToChat(stream) => &mut stream.dropped,
             Direction::ChatToMessages(stream) => &mut stream.dropped,
+            Direction::ChatToResponses(stream) => &mut stream.dropped,
         }
     }
 

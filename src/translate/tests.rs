@@ -1022,3 +1022,274 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
         "event: error\ndata: {\"error\":{\"message\":\"Busy.\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"
     );
 }
+
+fn responses_to_chat() -> Translation {
+    TranslateConfig::parse(&json!([{
+        "client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions",
+    }]))
+    .unwrap()
+    .translations
+    .remove(0)
+}
+
+fn up_from_responses(request: Value) -> Result<Upstream, Refused> {
+    responses_to_chat().request(object(request))
+}
+
+#[test]
+fn a_responses_request_becomes_a_chat_request() {
+    let sent = up_from_responses(json!({
+        "model": "gpt-4o",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": "https://x.test/cat.png", "detail": "low"},
+            ]},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": "{\"at\":[1]}"},
+            {"type": "function_call", "call_id": "call_2", "name": "look", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "a cat"},
+            {"type": "function_call_output", "call_id": "call_2", "output": "a hat"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A cat in a hat."}]},
+            {"role": "user", "content": "So?"},
+        ],
+        "previous_response_id": "resp_earlier",
+        "store": true,
+        "tools": [{"type": "function", "name": "look", "description": "Looks.", "parameters": {"type": "object"}, "strict": true}],
+        "tool_choice": {"type": "function", "name": "look"},
+        "parallel_tool_calls": false,
+        "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}, "strict": true}},
+        "reasoning": {"effort": "low"},
+        "max_output_tokens": 300,
+        "temperature": 0.5,
+        "stream": true,
+    }))
+    .unwrap();
+    assert!(sent.stream && sent.include_usage);
+    assert_eq!(
+        Value::Object(sent.body),
+        json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/cat.png", "detail": "low"}},
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"at\":[1]}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "look", "arguments": "{}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "a hat"},
+                {"role": "assistant", "content": "A cat in a hat."},
+                {"role": "user", "content": "So?"},
+            ],
+            "max_tokens": 300,
+            "temperature": 0.5,
+            "parallel_tool_calls": false,
+            "tools": [{"type": "function", "function": {"name": "look", "description": "Looks.",
+                       "parameters": {"type": "object"}, "strict": true}}],
+            "tool_choice": {"type": "function", "function": {"name": "look"}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
+            "reasoning_effort": "low",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        })
+    );
+    let mut dropped = sent.dropped;
+    let mut counted: Vec<_> = dropped.drain().collect();
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [("previous_response_id", 1), ("reasoning", 1), ("store", 1)]
+    );
+}
+
+#[test]
+fn previous_response_id_is_refused_unless_the_input_is_whole() {
+    for input in [
+        json!("and then?"),
+        json!([{"role": "user", "content": "and then?"}]),
+        // An output whose call the input does not hold continues a stored response.
+        json!([{"role": "assistant", "content": "Let me look."},
+               {"type": "function_call_output", "call_id": "call_9", "output": "x"}]),
+    ] {
+        let error = up_from_responses(
+            json!({"model": "m", "input": input, "previous_response_id": "resp_1"}),
+        )
+        .unwrap_err();
+        assert_eq!(error.status, 400);
+        assert_eq!(error.param.as_deref(), Some("previous_response_id"));
+        assert!(
+            error.message.contains("stores no responses"),
+            "{}",
+            error.message
+        );
+    }
+    for (key, value) in [
+        ("input", json!([{"type": "item_reference", "id": "msg_1"}])),
+        ("conversation", json!("conv_1")),
+        ("tools", json!([{"type": "web_search"}])),
+        ("text", json!({"format": {"type": "yaml"}})),
+        ("background", json!(true)),
+    ] {
+        let mut request = json!({"model": "m", "input": "hi"});
+        request[key] = value;
+        let error = up_from_responses(request).unwrap_err();
+        assert!(
+            error.param.as_deref().unwrap().starts_with(key),
+            "{key}: {error:?}"
+        );
+    }
+}
+
+#[test]
+fn a_chat_completion_becomes_a_response() {
+    let reply = responses_to_chat().reply(
+        &json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me look.",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"at\":[1]}"}}]}}],
+            "usage": {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21,
+                      "prompt_tokens_details": {"cached_tokens": 5}, "completion_tokens_details": {"reasoning_tokens": 2}},
+        }),
+        0,
+        &mut Dropped::default(),
+    );
+    assert_eq!(
+        (
+            &reply["id"],
+            &reply["object"],
+            &reply["status"],
+            &reply["created_at"]
+        ),
+        (
+            &json!("resp_1"),
+            &json!("response"),
+            &json!("completed"),
+            &json!(7)
+        )
+    );
+    assert_eq!(
+        reply["store"], false,
+        "llm-edge stores nothing, and says so"
+    );
+    assert_eq!(
+        reply["output"],
+        json!([
+            {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Let me look.", "annotations": []}]},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "look",
+             "arguments": "{\"at\":[1]}", "status": "completed"},
+        ])
+    );
+    assert_eq!(
+        reply["usage"],
+        json!({"input_tokens": 17, "input_tokens_details": {"cached_tokens": 5}, "output_tokens": 4,
+               "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 21})
+    );
+    let cut = responses_to_chat().reply(
+        &json!({"choices": [{"finish_reason": "length", "message": {"content": "a"}}]}),
+        0,
+        &mut Dropped::default(),
+    );
+    assert_eq!(
+        (&cut["status"], &cut["incomplete_details"]["reason"]),
+        (&json!("incomplete"), &json!("max_output_tokens"))
+    );
+    let (status, body) = responses_to_chat().error(429, br#"{"error":{"message":"Slow down.","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#);
+    assert_eq!(status, 429);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"error": {"message": "Slow down.", "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}})
+    );
+    let (_, body) = responses_to_chat().error(502, b"<html>");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["error"]["type"],
+        "server_error"
+    );
+}
+
+/// A chat stream split anywhere gives a Responses client numbered events, in order, whose final
+/// `response` equals the whole reply's, and whose deltas add up to its output.
+#[test]
+fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
+    let translation = responses_to_chat();
+    let mut rng = StdRng::seed_from_u64(23);
+    for _ in 0..200 {
+        let text = random_text(&mut rng);
+        let calls = random_calls(&mut rng);
+        let usage = json!({"prompt_tokens": rng.random_range(0..500), "completion_tokens": rng.random_range(0..500)});
+        let finish = ["stop", "length", "tool_calls"][rng.random_range(0..3)];
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, args)| {
+                json!({"id": id, "type": "function",
+            "function": {"name": name, "arguments": args.to_string()}})
+            })
+            .collect();
+        let mut message = json!({"role": "assistant", "content": text});
+        if !tool_calls.is_empty() {
+            message["tool_calls"] = Value::Array(tool_calls);
+        }
+        let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o", "created": 1,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+        let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
+        let mut translator = translation.stream(1, true);
+        let mut reader = EventReader::default();
+        let mut out = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
+            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
+            rest = tail;
+        }
+        let out = String::from_utf8(out).unwrap();
+        let events: Vec<Value> = out
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                let event: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(name.strip_prefix("event: ").unwrap(), event["type"]);
+                event
+            })
+            .collect();
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(event["sequence_number"], i);
+        }
+        assert_eq!(events[0]["type"], "response.created");
+        let last = events.last().unwrap();
+        let expected = if finish == "length" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        assert_eq!(last["type"], expected);
+        let mut final_response = last["response"].clone();
+        if text.is_empty() && calls.is_empty() {
+            // A reply of nothing streams no message item.
+            final_response["output"] = whole["output"].clone();
+        }
+        assert_eq!(final_response, whole);
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, text);
+        let arguments: Vec<Value> = events
+            .iter()
+            .filter(|e| e["type"] == "response.function_call_arguments.done")
+            .map(|e| serde_json::from_str(e["arguments"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            arguments,
+            calls.iter().map(|c| c.2.clone()).collect::<Vec<_>>()
+        );
+    }
+}

@@ -4,7 +4,8 @@ for the exact bytes sent): text, a multi-turn tool loop, streamed tool arguments
 max tokens, errors in the client's dialect, and the guard and a budget on a translated route.
 
 1. An OpenAI Chat Completions client (`openai`), an Anthropic Messages upstream.
-2. An Anthropic Messages client (`anthropic`), an OpenAI Chat Completions upstream."""
+2. An Anthropic Messages client (`anthropic`), an OpenAI Chat Completions upstream.
+3. An OpenAI Responses client (`openai`), an OpenAI Chat Completions upstream (stateless)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from upstream import Upstream, tagged
 CONFIG = ENVOY_DIR / "translate.yaml"
 TRANSLATE = [{"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
               "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096},
-             {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"}]
+             {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"},
+             {"client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions"}]
 WEATHER = {
     "type": "function",
     "function": {
@@ -397,3 +399,110 @@ def test_a_budget_on_a_messages_client(start_envoy, anthropic_mock):
         with pytest.raises(anthropic.RateLimitError) as refused:
             client.messages.create(model="gpt-4o", max_tokens=10, messages=user("again"))
     assert refused.value.response.json()["type"] == "error"
+
+
+# 3. An OpenAI Responses client, an OpenAI Chat Completions upstream.
+
+RESPONSES_WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+                     "parameters": WEATHER["function"]["parameters"]}
+
+
+def test_a_responses_client_gets_its_text_and_store_is_said_to_be_off(sdk):
+    response = sdk.responses.create(model="gpt-4o", instructions="Be brief.", input="Hello there", store=True)
+    assert response.object == "response" and response.status == "completed"
+    assert response.output_text == "Hello there"
+    assert response.store is False, "llm-edge stores nothing, and the reply says so"
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+
+def test_the_chat_upstream_receives_a_responses_clients_request(start_envoy):
+    recorder = Upstream("openai")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
+                                                   "openai_compatible": recorder.port})
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            response = client.responses.create(model="gpt-4o", instructions="Be brief.", input="hi",
+                                               max_output_tokens=50, store=True, extra_headers=tag)
+        assert response.output_text == "Hello from the upstream."
+        sent = recorder.seen(test_id)
+        assert sent["path"] == "/v1/chat/completions"
+        assert json.loads(sent["raw"]) == {
+            "model": "gpt-4o",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+            "max_tokens": 50,
+        }
+        envoy.wait_for_stat(
+            f"{MODULE_STATS}.translation_dropped_fields_total.direction.responses_to_chat.field.store", 1)
+    finally:
+        recorder.stop()
+
+
+def test_a_responses_tool_loop_is_stateless(sdk):
+    first = sdk.responses.create(model="gpt-4o", input="What is the weather in Oslo?", tools=[RESPONSES_WEATHER])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.call_id.startswith("call_") and call.id.startswith("fc_")
+    jsonschema.validate(json.loads(call.arguments), RESPONSES_WEATHER["parameters"])
+    # Continuing by id alone needs a stored response: refused, saying what to send instead.
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="gpt-4o", previous_response_id=first.id, tools=[RESPONSES_WEATHER],
+                             input=[{"type": "function_call_output", "call_id": call.call_id, "output": "3 degrees"}])
+    error = refused.value.response.json()["error"]
+    assert error["param"] == "previous_response_id" and "whole conversation" in error["message"]
+    # The whole conversation goes through, previous_response_id or not.
+    whole = [{"role": "user", "content": "What is the weather in Oslo?"},
+             *[item.model_dump(exclude_none=True) for item in first.output],
+             {"type": "function_call_output", "call_id": call.call_id, "output": "3 degrees"}]
+    second = sdk.responses.create(model="gpt-4o", previous_response_id=first.id, input=whole,
+                                  tools=[RESPONSES_WEATHER])
+    assert second.status == "completed" and second.output_text
+    assert not [item for item in second.output if item.type == "function_call"]
+
+
+def test_a_responses_stream_is_numbered_and_ends_with_the_whole_response(sdk):
+    events = list(sdk.responses.create(model="gpt-4o", input="weather in Oslo", tools=[RESPONSES_WEATHER],
+                                       stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    pieces = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert len(pieces) > 2, "the arguments arrive in pieces, as the upstream streamed them"
+    (call,) = [item for item in events[-1].response.output if item.type == "function_call"]
+    assert call.arguments == "".join(pieces)
+    jsonschema.validate(json.loads(call.arguments), RESPONSES_WEATHER["parameters"])
+    assert events[-1].response.usage.output_tokens > 0
+    text_events = list(sdk.responses.create(model="gpt-4o", input="stream this reply", stream=True))
+    text = "".join(e.delta for e in text_events if e.type == "response.output_text.delta")
+    assert text == "stream this reply" == text_events[-1].response.output_text
+
+
+def test_a_responses_reply_cut_by_max_output_tokens_is_incomplete(sdk):
+    response = sdk.responses.create(model="gpt-4o", input="one two three four", max_output_tokens=2)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text == "one two"
+
+
+def test_an_upstream_error_reaches_a_responses_client_in_openais_envelope(sdk):
+    with pytest.raises(openai.RateLimitError) as raised:
+        sdk.responses.create(model="gpt-4o", input="hi", extra_headers={"x-llm-edge-fault": "429"})
+    assert raised.value.response.json()["error"]["message"]
+
+
+def test_the_guard_and_a_budget_on_a_responses_route(guarded, start_envoy, anthropic_mock):
+    with openai.OpenAI(base_url=guarded.base_url + "/v1", api_key="k", max_retries=0) as client:
+        whole = client.responses.create(model="gpt-4o", input=f"Mail {EMAIL}")
+        streamed = list(client.responses.create(model="gpt-4o", input=f"Mail {EMAIL} now", stream=True))
+        with pytest.raises(openai.BadRequestError):
+            client.responses.create(model="gpt-4o", input="card 4111 1111 1111 1111")
+    assert whole.output_text == f"Mail {EMAIL}"
+    assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == f"Mail {EMAIL} now"
+    assert streamed[-1].response.output_text == f"Mail {EMAIL} now"
+    config = {"mode": "passthrough", "translate": TRANSLATE,
+              "budgets": {"limits": [{"name": "tiny", "tokens": 1, "per": "hour", "key": "global"}]}}
+    envoy = start_envoy(CONFIG, filter_config=json.dumps(config),
+                        cluster_ports={"anthropic": anthropic_mock.port, "openai_compatible": anthropic_mock.port})
+    with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+        first = client.responses.create(model="gpt-4o", input="one two three", max_output_tokens=10)
+        envoy.wait_for_stat(f"{MODULE_STATS}.budget_tokens_total.budget.tiny.key.all", first.usage.total_tokens)
+        with pytest.raises(openai.RateLimitError):
+            client.responses.create(model="gpt-4o", input="again")
