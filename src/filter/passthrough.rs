@@ -117,7 +117,7 @@ impl Filter {
         host.read_request_body(&mut body);
         let untouched = self.context.config.transform.is_empty()
             && !self.context.config.guard.is_active(&self.context.detectors)
-            && self.translation(endpoint).is_none();
+            && !self.may_translate(endpoint);
         let read = match untouched
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
@@ -207,7 +207,11 @@ impl Filter {
         let mut changed = duplicated;
         changed |= transform.apply(&mut fields, header);
         changed |= self.guard_request(host, &mut fields)?;
-        if let Some(translation) = self.translation(endpoint).cloned() {
+        let model = fields
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(translation) = self.translation(endpoint, model).cloned() {
             return self.translate_request(host, endpoint, translation, fields, body);
         }
         let strip_usage_chunk =
@@ -228,10 +232,15 @@ impl Filter {
         })
     }
 
-    /// The translation of this endpoint's requests, if the config has one.
-    fn translation(&self, endpoint: &Endpoint) -> Option<&Translation> {
+    /// Whether the config translates any of this endpoint's requests.
+    fn may_translate(&self, endpoint: &Endpoint) -> bool {
+        Api::of_endpoint(endpoint).is_some_and(|api| self.context.config.translate.translates(api))
+    }
+
+    /// The translation of this endpoint's requests for `model` (as the aliases resolved it).
+    fn translation(&self, endpoint: &Endpoint, model: &str) -> Option<&Translation> {
         let api = Api::of_endpoint(endpoint)?;
-        self.context.config.translate.for_client(api)
+        self.context.config.translate.for_request(api, model)
     }
 
     /// Sends a transformed and guarded client request on in the upstream's API, to its path and

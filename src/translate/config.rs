@@ -83,13 +83,37 @@ pub struct Translation {
     /// `max_tokens` for an Anthropic upstream when the client gives none (Anthropic requires it).
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// The models (after aliases) this translation is for, each exact or with one `*`; empty:
+    /// every model. So one listener can send `claude-*` to Anthropic and the rest on as they are.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+impl Translation {
+    /// Whether requests for `model` (as resolved by the aliases) are translated.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|pattern| glob_match(pattern, model))
+    }
+}
+
+/// Whether `name` matches `pattern`, where one `*` stands for any run of characters.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((prefix, suffix)) => {
+            name.len() >= prefix.len() + suffix.len()
+                && name.starts_with(prefix)
+                && name.ends_with(suffix)
+        }
+    }
 }
 
 fn default_max_tokens() -> u32 {
     4096
 }
 
-/// Every translation of a config, at most one per client API.
+/// Every translation of a config; of those for one client API, the first whose `models` match
+/// the request's applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct TranslateConfig {
@@ -140,15 +164,27 @@ impl TranslateConfig {
             }
             if self.translations[..i]
                 .iter()
-                .any(|earlier| earlier.client == translation.client)
+                .any(|earlier| earlier.client == translation.client && earlier.models.is_empty())
             {
                 return Err(ConfigError::new(
                     field("client"),
                     format!(
-                        "{:?} is translated twice; allowed: one translation per client API",
+                        "{:?} is already translated for every model; allowed: one translation \
+                         per client API, or several that each name their models",
                         translation.client.name()
                     ),
                 ));
+            }
+            for (j, pattern) in translation.models.iter().enumerate() {
+                if pattern.is_empty() || pattern.matches('*').count() > 1 {
+                    return Err(ConfigError::new(
+                        format!("translate[{i}].models[{j}]"),
+                        format!(
+                            "{pattern:?} is not a model pattern; allowed: a name, or a name with \
+                             one '*'"
+                        ),
+                    ));
+                }
             }
             let path = &translation.upstream_path;
             let is_path = path.starts_with('/')
@@ -208,9 +244,16 @@ impl TranslateConfig {
         Ok(())
     }
 
-    /// The translation of requests in `client`'s API, if any.
-    pub fn for_client(&self, client: Api) -> Option<&Translation> {
-        self.translations.iter().find(|t| t.client == client)
+    /// The translation of requests in `client`'s API for `model`, if any.
+    pub fn for_request(&self, client: Api, model: &str) -> Option<&Translation> {
+        self.translations
+            .iter()
+            .find(|t| t.client == client && t.serves(model))
+    }
+
+    /// Whether any request in `client`'s API may be translated.
+    pub fn translates(&self, client: Api) -> bool {
+        self.translations.iter().any(|t| t.client == client)
     }
 
     /// Whether nothing is translated.
@@ -218,13 +261,13 @@ impl TranslateConfig {
         self.translations.is_empty()
     }
 
-    /// This config with `route`'s translations added: a route's translation of a client API
-    /// replaces the listener's.
+    /// This config with `route`'s translations added: a route's translations of a client API
+    /// replace the listener's.
     pub fn extended_with(&self, route: &Self) -> Self {
         let mut translations: Vec<Translation> = self
             .translations
             .iter()
-            .filter(|t| route.for_client(t.client).is_none())
+            .filter(|t| !route.translates(t.client))
             .cloned()
             .collect();
         translations.extend(route.translations.iter().cloned());
@@ -247,6 +290,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn translations_may_be_for_some_models_the_first_matching_applies() {
+        let config = TranslateConfig::parse(&json!([
+            {"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
+             "models": ["claude-*", "sonnet"]},
+            {"client": "chat", "upstream": "messages", "upstream_path": "/other", "models": ["*-haiku"]},
+        ]))
+        .unwrap();
+        let path = |model: &str| {
+            config
+                .for_request(Api::Chat, model)
+                .map(|t| t.upstream_path.as_str())
+        };
+        assert_eq!(path("claude-sonnet-4-6"), Some("/v1/messages"));
+        assert_eq!(path("sonnet"), Some("/v1/messages"));
+        assert_eq!(path("x-haiku"), Some("/other"));
+        assert_eq!(path("gpt-4o"), None);
+        assert!(config.translates(Api::Chat) && !config.translates(Api::Responses));
+    }
+
     fn error_of(value: serde_json::Value) -> ConfigError {
         TranslateConfig::parse(&value).unwrap_err()
     }
@@ -258,10 +321,10 @@ mod tests {
              "headers": {"anthropic-version": "2023-06-01"}}
         ]))
         .unwrap();
-        let translation = config.for_client(Api::Chat).unwrap();
+        let translation = config.for_request(Api::Chat, "any").unwrap();
         assert_eq!(translation.default_max_tokens, 4096);
         assert_eq!(translation.headers["anthropic-version"], "2023-06-01");
-        assert!(config.for_client(Api::Messages).is_none());
+        assert!(config.for_request(Api::Messages, "any").is_none());
     }
 
     #[test]
@@ -299,8 +362,10 @@ mod tests {
         let err = error_of(with("default_max_tokens", json!(0)));
         assert_eq!(err.field, "translate[0].default_max_tokens");
         assert!(err.message.contains("allowed: 1 to 1000000"), "{err}");
-        let err = error_of(json!([base.clone(), base]));
+        let err = error_of(json!([base.clone(), base.clone()]));
         assert_eq!(err.field, "translate[1].client");
+        let err = error_of(with("models", json!(["a*b*"])));
+        assert_eq!(err.field, "translate[0].models[0]");
         let err = error_of(json!([{"client": "chat"}]));
         assert!(err.message.contains("missing field"), "{err}");
     }
@@ -317,7 +382,10 @@ mod tests {
         .unwrap();
         let merged = listener.extended_with(&route);
         assert_eq!(merged.translations.len(), 1);
-        assert_eq!(merged.for_client(Api::Chat).unwrap().upstream_path, "/b");
+        assert_eq!(
+            merged.for_request(Api::Chat, "m").unwrap().upstream_path,
+            "/b"
+        );
         assert_eq!(
             listener.extended_with(&TranslateConfig::default()),
             listener

@@ -21,7 +21,8 @@ from upstream import Upstream, tagged
 
 CONFIG = ENVOY_DIR / "translate.yaml"
 TRANSLATE = [{"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
-              "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096},
+              "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 4096,
+              "models": ["claude-*"]},
              {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"},
              {"client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions"}]
 WEATHER = {
@@ -105,6 +106,23 @@ def test_the_upstream_receives_anthropics_request(start_envoy):
         }
         envoy.wait_for_stat(
             f"{MODULE_STATS}.translation_dropped_fields_total.direction.chat_to_messages.field.seed", 1)
+    finally:
+        recorder.stop()
+
+
+def test_a_chat_model_outside_the_translation_goes_on_untranslated(start_envoy):
+    recorder = Upstream("openai")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
+                                                   "openai_compatible": recorder.port})
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            reply = client.chat.completions.create(model="gpt-4o", messages=user("hi"), extra_headers=tag)
+        assert reply.choices[0].message.content == "Hello from the upstream."
+        sent = recorder.seen(test_id)
+        assert sent["path"] == "/v1/chat/completions"
+        assert json.loads(sent["raw"]) == {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        assert "anthropic-version" not in sent["headers"]
     finally:
         recorder.stop()
 
