@@ -30,6 +30,7 @@
 //!   is unit-tested against an in-memory fake.
 //! - [`api`] parses requests and renders replies and errors in each provider's exact wire shape.
 //! - [`mock`] decides what the mock says; [`edge`] changes and guards what passes through;
+//!   [`translate`] carries a request and its reply between OpenAI's and Anthropic's APIs;
 //!   [`accounting`] counts tokens and keeps budgets.
 //! - `abi` (private) binds Envoy's C ABI: the only module allowed to hold `unsafe` code.
 //!
