@@ -524,3 +524,67 @@ def test_the_guard_and_a_budget_on_a_responses_route(guarded, start_envoy, anthr
         envoy.wait_for_stat(f"{MODULE_STATS}.budget_tokens_total.budget.tiny.key.all", first.usage.total_tokens)
         with pytest.raises(openai.RateLimitError):
             client.responses.create(model="gpt-4o", input="again")
+
+
+# Across directions: parallel tool calls, images, structured output.
+
+TIME = {"type": "function", "function": {"name": "get_time", "description": "Time in a city",
+                                         "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                        "required": ["city"]}}}
+
+
+def test_parallel_tool_calls_reach_a_chat_client_whole_and_streamed(sdk):
+    ask = user("get_weather and get_time for Oslo")
+    whole = sdk.chat.completions.create(model="claude-sonnet-4-6", messages=ask, tools=[WEATHER, TIME])
+    names = [c.function.name for c in whole.choices[0].message.tool_calls]
+    assert names == ["get_weather", "get_time"]
+    assert len({c.id for c in whole.choices[0].message.tool_calls}) == 2
+    calls: dict[int, str] = {}
+    for chunk in sdk.chat.completions.create(model="claude-sonnet-4-6", messages=ask, tools=[WEATHER, TIME],
+                                             stream=True):
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            calls[call.index] = calls.get(call.index, "") + (call.function.arguments or "")
+    assert sorted(calls) == [0, 1]
+    jsonschema.validate(json.loads(calls[1]), TIME["function"]["parameters"])
+
+
+def test_parallel_tool_use_reaches_a_messages_client(claude):
+    time_tool = {"name": "get_time", "input_schema": TIME["function"]["parameters"]}
+    with claude.messages.stream(model="gpt-4o", max_tokens=200, tools=[CLAUDE_WEATHER, time_tool],
+                                messages=user("get_weather and get_time for Oslo")) as stream:
+        final = stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert [b.name for b in uses] == ["get_weather", "get_time"]
+    jsonschema.validate(uses[1].input, time_tool["input_schema"])
+
+
+def test_images_go_up_in_the_upstreams_shape(start_envoy):
+    recorder = Upstream("both")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port, "openai_compatible": recorder.port})
+        chat_id, chat_tag = tagged()
+        claude_id, claude_tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            client.chat.completions.create(model="claude-sonnet-4-6", extra_headers=chat_tag, messages=[
+                {"role": "user", "content": [{"type": "text", "text": "what is it?"},
+                                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+        with anthropic.Anthropic(base_url=envoy.base_url, api_key="k", max_retries=0) as client:
+            client.messages.create(model="gpt-4o", max_tokens=10, extra_headers=claude_tag, messages=[
+                {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x.test/cat.png"}},
+                                             {"type": "text", "text": "what is it?"}]}])
+        anthropic_blocks = recorder.seen(chat_id)["body"]["messages"][0]["content"]
+        assert anthropic_blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                   "data": "iVBORw0KGgo="}}
+        chat_parts = recorder.seen(claude_id)["body"]["messages"][0]["content"]
+        assert chat_parts[0] == {"type": "image_url", "image_url": {"url": "https://x.test/cat.png"}}
+    finally:
+        recorder.stop()
+
+
+def test_structured_output_reaches_a_responses_client(sdk):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}},
+              "required": ["city", "degrees"], "additionalProperties": False}
+    response = sdk.responses.create(model="gpt-4o", input="weather as JSON",
+                                    text={"format": {"type": "json_schema", "name": "weather", "schema": schema,
+                                                     "strict": True}})
+    jsonschema.validate(json.loads(response.output_text), schema)
