@@ -30,6 +30,7 @@
 //!   is unit-tested against an in-memory fake.
 //! - [`api`] parses requests and renders replies and errors in each provider's exact wire shape.
 //! - [`mock`] decides what the mock says; [`edge`] changes and guards what passes through;
+//!   [`translate`] carries a request and its reply between OpenAI's and Anthropic's APIs;
 //!   [`accounting`] counts tokens and keeps budgets.
 //! - `abi` (private) binds Envoy's C ABI: the only module allowed to hold `unsafe` code.
 //!
@@ -50,6 +51,7 @@ mod edge;
 mod filter;
 mod host;
 mod mock;
+mod translate;
 mod version;
 
 /// The pure core's entry points that the fuzz targets and benchmarks drive. Everything else is
@@ -66,6 +68,7 @@ pub mod surface {
     pub use crate::edge::guard;
     pub use crate::filter::route_policy::RoutePolicy;
     pub use crate::mock::schema_gen;
+    pub use crate::translate::TranslateConfig;
 
     /// The mock's entry points: a parsed request in, a rendered reply out.
     pub mod mock {

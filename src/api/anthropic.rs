@@ -401,6 +401,14 @@ const OPENAI_MODEL_NOT_FOUND: (&str, &str) = (
     "` does not exist or you do not have access to it.",
 );
 
+/// OpenAI's wording of a server error, as llm-edge's 500 and its `503` fault write them: only
+/// these are reworded as Anthropic words them; an upstream's own message (a translated reply's)
+/// goes on as it came.
+const OPENAI_SERVER_ERRORS: [&str; 2] = [
+    "The server had an error while processing your request. Sorry about that!",
+    "The engine is currently overloaded, please try again later.",
+];
+
 /// Anthropic's message for an error: its own when it has one for the error's kind, else the
 /// error's message as llm-edge wrote it (which names no API).
 fn wording(error: &ApiError) -> Cow<'_, str> {
@@ -460,8 +468,12 @@ fn wording(error: &ApiError) -> Cow<'_, str> {
              minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can \
              see the response headers for current usage. Please try again later.",
         ),
-        (500, _) => owned("Internal server error"),
-        (503 | 529, _) => owned("Overloaded"),
+        (500, _) if OPENAI_SERVER_ERRORS.contains(&error.message.as_str()) => {
+            owned("Internal server error")
+        }
+        (503 | 529, _) if OPENAI_SERVER_ERRORS.contains(&error.message.as_str()) => {
+            owned("Overloaded")
+        }
         _ => Cow::Borrowed(error.message.as_str()),
     }
 }

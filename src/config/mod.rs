@@ -27,6 +27,7 @@ use crate::config_error::ConfigError;
 use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::mock::config::{MockConfig, RawMockConfig};
+use crate::translate::TranslateConfig;
 
 /// The largest request body a config may allow. Envoy's own per-stream limit is raised to match.
 pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -61,6 +62,8 @@ pub struct FilterConfig {
     pub guard: Guard,
     /// Token budgets per unit of time.
     pub budgets: BudgetLimits,
+    /// Which client APIs are translated to which upstream APIs, in pass-through.
+    pub translate: TranslateConfig,
 }
 
 /// What the filter does with the requests it handles.
@@ -111,6 +114,8 @@ struct RawConfig {
     guard: GuardConfig,
     #[serde(default)]
     budgets: BudgetsConfig,
+    #[serde(default)]
+    translate: serde_json::Value,
 }
 
 fn default_api_base_path() -> String {
@@ -170,6 +175,7 @@ impl FilterConfig {
             transform: raw.transform,
             guard,
             budgets,
+            translate: TranslateConfig::parse(&raw.translate)?,
         })
     }
 }

@@ -20,6 +20,7 @@ use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
 use crate::host::{BodyStatus, HeadersStatus, Host};
+use crate::translate::{self, Api, Dropped, StreamTranslator, Translation};
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).
@@ -42,6 +43,21 @@ pub(super) struct Forwarding {
     delta_guard: guard::DeltaGuard,
     /// Streamed texts the guard dropped, as counted in stats so far.
     dropped_texts: u64,
+    /// The reply's way back into the client's API, when the request was translated.
+    translating: Option<Box<Translating>>,
+}
+
+/// A translated request's reply, on its way back into the client's API.
+#[derive(Debug)]
+struct Translating {
+    translation: Translation,
+    /// The client asked for a usage chunk at the end of its stream.
+    include_usage: bool,
+    /// The upstream's status, when it answered an error: its body goes to the client in the
+    /// client's envelope.
+    error_status: Option<u16>,
+    /// The translator of a streamed reply, once the reply is known to be one.
+    stream: Option<StreamTranslator>,
 }
 
 /// What a forwarded reply is, as its content type says.
@@ -99,8 +115,9 @@ impl Filter {
     pub(super) fn forward(&mut self, host: &mut impl Host, endpoint: &Endpoint) -> BodyStatus {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
-        let untouched =
-            self.context.config.transform.is_empty() && !self.context.config.guard.is_active();
+        let untouched = self.context.config.transform.is_empty()
+            && !self.context.config.guard.is_active()
+            && !self.may_translate(endpoint);
         let read = match untouched
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
@@ -121,6 +138,7 @@ impl Filter {
             model,
             max_tokens,
             strip_usage_chunk,
+            translating,
         } = read;
         if let Err(error) = openai::check_model_name(&model) {
             self.send_error(host, &error, &[], Outcome::InvalidRequest);
@@ -162,6 +180,7 @@ impl Filter {
         self.state = State::Proxying(Box::new(Forwarding {
             accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,
+            translating,
             ..Forwarding::default()
         }));
         BodyStatus::Continue
@@ -188,6 +207,13 @@ impl Filter {
         let mut changed = duplicated;
         changed |= transform.apply(&mut fields, header);
         changed |= self.guard_request(host, &mut fields)?;
+        let model = fields
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(translation) = self.translation(endpoint, model).cloned() {
+            return self.translate_request(host, endpoint, translation, fields, body);
+        }
         let strip_usage_chunk =
             reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);
         changed |= strip_usage_chunk;
@@ -202,6 +228,65 @@ impl Filter {
             model: model.unwrap_or_default().to_owned(),
             max_tokens: budgets::max_tokens(endpoint, &fields),
             strip_usage_chunk,
+            translating: None,
+        })
+    }
+
+    /// Whether the config translates any of this endpoint's requests.
+    fn may_translate(&self, endpoint: &Endpoint) -> bool {
+        Api::of_endpoint(endpoint).is_some_and(|api| self.context.config.translate.translates(api))
+    }
+
+    /// The translation of this endpoint's requests for `model` (as the aliases resolved it).
+    fn translation(&self, endpoint: &Endpoint, model: &str) -> Option<&Translation> {
+        let api = Api::of_endpoint(endpoint)?;
+        self.context.config.translate.for_request(api, model)
+    }
+
+    /// Sends a transformed and guarded client request on in the upstream's API, to its path and
+    /// with its headers; `body` is left holding the client's request, which budgets count. `None`
+    /// after refusing a request that cannot be translated without changing its meaning.
+    fn translate_request(
+        &mut self,
+        host: &mut impl Host,
+        endpoint: &Endpoint,
+        translation: Translation,
+        fields: Map<String, Value>,
+        body: &mut Vec<u8>,
+    ) -> Option<Essentials> {
+        let model = fields.get("model").and_then(Value::as_str);
+        let model = model.unwrap_or_default().to_owned();
+        let mut max_tokens = budgets::max_tokens(endpoint, &fields);
+        if translation.upstream == Api::Messages {
+            max_tokens = max_tokens.or(Some(translation.default_max_tokens.into()));
+        }
+        body.clear();
+        json_writer::write_object(body, &fields);
+        let mut upstream = match translation.request(fields) {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                self.send_error(host, &error, &[], Outcome::InvalidRequest);
+                return None;
+            }
+        };
+        count_dropped(host, &translation, &mut upstream.dropped);
+        let mut sent = Vec::with_capacity(body.len());
+        json_writer::write_object(&mut sent, &upstream.body);
+        host.replace_request_body(&sent);
+        host.set_request_header(":path", Some(&translation.upstream_path));
+        for (name, value) in &translation.headers {
+            host.set_request_header(name, Some(value));
+        }
+        Some(Essentials {
+            model,
+            max_tokens,
+            strip_usage_chunk: false,
+            translating: Some(Box::new(Translating {
+                translation,
+                include_usage: upstream.stream && upstream.include_usage,
+                error_status: None,
+                stream: None,
+            })),
         })
     }
 
@@ -287,19 +372,34 @@ impl Filter {
         let encoded = host
             .response_header("content-encoding")
             .is_some_and(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
-        if encoded && (guards || forwarding.accounting.has_claim()) {
+        let translating = forwarding.translating.is_some();
+        if encoded && (guards || translating || forwarding.accounting.has_claim()) {
             self.refuse_reply(host, Unpassable::Encoded);
             return HeadersStatus::StopIteration;
         }
         forwarding.kind = ReplyKind::of(host.response_header("content-type"));
-        let rewritten = forwarding.strip_usage_chunk || guards;
+        if let Some(translating) = forwarding.translating.as_deref_mut() {
+            if !forwarding.accounting.upstream_ok {
+                // An error's body, whatever its type, is answered whole in the client's envelope.
+                let status = host.response_header(":status").unwrap_or_default();
+                let status = std::str::from_utf8(status)
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                translating.error_status = Some(status.unwrap_or(502));
+                forwarding.kind = ReplyKind::Json;
+            } else if forwarding.kind == ReplyKind::EventStream {
+                let translation = &translating.translation;
+                translating.stream = Some(translation.stream(now(), translating.include_usage));
+            }
+        }
+        let rewritten = forwarding.strip_usage_chunk || guards || translating;
         // A guarded stream lets no event pass unread, however large.
         forwarding.events = EventReader::new(guards);
         if forwarding.kind == ReplyKind::EventStream && rewritten {
             // The body changes length as it streams.
             host.set_response_header("content-length", None);
         }
-        if forwarding.kind != ReplyKind::EventStream && guards {
+        if forwarding.kind != ReplyKind::EventStream && (guards || translating) {
             // The whole reply is rewritten at its end: its content-length is set then, and
             // Envoy must hold as much of it as llm-edge reads.
             host.ensure_buffer_limit(self.context.config.max_response_body_bytes);
@@ -327,7 +427,8 @@ impl Filter {
         let State::Proxying(forwarding) = &mut self.state else {
             return BodyStatus::Continue;
         };
-        if forwarding.kind != ReplyKind::EventStream && guards {
+        let translating = forwarding.translating.is_some();
+        if forwarding.kind != ReplyKind::EventStream && (guards || translating) {
             let limit = self.context.config.max_response_body_bytes;
             if host.response_body_len() as u64 > limit {
                 self.refuse_reply(host, Unpassable::TooLarge(limit));
@@ -336,10 +437,20 @@ impl Filter {
             if !end_of_stream {
                 return BodyStatus::StopIterationAndBuffer;
             }
+            if translating {
+                return self.translate_whole_reply(host, guards);
+            }
             return self.guard_whole_reply(host);
         }
         let mut chunk = Vec::new();
         host.read_response_chunk(&mut chunk);
+        if translating {
+            self.translate_stream_chunk(host, &chunk, guards, end_of_stream);
+            if end_of_stream {
+                self.record_usage(host);
+            }
+            return BodyStatus::Continue;
+        }
         match forwarding.kind {
             ReplyKind::Json => {
                 if forwarding.pending.len() + chunk.len() <= MAX_ACCOUNTED_BODY {
@@ -395,6 +506,106 @@ impl Filter {
             self.record_usage(host);
         }
         BodyStatus::Continue
+    }
+
+    /// The whole of a translated reply that is not an event stream is in: a 2xx reply is
+    /// translated into the client's API (refused when it is not JSON), an error into the client's
+    /// envelope and status; then guarded as the client will read it.
+    fn translate_whole_reply(&mut self, host: &mut impl Host, guards: bool) -> BodyStatus {
+        let State::Proxying(forwarding) = &mut self.state else {
+            return BodyStatus::Continue;
+        };
+        let Some(translating) = forwarding.translating.as_deref_mut() else {
+            return BodyStatus::Continue;
+        };
+        let mut body = Vec::new();
+        host.read_response_body(&mut body);
+        let translation = &translating.translation;
+        let mut dropped = Dropped::default();
+        let mut reply = if let Some(status) = translating.error_status {
+            let (status, error) = translation.error(status, &body);
+            host.set_response_header(":status", Some(&status.to_string()));
+            serde_json::from_slice(&error).expect("an error envelope is JSON")
+        } else {
+            match parse_value_noting_duplicates(&body) {
+                Ok((reply, _)) => {
+                    forwarding.accounting.observe(&reply);
+                    translation.reply(&reply, now(), &mut dropped)
+                }
+                Err(_) => {
+                    self.refuse_reply(host, Unpassable::NotJson);
+                    return BodyStatus::StopIterationNoBuffer;
+                }
+            }
+        };
+        count_dropped(host, translation, &mut dropped);
+        if guards {
+            let context = &self.context;
+            let guard = &context.config.guard;
+            guard::guard_reply(&mut reply, guard, &mut self.masker);
+        }
+        body.clear();
+        json_writer::write_value(&mut body, &reply);
+        host.set_response_header("content-type", Some("application/json"));
+        host.replace_response_body(&body);
+        self.count_detections(host);
+        self.record_usage(host);
+        BodyStatus::Continue
+    }
+
+    /// A chunk of a translated stream: each upstream event completed in it is accounted as the
+    /// upstream reported it, translated into the client's events and, when replies are guarded,
+    /// guarded as the client will read them; only the client's events go on.
+    fn translate_stream_chunk(
+        &mut self,
+        host: &mut impl Host,
+        chunk: &[u8],
+        guards: bool,
+        end_of_stream: bool,
+    ) {
+        let State::Proxying(forwarding) = &mut self.state else {
+            return;
+        };
+        let Some(translating) = forwarding.translating.as_deref_mut() else {
+            return;
+        };
+        let Some(translator) = translating.stream.as_mut() else {
+            return;
+        };
+        let context = &self.context;
+        let guard = &context.config.guard;
+        // A chat stream's `[DONE]` is an event to translate.
+        forwarding.events.offer_done();
+        let mut decider = TranslatingDecider {
+            translator,
+            accounting: &mut forwarding.accounting,
+            guard: guards.then_some(guard),
+            masker: &mut self.masker,
+            delta_guard: &mut forwarding.delta_guard,
+            out: Vec::new(),
+        };
+        // Only the translated events go on: the upstream's own bytes (its comments, events
+        // that are not JSON) have no place in the client's API.
+        forwarding
+            .events
+            .read_with(chunk, end_of_stream, &mut decider);
+        let mut events = std::mem::take(&mut decider.out);
+        if guards && end_of_stream {
+            // A stream cut short loses none of the text held back.
+            events.extend(decider.delta_guard.finish(guard, decider.masker));
+        }
+        let mut emitted = Vec::new();
+        translate::write_events(&mut emitted, &events);
+        let dropped = forwarding.delta_guard.dropped() - forwarding.dropped_texts;
+        if dropped > 0 {
+            host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
+            forwarding.dropped_texts += dropped;
+        }
+        if let Some(translator) = translating.stream.as_mut() {
+            count_dropped(host, &translating.translation, translator.dropped());
+        }
+        host.replace_response_chunk(&emitted);
+        self.count_detections(host);
     }
 
     /// The whole of a guarded reply that is not an event stream is in: guard it as JSON, or as
@@ -516,6 +727,56 @@ impl Decide for &mut StreamDecider<'_> {
     }
 }
 
+/// Decides on each event of a translated stream: accounts it as the upstream sent it, and
+/// replaces it by the client events it becomes, guarded when replies are.
+struct TranslatingDecider<'a> {
+    translator: &'a mut StreamTranslator,
+    accounting: &'a mut Accounting,
+    /// The guard, when replies are guarded.
+    guard: Option<&'a guard::Guard>,
+    masker: &'a mut guard::Masker,
+    delta_guard: &'a mut guard::DeltaGuard,
+    /// The client's events so far, in order.
+    out: Vec<Value>,
+}
+
+impl Decide for &mut TranslatingDecider<'_> {
+    fn event(&mut self, event: &Value) -> EventFate {
+        self.accounting.observe_streamed(event);
+        let start = self.out.len();
+        self.translator.event(event, &mut self.out);
+        if let Some(guard) = self.guard {
+            let translated = self.out.split_off(start);
+            for mut client_event in translated {
+                let before = self
+                    .delta_guard
+                    .guard_event(&mut client_event, guard, self.masker);
+                self.out.extend(before);
+                self.out.push(client_event);
+            }
+        }
+        EventFate::Drop
+    }
+}
+
+/// Counts the fields a translation left out, by direction and field.
+fn count_dropped(host: &mut impl Host, translation: &Translation, dropped: &mut Dropped) {
+    for (field, count) in dropped.drain() {
+        host.count(
+            Counter::TranslationDropped,
+            &[translation.label(), field],
+            count,
+        );
+    }
+}
+
+/// Seconds since the Unix epoch, for the `created` of a reply whose upstream API has none.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 /// What forwarding needs to know of a request.
 struct Essentials {
     /// The model the request is sent as.
@@ -524,6 +785,8 @@ struct Essentials {
     max_tokens: Option<u64>,
     /// llm-edge asked for a usage chunk: it leaves the stream before the client sees it.
     strip_usage_chunk: bool,
+    /// How the reply goes back into the client's API, when the request was translated.
+    translating: Option<Box<Translating>>,
 }
 
 /// The fields of a request body that forwarding reads, borrowed: nothing else is built.
@@ -583,6 +846,7 @@ impl Essentials {
                 ],
             ),
             strip_usage_chunk,
+            translating: None,
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
 use crate::filter::{FilterContext, Runtime};
 use crate::mock::faults::FaultDice;
+use crate::translate::TranslateConfig;
 
 /// What a route does with the listener's policy.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub enum RoutePolicy {
     Disabled,
     /// This route has a policy of its own.
     Replace(Box<Replacement>),
-    /// This route adds to the listener's transforms and guard.
+    /// This route adds to the listener's transforms, guard and translations.
     Extend(Box<Extension>),
 }
 
@@ -43,11 +44,13 @@ pub struct Replacement {
     merged: Merges,
 }
 
-/// What a route adds to the listener's policy.
+/// What a route adds to the listener's policy: a translation of a client API replaces the
+/// listener's of the same API.
 #[derive(Debug)]
 pub struct Extension {
     transform: TransformConfig,
     guard: Guard,
+    translate: TranslateConfig,
     merged: Merges,
 }
 
@@ -100,6 +103,8 @@ struct RawExtension {
     transform: Option<TransformConfig>,
     #[serde(default)]
     guard: Option<GuardConfig>,
+    #[serde(default)]
+    translate: serde_json::Value,
 }
 
 impl RoutePolicy {
@@ -143,9 +148,11 @@ impl RoutePolicy {
         let prefixed = |error: ConfigError| error.under("extend");
         transform.validate().map_err(prefixed)?;
         let guard = Guard::parse(extend.guard.unwrap_or_default()).map_err(prefixed)?;
+        let translate = TranslateConfig::parse(&extend.translate).map_err(prefixed)?;
         Ok(Self::Extend(Box::new(Extension {
             transform,
             guard,
+            translate,
             merged: Merges::default(),
         })))
     }
@@ -185,6 +192,7 @@ impl Extension {
             let mut config = listener.config.clone();
             extend_transform(&mut config.transform, &self.transform);
             config.guard = config.guard.extended(&self.guard);
+            config.translate = config.translate.extended_with(&self.translate);
             FilterContext::with_runtime(config, listener.runtime.clone())
         })
     }

@@ -25,11 +25,13 @@ pub enum Counter {
     /// Streamed texts the guard dropped rather than pass unguarded, by reason (`part_cap`: a
     /// stream opened more parts at once than the guard holds).
     GuardDroppedTexts,
+    /// Fields a translation left out (no counterpart in the other API), by direction and field.
+    TranslationDropped,
 }
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
@@ -39,6 +41,7 @@ impl Counter {
         Self::BudgetRefusals,
         Self::BudgetKeysFull,
         Self::GuardDroppedTexts,
+        Self::TranslationDropped,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -58,6 +61,7 @@ impl Counter {
             Self::BudgetRefusals => "budget_refusals_total",
             Self::BudgetKeysFull => "budget_keys_full_total",
             Self::GuardDroppedTexts => "guard_dropped_texts_total",
+            Self::TranslationDropped => "translation_dropped_fields_total",
         }
     }
 
@@ -71,6 +75,7 @@ impl Counter {
             Self::BudgetTokens | Self::BudgetRefusals => &["budget", "key"],
             Self::BudgetKeysFull => &["budget"],
             Self::GuardDroppedTexts => &["reason"],
+            Self::TranslationDropped => &["direction", "field"],
         }
     }
 }

@@ -22,9 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "accounting": {"api", "config_error"},
     "edge": {"api", "config_error"},
     "mock": {"api", "accounting", "config_error"},
-    "config": {"api", "accounting", "edge", "mock", "config_error"},
-    "filter": {"api", "accounting", "edge", "mock", "config", "config_error", "host"},
-    "abi": {"api", "accounting", "edge", "mock", "config", "config_error", "host", "filter", "version"},
+    "translate": {"api", "config_error"},
+    "config": {"api", "accounting", "edge", "mock", "translate", "config_error"},
+    "filter": {"api", "accounting", "edge", "mock", "translate", "config", "config_error", "host"},
+    "abi": {"api", "accounting", "edge", "mock", "translate", "config", "config_error", "host", "filter",
+            "version"},
 }
 
 CRATE_PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")

@@ -12,6 +12,7 @@ mod claim;
 mod hostile;
 mod mock_path;
 mod passthrough;
+mod translate;
 
 /// An in-memory stream: request headers, body chunks, and what the filter sent back.
 #[derive(Default)]

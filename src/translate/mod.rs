@@ -1,0 +1,210 @@
+//! Translation between the APIs llm-edge speaks, on the pass-through path: a client's request in
+//! its API goes upstream in another, and the upstream's reply (whole, streamed, or an error)
+//! comes back in the client's.
+//!
+//! Owns request translation, whole-reply and error translation, and the stream translators:
+//! state machines fed one upstream event at a time that emit each client event as soon as the
+//! event it comes from is complete (nothing waits for the whole reply). Also the `translate`
+//! section of the config ([`config`]). Pure: may use `api` and `config_error` only, so every
+//! translation is tested without Envoy.
+//!
+//! A field with no counterpart upstream is dropped and counted ([`Dropped`]) when leaving it out
+//! changes nothing the client relies on, and refused with a 400 when it would change the
+//! meaning of the request (README, "Translation", has the table per direction).
+
+use serde_json::{Map, Value};
+
+use crate::api::openai::ApiError;
+use crate::api::sse::{EventFate, EventReader};
+
+mod chat_to_messages;
+pub mod config;
+mod messages_to_chat;
+mod responses_to_chat;
+
+pub use config::{Api, TranslateConfig, Translation};
+
+/// A request refused because translating it would change its meaning: a 400 in the client's
+/// dialect.
+pub type Refused = ApiError;
+
+/// A 400 naming the parameter that cannot be translated, and why.
+fn refuse(param: &str, why: String) -> Refused {
+    ApiError::bad_request(
+        format!("llm-edge cannot translate '{param}' for this upstream: {why}."),
+        Some(param),
+        Some("untranslatable_parameter"),
+    )
+}
+
+/// The fields a translation left out, by name (a fixed set of names: a field llm-edge does not
+/// know is counted as `other`, so a client cannot mint stats labels).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dropped(Vec<(&'static str, u64)>);
+
+impl Dropped {
+    /// Counts one more `name` left out.
+    pub fn field(&mut self, name: &'static str) {
+        match self.0.iter_mut().find(|(field, _)| *field == name) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+
+    /// Each field left out and how many times, emptying the count.
+    pub fn drain(&mut self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.drain(..)
+    }
+
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A request translated for the upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The body to send, in the upstream's API.
+    pub body: Map<String, Value>,
+    /// What was left out.
+    pub dropped: Dropped,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// The client asked for a usage chunk at the end of its stream.
+    pub include_usage: bool,
+}
+
+impl Translation {
+    /// The stats label of this direction, such as `chat_to_messages`.
+    pub fn label(&self) -> &'static str {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => "chat_to_messages",
+            (Api::Messages, Api::Chat) => "messages_to_chat",
+            (Api::Responses, Api::Chat) => "responses_to_chat",
+            _ => "unknown",
+        }
+    }
+
+    /// Translates a client request, read as a JSON object, for the upstream.
+    pub fn request(&self, fields: Map<String, Value>) -> Result<Upstream, Refused> {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => {
+                chat_to_messages::request(fields, self.default_max_tokens)
+            }
+            (Api::Messages, Api::Chat) => messages_to_chat::request(fields),
+            (Api::Responses, Api::Chat) => responses_to_chat::request(fields),
+            _ => unreachable!("the config admits only the directions llm-edge makes"),
+        }
+    }
+
+    /// Translates a whole 2xx reply into the client's API; `created` stamps replies whose
+    /// client API carries a creation time the upstream's lacks.
+    pub fn reply(&self, reply: &Value, created: u64, dropped: &mut Dropped) -> Value {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => chat_to_messages::reply(reply, created, dropped),
+            (Api::Messages, Api::Chat) => messages_to_chat::reply(reply, dropped),
+            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply),
+            _ => unreachable!("the config admits only the directions llm-edge makes"),
+        }
+    }
+
+    /// Translates an upstream error reply (any body, JSON or not) into the client's envelope,
+    /// with the status the client's API uses for it.
+    pub fn error(&self, status: u16, body: &[u8]) -> (u16, Vec<u8>) {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => chat_to_messages::error(status, body),
+            (Api::Messages, Api::Chat) => messages_to_chat::error(status, body),
+            (Api::Responses, Api::Chat) => responses_to_chat::error(status, body),
+            _ => unreachable!("the config admits only the directions llm-edge makes"),
+        }
+    }
+
+    /// The translator of a streamed reply.
+    pub fn stream(&self, created: u64, include_usage: bool) -> StreamTranslator {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => StreamTranslator(Direction::MessagesToChat(
+                chat_to_messages::Stream::new(created, include_usage),
+            )),
+            (Api::Messages, Api::Chat) => StreamTranslator(Direction::ChatToMessages(
+                messages_to_chat::Stream::default(),
+            )),
+            (Api::Responses, Api::Chat) => StreamTranslator(Direction::ChatToResponses(
+                responses_to_chat::Stream::default(),
+            )),
+            _ => unreachable!("the config admits only the directions llm-edge makes"),
+        }
+    }
+}
+
+/// Translates an upstream event stream into the client's, one upstream event at a time.
+#[derive(Debug)]
+pub struct StreamTranslator(Direction);
+
+/// The state machine of each direction's stream.
+#[derive(Debug)]
+enum Direction {
+    /// Anthropic Messages events to chat chunks.
+    MessagesToChat(chat_to_messages::Stream),
+    /// Chat chunks to Anthropic Messages events.
+    ChatToMessages(messages_to_chat::Stream),
+    /// Chat chunks to the Responses API's typed events.
+    ChatToResponses(responses_to_chat::Stream),
+}
+
+impl StreamTranslator {
+    /// Appends to `out` the client events that one complete upstream event becomes (the JSON
+    /// string `"[DONE]"` stands for OpenAI's last event).
+    pub fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
+        match &mut self.0 {
+            Direction::MessagesToChat(stream) => stream.event(event, out),
+            Direction::ChatToMessages(stream) => stream.event(event, out),
+            Direction::ChatToResponses(stream) => stream.event(event, out),
+        }
+    }
+
+    /// What was left out so far, emptying the count.
+    pub fn dropped(&mut self) -> &mut Dropped {
+        match &mut self.0 {
+            Direction::MessagesToChat(stream) => &mut stream.dropped,
+            Direction::ChatToMessages(stream) => &mut stream.dropped,
+            Direction::ChatToResponses(stream) => &mut stream.dropped,
+        }
+    }
+
+    /// Reads a chunk of the upstream's stream with `reader` and returns the client's bytes:
+    /// every complete event is translated as it completes; anything that is not a JSON event
+    /// (comments, pings' names, unreadable data) is not passed on.
+    pub fn read(&mut self, reader: &mut EventReader, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let mut events = Vec::new();
+        // Chat streams end with `[DONE]`, which is an event of its own to translate.
+        reader.offer_done();
+        reader.read(chunk, end_of_stream, |event: &Value| {
+            self.event(event, &mut events);
+            EventFate::Drop
+        });
+        let mut out = Vec::new();
+        write_events(&mut out, &events);
+        out
+    }
+}
+
+/// Appends client events as server-sent events: `[DONE]` as OpenAI writes it, a typed event
+/// (Anthropic's, the Responses API's) with its `event:` line, a chat chunk as data alone.
+pub fn write_events(out: &mut Vec<u8>, events: &[Value]) {
+    for event in events {
+        if event.as_str() == Some("[DONE]") {
+            out.extend_from_slice(crate::api::sse::DONE);
+            continue;
+        }
+        let kind = event
+            .get("choices")
+            .is_none()
+            .then(|| event.get("type").and_then(Value::as_str))
+            .flatten();
+        crate::api::sse::write_event(out, kind, event);
+    }
+}
+
+#[cfg(test)]
+mod tests;
