@@ -91,11 +91,14 @@ def cpu_seconds(proc: Path) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int) -> dict:
-    """Runs `streams` paced streams against a fresh Envoy; returns their errors (ms) and CPU use."""
+def measure(streams: int, ttft: int, itl: int, tokens: int, workers: int, load: dict | None = None) -> dict:
+    """Runs `streams` paced streams against a fresh Envoy; returns their errors (ms) and CPU use.
+    `load`, when given, is the mock's `load` section (admission, load factor, prefix cache)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, streams * 2 + 256)), hard))
     config = {"mock": {"latency": {"time_to_first_token_ms": ttft, "inter_token_ms": itl}}}
+    if load is not None:
+        config["mock"]["load"] = load
     with tempfile.TemporaryDirectory() as workdir:
         path = render_config(MOCK_CONFIG, Path(workdir) / "envoy.yaml", json.dumps(config))
         envoy = Envoy(path, Path(workdir), concurrency=workers)
