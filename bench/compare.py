@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pacing import measure as measure_pacing  # noqa: E402
 from cpu_profile import profile, unavailable  # noqa: E402
 from passthrough import (  # noqa: E402
-    GUARD, READ_WHOLE_BODY, bootstrap, chat_body, listener, llm_edge_filter, pin, run_wrk,
+    GUARD, READ_WHOLE_BODY, TRANSLATE, bootstrap, chat_body, listener, llm_edge_filter, pin, run_wrk,
     run_wrk_script, start, upstream_config,
 )
 
@@ -410,6 +410,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                 contenders.append((f"llm-edge transforms and reply guard (reversible, responses), {kb}",
                                    [llm_edge_filter(GUARDED_REPLIES)]))
                 contenders.append((f"llm-edge, 2 reserving token budgets, {kb}", [llm_edge_filter(BUDGETS)]))
+                contenders.append((f"llm-edge translating chat to Anthropic Messages, {kb}",
+                                   [llm_edge_filter(TRANSLATE)]))
             measured = []
             for name, filters in contenders:
                 proxy = proxy_envoy(workdir, f"proxy-{len(proxies)}", upstream.port, filters)

@@ -49,6 +49,25 @@ UPSTREAM_ROUTE = {
                                  "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
 }
 
+# The same reply as Anthropic's Messages API writes it, for the translating proxy's upstream.
+CANNED_MESSAGE = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+    "content": [{"type": "text", "text": "Benchmark reply."}],
+    "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 1000, "output_tokens": 3},
+})
+MESSAGES_ROUTE = {
+    "match": {"prefix": "/v1/messages"},
+    "direct_response": {"status": 200, "body": {"inline_string": CANNED_MESSAGE}},
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+}
+# Chat clients translated to an upstream that speaks Anthropic's Messages API.
+TRANSLATE = {
+    "mode": "passthrough",
+    "translate": [{"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
+                   "headers": {"anthropic-version": "2023-06-01"}}],
+}
 
 # The upstream reads each request body whole before it answers, as a provider does; answering
 # on the headers alone would leave the body unread, and the proxy would have to close the
@@ -63,11 +82,12 @@ READ_WHOLE_BODY = {
 
 
 def upstream_config() -> dict:
-    """The stand-in provider: reads the body, answers the canned completion."""
-    return bootstrap(listener(UPSTREAM_ROUTE, [READ_WHOLE_BODY]))
+    """The stand-in provider: reads the body, answers the canned completion (or, on Anthropic's
+    path, the canned message)."""
+    return bootstrap(listener([MESSAGES_ROUTE, UPSTREAM_ROUTE], [READ_WHOLE_BODY]))
 
 
-def listener(routes: dict, http_filters: list) -> dict:
+def listener(routes: dict | list, http_filters: list) -> dict:
     return {
         "name": "bench",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
@@ -80,7 +100,8 @@ def listener(routes: dict, http_filters: list) -> dict:
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
                 }],
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [routes]}]},
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                                      "routes": routes if isinstance(routes, list) else [routes]}]},
             },
         }]}],
     }
