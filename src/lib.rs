@@ -14,12 +14,13 @@
 //!                     ▼
 //!                   filter      per-stream state and hooks; the mock path, the pass-through
 //!                     │         path, accounting, budgets, per-route policy
-//!          ┌──────────┼───────────┬──────────────┬───────────────┐
-//!          ▼          ▼           ▼              ▼               ▼
-//!        config     mock        edge         accounting         host
-//!       (entry)  (answers)  (transform,   (tokens, budgets)  (the seam: trait,
-//!          │          │        guard)            │            stats, pacing)
-//!          └──────────┴───────────┴──────────────┘
+//!          ┌──────────┼───────────┬────────────┬──────────────┬──────────────┐
+//!          ▼          ▼           ▼            ▼              ▼              ▼
+//!        config     mock        edge       translate     accounting        host
+//!       (entry)  (answers,  (transform,   (between the    (tokens,     (the seam: trait,
+//!          │     loaded       guard)        APIs)         budgets)     stats, pacing)
+//!          │      server)       │             │              │
+//!          └──────────┴───────────┴────────────┴──────────────┘
 //!                     ▼
 //!                    api        wire formats: openai, anthropic, httpbun, sse, json, routes
 //!                                (config_error sits below the rooms that parse config)
