@@ -170,15 +170,7 @@ pub(super) fn request(
     fields
         .remove("metadata")
         .inspect(|_| dropped.field("metadata"));
-    for (key, _) in fields {
-        dropped.field(
-            DROPPED
-                .iter()
-                .find(|d| **d == key)
-                .copied()
-                .unwrap_or("other"),
-        );
-    }
+    dropped.rest(&fields, &DROPPED);
     Ok(Upstream {
         body: out,
         dropped,

@@ -122,15 +122,7 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
             "Chat Completions calls no MCP servers".into(),
         ));
     }
-    for (key, _) in fields {
-        dropped.field(
-            DROPPED
-                .iter()
-                .find(|d| **d == key)
-                .copied()
-                .unwrap_or("other"),
-        );
-    }
+    dropped.rest(&fields, &DROPPED);
     Ok(Upstream {
         body: out,
         dropped,

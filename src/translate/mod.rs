@@ -51,6 +51,15 @@ impl Dropped {
         }
     }
 
+    /// Counts every field of `rest` (what a translation did not carry over), each under its own
+    /// name when `known` lists it, else as `other`: a client cannot mint stats labels.
+    pub fn rest(&mut self, rest: &Map<String, Value>, known: &[&'static str]) {
+        for key in rest.keys() {
+            let name = known.iter().find(|name| **name == key).copied();
+            self.field(name.unwrap_or("other"));
+        }
+    }
+
     /// Each field left out and how many times, emptying the count.
     pub fn drain(&mut self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.0.drain(..)

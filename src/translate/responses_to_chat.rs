@@ -110,15 +110,7 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     fields.remove("stream_options");
-    for (key, _) in fields {
-        dropped.field(
-            DROPPED
-                .iter()
-                .find(|d| **d == key)
-                .copied()
-                .unwrap_or("other"),
-        );
-    }
+    dropped.rest(&fields, &DROPPED);
     Ok(Upstream {
         body: out,
         dropped,
