@@ -50,6 +50,7 @@ mod config;
 mod config_error;
 mod edge;
 mod filter;
+mod fixtures;
 mod host;
 mod mock;
 mod translate;
@@ -70,6 +71,11 @@ pub mod surface {
     pub use crate::filter::route_policy::RoutePolicy;
     pub use crate::mock::schema_gen;
     pub use crate::translate::TranslateConfig;
+
+    /// Record and replay's fixture writer, until the filter records through it.
+    pub mod fixtures {
+        pub use crate::fixtures::writer::{Recorder, Submitted, WriterSettings};
+    }
 
     /// The mock's entry points: a parsed request in, a rendered reply out.
     pub mod mock {

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "edge": {"api", "config_error"},
     "mock": {"api", "accounting", "config_error"},
     "translate": {"api", "config_error"},
+    "fixtures": {"config_error"},
     "config": {"api", "accounting", "edge", "mock", "translate", "config_error"},
     "filter": {"api", "accounting", "edge", "mock", "translate", "config", "config_error", "host"},
     "abi": {"api", "accounting", "edge", "mock", "translate", "config", "config_error", "host", "filter",
