@@ -175,6 +175,43 @@ impl EventReader {
     }
 }
 
+/// Cuts a stream into its events' bytes, as they are, whatever the chunk boundaries: for a
+/// recording, which keeps each event with the time it was complete.
+#[derive(Debug, Default)]
+pub struct EventSplitter {
+    /// The unfinished event at the end of the stream so far.
+    pending: Vec<u8>,
+    /// How much of `pending` is known to hold no event end.
+    searched: usize,
+}
+
+impl EventSplitter {
+    /// Reads `chunk` and hands each event it completes to `complete`, its ending blank line
+    /// included. Each byte is searched about once.
+    pub fn push(&mut self, chunk: &[u8], mut complete: impl FnMut(&[u8])) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(end) = find_event_end(&self.pending, self.searched.max(start)) {
+            complete(&self.pending[start..end]);
+            start = end;
+        }
+        self.pending.drain(..start);
+        // A blank line may straddle the next chunk: its first bytes are searched again.
+        self.searched = self.pending.len().saturating_sub(3);
+    }
+
+    /// The bytes after the last complete event, which a stream can end in.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.searched = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The bytes held for an unfinished event.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 /// What `decide` makes of one event: events whose payload is JSON (and `[DONE]`, once offered)
 /// are its to decide; the rest pass on as they came.
 fn fate_of(event: &[u8], offer_done: bool, decide: &mut impl Decide) -> Decided {
@@ -369,6 +406,38 @@ fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_splitter_cuts_events_as_they_are_at_any_chunk_boundary() {
+        let stream = b"data: 1\n\nevent: e\r\ndata: 2\r\n\r\n: comment\n\ndata: tail";
+        let whole = {
+            let mut splitter = EventSplitter::default();
+            let mut events = Vec::new();
+            splitter.push(stream, |event| events.push(event.to_vec()));
+            events.push(splitter.finish());
+            events
+        };
+        assert_eq!(
+            whole,
+            [
+                &b"data: 1\n\n"[..],
+                b"event: e\r\ndata: 2\r\n\r\n",
+                b": comment\n\n",
+                b"data: tail"
+            ]
+        );
+        for cut in 0..stream.len() {
+            for cut2 in cut..stream.len() {
+                let mut splitter = EventSplitter::default();
+                let mut events = Vec::new();
+                for chunk in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
+                    splitter.push(chunk, |event| events.push(event.to_vec()));
+                }
+                events.push(splitter.finish());
+                assert_eq!(events, whole, "cuts at {cut}, {cut2}");
+            }
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -111,6 +111,22 @@ impl ApiError {
         }
     }
 
+    /// 404: replay found no fixture for the request (`key` is its canonical key, so a test
+    /// that fails says which request to record).
+    pub fn fixture_not_found(key: &str) -> Self {
+        Self {
+            status: 404,
+            message: format!(
+                "No fixture matches this request (key {key}). Record it (mode \"record\", or \
+                 on_miss \"passthrough\" with record_misses), or add a rule to \
+                 mock.fixtures.rules."
+            ),
+            kind: INVALID_REQUEST,
+            param: None,
+            code: Some("fixture_not_found"),
+        }
+    }
+
     /// 502: the upstream's reply cannot be passed on, because llm-edge could not read what it
     /// promised to guard or account (`why` says what, never what the reply held).
     pub fn bad_gateway(why: &str) -> Self {
