@@ -283,7 +283,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     let Some(config) = (unsafe { config.borrow() }) else {
         return StreamPtr::NULL;
     };
-    let created = catch_unwind(|| {
+    // The closure only clones two `Arc`s of a config it never changes: a panic cannot leave it
+    // half-updated (the recorder's thread handle is what makes the config not `RefUnwindSafe`).
+    let created = catch_unwind(AssertUnwindSafe(|| {
         inject_filter_new_panic();
         let stream = Stream {
             filter: Filter::new(Arc::clone(&config.context)),
@@ -291,7 +293,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             poisoned: false,
         };
         Owned::into_raw(stream)
-    });
+    }));
     // A null stream pointer makes Envoy 1.40 answer 500 without calling any other hook.
     created.unwrap_or(StreamPtr::NULL)
 }

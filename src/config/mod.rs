@@ -26,6 +26,7 @@ use crate::api::routes::Profile;
 use crate::config_error::ConfigError;
 use crate::edge::guard::{Guard, GuardConfig};
 use crate::edge::transform::TransformConfig;
+use crate::fixtures::config::{RawRecordConfig, Record};
 use crate::mock::config::{MockConfig, RawMockConfig};
 use crate::translate::TranslateConfig;
 
@@ -64,6 +65,9 @@ pub struct FilterConfig {
     pub budgets: BudgetLimits,
     /// Which client APIs are translated to which upstream APIs, in pass-through.
     pub translate: TranslateConfig,
+    /// Where exchanges are recorded: in record mode, and the misses of `mock.fixtures` with
+    /// `record_misses`.
+    pub record: Option<Record>,
 }
 
 /// What the filter does with the requests it handles.
@@ -75,6 +79,15 @@ pub enum Mode {
     Mock,
     /// Transform requests and send them on to the upstream; account tokens from its replies.
     Passthrough,
+    /// Pass-through that also writes every exchange to a fixture file (`record`), for replay.
+    Record,
+}
+
+impl Mode {
+    /// Whether handled requests go on to the upstream (pass-through and record).
+    pub fn forwards(self) -> bool {
+        matches!(self, Self::Passthrough | Self::Record)
+    }
 }
 
 /// What becomes of a request on a path that names none of the endpoints llm-edge answers or
@@ -116,6 +129,8 @@ struct RawConfig {
     budgets: BudgetsConfig,
     #[serde(default)]
     translate: serde_json::Value,
+    #[serde(default)]
+    record: Option<RawRecordConfig>,
 }
 
 fn default_api_base_path() -> String {
@@ -162,6 +177,8 @@ impl FilterConfig {
         raw.transform.validate()?;
         let guard = Guard::parse(raw.guard)?;
         let budgets = BudgetLimits::parse(raw.budgets)?;
+        let translate = TranslateConfig::parse(&raw.translate)?;
+        let record = parse_record(raw.mode, &mock, raw.record)?;
         raw.tokenizer.warm();
         Ok(Self {
             mode: raw.mode,
@@ -175,8 +192,36 @@ impl FilterConfig {
             transform: raw.transform,
             guard,
             budgets,
-            translate: TranslateConfig::parse(&raw.translate)?,
+            translate,
+            record,
         })
+    }
+}
+
+/// `record`, which record mode needs and `mock.fixtures.record_misses` uses; refused where
+/// nothing would record, so a typo in `mode` cannot leave a recorder idle.
+fn parse_record(
+    mode: Mode,
+    mock: &MockConfig,
+    raw: Option<RawRecordConfig>,
+) -> Result<Option<Record>, ConfigError> {
+    let records_misses = mock.fixtures.as_ref().is_some_and(|f| f.record_misses);
+    match raw {
+        None if mode == Mode::Record => Err(ConfigError::new(
+            "record",
+            "missing; mode \"record\" needs record.path, the fixture file to write",
+        )),
+        None if records_misses => Err(ConfigError::new(
+            "record",
+            "missing; mock.fixtures.record_misses needs record.path, the fixture file to write",
+        )),
+        None => Ok(None),
+        Some(_) if mode != Mode::Record && !records_misses => Err(ConfigError::new(
+            "record",
+            "is set but nothing records; allowed with mode \"record\", or with \
+             mock.fixtures.record_misses",
+        )),
+        Some(raw) => Record::parse(raw).map(Some),
     }
 }
 

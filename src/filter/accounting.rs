@@ -122,6 +122,11 @@ impl Accounting {
         }
     }
 
+    /// The prompt and completion tokens the reply reported, if it did.
+    pub(super) fn reported(&self) -> (Option<u64>, Option<u64>) {
+        (self.prompt_tokens, self.completion_tokens)
+    }
+
     /// The tokens to charge: the reply's usage, else (a stream cut short, or a reply without
     /// usage) the counted prompt and one token per streamed text event; nothing for an error.
     pub(super) fn used_tokens(&self) -> u64 {
@@ -284,6 +289,7 @@ impl Filter {
     /// A forwarded request's reply is over: charge its claim, then write its tokens to dynamic
     /// metadata (exact integers, as strings) and stats.
     pub(super) fn record_usage(&mut self, host: &mut impl Host) {
+        self.submit_recording(host);
         self.charge_forwarded(host);
         let State::Proxying(forwarding) = &self.state else {
             return;

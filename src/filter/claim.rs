@@ -81,7 +81,7 @@ impl Filter {
                     let canonical = endpoint.canonical_path(&config.api_base_path);
                     (endpoint, canonical)
                 }
-                None if config.mode == Mode::Passthrough => {
+                None if config.mode.forwards() => {
                     (Endpoint::alias_of(&path)?, Some(path.canonical_escaped()))
                 }
                 None => return None,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::accounting::prompt_tokens;
 use super::claim::request_method;
+use super::replay::Replayed;
 use super::{Filter, Outcome, State, StreamEnd};
 use crate::api::anthropic::MessagesRequest;
 use crate::api::httpbun::{self, HttpbunEndpoint, HttpbunError};
@@ -22,7 +23,7 @@ use crate::api::openai::{self, ApiError, parse_object};
 use crate::api::routes::{Endpoint, Method};
 use crate::config::FilterConfig;
 use crate::host::stats::{Counter, Histogram};
-use crate::host::{HeadersStatus, Host};
+use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::mock::config::MAX_DELAY_MS;
 use crate::mock::faults::{self, ErrorReply, StreamFault};
 use crate::mock::load::{self, QueueFull};
@@ -189,24 +190,35 @@ impl Filter {
         HeadersStatus::StopIteration
     }
 
-    /// The whole body of a held request is in: answer it.
-    pub(super) fn answer_body(&mut self, host: &mut impl Host, endpoint: Endpoint) {
+    /// The whole body of a held request is in: answer it, from a fixture or the mock, or send
+    /// it upstream when no fixture answers and the config says so.
+    pub(super) fn answer_body(&mut self, host: &mut impl Host, endpoint: Endpoint) -> BodyStatus {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
-        self.answer(host, endpoint, &body);
+        match self.answer(host, endpoint.clone(), &body) {
+            Replayed::Forward => self.forward(host, &endpoint),
+            Replayed::Answered | Replayed::Mock => BodyStatus::StopIterationNoBuffer,
+        }
     }
 
-    /// Answers a request to `endpoint` with its whole body (empty for a GET).
-    fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) {
+    /// Answers a request to `endpoint` with its whole body (empty for a GET); `Forward` when a
+    /// fixture miss goes upstream instead.
+    fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) -> Replayed {
         // Transforms and the guard run before the mock, so echo shows what a model would see.
         let transformed = match endpoint.method() {
             Method::Post => match self.prepared_body(host, body) {
                 Ok(transformed) => transformed,
-                Err(()) => return,
+                Err(()) => return Replayed::Answered,
             },
             Method::Get => None,
         };
         let body = transformed.as_deref().unwrap_or(body);
+        if endpoint.method() == Method::Post {
+            match self.replay(host, &endpoint, body) {
+                Replayed::Mock => {}
+                replayed => return replayed,
+            }
+        }
         match endpoint {
             Endpoint::ChatCompletions => self.answer_generation::<ChatRequest>(host, body),
             Endpoint::Completions => self.answer_generation::<CompletionRequest>(host, body),
@@ -232,6 +244,7 @@ impl Filter {
                 }
             }
         }
+        Replayed::Answered
     }
 
     /// The body as a model would see it after the transforms and the guard (the way through runs

@@ -210,7 +210,9 @@ impl Filter {
         };
         match self.config().mode {
             Mode::Mock => self.hold_for_mock(host, endpoint, end_of_stream),
-            Mode::Passthrough => self.hold_for_forwarding(host, endpoint, end_of_stream),
+            Mode::Passthrough | Mode::Record => {
+                self.hold_for_forwarding(host, endpoint, end_of_stream)
+            }
         }
     }
 
@@ -251,10 +253,7 @@ impl Filter {
     /// it is sent on.
     fn body_complete(&mut self, host: &mut impl Host) -> BodyStatus {
         match std::mem::replace(&mut self.state, State::Deciding) {
-            State::Buffering(endpoint) => {
-                self.answer_body(host, endpoint);
-                BodyStatus::StopIterationNoBuffer
-            }
+            State::Buffering(endpoint) => self.answer_body(host, endpoint),
             State::Transforming(endpoint) => self.forward(host, &endpoint),
             other => {
                 self.state = other;
@@ -287,6 +286,7 @@ impl Filter {
     /// The stream is over: a forwarded request whose reply never ended (a stream cut short, a
     /// client gone) is charged for what was sent by then.
     pub fn on_stream_complete(&mut self, host: &mut impl Host) {
+        self.abandon_recording(host);
         self.charge_forwarded(host);
     }
 
@@ -311,6 +311,8 @@ mod budgets;
 mod claim;
 mod mock_path;
 mod passthrough;
+mod record;
+mod replay;
 mod replies;
 pub mod route_policy;
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::accounting::{Accounting, Prompt};
 use super::claim::request_method;
+use super::record::Recording;
 use super::{Filter, Outcome, State, budgets};
 use crate::api::json_read::parse_value_noting_duplicates;
 use crate::api::json_writer;
@@ -45,6 +46,8 @@ pub(super) struct Forwarding {
     dropped_texts: u64,
     /// The reply's way back into the client's API, when the request was translated.
     translating: Option<Box<Translating>>,
+    /// The exchange as it is recorded, when it is.
+    pub(super) recording: Option<Box<Recording>>,
 }
 
 /// A translated request's reply, on its way back into the client's API.
@@ -117,7 +120,8 @@ impl Filter {
         host.read_request_body(&mut body);
         let untouched = self.context.config.transform.is_empty()
             && !self.context.config.guard.is_active()
-            && !self.may_translate(endpoint);
+            && !self.may_translate(endpoint)
+            && !self.records();
         let read = match untouched
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
@@ -139,6 +143,7 @@ impl Filter {
             max_tokens,
             strip_usage_chunk,
             translating,
+            recorded_request,
         } = read;
         if let Err(error) = openai::check_model_name(&model) {
             self.send_error(host, &error, &[], Outcome::InvalidRequest);
@@ -177,10 +182,13 @@ impl Filter {
         // no encoding can be (Envoy's compressor can still compress towards the client).
         host.set_request_header("accept-encoding", Some("identity"));
         host.clear_route_cache();
+        let recording =
+            recorded_request.map(|request| Box::new(Recording::new(endpoint.label(), request)));
         self.state = State::Proxying(Box::new(Forwarding {
             accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,
             translating,
+            recording,
             ..Forwarding::default()
         }));
         BodyStatus::Continue
@@ -207,12 +215,18 @@ impl Filter {
         let mut changed = duplicated;
         changed |= transform.apply(&mut fields, header);
         changed |= self.guard_request(host, &mut fields)?;
+        // Recorded as the model is asked it, in the client's API: masked, not yet translated.
+        let recorded_request = self.records().then(|| Value::Object(fields.clone()));
         let model = fields
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if let Some(translation) = self.translation(endpoint, model).cloned() {
-            return self.translate_request(host, endpoint, translation, fields, body);
+            let essentials = self.translate_request(host, endpoint, translation, fields, body);
+            return essentials.map(|essentials| Essentials {
+                recorded_request,
+                ..essentials
+            });
         }
         let strip_usage_chunk =
             reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);
@@ -229,6 +243,7 @@ impl Filter {
             max_tokens: budgets::max_tokens(endpoint, &fields),
             strip_usage_chunk,
             translating: None,
+            recorded_request,
         })
     }
 
@@ -287,6 +302,7 @@ impl Filter {
                 error_status: None,
                 stream: None,
             })),
+            recorded_request: None,
         })
     }
 
@@ -354,6 +370,7 @@ impl Filter {
         end_of_stream: bool,
     ) -> HeadersStatus {
         let guards = self.guards_replies();
+        self.record_reply_headers(host);
         let State::Proxying(forwarding) = &mut self.state else {
             return HeadersStatus::Continue;
         };
@@ -460,6 +477,7 @@ impl Filter {
                     let reply = std::mem::take(&mut forwarding.pending);
                     forwarding.accounting.observe_reply(&reply);
                 }
+                self.record_reply_bytes(&chunk, false);
             }
             ReplyKind::EventStream => {
                 let mut events = std::mem::take(&mut forwarding.events);
@@ -499,8 +517,9 @@ impl Filter {
                     host.replace_response_chunk(&emitted);
                 }
                 self.count_detections(host);
+                self.record_reply_bytes(if strip || guards { &emitted } else { &chunk }, true);
             }
-            ReplyKind::Unknown => {}
+            ReplyKind::Unknown => self.record_reply_bytes(&chunk, false),
         }
         if end_of_stream {
             self.record_usage(host);
@@ -549,6 +568,7 @@ impl Filter {
         host.set_response_header("content-type", Some("application/json"));
         host.replace_response_body(&body);
         self.count_detections(host);
+        self.record_reply_bytes(&body, false);
         self.record_usage(host);
         BodyStatus::Continue
     }
@@ -606,6 +626,7 @@ impl Filter {
         }
         host.replace_response_chunk(&emitted);
         self.count_detections(host);
+        self.record_reply_bytes(&emitted, true);
     }
 
     /// The whole of a guarded reply that is not an event stream is in: guard it as JSON, or as
@@ -629,6 +650,7 @@ impl Filter {
                 json_writer::write_value(&mut body, &reply);
                 host.replace_response_body(&body);
             }
+            self.record_reply_bytes(&body, false);
         } else if forwarding.kind == ReplyKind::Json {
             // Said to be JSON, yet not JSON llm-edge reads (NaN, nesting past serde's limit, a
             // lone surrogate): a client's more lenient parser could decode what a text scan
@@ -642,6 +664,7 @@ impl Filter {
             if guarded != text {
                 host.replace_response_body(guarded.as_bytes());
             }
+            self.record_reply_bytes(guarded.as_bytes(), false);
         } else {
             self.refuse_reply(host, Unpassable::NeitherJsonNorText);
             return BodyStatus::StopIterationNoBuffer;
@@ -787,6 +810,8 @@ struct Essentials {
     strip_usage_chunk: bool,
     /// How the reply goes back into the client's API, when the request was translated.
     translating: Option<Box<Translating>>,
+    /// The request to record, when exchanges are recorded.
+    recorded_request: Option<Value>,
 }
 
 /// The fields of a request body that forwarding reads, borrowed: nothing else is built.
@@ -847,6 +872,7 @@ impl Essentials {
             ),
             strip_usage_chunk,
             translating: None,
+            recorded_request: None,
         })
     }
 }

@@ -18,6 +18,7 @@ pub(super) enum Outcome {
     Fault,
     OverBudget,
     BadGateway,
+    FixtureMiss,
 }
 
 impl Outcome {
@@ -32,6 +33,7 @@ impl Outcome {
             Self::Fault => "fault",
             Self::OverBudget => "over_budget",
             Self::BadGateway => "bad_gateway",
+            Self::FixtureMiss => "fixture_miss",
         }
     }
 
@@ -46,6 +48,7 @@ impl Outcome {
             Self::Fault => "llm_edge_fault_injected",
             Self::OverBudget => "llm_edge_over_budget",
             Self::BadGateway => "llm_edge_upstream_reply_refused",
+            Self::FixtureMiss => "llm_edge_fixture_miss",
         }
     }
 }

@@ -27,11 +27,16 @@ pub enum Counter {
     GuardDroppedTexts,
     /// Fields a translation left out (no counterpart in the other API), by direction and field.
     TranslationDropped,
+    /// Requests answered from fixtures, or missed, by result (`exact`, `rule`, `miss`).
+    FixtureReplays,
+    /// Exchanges recorded, or not, by outcome (`queued`, `queue_full`, `too_large`,
+    /// `incomplete`, `unrecordable`, `write_error`).
+    FixtureRecords,
 }
 
 impl Counter {
     /// Every counter, in the order of [`Counter::index`].
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Requests,
         Self::PromptTokens,
         Self::CompletionTokens,
@@ -42,6 +47,8 @@ impl Counter {
         Self::BudgetKeysFull,
         Self::GuardDroppedTexts,
         Self::TranslationDropped,
+        Self::FixtureReplays,
+        Self::FixtureRecords,
     ];
 
     /// Position in [`Counter::ALL`].
@@ -62,6 +69,8 @@ impl Counter {
             Self::BudgetKeysFull => "budget_keys_full_total",
             Self::GuardDroppedTexts => "guard_dropped_texts_total",
             Self::TranslationDropped => "translation_dropped_fields_total",
+            Self::FixtureReplays => "fixture_replays_total",
+            Self::FixtureRecords => "fixture_records_total",
         }
     }
 
@@ -76,6 +85,8 @@ impl Counter {
             Self::BudgetKeysFull => &["budget"],
             Self::GuardDroppedTexts => &["reason"],
             Self::TranslationDropped => &["direction", "field"],
+            Self::FixtureReplays => &["result"],
+            Self::FixtureRecords => &["outcome"],
         }
     }
 }

@@ -2,10 +2,12 @@
 //! ceiling, parsed and checked once at load.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::config_error::{ConfigError, REGEX_SIZE_LIMIT};
+use crate::fixtures::config::{Fixtures, RawFixturesConfig};
 use crate::mock::faults::{FaultRates, FaultsConfig};
 use crate::mock::load::{LoadConfig, LoadSettings};
 
@@ -35,6 +37,8 @@ pub struct MockConfig {
     /// A loaded server's behaviour (admission, queueing, prefill, prefix cache, vLLM metrics);
     /// none answers every request at once, as before.
     pub load: Option<LoadSettings>,
+    /// Recorded exchanges replayed before anything else answers, loaded and indexed at load.
+    pub fixtures: Option<Arc<Fixtures>>,
 }
 
 /// The `mock` section as serde reads it (the fields of [`MockConfig`], `faults` as written);
@@ -52,6 +56,7 @@ pub struct RawMockConfig {
     context_windows: BTreeMap<String, u32>,
     max_reply_bytes: MaxReplyBytes,
     load: Option<LoadConfig>,
+    fixtures: Option<RawFixturesConfig>,
 }
 
 /// `mock.max_reply_bytes` as written, [`DEFAULT_MAX_REPLY_BYTES`] when it is not.
@@ -78,6 +83,7 @@ impl Default for MockConfig {
             context_windows: BTreeMap::new(),
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             load: None,
+            fixtures: None,
         }
     }
 }
@@ -253,6 +259,7 @@ impl MockConfig {
             .load
             .map(|load| LoadSettings::parse(load, &raw.models))
             .transpose()?;
+        let fixtures = raw.fixtures.map(Fixtures::parse).transpose()?.map(Arc::new);
         let mut rules = raw.rules;
         for rule in &mut rules {
             if let Some(header) = &mut rule.when.header {
@@ -270,6 +277,7 @@ impl MockConfig {
             context_windows: raw.context_windows,
             max_reply_bytes,
             load,
+            fixtures,
         })
     }
 }

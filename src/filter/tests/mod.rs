@@ -12,6 +12,8 @@ mod claim;
 mod hostile;
 mod mock_path;
 mod passthrough;
+mod record;
+mod replay;
 mod translate;
 
 /// An in-memory stream: request headers, body chunks, and what the filter sent back.

@@ -1,0 +1,253 @@
+//! Recording, in record mode (and for fixture misses sent upstream with `record_misses`): the
+//! request as the upstream was asked it and the reply as the client got it, with their times,
+//! become one fixture line handed to the background writer. No worker writes a file, and no
+//! value the guard masked reaches one: the request is recorded masked, and a reply a reversible
+//! guard restored is masked again first.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Filter, State};
+use crate::api::sse::EventSplitter;
+use crate::fixtures::canonical::{Ignored, Key};
+use crate::fixtures::format::{self, LineOut, RecordedEvent, RecordedUsage, VERSION};
+use crate::fixtures::writer::Submitted;
+use crate::host::Host;
+use crate::host::stats::Counter;
+
+/// An exchange being recorded, until its reply ends.
+#[derive(Debug)]
+pub(super) struct Recording {
+    /// The endpoint's stats label.
+    endpoint: &'static str,
+    /// The request in the client's API, after the transforms and the guard.
+    request: Value,
+    /// When the request was sent on.
+    sent_at: Instant,
+    /// The reply's status and `content-type`, and when its headers came.
+    status: u16,
+    content_type: String,
+    headers_at: Duration,
+    /// A whole reply's bytes as the client got them.
+    body: Vec<u8>,
+    /// A streamed reply's events as the client got them, with their times.
+    events: Vec<RecordedEvent>,
+    splitter: EventSplitter,
+    /// An event was not UTF-8 text: the stream cannot be written as a fixture.
+    unreadable: bool,
+    /// Bytes kept so far.
+    kept: usize,
+    /// More than `record.max_exchange_bytes`: nothing more is kept, and nothing is written.
+    too_large: bool,
+}
+
+impl Recording {
+    /// The recording of a request about to be sent on.
+    pub(super) fn new(endpoint: &'static str, request: Value) -> Self {
+        Self {
+            endpoint,
+            request,
+            sent_at: Instant::now(),
+            status: 0,
+            content_type: String::new(),
+            headers_at: Duration::ZERO,
+            body: Vec::new(),
+            events: Vec::new(),
+            splitter: EventSplitter::default(),
+            unreadable: false,
+            kept: 0,
+            too_large: false,
+        }
+    }
+}
+
+/// Milliseconds, as a fixture stores them.
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Filter {
+    /// Whether this filter's forwarded requests are recorded: in record mode, or a fixture miss
+    /// sent upstream with `record_misses`.
+    pub(super) fn records(&self) -> bool {
+        self.config().record.is_some()
+    }
+
+    /// The reply's headers came: its status and type.
+    pub(super) fn record_reply_headers(&mut self, host: &impl Host) {
+        let Some(recording) = self.recording_mut() else {
+            return;
+        };
+        let status = host.response_header(":status").unwrap_or_default();
+        recording.status = std::str::from_utf8(status)
+            .ok()
+            .and_then(|status| status.parse().ok())
+            .unwrap_or(0);
+        let content_type = host.response_header("content-type").unwrap_or_default();
+        recording.content_type = String::from_utf8_lossy(content_type).into_owned();
+        recording.headers_at = recording.sent_at.elapsed();
+    }
+
+    /// Bytes of the reply on their way to the client: kept whole, or cut into events.
+    pub(super) fn record_reply_bytes(&mut self, bytes: &[u8], stream: bool) {
+        let limit = self
+            .config()
+            .record
+            .as_ref()
+            .map_or(0, |record| record.max_exchange_bytes);
+        let Some(recording) = self.recording_mut() else {
+            return;
+        };
+        if recording.too_large {
+            return;
+        }
+        recording.kept += bytes.len();
+        if recording.kept > limit {
+            recording.too_large = true;
+            recording.body = Vec::new();
+            recording.events = Vec::new();
+            recording.splitter = EventSplitter::default();
+            return;
+        }
+        if !stream {
+            recording.body.extend_from_slice(bytes);
+            return;
+        }
+        let at_ms = millis(recording.sent_at.elapsed());
+        let Recording {
+            splitter,
+            events,
+            unreadable,
+            ..
+        } = recording;
+        splitter.push(bytes, |event| match std::str::from_utf8(event) {
+            Ok(raw) => events.push(RecordedEvent {
+                at_ms,
+                raw: raw.to_owned(),
+            }),
+            Err(_) => *unreadable = true,
+        });
+    }
+
+    /// The reply is over: its fixture line goes to the writer, or is counted as not recorded.
+    pub(super) fn submit_recording(&mut self, host: &mut impl Host) {
+        let Some(recording) = self.take_recording() else {
+            return;
+        };
+        let Some(record) = self.config().record.as_ref() else {
+            return;
+        };
+        let errors = record.recorder.take_write_errors();
+        if errors > 0 {
+            host.count(Counter::FixtureRecords, &["write_error"], errors);
+        }
+        let outcome = match self.fixture_line(*recording) {
+            Err(outcome) => outcome,
+            Ok(line) => match record.recorder.submit(line) {
+                Submitted::Queued => "queued",
+                Submitted::QueueFull => "queue_full",
+                Submitted::TooLarge => "too_large",
+            },
+        };
+        host.count(Counter::FixtureRecords, &[outcome], 1);
+    }
+
+    /// The stream ended before its reply did (a client gone, a reset): nothing is recorded.
+    pub(super) fn abandon_recording(&mut self, host: &mut impl Host) {
+        if self.take_recording().is_some() {
+            host.count(Counter::FixtureRecords, &["incomplete"], 1);
+        }
+    }
+
+    /// The exchange as a fixture line, or why it cannot be one.
+    fn fixture_line(&self, mut recording: Recording) -> Result<Vec<u8>, &'static str> {
+        if recording.too_large {
+            return Err("too_large");
+        }
+        let rest = recording.splitter.finish();
+        let stream = !recording.events.is_empty() || !rest.is_empty();
+        if !rest.is_empty() {
+            let raw = String::from_utf8(rest).map_err(|_| "unrecordable")?;
+            let at_ms = millis(recording.sent_at.elapsed());
+            recording.events.push(RecordedEvent { at_ms, raw });
+        }
+        if recording.unreadable {
+            return Err("unrecordable");
+        }
+        // A reversible guard put this request's values back in the reply: they leave it again.
+        for event in &mut recording.events {
+            if let Cow::Owned(remasked) = self.remask(&event.raw)? {
+                event.raw = remasked;
+            }
+        }
+        let (reply, body) = if stream {
+            (None, None)
+        } else {
+            let text = std::str::from_utf8(&recording.body).map_err(|_| "unrecordable")?;
+            let text = self.remask(text)?;
+            match format::minify(text.as_bytes()) {
+                Some(json) => (Some(json), None),
+                None => (None, Some(text.into_owned())),
+            }
+        };
+        let ignored = match self.config().mock.fixtures.as_deref() {
+            Some(fixtures) => fixtures.set.ignored().clone(),
+            None => Ignored::default(),
+        };
+        let key = Key::of(recording.endpoint, &recording.request, &ignored);
+        let (prompt_tokens, completion_tokens) = match &self.state {
+            State::Proxying(forwarding) => forwarding.accounting.reported(),
+            _ => (None, None),
+        };
+        let model = recording.request.get("model").and_then(Value::as_str);
+        let line = LineOut {
+            llm_edge_fixture: VERSION,
+            id: &key.id(),
+            key: &key.to_hex(),
+            recorded_at: &format::format_utc(now_secs()),
+            endpoint: recording.endpoint,
+            model: model.unwrap_or_default(),
+            request: &recording.request,
+            status: recording.status,
+            content_type: &recording.content_type,
+            reply: reply.as_deref(),
+            body: body.as_deref(),
+            events: stream.then_some(recording.events.as_slice()),
+            headers_ms: millis(recording.headers_at),
+            duration_ms: millis(recording.sent_at.elapsed()),
+            usage: RecordedUsage {
+                prompt_tokens,
+                completion_tokens,
+            },
+        };
+        Ok(line.to_line())
+    }
+
+    /// `text` with this request's masked values masked again, or why it cannot be recorded.
+    fn remask<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, &'static str> {
+        self.masker.remask_in_json(text).ok_or("unrecordable")
+    }
+
+    fn recording_mut(&mut self) -> Option<&mut Recording> {
+        match &mut self.state {
+            State::Proxying(forwarding) => forwarding.recording.as_deref_mut(),
+            _ => None,
+        }
+    }
+
+    fn take_recording(&mut self) -> Option<Box<Recording>> {
+        match &mut self.state {
+            State::Proxying(forwarding) => forwarding.recording.take(),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
