@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::accounting::{Accounting, Prompt};
+use super::chaos::ChaosStream;
 use super::claim::request_method;
 use super::{Filter, Outcome, State, budgets};
 use crate::api::json_read::parse_value_noting_duplicates;
@@ -32,7 +33,7 @@ pub(super) struct Forwarding {
     /// The reply's tokens, and the request's claim on the budgets until they are charged.
     pub(super) accounting: Accounting,
     /// What the reply is.
-    kind: ReplyKind,
+    pub(super) kind: ReplyKind,
     /// A copy of a JSON reply.
     pending: Vec<u8>,
     /// The reader of an event-stream reply.
@@ -45,6 +46,8 @@ pub(super) struct Forwarding {
     dropped_texts: u64,
     /// The reply's way back into the client's API, when the request was translated.
     translating: Option<Box<Translating>>,
+    /// The stream fault to break the reply with (`mock.faults.upstream`).
+    pub(super) chaos: Option<Box<ChaosStream>>,
 }
 
 /// A translated request's reply, on its way back into the client's API.
@@ -62,7 +65,7 @@ struct Translating {
 
 /// What a forwarded reply is, as its content type says.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ReplyKind {
+pub(super) enum ReplyKind {
     #[default]
     Unknown,
     Json,
@@ -144,6 +147,9 @@ impl Filter {
             self.send_error(host, &error, &[], Outcome::InvalidRequest);
             return BodyStatus::StopIterationNoBuffer;
         }
+        let Ok(chaos) = self.upstream_faults(host, endpoint, &model) else {
+            return BodyStatus::StopIterationNoBuffer;
+        };
         let mut prompt = None;
         let mut claim = None;
         if !self.context.budgets.is_empty() && endpoint.is_charged() {
@@ -181,6 +187,7 @@ impl Filter {
             accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,
             translating,
+            chaos,
             ..Forwarding::default()
         }));
         BodyStatus::Continue
