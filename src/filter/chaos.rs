@@ -27,8 +27,8 @@ const FAULT_HEADERS: [&str; 4] = [
 
 /// An error reply that ends a request before it is answered or forwarded.
 pub(super) struct Refusal {
-    pub(super) reply: ErrorReply,
-    pub(super) outcome: Outcome,
+    reply: ErrorReply,
+    outcome: Outcome,
 }
 
 impl Refusal {
@@ -215,10 +215,12 @@ impl Filter {
                 BodyStatus::StopIterationNoBuffer
             }
         };
-        // The reply's end has been accounted by now, or the stream still owes what its fault
-        // holds: the reset after this piece, or the stall.
+        // Unless the reply's end has been accounted by now, the stream still owes what its
+        // fault holds (the reset after this piece, the stall, the truncation), or it is spent.
         if let State::Proxying(forwarding) = &mut self.state {
-            forwarding.chaos = Some(chaos);
+            if !chaos.breaker.is_spent() {
+                forwarding.chaos = Some(chaos);
+            }
         }
         status
     }

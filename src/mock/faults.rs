@@ -227,6 +227,11 @@ impl StreamBreaker {
         self.reset_owed = false;
     }
 
+    /// Whether nothing more is left to do: a `malformed` fault that fired passes the rest as it is.
+    pub fn is_spent(&self) -> bool {
+        self.fired && matches!(self.fault, StreamFault::Malformed(_))
+    }
+
     /// Reads the next piece of the stream (`end`: the last), cutting or extending it in place, and
     /// says what becomes of it.
     pub fn piece(&mut self, data: &mut Vec<u8>, end: bool) -> Broken {

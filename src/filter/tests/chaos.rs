@@ -238,6 +238,7 @@ fn with_upstream_the_fault_headers_go_no_further_and_bad_ones_are_refused() {
     assert_eq!(header_of(&host, "x-llm-edge-scenario"), None);
     for (name, value) in [
         ("x-llm-edge-stream-fault", "explode:1"),
+        ("x-llm-edge-stream-fault", "stall:99999999999999999999"),
         ("x-llm-edge-fault", "418"),
         ("x-test-scenario", "junk"),
     ] {
@@ -287,6 +288,12 @@ fn malformed_inserts_a_broken_event_then_passes_the_rest() {
     let expected = [&reply[..first], MALFORMED_EVENT, &reply[first..]].concat();
     assert_eq!(delivered.bytes, expected);
     assert!(delivered.ended);
+    // A stream llm-edge does not otherwise rewrite is touched only where the event goes in.
+    let asked =
+        br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let (_, host, delivered) = stream_through(CHAOS, &fault, asked, &reply, 7);
+    assert_eq!(delivered.bytes, expected);
+    assert_eq!(host.replaced_chunks.len(), 1);
 }
 
 #[test]
