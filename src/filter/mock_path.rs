@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::accounting::prompt_tokens;
+use super::chaos::{Refusal, invalid_header};
 use super::claim::request_method;
 use super::replay::Replayed;
 use super::{Filter, Outcome, State, StreamEnd};
@@ -25,7 +26,7 @@ use crate::config::FilterConfig;
 use crate::host::stats::{Counter, Histogram};
 use crate::host::{BodyStatus, HeadersStatus, Host};
 use crate::mock::config::MAX_DELAY_MS;
-use crate::mock::faults::{self, ErrorReply, StreamFault};
+use crate::mock::faults::{self, StreamFault};
 use crate::mock::load::{self, QueueFull};
 use crate::mock::prefix_cache::{BlockHasher, CachedPrefix};
 use crate::mock::{self, MockReply, ReplyShape, Timing};
@@ -44,12 +45,6 @@ pub const QUEUE_HEADER: &str = "x-llm-edge-queue-ms";
 struct Plan {
     timing: Timing,
     stream_fault: Option<StreamFault>,
-}
-
-/// An error reply that ends a request before the mock answers it.
-struct Refusal {
-    reply: ErrorReply,
-    outcome: Outcome,
 }
 
 /// A request that generates text: chat and legacy completions, Responses, Anthropic messages.
@@ -447,58 +442,12 @@ impl Filter {
     /// Reads how this request is to be answered from its headers and the fault dice: an error
     /// reply (with its `details`) ends it here.
     fn plan(&self, host: &impl Host, model: &str) -> Result<Plan, Box<Refusal>> {
-        let invalid = |error| {
-            let reply = ErrorReply {
-                error,
-                headers: Vec::new(),
-            };
-            Box::new(Refusal {
-                reply,
-                outcome: Outcome::InvalidRequest,
-            })
-        };
-        let timing = self.timing(host).map_err(invalid)?;
-        let requested = requested_fault(host).map_err(invalid)?;
-        let scenario = self.scenario_fault(host).map_err(invalid)?;
-        let fault = requested
-            .or(scenario)
-            .or_else(|| self.context.fault_dice.roll());
-        if let Some(status) = fault {
-            let reply = faults::error_for_status(status, model)
-                .expect("every fault status has an OpenAI error");
-            return Err(Box::new(Refusal {
-                reply,
-                outcome: Outcome::Fault,
-            }));
-        }
-        let stream_fault = match host.request_header(faults::STREAM_HEADER) {
-            None => None,
-            Some(value) => {
-                let value = String::from_utf8_lossy(value);
-                let fault = StreamFault::parse(&value).ok_or_else(|| {
-                    invalid(invalid_header(
-                        faults::STREAM_HEADER,
-                        &value,
-                        "truncate:<n>, reset:<n>, malformed:<n> or stall:<n>",
-                    ))
-                })?;
-                Some(fault)
-            }
-        };
+        let timing = self.timing(host).map_err(Refusal::invalid)?;
+        let stream_fault = self.plan_faults(host, model)?;
         Ok(Plan {
             timing,
             stream_fault,
         })
-    }
-
-    /// Answers with an error reply that `plan` decided on.
-    fn refuse(&mut self, host: &mut impl Host, refusal: Refusal) {
-        let Refusal { reply, outcome } = refusal;
-        if outcome == Outcome::Fault {
-            let status = reply.error.status.to_string();
-            host.count(Counter::Faults, &[&status], 1);
-        }
-        self.send_error(host, &reply.error, &reply.headers, outcome);
     }
 
     /// The model to answer as, or `None` after answering OpenAI's 404 for a refused model.
@@ -509,24 +458,6 @@ impl Filter {
         let reply = faults::error_for_status(404, requested).expect("404 has an error");
         self.send_error(host, &reply.error, &[], Outcome::InvalidRequest);
         None
-    }
-
-    /// The status a scenario's request fails with, while its key is among its first
-    /// `fail_first` requests.
-    fn scenario_fault(&self, host: &impl Host) -> Result<Option<u16>, ApiError> {
-        let Some(key) = host.request_header(faults::SCENARIO_KEY_HEADER) else {
-            return Ok(None);
-        };
-        if key.is_empty() || key.len() > faults::MAX_SCENARIO_KEY_BYTES {
-            let expected = format!("a key of 1 to {} bytes", faults::MAX_SCENARIO_KEY_BYTES);
-            let shown = String::from_utf8_lossy(&key[..key.len().min(32)]).into_owned();
-            return Err(invalid_header(
-                faults::SCENARIO_KEY_HEADER,
-                &shown,
-                &expected,
-            ));
-        }
-        Ok(self.context.scenarios.fail(key))
     }
 
     /// Finds the prompt's cached prefix in the simulated load's cache, into `timing`; returns
@@ -807,43 +738,6 @@ fn break_stream(
     steps.truncate(keep);
     offsets.truncate(keep);
     (steps, offsets, end)
-}
-
-/// The status a request asks to fail with: `x-test-scenario` or `x-llm-edge-fault`.
-fn requested_fault(host: &impl Host) -> Result<Option<u16>, ApiError> {
-    if let Some(value) = host.request_header(faults::SCENARIO_HEADER) {
-        return match value.to_ascii_lowercase().as_slice() {
-            b"rate-limit" => Ok(Some(429)),
-            b"error" => Ok(Some(500)),
-            _ => Err(invalid_header(
-                faults::SCENARIO_HEADER,
-                &String::from_utf8_lossy(value),
-                "rate-limit or error",
-            )),
-        };
-    }
-    let Some(value) = host.request_header(faults::STATUS_HEADER) else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(value);
-    text.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|status| faults::FAULT_STATUSES.contains(status))
-        .map(Some)
-        .ok_or_else(|| {
-            let allowed = faults::FAULT_STATUSES.map(|s| s.to_string()).join(", ");
-            invalid_header(faults::STATUS_HEADER, &text, &allowed)
-        })
-}
-
-/// 400 for a control header with a value llm-edge does not understand.
-fn invalid_header(name: &str, value: &str, allowed: &str) -> ApiError {
-    ApiError::bad_request(
-        format!("Invalid value for header '{name}': {value:?}. Expected {allowed}."),
-        None,
-        Some("invalid_value"),
-    )
 }
 
 /// A delay in milliseconds from a request header, 0 to [`MAX_DELAY_MS`].

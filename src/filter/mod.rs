@@ -8,7 +8,9 @@
 //! This file holds a stream's state and its hooks, in the order Envoy calls them; each hook hands
 //! its work to the path the request takes, one file each:
 //! - `claim`: which requests are ours (the route's policy, the path, the body limit);
-//! - `mock_path`: answering locally (plans, faults, pacing the reply);
+//! - `mock_path`: answering locally (plans, pacing the reply);
+//! - `chaos`: faults on request, for both paths (the mock's, and real streams broken as they
+//!   leave);
 //! - `passthrough`: the way through (transform, guard the request, the reply side);
 //! - `accounting`: usage, model labels and dynamic metadata;
 //! - `budgets`: reserve, charge, refund;
@@ -275,11 +277,13 @@ impl Filter {
     /// A response body chunk: a forwarded request's reply is accounted (and guarded), local
     /// replies pass.
     pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> BodyStatus {
-        self.proxied_reply_body(host, end_of_stream)
+        self.forwarded_reply_body(host, end_of_stream)
     }
 
-    /// A paced local reply's step is due: send it, and end the reply after the last one.
+    /// A paced local reply's step is due: send it, and end the reply after the last one. On a
+    /// forwarded stream, the wake of a reset a stream fault owes.
     pub fn on_scheduled(&mut self, host: &mut impl Host, event: u64) {
+        self.reset_owed_stream(host);
         self.send_due(host, event);
     }
 
@@ -308,6 +312,7 @@ impl Drop for Filter {
 
 mod accounting;
 mod budgets;
+mod chaos;
 mod claim;
 mod mock_path;
 mod passthrough;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::accounting::{Accounting, Prompt};
+use super::chaos::ChaosStream;
 use super::claim::request_method;
 use super::record::Recording;
 use super::{Filter, Outcome, State, budgets};
@@ -33,7 +34,7 @@ pub(super) struct Forwarding {
     /// The reply's tokens, and the request's claim on the budgets until they are charged.
     pub(super) accounting: Accounting,
     /// What the reply is.
-    kind: ReplyKind,
+    pub(super) kind: ReplyKind,
     /// A copy of a JSON reply.
     pending: Vec<u8>,
     /// The reader of an event-stream reply.
@@ -48,6 +49,8 @@ pub(super) struct Forwarding {
     translating: Option<Box<Translating>>,
     /// The exchange as it is recorded, when it is.
     pub(super) recording: Option<Box<Recording>>,
+    /// The stream fault to break the reply with (`mock.faults.upstream`).
+    pub(super) chaos: Option<Box<ChaosStream>>,
 }
 
 /// A translated request's reply, on its way back into the client's API.
@@ -65,7 +68,7 @@ struct Translating {
 
 /// What a forwarded reply is, as its content type says.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ReplyKind {
+pub(super) enum ReplyKind {
     #[default]
     Unknown,
     Json,
@@ -149,6 +152,9 @@ impl Filter {
             self.send_error(host, &error, &[], Outcome::InvalidRequest);
             return BodyStatus::StopIterationNoBuffer;
         }
+        let Ok(chaos) = self.upstream_faults(host, endpoint, &model) else {
+            return BodyStatus::StopIterationNoBuffer;
+        };
         let mut prompt = None;
         let mut claim = None;
         if !self.context.budgets.is_empty() && endpoint.is_charged() {
@@ -189,6 +195,7 @@ impl Filter {
             strip_usage_chunk,
             translating,
             recording,
+            chaos,
             ..Forwarding::default()
         }));
         BodyStatus::Continue

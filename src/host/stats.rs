@@ -30,7 +30,7 @@ pub enum Counter {
     /// Requests answered from fixtures, or missed, by result (`exact`, `rule`, `miss`).
     FixtureReplays,
     /// Exchanges recorded, or not, by outcome (`queued`, `queue_full`, `too_large`,
-    /// `incomplete`, `unrecordable`, `write_error`).
+    /// `incomplete`, `unrecordable`, `fault_injected`, `write_error`).
     FixtureRecords,
 }
 

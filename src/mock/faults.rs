@@ -9,6 +9,9 @@
 //! | `x-llm-edge-fault: <status>` | that status (400, 401, 403, 404, 429, 500, 503) with OpenAI's body |
 //! | `x-llm-edge-stream-fault: <kind>:<n>` | after `n` stream steps: `truncate` (end without `[DONE]`), `reset` (reset the stream), `malformed` (a broken event, then the rest), `stall` (stop sending, keep the stream open) |
 //! | `x-llm-edge-scenario: <key>` | with `mock.faults.scenario`: the first `fail_first` requests of each key fail with its `status`, the rest succeed |
+//!
+//! With `mock.faults.upstream`, the same headers and rates apply to every request llm-edge
+//! forwards upstream too (opt-in: a gateway must not let clients break streams unasked).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -133,6 +136,13 @@ impl StreamFault {
         }
     }
 
+    /// After how many steps (the mock's) or events (a real stream's) the stream breaks.
+    pub fn steps(self) -> usize {
+        match self {
+            Self::Truncate(n) | Self::Reset(n) | Self::Malformed(n) | Self::Stall(n) => n,
+        }
+    }
+
     /// Parses `kind:n`, as in the `x-llm-edge-stream-fault` header.
     pub fn parse(value: &str) -> Option<Self> {
         let (kind, steps) = value.trim().split_once(':')?;
@@ -151,6 +161,157 @@ impl StreamFault {
 pub const MALFORMED_EVENT: &[u8] =
     b"data: {\"id\":\"chatcmpl-broken\",\"object\":\"chat.completion.ch\n\n";
 
+/// What becomes of a piece of a real event stream that a [`StreamBreaker`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The piece goes on, as the breaker left it; the stream goes on too.
+    Pass,
+    /// The piece goes on, then the stream is reset, before any later piece.
+    PassThenReset,
+    /// The stream is reset now: nothing of the piece goes on.
+    Reset,
+    /// Nothing of the piece goes on, and the stream never ends.
+    Hold,
+}
+
+/// Breaks a real event stream as a [`StreamFault`] asks, piece by piece as its bytes leave: counts
+/// its events (blocks of lines ended by a blank line, with LF, CRLF or CR line ends) and breaks it
+/// after the `n`-th. The work is one pass over each piece until the fault fires, none after it,
+/// and the state a few flags, however the events are split across pieces.
+///
+/// A piece that carries the stream's end cannot go on without ending it: a `reset` or `stall`
+/// that falls in the last piece sends none of that piece.
+#[derive(Debug)]
+pub struct StreamBreaker {
+    fault: StreamFault,
+    /// Events ended so far.
+    events: usize,
+    /// The bytes read so far end a line (or none were read).
+    line_start: bool,
+    /// The event being read has a line that is not empty.
+    in_event: bool,
+    /// The last byte read was a CR, so an LF next is the same line end.
+    after_cr: bool,
+    /// The fault has fired: later pieces are withheld, or pass unread (`malformed`).
+    fired: bool,
+    /// A reset is owed once the piece that fired it has gone on.
+    reset_owed: bool,
+}
+
+impl StreamBreaker {
+    /// A breaker of one stream, before its first byte.
+    pub fn new(fault: StreamFault) -> Self {
+        Self {
+            fault,
+            events: 0,
+            line_start: true,
+            in_event: false,
+            after_cr: false,
+            fired: false,
+            reset_owed: false,
+        }
+    }
+
+    /// The fault this breaker applies.
+    pub fn fault(&self) -> StreamFault {
+        self.fault
+    }
+
+    /// Whether a reset is owed: the piece that fired a `reset` went on, nothing may follow it.
+    pub fn owes_reset(&self) -> bool {
+        self.reset_owed
+    }
+
+    /// The owed reset was done.
+    pub fn reset_done(&mut self) {
+        self.reset_owed = false;
+    }
+
+    /// Whether nothing more is left to do: a `malformed` fault that fired passes the rest as it is.
+    pub fn is_spent(&self) -> bool {
+        self.fired && matches!(self.fault, StreamFault::Malformed(_))
+    }
+
+    /// Reads the next piece of the stream (`end`: the last), cutting or extending it in place, and
+    /// says what becomes of it.
+    pub fn piece(&mut self, data: &mut Vec<u8>, end: bool) -> Broken {
+        if self.reset_owed {
+            self.reset_owed = false;
+            return Broken::Reset;
+        }
+        if self.fired {
+            return match self.fault {
+                StreamFault::Malformed(_) => Broken::Pass,
+                StreamFault::Truncate(_) => {
+                    data.clear();
+                    Broken::Pass
+                }
+                StreamFault::Reset(_) => Broken::Reset,
+                StreamFault::Stall(_) => Broken::Hold,
+            };
+        }
+        let cut = self.scan(data);
+        let Some(at) = cut.or(end.then_some(data.len())) else {
+            return Broken::Pass;
+        };
+        self.fired = true;
+        match self.fault {
+            StreamFault::Malformed(_) => {
+                data.splice(at..at, MALFORMED_EVENT.iter().copied());
+                Broken::Pass
+            }
+            StreamFault::Truncate(_) => {
+                data.truncate(at);
+                Broken::Pass
+            }
+            StreamFault::Reset(_) if end || at == 0 => Broken::Reset,
+            StreamFault::Reset(_) => {
+                data.truncate(at);
+                self.reset_owed = true;
+                Broken::PassThenReset
+            }
+            StreamFault::Stall(_) if end => Broken::Hold,
+            StreamFault::Stall(_) => {
+                data.truncate(at);
+                Broken::Pass
+            }
+        }
+    }
+
+    /// Counts the events that end in `data`; the offset just past the blank line that ends the
+    /// `n`-th, if it is in `data`.
+    fn scan(&mut self, data: &[u8]) -> Option<usize> {
+        let n = self.fault.steps();
+        if self.events >= n {
+            return Some(0);
+        }
+        for (index, &byte) in data.iter().enumerate() {
+            match byte {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    self.after_cr = byte == b'\r';
+                    if self.line_start && self.in_event {
+                        self.in_event = false;
+                        self.events += 1;
+                        if self.events == n {
+                            // A CRLF's LF goes with it, when it is here.
+                            let crlf = self.after_cr && data.get(index + 1) == Some(&b'\n');
+                            return Some(index + 1 + usize::from(crlf));
+                        }
+                    }
+                    self.line_start = true;
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line_start = false;
+                    self.in_event = true;
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Configured fault rates: `mock.faults`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +325,9 @@ pub struct FaultsConfig {
     /// Fail the first requests of each scenario key (header `x-llm-edge-scenario`).
     #[serde(default)]
     pub scenario: Option<ScenarioConfig>,
+    /// Apply the faults to forwarded requests and their real replies too, not only the mock's.
+    #[serde(default)]
+    pub upstream: bool,
 }
 
 /// `mock.faults.scenario`: the first `fail_first` requests carrying a scenario key fail with
@@ -205,6 +369,8 @@ pub struct FaultRates {
     seed: Option<u64>,
     /// The scenario faults, checked.
     scenario: Option<ScenarioConfig>,
+    /// The faults apply to forwarded requests too.
+    upstream: bool,
 }
 
 impl FaultRates {
@@ -247,7 +413,13 @@ impl FaultRates {
             thresholds,
             seed: config.seed,
             scenario: config.scenario,
+            upstream: config.upstream,
         })
+    }
+
+    /// Whether the faults apply to the requests llm-edge forwards upstream, not only the mock's.
+    pub fn apply_upstream(&self) -> bool {
+        self.upstream
     }
 }
 
@@ -411,7 +583,7 @@ mod tests {
         let rates = FaultRates::parse(&FaultsConfig {
             rates: rates.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             seed: Some(seed),
-            scenario: None,
+            ..FaultsConfig::default()
         })?;
         Ok(FaultDice::new(&rates))
     }
@@ -503,5 +675,142 @@ mod tests {
         assert_eq!(error(teapot), "mock.faults.scenario.status");
         let none = ScenarioConfig { max_keys: 0, ..ok };
         assert_eq!(error(none), "mock.faults.scenario.max_keys");
+    }
+
+    /// A stream of `count` events, each with its line ends drawn from LF, CR and CRLF, some with
+    /// an `event:` line or a comment; and the offset just past each event's blank line.
+    fn events(rng: &mut StdRng, count: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for index in 0..count {
+            let end: &[u8] = [&b"\n"[..], b"\r", b"\r\n"][rng.random_range(0..3)];
+            if rng.random_bool(0.3) {
+                stream.extend_from_slice(b"event: delta");
+                stream.extend_from_slice(end);
+            }
+            if rng.random_bool(0.2) {
+                stream.extend_from_slice(b": keep-alive");
+                stream.extend_from_slice(end);
+            }
+            stream.extend_from_slice(format!("data: {{\"i\":{index}}}").as_bytes());
+            stream.extend_from_slice(end);
+            stream.extend_from_slice(end);
+            ends.push(stream.len());
+        }
+        (stream, ends)
+    }
+
+    /// Feeds `stream` to a breaker in pieces cut at random, the last carrying the end (an empty
+    /// one when `empty_end`, as HTTP/1.1 delivers it): the bytes that went on, whether the stream
+    /// was reset, and whether its end was held back.
+    fn feed(
+        rng: &mut StdRng,
+        fault: StreamFault,
+        stream: &[u8],
+        empty_end: bool,
+    ) -> (Vec<u8>, bool, bool) {
+        let mut cuts: Vec<usize> = (0..rng.random_range(0..6))
+            .map(|_| rng.random_range(0..=stream.len()))
+            .collect();
+        cuts.push(0);
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        let mut pieces: Vec<Vec<u8>> = cuts
+            .windows(2)
+            .map(|w| stream[w[0]..w[1]].to_vec())
+            .collect();
+        if empty_end {
+            pieces.push(Vec::new());
+        }
+        let mut breaker = StreamBreaker::new(fault);
+        let mut out = Vec::new();
+        let last = pieces.len() - 1;
+        for (index, mut piece) in pieces.into_iter().enumerate() {
+            match breaker.piece(&mut piece, index == last) {
+                Broken::Pass | Broken::PassThenReset => out.extend_from_slice(&piece),
+                Broken::Reset => return (out, true, false),
+                Broken::Hold => return (out, false, true),
+            }
+        }
+        (out, false, false)
+    }
+
+    #[test]
+    fn a_real_stream_breaks_after_its_nth_event_however_it_is_split() {
+        let mut rng = StdRng::seed_from_u64(23);
+        for _ in 0..2_000 {
+            let count = rng.random_range(0..6);
+            let (stream, ends) = events(&mut rng, count);
+            let n = rng.random_range(0..=count + 1);
+            let prefix = if n == 0 {
+                0
+            } else {
+                ends.get(n - 1).copied().unwrap_or(stream.len())
+            };
+            // A CRLF blank line cut between its CR and LF ends the event at the CR.
+            let ends_at = |out: &[u8]| {
+                out == &stream[..prefix]
+                    || (stream[..prefix].ends_with(b"\r\n") && out == &stream[..prefix - 1])
+            };
+            let empty_end = rng.random_bool(0.5);
+            let (out, reset, held) = feed(&mut rng, StreamFault::Truncate(n), &stream, empty_end);
+            assert!(
+                ends_at(&out) && !reset && !held,
+                "truncate:{n} {stream:?} {out:?}"
+            );
+            let (out, ..) = feed(&mut rng, StreamFault::Malformed(n), &stream, empty_end);
+            let at = out
+                .windows(MALFORMED_EVENT.len())
+                .position(|w| w == MALFORMED_EVENT);
+            let at = at.expect("the broken event is in");
+            let rest = &out[at + MALFORMED_EVENT.len()..];
+            assert!(ends_at(&out[..at]), "malformed:{n} {stream:?} {out:?}");
+            assert_eq!([&out[..at], rest].concat(), stream, "malformed:{n}");
+            for fault in [StreamFault::Reset(n), StreamFault::Stall(n)] {
+                let (out, reset, held) = feed(&mut rng, fault, &stream, empty_end);
+                assert_eq!(
+                    (reset, held),
+                    (fault.kind() == "reset", fault.kind() == "stall")
+                );
+                if empty_end {
+                    assert!(ends_at(&out), "{fault:?} {stream:?} {out:?}");
+                } else {
+                    // What the last piece held never goes on: it would end the stream.
+                    assert!(
+                        stream[..prefix].starts_with(&out),
+                        "{fault:?} {stream:?} {out:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reset_owed_comes_before_any_later_piece() {
+        let mut breaker = StreamBreaker::new(StreamFault::Reset(1));
+        let mut piece = b"data: 1\n\ndata: 2\n\n".to_vec();
+        assert_eq!(breaker.piece(&mut piece, false), Broken::PassThenReset);
+        assert_eq!(piece, b"data: 1\n\n");
+        assert!(breaker.owes_reset());
+        assert_eq!(
+            breaker.piece(&mut b"data: 3\n\n".to_vec(), false),
+            Broken::Reset
+        );
+        assert!(!breaker.owes_reset());
+        let mut done = StreamBreaker::new(StreamFault::Reset(1));
+        done.piece(&mut b"data: 1\n\n".to_vec(), false);
+        done.reset_done();
+        assert_eq!(
+            done.piece(&mut Vec::new(), true),
+            Broken::Reset,
+            "still reset"
+        );
+    }
+
+    #[test]
+    fn upstream_faults_are_opt_in() {
+        let read = |json: &str| FaultRates::parse(&serde_json::from_str(json).unwrap()).unwrap();
+        assert!(!read("{}").apply_upstream());
+        assert!(read(r#"{"upstream": true}"#).apply_upstream());
     }
 }

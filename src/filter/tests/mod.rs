@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 mod budgets;
+mod chaos;
 mod claim;
 mod hostile;
 mod mock_path;
