@@ -24,10 +24,10 @@ CARGO_FUZZ     := $(TOOLS_DIR)/bin/cargo-fuzz
 # Flame graphs for `make bench` (from perf samples, when perf is installed).
 INFERNO_VERSION := 0.12.8
 INFERNO        := $(TOOLS_DIR)/bin/inferno-flamegraph
-FUZZ_TARGETS   := config requests guard sse schema tokens translate_chat_messages translate_messages_chat \
+FUZZ_TARGETS   := config requests guard sse schema tokens fixtures translate_chat_messages translate_messages_chat \
                   translate_responses_chat
 FUZZ_SECONDS   ?= 5
-ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --target $(RUST_TARGET).$(GLIBC_FLOOR)
+ZIGBUILD       := CARGO_ZIGBUILD_PYTHON_PATH=$(abspath $(PYTHON)) $(CARGO_ZIGBUILD) zigbuild --release --locked --lib --target $(RUST_TARGET).$(GLIBC_FLOOR)
 # Stamps record what the venv holds, so a changed pin or requirement reinstalls it.
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 ZIG_STAMP   := $(VENV)/.ziglang-$(ZIGLANG_VERSION)

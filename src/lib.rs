@@ -67,13 +67,20 @@ pub mod surface {
     pub use crate::api::openai::responses::ResponsesRequest;
     pub use crate::api::sse;
     pub use crate::config::FilterConfig;
+    pub use crate::config_error::ConfigError;
     pub use crate::edge::guard;
     pub use crate::filter::route_policy::RoutePolicy;
     pub use crate::mock::schema_gen;
     pub use crate::translate::TranslateConfig;
 
-    /// Record and replay's fixture writer, until the filter records through it.
+    /// Record and replay: what the fixture lister, the loader's fuzz target and the writer's
+    /// bench use.
     pub mod fixtures {
+        pub use crate::fixtures::canonical::{Ignored, Key};
+        pub use crate::fixtures::format::{
+            LineOut, RecordedEvent, RecordedUsage, VERSION, parse_utc,
+        };
+        pub use crate::fixtures::index::{FixtureSet, Found, Reply, parse_file};
         pub use crate::fixtures::writer::{Recorder, Submitted, WriterSettings};
     }
 

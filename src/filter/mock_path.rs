@@ -708,7 +708,7 @@ impl Filter {
     }
 
     /// After a stream's last step: reset it if the fault says so; a stall just stops.
-    fn end_stream(&mut self, host: &mut impl Host, end: StreamEnd) {
+    pub(super) fn end_stream(&mut self, host: &mut impl Host, end: StreamEnd) {
         if end == StreamEnd::Reset {
             host.reset_stream(Outcome::Fault.details());
         }
@@ -717,7 +717,7 @@ impl Filter {
 }
 
 /// Applies a stream fault to a reply's steps and their due times.
-fn break_stream(
+pub(super) fn break_stream(
     mut steps: Vec<Vec<u8>>,
     mut offsets: Vec<Duration>,
     fault: Option<StreamFault>,

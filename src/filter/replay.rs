@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::mock_path::break_stream;
 use super::{Filter, Outcome, State, StreamEnd};
 use crate::api::openai::{ApiError, parse_object};
 use crate::api::routes::Endpoint;
@@ -15,6 +16,7 @@ use crate::fixtures::index::{Fixture, Found, Reply};
 use crate::host::Host;
 use crate::host::stats::Counter;
 use crate::mock::Timing;
+use crate::mock::faults::StreamFault;
 
 /// Reply header naming the fixture that answered (its id, as the fixture lister shows it).
 pub const FIXTURE_HEADER: &str = "x-llm-edge-fixture";
@@ -55,6 +57,18 @@ impl Filter {
                 return Replayed::Answered;
             }
         };
+        // Faults on request apply as to the mock's own replies, before any lookup.
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let fault = match self.plan_faults(host, model) {
+            Ok(fault) => fault,
+            Err(refusal) => {
+                self.refuse(host, *refusal);
+                return Replayed::Answered;
+            }
+        };
         let (fixture, result) = match fixtures.set.find(endpoint.label(), &request) {
             Found::Exact(fixture) => (fixture, "exact"),
             Found::Rule(fixture, _) => (fixture, "rule"),
@@ -72,12 +86,22 @@ impl Filter {
             }
         };
         host.count(Counter::FixtureReplays, &[result], 1);
-        self.send_fixture(host, fixtures, fixture);
+        if let Some(fault) = fault.filter(|_| matches!(fixture.reply, Reply::Events(_))) {
+            host.count(Counter::Faults, &[fault.kind()], 1);
+        }
+        self.send_fixture(host, fixtures, fixture, fault);
         Replayed::Answered
     }
 
-    /// Sends a fixture's reply: at once, or paced as `timing` says.
-    fn send_fixture(&mut self, host: &mut impl Host, fixtures: &Fixtures, fixture: &Fixture) {
+    /// Sends a fixture's reply: at once, or paced as `timing` says, a stream broken as its
+    /// stream fault (if any) asks.
+    fn send_fixture(
+        &mut self,
+        host: &mut impl Host,
+        fixtures: &Fixtures,
+        fixture: &Fixture,
+        fault: Option<StreamFault>,
+    ) {
         let usage = crate::api::openai::generation::Usage {
             prompt_tokens: saturate(fixture.usage.prompt_tokens),
             completion_tokens: saturate(fixture.usage.completion_tokens),
@@ -110,6 +134,11 @@ impl Filter {
         let offsets = self.replay_offsets(fixtures, &recorded);
         let status = fixture.status;
         let whole = matches!(fixture.reply, Reply::Whole(_));
+        let (steps, offsets, end) = if whole {
+            (steps, offsets, StreamEnd::Complete)
+        } else {
+            break_stream(steps, offsets, fault)
+        };
         if offsets.iter().all(Duration::is_zero) && whole {
             let body = steps.concat();
             host.send_response(status, &headers, &body, Outcome::Mock.details());
@@ -125,7 +154,7 @@ impl Filter {
             if let Some(pacing) = host.pace(&offsets) {
                 self.state = State::Streaming {
                     steps,
-                    end: StreamEnd::Complete,
+                    end,
                     started: Instant::now(),
                     _pacing: pacing,
                 };
@@ -134,13 +163,14 @@ impl Filter {
             log::warn!("llm_edge: the proxy could not pace a replay; sending it at once");
         }
         let count = steps.len();
+        let complete = end == StreamEnd::Complete;
         for (index, step) in steps.iter().enumerate() {
-            host.send_response_data(step, index + 1 == count);
+            host.send_response_data(step, complete && index + 1 == count);
         }
-        if count == 0 {
+        if count == 0 && complete {
             host.send_response_data(b"", true);
         }
-        self.state = State::Answered;
+        self.end_stream(host, end);
     }
 
     /// When each step of a replayed reply is due, from now.

@@ -263,3 +263,30 @@ fn bad_fixture_configs_are_refused_at_load_naming_the_field() {
         assert_eq!(error.field, field, "{config}: {error}");
     }
 }
+
+#[test]
+fn faults_on_request_break_a_replay_as_they_break_the_mock() {
+    let events: &[(u64, &str)] = &[
+        (
+            0,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        ),
+        (
+            0,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+        ),
+        (0, "data: [DONE]\n\n"),
+    ];
+    let file = fixture_file("faults", &[recorded(HELLO, 200, Err(events))]);
+    let config = replay_config(&file, r#", "timing": "instant""#);
+    let host = post_with(&config, &[("x-llm-edge-stream-fault", "truncate:1")], HELLO);
+    assert_eq!(host.stream_data.len(), 1);
+    assert_eq!(host.stream_data[0].0, events[0].1.as_bytes());
+    assert!(counted(&host, Counter::Faults).contains(&(labels(&["truncate"]), 1)));
+    let host = post_with(&config, &[("x-llm-edge-stream-fault", "reset:2")], HELLO);
+    assert_eq!((host.stream_data.len(), host.resets.len()), (2, 1));
+    let host = post_with(&config, &[("x-llm-edge-fault", "429")], HELLO);
+    let reply = host.only_reply();
+    assert_eq!(reply.status, 429);
+    assert!(counted(&host, Counter::FixtureReplays).is_empty());
+}

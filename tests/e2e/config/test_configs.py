@@ -28,7 +28,7 @@ def test_shipped_config_validates(config, tmp_path):
     ("filter_config", "expected"),
     [
         ('{"mokc": {}}', "field `mokc`: unknown field `mokc`, expected one of"),
-        ('{"mode": "proxy"}', "field `mode`: unknown variant `proxy`, expected `mock`"),
+        ('{"mode": "proxy"}', "field `mode`: unknown variant `proxy`, expected one of `mock`, `passthrough`, `record`"),
         ('{"mock": {"content": {"mode": "lorme"}}}', "field `mock.content.mode`: unknown variant `lorme`"),
         ('{"mock": {"content": {"mode": "fixed"}}}', "field `mock.content`: missing field `text`"),
         ('{"max_request_body_bytes": -5}', "field `max_request_body_bytes`: invalid value: integer `-5`"),
