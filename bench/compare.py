@@ -61,6 +61,11 @@ STREAMED_CEILING = "Envoy direct_response after reading the body, a streamed rep
 MODELS_PATH = "/v1/models"
 MODELS_CEILING = "Envoy direct_response, GET, the models list's bytes"
 MODELS_FLOOR = "llm-edge mock, GET /v1/models (on the headers, no body)"
+# Replay: the mock's own reply to the same request, answered from a fixture file instead.
+REPLAY = "llm-edge replay of a recorded reply (mock.fixtures, instant)"
+# Record mode on the pass-through 4 KB request: each exchange becomes a line for the writer.
+RECORD = "llm-edge record mode, 4 KB"
+UNTOUCHED_4KB = "llm-edge pass-through, untouched, 4 KB"
 # The mock the benchmarks measure: it echoes the prompt, with exact token counts (the default).
 ECHO_MOCK = {"mock": {"content": {"mode": "echo"}}}
 # The loaded server of the pacing row that has it: room for every stream, so the timing is the
@@ -114,6 +119,32 @@ class Row:
     result: dict
     baseline: str | None = None
     runs: tuple[float, ...] = ()
+
+
+def replay_config(workdir: Path, reply: bytes) -> dict:
+    """A mock that replays `reply` to the benchmark's chat request from a fixture file, at once."""
+    line = {"llm_edge_fixture": 1, "id": "bench", "key": "bench", "recorded_at": "2026-12-04T00:00:00Z",
+            "endpoint": "chat_completions", "model": CHAT["model"], "request": CHAT, "status": 200,
+            "content_type": "application/json", "reply": json.loads(reply), "headers_ms": 0,
+            "duration_ms": 0, "usage": {}}
+    path = workdir / "replay.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    return {"mock": {"fixtures": {"files": [str(path)], "timing": "instant"}}}
+
+
+def record_config(workdir: Path) -> dict:
+    """Record mode writing to the work directory, rotating within a few hundred MB."""
+    return {"mode": "record", "record": {"path": str(workdir / "recorded.jsonl")}}
+
+
+def recorded_outcomes(envoy: Envoy) -> dict[str, int]:
+    """The record proxy's `fixture_records_total` by outcome: how many exchanges were written,
+    and how many a full queue dropped while it was measured."""
+    outcomes = {}
+    for line in envoy.admin_get("/stats?filter=fixture_records_total").splitlines():
+        key, _, value = line.partition(": ")
+        outcomes[key.rsplit(".", 1)[-1]] = int(value)
+    return outcomes
 
 
 def mock_envoy(workdir: Path, name: str, config: dict) -> Envoy:
@@ -360,6 +391,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                                              content_type="text/event-stream")
     with urllib.request.urlopen(f"{exact.base_url}{MODELS_PATH}", timeout=10) as reply:
         models_ceiling = direct_response_envoy(workdir, "models-ceiling", reply.read().decode(), read_body=False)
+    replay = mock_envoy(workdir, "replay", replay_config(workdir, post(f"{exact.base_url}{CHAT_PATH}", CHAT)))
     try:
         measure("in-proxy", [
             (CEILING, ceiling, chat, None),
@@ -370,9 +402,10 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
             ("llm-edge mock, streamed (no pacing)", approx, streamed, STREAMED_CEILING),
             (MODELS_CEILING, models_ceiling, models, None),
             (MODELS_FLOOR, exact, models, MODELS_CEILING),
+            (REPLAY, replay, chat, "llm-edge mock, exact tokens"),
         ])
     finally:
-        for envoy in (ceiling, on_headers, exact, approx, streamed_ceiling, models_ceiling):
+        for envoy in (ceiling, on_headers, exact, approx, streamed_ceiling, models_ceiling, replay):
             envoy.stop()
     profile_one("mock", bootstrap(listener(NOT_FOUND_ROUTE, [llm_edge_filter(ECHO_MOCK)])), chat[1],
                 "llm-edge mock, exact tokens, one Envoy worker")
@@ -393,6 +426,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
             process.stop()
 
     # Pass-through: the proxy on CPU 0, the stand-in provider with wrk on CPU 1.
+    record_outcomes: dict[str, int] = {}
     upstream = start(workdir, "upstream", upstream_config())
     pin(upstream.process.pid, LOAD_CPU)
     proxies = []
@@ -412,6 +446,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                 contenders.append((f"llm-edge, 2 reserving token budgets, {kb}", [llm_edge_filter(BUDGETS)]))
                 contenders.append((f"llm-edge translating chat to Anthropic Messages, {kb}",
                                    [llm_edge_filter(TRANSLATE)]))
+                contenders.append((RECORD, [llm_edge_filter(record_config(workdir))]))
             measured = []
             for name, filters in contenders:
                 proxy = proxy_envoy(workdir, f"proxy-{len(proxies)}", upstream.port, filters)
@@ -419,6 +454,9 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
                 sent = chat_body(size, sensitive=False) if name.endswith("nothing to mask") else body
                 measured.append((name, proxy, (CHAT_PATH, sent), None if name == plain_name else plain_name))
             measure("pass-through", measured)
+            recorder = next((proxy for name, proxy, *_ in measured if name == RECORD), None)
+            if recorder is not None:
+                record_outcomes = recorded_outcomes(recorder)
         route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "60s"}}
         profile_one("transforms-4kb",
                     bootstrap(listener(route, [llm_edge_filter(GUARD)]), upstream.port),
@@ -445,6 +483,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict:
     print("memory       the largest allowed reply", flush=True)
     memory["largest_reply"] = measure_largest_reply(workdir)
     return {"rows": rows, "missing": missing, "pacing": pacing, "pacing_loaded": pacing_loaded,
+            "record_outcomes": record_outcomes,
             "memory": memory, "core": core,
             "profiles": profiles, "cannot_profile": cannot_profile}
 
@@ -477,6 +516,10 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
          ratio(rows, "llm-edge mock, exact tokens", fastest_peer.name), 3.0),
         ("Transforms on 4 KB vs plain proxy (cost ≤ 15%)", "≥ 0.85×",
          ratio(rows, "llm-edge transforms (system prompt, 13 detectors), 4 KB", "plain Envoy proxy, 4 KB"), 0.85),
+        ("Translating chat to Anthropic Messages on 4 KB vs untouched pass-through (cost ≤ 10%)", "≥ 0.90×",
+         ratio(rows, "llm-edge translating chat to Anthropic Messages, 4 KB", UNTOUCHED_4KB), 0.90),
+        ("Record mode on 4 KB vs untouched pass-through (cost ≤ 10%)", "≥ 0.90×",
+         ratio(rows, RECORD, UNTOUCHED_4KB), 0.90),
     ]
     out = [(name, want, f"{value:.2f}×", value >= floor) for name, want, value, floor in found]
     if results["pacing"].get(1000, {}).get("gap_errors"):
@@ -574,6 +617,11 @@ def render(results: dict, args: argparse.Namespace, commit: str) -> str:
                      f"{result['non_2xx']} | {share} | {each} |")
     for reason in results["missing"]:
         lines.append(f"\nNot measured: {reason}.")
+    outcomes = results.get("record_outcomes") or {}
+    if outcomes:
+        kept = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(outcomes.items()))
+        lines.append(f"\nThe record-mode proxy's `fixture_records_total` after its runs: {kept} (an "
+                     "exchange the writer's full queue dropped is counted, never waited for).")
     lines += [
         "",
         "mockllm (PyPI) was tried and left out: its token counter asks tiktoken for a vocabulary it",
