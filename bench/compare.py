@@ -123,7 +123,7 @@ class Row:
 
 def replay_config(workdir: Path, reply: bytes) -> dict:
     """A mock that replays `reply` to the benchmark's chat request from a fixture file, at once."""
-    line = {"llm_edge_fixture": 1, "id": "bench", "key": "bench", "recorded_at": "2026-12-04T00:00:00Z",
+    line = {"llm_edge_fixture": 1, "recorded_at": "2026-12-04T00:00:00Z",
             "endpoint": "chat_completions", "model": CHAT["model"], "request": CHAT, "status": 200,
             "content_type": "application/json", "reply": json.loads(reply), "headers_ms": 0,
             "duration_ms": 0, "usage": {}}

@@ -123,13 +123,14 @@ impl Filter {
         host.read_request_body(&mut body);
         let untouched = self.context.config.transform.is_empty()
             && !self.context.config.guard.is_active()
-            && !self.may_translate(endpoint)
-            && !self.records();
+            && !self.may_translate(endpoint);
         let read = match untouched
             .then(|| Essentials::read(&body, endpoint))
             .flatten()
         {
-            Some(essentials) => {
+            Some(mut essentials) => {
+                // Recorded as the client sent it: nothing here changes what the model is asked.
+                essentials.recorded_request = self.records().then(|| body.clone());
                 if essentials.strip_usage_chunk {
                     ask_for_usage_in_place(&mut body);
                     host.replace_request_body(&body);
@@ -188,8 +189,8 @@ impl Filter {
         // no encoding can be (Envoy's compressor can still compress towards the client).
         host.set_request_header("accept-encoding", Some("identity"));
         host.clear_route_cache();
-        let recording =
-            recorded_request.map(|request| Box::new(Recording::new(endpoint.label(), request)));
+        let recording = recorded_request
+            .map(|request| Box::new(Recording::new(endpoint.label(), request, model.clone())));
         self.state = State::Proxying(Box::new(Forwarding {
             accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,
@@ -222,8 +223,17 @@ impl Filter {
         let mut changed = duplicated;
         changed |= transform.apply(&mut fields, header);
         changed |= self.guard_request(host, &mut fields)?;
-        // Recorded as the model is asked it, in the client's API: masked, not yet translated.
-        let recorded_request = self.records().then(|| Value::Object(fields.clone()));
+        // Recorded as the model is asked it, in the client's API: masked, not yet translated
+        // (and without the usage chunk llm-edge may ask for below).
+        let recorded_request = self.records().then(|| {
+            if changed {
+                let mut request = Vec::with_capacity(body.len());
+                json_writer::write_object(&mut request, &fields);
+                request
+            } else {
+                body.clone()
+            }
+        });
         let model = fields
             .get("model")
             .and_then(Value::as_str)
@@ -817,8 +827,8 @@ struct Essentials {
     strip_usage_chunk: bool,
     /// How the reply goes back into the client's API, when the request was translated.
     translating: Option<Box<Translating>>,
-    /// The request to record, when exchanges are recorded.
-    recorded_request: Option<Value>,
+    /// The request to record (its JSON), when exchanges are recorded.
+    recorded_request: Option<Vec<u8>>,
 }
 
 /// The fields of a request body that forwarding reads, borrowed: nothing else is built.

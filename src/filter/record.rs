@@ -7,11 +7,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::{Filter, State};
 use crate::api::sse::EventSplitter;
-use crate::fixtures::canonical::{Ignored, Key};
 use crate::fixtures::format::{self, LineOut, RecordedEvent, RecordedUsage, VERSION};
 use crate::fixtures::writer::Submitted;
 use crate::host::Host;
@@ -22,8 +19,11 @@ use crate::host::stats::Counter;
 pub(super) struct Recording {
     /// The endpoint's stats label.
     endpoint: &'static str,
-    /// The request in the client's API, after the transforms and the guard.
-    request: Value,
+    /// The request's JSON in the client's API, after the transforms and the guard: bytes only,
+    /// so recording builds no tree of a request nothing else rewrites.
+    request: Vec<u8>,
+    /// The model it was sent as.
+    model: String,
     /// When the request was sent on.
     sent_at: Instant,
     /// The reply's status and `content-type`, and when its headers came.
@@ -45,10 +45,11 @@ pub(super) struct Recording {
 
 impl Recording {
     /// The recording of a request about to be sent on.
-    pub(super) fn new(endpoint: &'static str, request: Value) -> Self {
+    pub(super) fn new(endpoint: &'static str, request: Vec<u8>, model: String) -> Self {
         Self {
             endpoint,
             request,
+            model,
             sent_at: Instant::now(),
             status: 0,
             content_type: String::new(),
@@ -197,24 +198,17 @@ impl Filter {
                 None => (None, Some(text.into_owned())),
             }
         };
-        let ignored = match self.config().mock.fixtures.as_deref() {
-            Some(fixtures) => fixtures.set.ignored().clone(),
-            None => Ignored::default(),
-        };
-        let key = Key::of(recording.endpoint, &recording.request, &ignored);
+        let request = format::minify(&recording.request).ok_or("unrecordable")?;
         let (prompt_tokens, completion_tokens) = match &self.state {
             State::Proxying(forwarding) => forwarding.accounting.reported(),
             _ => (None, None),
         };
-        let model = recording.request.get("model").and_then(Value::as_str);
         let line = LineOut {
             llm_edge_fixture: VERSION,
-            id: &key.id(),
-            key: &key.to_hex(),
             recorded_at: &format::format_utc(now_secs()),
             endpoint: recording.endpoint,
-            model: model.unwrap_or_default(),
-            request: &recording.request,
+            model: &recording.model,
+            request: &request,
             status: recording.status,
             content_type: &recording.content_type,
             reply: reply.as_deref(),
