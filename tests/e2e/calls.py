@@ -4,12 +4,23 @@ from one test module into another, so each test file runs on its own, from any f
 from __future__ import annotations
 
 import httpx
+import openai
 
 from openai_schema import ERROR_RESPONSE, assert_valid
 
 CHAT = "/v1/chat/completions"
 # The mock echoes the last user message; the lab's provider is the mock, so it echoes it too.
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello, edge!"}]}
+# Each fault status, the exception the openai SDK raises for it, and the `code` of its error.
+FAULT_EXCEPTIONS = [
+    (400, openai.BadRequestError, None),
+    (401, openai.AuthenticationError, "invalid_api_key"),
+    (403, openai.PermissionDeniedError, "unsupported_country_region_territory"),
+    (404, openai.NotFoundError, "model_not_found"),
+    (429, openai.RateLimitError, "rate_limit_exceeded"),
+    (500, openai.InternalServerError, None),
+    (503, openai.InternalServerError, None),
+]
 
 
 def assert_serves(http: httpx.Client) -> None:

@@ -31,33 +31,6 @@ fn chat_stream(deltas: &[&str]) -> Vec<u8> {
     out
 }
 
-/// An Anthropic Messages stream of `deltas`.
-fn anthropic_stream(deltas: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut event = |data: Value| write_event(&mut out, data["type"].as_str(), &data);
-    event(
-        serde_json::json!({"type": "message_start", "message": {"id": "msg_1",
-        "model": "claude", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
-    );
-    event(
-        serde_json::json!({"type": "content_block_start", "index": 0,
-        "content_block": {"type": "text", "text": ""}}),
-    );
-    for delta in deltas {
-        event(
-            serde_json::json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": delta}}),
-        );
-    }
-    event(serde_json::json!({"type": "content_block_stop", "index": 0}));
-    event(
-        serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-        "usage": {"output_tokens": 4}}),
-    );
-    event(serde_json::json!({"type": "message_stop"}));
-    out
-}
-
 /// What a streamed reply did to its client.
 #[derive(Debug)]
 struct Delivered {

@@ -308,3 +308,31 @@ fn header_of<'a>(host: &'a FakeHost, name: &str) -> Option<&'a [u8]> {
 const GUARDED: &str = r#"{"mode": "passthrough", "guard": {
     "detectors": {"email": "mask", "credit_card": "reject", "openai_key": "monitor"},
     "reversible": true}}"#;
+
+/// An Anthropic Messages stream of `deltas`.
+fn anthropic_stream(deltas: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut event =
+        |data: Value| crate::api::sse::write_event(&mut out, data["type"].as_str(), &data);
+    event(
+        serde_json::json!({"type": "message_start", "message": {"id": "msg_1",
+        "model": "claude", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+    );
+    event(
+        serde_json::json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+    );
+    for delta in deltas {
+        event(
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": delta}}),
+        );
+    }
+    event(serde_json::json!({"type": "content_block_stop", "index": 0}));
+    event(
+        serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 4}}),
+    );
+    event(serde_json::json!({"type": "message_stop"}));
+    out
+}

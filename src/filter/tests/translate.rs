@@ -2,7 +2,6 @@
 //! headers; the reply comes down in the client's, guarded as the client reads it.
 
 use super::*;
-use crate::api::sse::write_event;
 use crate::filter::route_policy::RoutePolicy;
 
 const TO_ANTHROPIC: &str = r#"{"mode": "passthrough", "translate": [
@@ -15,31 +14,6 @@ const GUARDED_TO_ANTHROPIC: &str = r#"{"mode": "passthrough",
 
 fn forwarded(host: &FakeHost) -> Value {
     serde_json::from_slice(host.forwarded_body.as_ref().expect("a body sent on")).unwrap()
-}
-
-fn anthropic_stream(deltas: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut event = |data: Value| write_event(&mut out, data["type"].as_str(), &data);
-    event(
-        serde_json::json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude",
-        "usage": {"input_tokens": 9, "output_tokens": 1}}}),
-    );
-    event(
-        serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-    );
-    for delta in deltas {
-        event(
-            serde_json::json!({"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": delta}}),
-        );
-    }
-    event(serde_json::json!({"type": "content_block_stop", "index": 0}));
-    event(
-        serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                             "usage": {"output_tokens": 4}}),
-    );
-    event(serde_json::json!({"type": "message_stop"}));
-    out
 }
 
 /// The text a chat client reads from a stream.

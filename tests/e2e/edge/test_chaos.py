@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from calls import CHAT
+from calls import CHAT, FAULT_EXCEPTIONS
 from harness import ENVOY_DIR, MODULE_STATS
 from upstream import Upstream, tagged
 
@@ -65,18 +65,7 @@ def counter(envoy, name: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize(
-    ("status", "exception", "code"),
-    [
-        (400, openai.BadRequestError, None),
-        (401, openai.AuthenticationError, "invalid_api_key"),
-        (403, openai.PermissionDeniedError, "unsupported_country_region_territory"),
-        (404, openai.NotFoundError, "model_not_found"),
-        (429, openai.RateLimitError, "rate_limit_exceeded"),
-        (500, openai.InternalServerError, None),
-        (503, openai.InternalServerError, None),
-    ],
-)
+@pytest.mark.parametrize(("status", "exception", "code"), FAULT_EXCEPTIONS)
 def test_a_status_fault_is_the_sdks_exception_and_never_reaches_the_upstream(
     recorded_edge, recorder, status, exception, code
 ):

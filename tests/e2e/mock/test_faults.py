@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from calls import CHAT
+from calls import CHAT, FAULT_EXCEPTIONS
 
 MESSAGES = [{"role": "user", "content": "one two three four five"}]
 STREAM = {"model": "gpt-4o", "stream": True, "messages": MESSAGES}
@@ -40,18 +40,7 @@ def test_error_scenario_is_a_500(sdk):
     assert raised.value.status_code == 500
 
 
-@pytest.mark.parametrize(
-    ("status", "exception", "code"),
-    [
-        (400, openai.BadRequestError, None),
-        (401, openai.AuthenticationError, "invalid_api_key"),
-        (403, openai.PermissionDeniedError, "unsupported_country_region_territory"),
-        (404, openai.NotFoundError, "model_not_found"),
-        (429, openai.RateLimitError, "rate_limit_exceeded"),
-        (500, openai.InternalServerError, None),
-        (503, openai.InternalServerError, None),
-    ],
-)
+@pytest.mark.parametrize(("status", "exception", "code"), FAULT_EXCEPTIONS)
 def test_any_fault_status_maps_to_the_sdk_exception(sdk, status, exception, code):
     with pytest.raises(exception) as raised:
         sdk.chat.completions.create(
