@@ -189,8 +189,15 @@ impl Filter {
         // no encoding can be (Envoy's compressor can still compress towards the client).
         host.set_request_header("accept-encoding", Some("identity"));
         host.clear_route_cache();
-        let recording = recorded_request
-            .map(|request| Box::new(Recording::new(endpoint.label(), request, model.clone())));
+        let recording = match recorded_request {
+            // A stream llm-edge is asked to break is no recording of the upstream.
+            Some(_) if chaos.is_some() => {
+                host.count(Counter::FixtureRecords, &["fault_injected"], 1);
+                None
+            }
+            request => request
+                .map(|request| Box::new(Recording::new(endpoint.label(), request, model.clone()))),
+        };
         self.state = State::Proxying(Box::new(Forwarding {
             accounting: Accounting::new(model, claim, prompt),
             strip_usage_chunk,

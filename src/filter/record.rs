@@ -137,11 +137,6 @@ impl Filter {
         let Some(recording) = self.take_recording() else {
             return;
         };
-        if matches!(&self.state, State::Proxying(forwarding) if forwarding.chaos.is_some()) {
-            // A stream llm-edge broke on purpose is no recording of the upstream.
-            host.count(Counter::FixtureRecords, &["fault_injected"], 1);
-            return;
-        }
         let Some(record) = self.config().record.as_ref() else {
             return;
         };

@@ -244,3 +244,25 @@ fn record_configs_are_checked_at_load() {
         assert_eq!(error.field, field, "{config}: {error}");
     }
 }
+
+#[test]
+fn a_stream_llm_edge_is_asked_to_break_is_not_recorded() {
+    let path = fixture_path("chaos");
+    let config = record_config(&path, r#", "mock": {"faults": {"upstream": true}}"#);
+    let config = FilterConfig::from_json(config.as_bytes()).unwrap();
+    let context = Arc::new(FilterContext::new(config));
+    let mut filter = Filter::new(Arc::clone(&context));
+    let mut host =
+        FakeHost::request("POST", CHAT).with_header("x-llm-edge-stream-fault", "truncate:1");
+    post(&mut filter, &mut host, &[HELLO]);
+    let stream: &[&[u8]] =
+        &[b"data: {\"choices\":[]}\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\n"];
+    Upstream::Stream(stream).reply(&mut filter, &mut host);
+    filter.on_stream_complete(&mut host);
+    drop(context);
+    assert_eq!(
+        counted(&host, Counter::FixtureRecords),
+        [(labels(&["fault_injected"]), 1)]
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"");
+}
