@@ -212,7 +212,7 @@ impl Filter {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if let Some(translation) = self.translation(endpoint, model).cloned() {
-            return self.translate_request(host, endpoint, translation, fields, body);
+            return self.translate_request(host, endpoint, translation, fields, body, changed);
         }
         let strip_usage_chunk =
             reports_usage_only_when_asked(endpoint) && ask_for_usage(&mut fields);
@@ -244,8 +244,9 @@ impl Filter {
     }
 
     /// Sends a transformed and guarded client request on in the upstream's API, to its path and
-    /// with its headers; `body` is left holding the client's request, which budgets count. `None`
-    /// after refusing a request that cannot be translated without changing its meaning.
+    /// with its headers; `body` is left holding the client's request, which budgets count (written
+    /// again only when `changed`). `None` after refusing a request that cannot be translated
+    /// without changing its meaning.
     fn translate_request(
         &mut self,
         host: &mut impl Host,
@@ -253,6 +254,7 @@ impl Filter {
         translation: Translation,
         fields: Map<String, Value>,
         body: &mut Vec<u8>,
+        changed: bool,
     ) -> Option<Essentials> {
         let model = fields.get("model").and_then(Value::as_str);
         let model = model.unwrap_or_default().to_owned();
@@ -260,8 +262,10 @@ impl Filter {
         if translation.upstream == Api::Messages {
             max_tokens = max_tokens.or(Some(translation.default_max_tokens.into()));
         }
-        body.clear();
-        json_writer::write_object(body, &fields);
+        if changed {
+            body.clear();
+            json_writer::write_object(body, &fields);
+        }
         let mut upstream = match translation.request(fields) {
             Ok(upstream) => upstream,
             Err(error) => {

@@ -14,6 +14,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::api::json_writer;
 use crate::api::openai::ApiError;
 use crate::api::sse::{EventFate, EventReader};
 
@@ -211,7 +212,15 @@ pub fn write_events(out: &mut Vec<u8>, events: &[Value]) {
             .is_none()
             .then(|| event.get("type").and_then(Value::as_str))
             .flatten();
-        crate::api::sse::write_event(out, kind, event);
+        if let Some(kind) = kind {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(kind.as_bytes());
+            out.push(b'\n');
+        }
+        // As `sse::write_event` writes it, with strings escaped a word at a time.
+        out.extend_from_slice(b"data: ");
+        json_writer::write_value(out, event);
+        out.extend_from_slice(b"\n\n");
     }
 }
 
