@@ -21,6 +21,23 @@ const DROPPED: [&str; 6] = [
     "inference_geo",
 ];
 
+/// `output_config` fields other than `format`, which Chat Completions has no place for.
+const DROPPED_OUTPUT_CONFIG: [&str; 1] = ["effort"];
+
+/// Anthropic's structured output format (a JSON schema) as chat's `response_format`, named
+/// `response` as chat requires a name; not `strict`, which refuses schemas Anthropic takes.
+fn response_format(format: &Value, param: &str) -> Result<Value, Refused> {
+    let schema = format.get("schema").filter(|s| s.is_object());
+    match (format.get("type").and_then(Value::as_str), schema) {
+        (Some("json_schema"), Some(schema)) => Ok(json!({"type": "json_schema",
+            "json_schema": {"name": "response", "schema": schema}})),
+        _ => Err(refuse(
+            param,
+            "must be a json_schema format with a schema object".into(),
+        )),
+    }
+}
+
 /// Translates a Messages request to a chat request.
 pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refused> {
     let mut dropped = Dropped::default();
@@ -115,6 +132,23 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
         if let Some(user) = metadata.get("user_id").filter(|u| u.is_string()) {
             out.insert("user".into(), user.clone());
         }
+    }
+    // The older beta's top-level `output_format` is the same schema.
+    let output_format = fields.remove("output_format").filter(|f| !f.is_null());
+    let format = match fields.remove("output_config") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut config)) => {
+            let format = config.remove("format").filter(|f| !f.is_null());
+            dropped.rest(&config, &DROPPED_OUTPUT_CONFIG);
+            format
+        }
+        Some(_) => return Err(refuse("output_config", "must be an object".into())),
+    };
+    if let Some((param, format)) = format
+        .map(|f| ("output_config.format", f))
+        .or(output_format.map(|f| ("output_format", f)))
+    {
+        out.insert("response_format".into(), response_format(&format, param)?);
     }
     if fields.remove("mcp_servers").is_some_and(|m| !m.is_null()) {
         return Err(refuse(
@@ -475,7 +509,12 @@ pub(super) fn error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         param: None,
         code: None,
     };
-    (status, anthropic::error_json(&error))
+    // Anthropic's envelope and type for the status, with the upstream's own message (or the
+    // status named): not the wording llm-edge gives its own errors, such as a 401's.
+    let mut envelope: Value =
+        serde_json::from_slice(&anthropic::error_json(&error)).expect("an envelope is JSON");
+    envelope["error"]["message"] = Value::String(error.message);
+    (status, envelope.to_string().into_bytes())
 }
 
 /// What the translator has open in the client's stream.

@@ -137,6 +137,67 @@ fn tool_choices_map_and_unknown_fields_are_counted_as_other() {
 }
 
 #[test]
+fn a_json_schema_response_format_becomes_anthropics_structured_output() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    let sent = up(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "answer", "strict": true, "schema": schema}},
+    }))
+    .unwrap();
+    assert_eq!(
+        sent.body["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    let mut dropped = sent.dropped;
+    let mut counted: Vec<_> = dropped.drain().collect();
+    counted.sort_unstable();
+    assert_eq!(counted, [("name", 1), ("strict", 1)]);
+    let text = up(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                         "response_format": {"type": "text"}}),
+    )
+    .unwrap();
+    assert!(!text.body.contains_key("output_config"));
+}
+
+#[test]
+fn anthropics_structured_output_becomes_a_json_schema_response_format() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    let expected = json!({"type": "json_schema",
+                          "json_schema": {"name": "response", "schema": schema}});
+    let base =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for (key, value) in [
+        (
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}, "effort": "low"}),
+        ),
+        (
+            "output_format",
+            json!({"type": "json_schema", "schema": schema}),
+        ),
+    ] {
+        let mut request = base.clone();
+        request[key] = value;
+        let sent = up_to_chat(request).unwrap();
+        assert_eq!(sent.body["response_format"], expected, "{key}");
+        assert!(!sent.body.contains_key(key));
+    }
+    let mut request = base.clone();
+    request["output_config"] = json!({"effort": "low"});
+    let sent = up_to_chat(request).unwrap();
+    assert!(!sent.body.contains_key("response_format"));
+    let mut dropped = sent.dropped;
+    assert_eq!(dropped.drain().collect::<Vec<_>>(), [("effort", 1)]);
+    let mut request = base;
+    request["output_config"] = json!({"format": {"type": "json_object"}});
+    let error = up_to_chat(request).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("output_config.format"));
+}
+
+#[test]
 fn fields_whose_meaning_would_change_are_refused_naming_them() {
     let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     for (key, value) in [
@@ -145,7 +206,7 @@ fn fields_whose_meaning_would_change_are_refused_naming_them() {
         ("logprobs", json!(true)),
         (
             "response_format",
-            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
         ),
         ("response_format", json!({"type": "json_object"})),
         ("modalities", json!(["text", "audio"])),
@@ -1291,5 +1352,30 @@ fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             arguments,
             calls.iter().map(|c| c.2.clone()).collect::<Vec<_>>()
         );
+    }
+}
+
+#[test]
+fn an_error_without_a_body_names_the_upstream_status_typed_by_it() {
+    for (status, openai, anthropic) in [
+        (429, "rate_limit_error", "rate_limit_error"),
+        (401, "authentication_error", "authentication_error"),
+        (400, "invalid_request_error", "invalid_request_error"),
+        (502, "server_error", "api_error"),
+    ] {
+        let message = format!("The upstream answered {status}.");
+        for (translation, kind) in [
+            (chat_to_messages(), openai),
+            (responses_to_chat(), openai),
+            (messages_to_chat(), anthropic),
+        ] {
+            for body in [&b""[..], b"<html>Bad gateway</html>"] {
+                let (sent, body) = translation.error(status, body);
+                assert_eq!(sent, status);
+                let error = serde_json::from_slice::<Value>(&body).unwrap()["error"].clone();
+                assert_eq!(error["type"], kind, "{} {status}", translation.label());
+                assert_eq!(error["message"], message.as_str());
+            }
+        }
     }
 }
