@@ -370,7 +370,16 @@ impl Filter {
             host.set_response_header(name, Some(value));
         }
         if end_of_stream {
+            // An upstream error without a body still reaches the client in its API's envelope.
+            let failed = !forwarding.accounting.upstream_ok;
+            let translating = forwarding.translating.as_deref().filter(|_| failed);
+            let error = translating.map(|t| t.translation.error(upstream_status(host), b""));
             self.record_usage(host);
+            if let Some((status, body)) = error {
+                let headers = self.reply_headers(&[("content-type", "application/json")]);
+                host.send_response(status, &headers, &body, "llm_edge_upstream_error");
+                return HeadersStatus::StopIteration;
+            }
             return HeadersStatus::Continue;
         }
         let encoded = host
@@ -385,11 +394,7 @@ impl Filter {
         if let Some(translating) = forwarding.translating.as_deref_mut() {
             if !forwarding.accounting.upstream_ok {
                 // An error's body, whatever its type, is answered whole in the client's envelope.
-                let status = host.response_header(":status").unwrap_or_default();
-                let status = std::str::from_utf8(status)
-                    .ok()
-                    .and_then(|s| s.parse().ok());
-                translating.error_status = Some(status.unwrap_or(502));
+                translating.error_status = Some(upstream_status(host));
                 forwarding.kind = ReplyKind::Json;
             } else if forwarding.kind == ReplyKind::EventStream {
                 let translation = &translating.translation;
@@ -772,6 +777,15 @@ fn count_dropped(host: &mut impl Host, translation: &Translation, dropped: &mut 
             count,
         );
     }
+}
+
+/// The upstream reply's status (502 when it has none that reads as one).
+fn upstream_status(host: &impl Host) -> u16 {
+    let status = host.response_header(":status").unwrap_or_default();
+    std::str::from_utf8(status)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502)
 }
 
 /// Seconds since the Unix epoch, for the `created` of a reply whose upstream API has none.

@@ -38,6 +38,19 @@ fn refuse(param: &str, why: String) -> Refused {
     )
 }
 
+/// The OpenAI error type of an upstream error that names none (no body, or one not JSON), by its
+/// status, as OpenAI types its own.
+fn openai_kind_of_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
 /// The fields a translation left out, by name (a fixed set of names: a field llm-edge does not
 /// know is counted as `other`, so a client cannot mint stats labels).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

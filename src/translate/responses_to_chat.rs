@@ -502,8 +502,9 @@ pub(super) fn error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         text("message").map_or_else(|| format!("The upstream answered {status}."), str::to_owned);
     let kind = match text("type") {
         Some(kind) if kind.ends_with("_error") => kind.to_owned(),
-        _ if status < 500 => "invalid_request_error".to_owned(),
-        _ => "server_error".to_owned(),
+        Some(_) if status < 500 => "invalid_request_error".to_owned(),
+        Some(_) => "server_error".to_owned(),
+        None => super::openai_kind_of_status(status).to_owned(),
     };
     let envelope = json!({"error": {"message": message, "type": kind,
                                      "param": text("param"), "code": text("code")}});
