@@ -10,6 +10,8 @@ max tokens, errors in the client's dialect, and the guard and a budget on a tran
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
 import jsonschema
@@ -588,3 +590,113 @@ def test_structured_output_reaches_a_responses_client(sdk):
                                     text={"format": {"type": "json_schema", "name": "weather", "schema": schema,
                                                      "strict": True}})
     jsonschema.validate(json.loads(response.output_text), schema)
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}},
+                  "required": ["city", "degrees"], "additionalProperties": False}
+
+
+def test_a_chat_json_schema_becomes_anthropics_structured_output(sdk, proxy):
+    reply = sdk.chat.completions.create(
+        model="claude-sonnet-4-6", messages=user("weather as JSON"),
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "weather", "strict": True, "schema": WEATHER_SCHEMA}})
+    jsonschema.validate(json.loads(reply.choices[0].message.content), WEATHER_SCHEMA)
+    proxy.wait_for_stat(
+        f"{MODULE_STATS}.translation_dropped_fields_total.direction.chat_to_messages.field.name", 1)
+
+
+def test_the_anthropic_upstream_receives_output_config(start_envoy):
+    recorder = Upstream("anthropic")
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
+                                                   "openai_compatible": recorder.port})
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            # The recorder answers in chat's shape: only the request it got matters here.
+            client.chat.completions.create(
+                model="claude-sonnet-4-6", messages=user("hi"), extra_headers=tag,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA}})
+        sent = json.loads(recorder.seen(test_id)["raw"])
+        assert sent["output_config"] == {"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}}
+        assert "response_format" not in sent
+    finally:
+        recorder.stop()
+
+
+def test_a_chat_json_object_toward_anthropic_is_refused_naming_it(sdk):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"),
+                                    response_format={"type": "json_object"})
+    error = raised.value.response.json()["error"]
+    assert error["param"] == "response_format" and error["code"] == "untranslatable_parameter"
+    assert "json_object" in error["message"]
+
+
+def test_a_messages_client_output_config_becomes_a_chat_json_schema(claude):
+    message = claude.messages.create(
+        model="gpt-4o", max_tokens=200, messages=user("weather as JSON"),
+        output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}})
+    (block,) = message.content
+    jsonschema.validate(json.loads(block.text), WEATHER_SCHEMA)
+
+
+# An upstream error with no body, or one that is not JSON.
+
+class BareErrors:
+    """An upstream answering every request with `status` and `body` (empty: no body at all)."""
+
+    def __init__(self, status: int, body: bytes = b"", content_type: str = "text/html"):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.send_response(status)
+                if body:
+                    self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "body"), [(429, b""), (503, b""), (502, b"<html>Bad gateway</html>")])
+def test_an_upstream_error_without_a_json_body_names_its_status_in_each_dialect(start_envoy, status, body):
+    upstream = BareErrors(status, body)
+    try:
+        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": upstream.port,
+                                                   "openai_compatible": upstream.port})
+        message = f"The upstream answered {status}."
+        openai_kind = "rate_limit_error" if status == 429 else "server_error"
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            with pytest.raises(openai.APIStatusError) as raised:
+                client.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"))
+            assert raised.value.status_code == status
+            error = raised.value.response.json()["error"]
+            assert error["message"] == message and error["type"] == openai_kind
+            with pytest.raises(openai.APIStatusError) as raised:
+                client.responses.create(model="gpt-4o", input="hi")
+            assert raised.value.status_code == status
+            error = raised.value.response.json()["error"]
+            assert error["message"] == message and error["type"] == openai_kind
+        anthropic_kind = {429: "rate_limit_error", 503: "overloaded_error"}.get(status, "api_error")
+        with anthropic.Anthropic(base_url=envoy.base_url, api_key="k", max_retries=0) as client:
+            with pytest.raises(anthropic.APIStatusError) as raised:
+                client.messages.create(model="gpt-4o", max_tokens=10, messages=user("hi"))
+            assert raised.value.status_code == status
+            reply = raised.value.response.json()
+            assert reply == {"type": "error", "error": {"type": anthropic_kind, "message": message}}
+    finally:
+        upstream.stop()
