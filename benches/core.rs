@@ -234,7 +234,7 @@ fn translation(c: &mut Criterion) {
                 let reply: serde_json::Value =
                     serde_json::from_slice(black_box(&whole)).expect("JSON");
                 let mut dropped = Default::default();
-                let reply = translation.reply(&reply, 1, &mut dropped);
+                let reply = translation.reply(&reply, 1, &Default::default(), &mut dropped);
                 serde_json::to_vec(&reply).expect("JSON")
             })
         });
@@ -244,7 +244,7 @@ fn translation(c: &mut Criterion) {
         ));
         group.bench_function(format!("{label}: streamed reply"), |b| {
             b.iter(|| {
-                let mut translator = translation.stream(1, true);
+                let mut translator = translation.stream(1, true, &Default::default());
                 let mut reader = sse::EventReader::default();
                 let mut out = 0;
                 for (j, step) in steps.iter().enumerate() {

@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     ]))
     .expect("a valid translation");
     let translation = &config.translations[0];
-    let mut translator = translation.stream(1, cuts % 2 == 0);
+    let mut translator = translation.stream(1, cuts % 2 == 0, &Default::default());
     let mut reader = EventReader::default();
     let mut out = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {

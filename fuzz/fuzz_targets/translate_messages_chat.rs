@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
         {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"}
     ]))
     .expect("a valid translation");
-    let mut translator = config.translations[0].stream(1, true);
+    let mut translator = config.translations[0].stream(1, true, &Default::default());
     let mut reader = EventReader::default();
     let mut out = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {

@@ -20,7 +20,7 @@ use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::translate::{self, Api, Dropped, StreamTranslator, Translation};
+use crate::translate::{self, Api, Dropped, Echo, StreamTranslator, Translation};
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).
@@ -58,6 +58,8 @@ struct Translating {
     error_status: Option<u16>,
     /// The translator of a streamed reply, once the reply is known to be one.
     stream: Option<StreamTranslator>,
+    /// What the reply repeats of the request.
+    echo: Echo,
 }
 
 /// What a forwarded reply is, as its content type says.
@@ -288,6 +290,7 @@ impl Filter {
             translating: Some(Box::new(Translating {
                 translation,
                 include_usage: upstream.stream && upstream.include_usage,
+                echo: upstream.echo,
                 error_status: None,
                 stream: None,
             })),
@@ -398,7 +401,8 @@ impl Filter {
                 forwarding.kind = ReplyKind::Json;
             } else if forwarding.kind == ReplyKind::EventStream {
                 let translation = &translating.translation;
-                translating.stream = Some(translation.stream(now(), translating.include_usage));
+                let (created, usage, echo) = (now(), translating.include_usage, &translating.echo);
+                translating.stream = Some(translation.stream(created, usage, echo));
             }
         }
         let rewritten = forwarding.strip_usage_chunk || guards || translating;
@@ -539,7 +543,7 @@ impl Filter {
             match parse_value_noting_duplicates(&body) {
                 Ok((reply, _)) => {
                     forwarding.accounting.observe(&reply);
-                    translation.reply(&reply, now(), &mut dropped)
+                    translation.reply(&reply, now(), &translating.echo, &mut dropped)
                 }
                 Err(_) => {
                     self.refuse_reply(host, Unpassable::NotJson);

@@ -170,6 +170,7 @@ pub(super) fn request(
         body: out,
         dropped,
         stream,
+        echo: Default::default(),
         include_usage,
     })
 }

@@ -161,6 +161,7 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
         body: out,
         dropped,
         stream,
+        echo: Default::default(),
         include_usage: stream,
     })
 }

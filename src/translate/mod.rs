@@ -85,6 +85,18 @@ impl Dropped {
     }
 }
 
+/// What a reply repeats of its request when the client's API says so, as the client sent it
+/// (the Responses API's `instructions`, `tools` and `tool_choice`); empty for the other APIs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Echo(Map<String, Value>);
+
+impl Echo {
+    /// The client's value of `key`, or `default` when it gave none.
+    fn get(&self, key: &str, default: Value) -> Value {
+        self.0.get(key).cloned().unwrap_or(default)
+    }
+}
+
 /// A request translated for the upstream.
 #[derive(Debug)]
 pub struct Upstream {
@@ -96,6 +108,8 @@ pub struct Upstream {
     pub stream: bool,
     /// The client asked for a usage chunk at the end of its stream.
     pub include_usage: bool,
+    /// What the reply repeats of the request.
+    pub echo: Echo,
 }
 
 impl Translation {
@@ -122,12 +136,13 @@ impl Translation {
     }
 
     /// Translates a whole 2xx reply into the client's API; `created` stamps replies whose
-    /// client API carries a creation time the upstream's lacks.
-    pub fn reply(&self, reply: &Value, created: u64, dropped: &mut Dropped) -> Value {
+    /// client API carries a creation time the upstream's lacks, `echo` is the request's
+    /// ([`Upstream::echo`]).
+    pub fn reply(&self, reply: &Value, created: u64, echo: &Echo, dropped: &mut Dropped) -> Value {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::reply(reply, created, dropped),
             (Api::Messages, Api::Chat) => messages_to_chat::reply(reply, dropped),
-            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply),
+            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply, echo),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -143,8 +158,8 @@ impl Translation {
         }
     }
 
-    /// The translator of a streamed reply.
-    pub fn stream(&self, created: u64, include_usage: bool) -> StreamTranslator {
+    /// The translator of a streamed reply; `echo` is the request's ([`Upstream::echo`]).
+    pub fn stream(&self, created: u64, include_usage: bool, echo: &Echo) -> StreamTranslator {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => StreamTranslator(Direction::MessagesToChat(
                 chat_to_messages::Stream::new(created, include_usage),
@@ -153,7 +168,7 @@ impl Translation {
                 messages_to_chat::Stream::default(),
             )),
             (Api::Responses, Api::Chat) => StreamTranslator(Direction::ChatToResponses(
-                responses_to_chat::Stream::default(),
+                responses_to_chat::Stream::new(echo.clone()),
             )),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }

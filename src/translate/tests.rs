@@ -265,6 +265,7 @@ fn a_messages_reply_becomes_a_chat_completion_with_cached_tokens() {
                       "cache_creation_input_tokens": 2},
         }),
         1_700_000_000,
+        &Default::default(),
         &mut dropped,
     );
     assert_eq!(
@@ -288,7 +289,12 @@ fn a_messages_reply_becomes_a_chat_completion_with_cached_tokens() {
         ("max_tokens", "length"),
         ("refusal", "content_filter"),
     ] {
-        let reply = chat_to_messages().reply(&json!({"stop_reason": stop}), 0, &mut dropped);
+        let reply = chat_to_messages().reply(
+            &json!({"stop_reason": stop}),
+            0,
+            &Default::default(),
+            &mut dropped,
+        );
         assert_eq!(reply["choices"][0]["finish_reason"], finish);
         assert_eq!(reply["choices"][0]["message"]["content"], "");
     }
@@ -487,7 +493,7 @@ fn streams_and_whole_replies_agree_at_any_chunk_boundary() {
         }
         let whole = translation.reply(
             &json!({"id": "msg_s", "model": "claude", "content": content, "stop_reason": stop, "usage": usage}),
-            1, &mut Dropped::default(),
+            1, &Default::default(), &mut Dropped::default(),
         );
         let bytes = sse(&messages_stream(
             &text,
@@ -496,7 +502,7 @@ fn streams_and_whole_replies_agree_at_any_chunk_boundary() {
             stop,
             rng.random_range(1..6),
         ));
-        let mut translator = translation.stream(1, true);
+        let mut translator = translation.stream(1, true, &Default::default());
         let mut reader = EventReader::default();
         let mut out = Vec::new();
         let mut rest = bytes.as_slice();
@@ -589,6 +595,7 @@ fn a_round_trip_keeps_text_tools_arguments_and_usage() {
             &json!({"id": "msg", "model": "m", "content": content,
             "stop_reason": "end_turn", "usage": {"input_tokens": input, "output_tokens": 3}}),
             0,
+            &Default::default(),
             &mut Dropped::default(),
         );
         let message = &reply["choices"][0]["message"];
@@ -616,9 +623,11 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
     let translation = chat_to_messages();
     let usage = json!({"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": 0});
     let bytes = sse(&messages_stream("hi", &[], &usage, "max_tokens", 1));
-    let out = translation
-        .stream(1, false)
-        .read(&mut EventReader::default(), &bytes, true);
+    let out = translation.stream(1, false, &Default::default()).read(
+        &mut EventReader::default(),
+        &bytes,
+        true,
+    );
     let (text, _, finish, usage, done) = reassemble(&out);
     assert_eq!(
         (text.as_str(), finish, usage, done),
@@ -628,9 +637,11 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Busy."}}),
         json!({"type": "message_stop"}),
     ]);
-    let out = translation
-        .stream(1, true)
-        .read(&mut EventReader::default(), &error, true);
+    let out = translation.stream(1, true, &Default::default()).read(
+        &mut EventReader::default(),
+        &error,
+        true,
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "data: {\"error\":{\"code\":null,\"message\":\"Busy.\",\"param\":null,\"type\":\"server_error\"}}\n\n"
@@ -776,6 +787,7 @@ fn a_chat_completion_becomes_a_messages_reply_with_cached_tokens() {
                       "prompt_tokens_details": {"cached_tokens": 5}},
         }),
         0,
+        &Default::default(),
         &mut dropped,
     );
     assert_eq!(
@@ -800,13 +812,14 @@ fn a_chat_completion_becomes_a_messages_reply_with_cached_tokens() {
         let reply = messages_to_chat().reply(
             &json!({"choices": [{"finish_reason": finish, "message": {}}]}),
             0,
+            &Default::default(),
             &mut dropped,
         );
         assert_eq!(reply["stop_reason"], stop);
     }
     let bad = json!({"choices": [{"message": {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1"}}]}}]});
     assert_eq!(
-        messages_to_chat().reply(&bad, 0, &mut dropped)["content"][0]["input"],
+        messages_to_chat().reply(&bad, 0, &Default::default(), &mut dropped)["content"][0]["input"],
         json!({})
     );
     assert_eq!(dropped.drain().collect::<Vec<_>>(), [("arguments", 1)]);
@@ -972,9 +985,9 @@ fn chat_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             message["tool_calls"] = Value::Array(tool_calls);
         }
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true);
+        let mut translator = translation.stream(1, true, &Default::default());
         let mut reader = EventReader::default();
         let mut out = Vec::new();
         let mut rest = bytes.as_slice();
@@ -1044,6 +1057,7 @@ fn a_messages_round_trip_keeps_text_tools_arguments_and_usage() {
             "message": {"content": question, "tool_calls": tool_calls}}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": 3}}),
             0,
+            &Default::default(),
             &mut Dropped::default(),
         );
         assert_eq!(reply["content"][0]["text"], question.as_str());
@@ -1076,7 +1090,7 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
     );
     stream.extend_from_slice(crate::api::sse::DONE);
     let out = messages_to_chat()
-        .stream(1, true)
+        .stream(1, true, &Default::default())
         .read(&mut EventReader::default(), &stream, true);
     assert_eq!(
         String::from_utf8(out).unwrap(),
@@ -1217,7 +1231,7 @@ fn a_chat_completion_becomes_a_response() {
             "usage": {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21,
                       "prompt_tokens_details": {"cached_tokens": 5}, "completion_tokens_details": {"reasoning_tokens": 2}},
         }),
-        0,
+        0, &Default::default(),
         &mut Dropped::default(),
     );
     assert_eq!(
@@ -1255,6 +1269,7 @@ fn a_chat_completion_becomes_a_response() {
     let cut = responses_to_chat().reply(
         &json!({"choices": [{"finish_reason": "length", "message": {"content": "a"}}]}),
         0,
+        &Default::default(),
         &mut Dropped::default(),
     );
     assert_eq!(
@@ -1297,9 +1312,9 @@ fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             message["tool_calls"] = Value::Array(tool_calls);
         }
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o", "created": 1,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true);
+        let mut translator = translation.stream(1, true, &Default::default());
         let mut reader = EventReader::default();
         let mut out = Vec::new();
         let mut rest = bytes.as_slice();
@@ -1378,4 +1393,52 @@ fn an_error_without_a_body_names_the_upstream_status_typed_by_it() {
             }
         }
     }
+}
+
+#[test]
+fn a_response_repeats_the_requests_instructions_tools_and_tool_choice() {
+    let tools = json!([{"type": "function", "name": "look", "parameters": {"type": "object"},
+                        "strict": true}]);
+    let choice = json!({"type": "function", "name": "look"});
+    let sent = up_from_responses(
+        json!({"model": "gpt-4o", "input": "hi", "instructions": "Be brief.",
+                                        "tools": tools, "tool_choice": choice}),
+    )
+    .unwrap();
+    let chat = json!({"id": "chatcmpl-e", "model": "gpt-4o", "created": 1,
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": "ok"}}]});
+    let whole = responses_to_chat().reply(&chat, 0, &sent.echo, &mut Dropped::default());
+    let mut translator = responses_to_chat().stream(1, true, &sent.echo);
+    let stream = chat_stream(
+        "ok",
+        &[],
+        &json!({"prompt_tokens": 1, "completion_tokens": 1}),
+        "stop",
+        1,
+    );
+    let out = translator.read(&mut EventReader::default(), &stream, true);
+    let out = String::from_utf8(out).unwrap();
+    let responses: Vec<Value> = out
+        .split("\n\n")
+        .filter_map(|e| e.split_once("data: "))
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap())
+        .filter_map(|event| event.get("response").cloned())
+        .collect();
+    assert_eq!(responses.len(), 3, "created, in_progress, completed");
+    for response in responses.iter().chain([&whole]) {
+        assert_eq!(response["instructions"], "Be brief.");
+        assert_eq!(response["tools"], tools);
+        assert_eq!(response["tool_choice"], choice);
+    }
+    let bare = up_from_responses(json!({"model": "gpt-4o", "input": "hi"})).unwrap();
+    let whole = responses_to_chat().reply(&chat, 0, &bare.echo, &mut Dropped::default());
+    assert_eq!(
+        (
+            &whole["instructions"],
+            &whole["tools"],
+            &whole["tool_choice"]
+        ),
+        (&Value::Null, &json!([]), &json!("auto"))
+    );
 }
