@@ -73,9 +73,8 @@ fn parse_and_mock(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same 200-token reply in each API's wire shape, whole and streamed: what rendering costs
-/// per API (each renders from borrowed structs).
-fn mock_reply_by_api(c: &mut Criterion) {
+/// A mock that writes 200 tokens of lorem ipsum, its timing, and the warmed exact tokenizer.
+fn lorem_mock() -> (FilterConfig, Timing, Tokenizer) {
     let config = FilterConfig::from_json(
         br#"{"mock": {"content": {"mode": "lorem", "min_tokens": 200, "max_tokens": 200}}}"#,
     )
@@ -83,6 +82,13 @@ fn mock_reply_by_api(c: &mut Criterion) {
     let timing = Timing::from_config(&config.mock.latency);
     let tokenizer = Tokenizer::Exact;
     tokenizer.warm();
+    (config, timing, tokenizer)
+}
+
+/// The same 200-token reply in each API's wire shape, whole and streamed: what rendering costs
+/// per API (each renders from borrowed structs).
+fn mock_reply_by_api(c: &mut Criterion) {
+    let (config, timing, tokenizer) = lorem_mock();
     let no_header = |_: &str| None;
     let mut group = c.benchmark_group("mock reply of 200 tokens, by API");
     for stream in [false, true] {
@@ -171,13 +177,7 @@ fn token_counting(c: &mut Criterion) {
 /// Translation on the pass-through path, each direction: a 4 KB request up, and a realistic
 /// 200-token reply (rendered by the mock in the upstream's API) back, whole and streamed.
 fn translation(c: &mut Criterion) {
-    let config = FilterConfig::from_json(
-        br#"{"mock": {"content": {"mode": "lorem", "min_tokens": 200, "max_tokens": 200}}}"#,
-    )
-    .expect("a lorem config");
-    let timing = Timing::from_config(&config.mock.latency);
-    let tokenizer = Tokenizer::Exact;
-    tokenizer.warm();
+    let (config, timing, tokenizer) = lorem_mock();
     let no_header = |_: &str| None;
     let translations = TranslateConfig::parse(&json!([
         {"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages"},

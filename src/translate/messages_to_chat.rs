@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Dropped, Refused, Upstream, refuse};
+use super::{Dropped, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 use crate::api::anthropic;
 use crate::api::openai::ApiError;
 
@@ -632,19 +632,9 @@ impl Stream {
             self.dropped.field("content_after_usage");
             return;
         }
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
+        for choice in first_choices(choices) {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
-            for key in ["content", "refusal"] {
-                let Some(text) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                else {
-                    continue;
-                };
+            for (key, text) in delta_texts(delta) {
                 if self.open != Open::Text {
                     self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 }
@@ -656,12 +646,7 @@ impl Stream {
                     self.finish = Some(json!("refusal"));
                 }
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if !self.calls_seen.contains(&index) {
                     self.calls_seen.push(index);

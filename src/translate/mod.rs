@@ -38,6 +38,32 @@ fn refuse(param: &str, why: String) -> Refused {
     )
 }
 
+/// The choices of a chat chunk that a client reads: the first (a translated request asks for
+/// one).
+fn first_choices(choices: &[Value]) -> impl Iterator<Item = &Value> {
+    choices
+        .iter()
+        .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+}
+
+/// A chat delta's text pieces in order, each with its key: `content`, then `refusal`, each when
+/// not empty.
+fn delta_texts(delta: &Value) -> impl Iterator<Item = (&'static str, &str)> {
+    ["content", "refusal"].into_iter().filter_map(|key| {
+        let text = delta.get(key).and_then(Value::as_str)?;
+        (!text.is_empty()).then_some((key, text))
+    })
+}
+
+/// A chat delta's tool-call pieces.
+fn delta_calls(delta: &Value) -> impl Iterator<Item = &Value> {
+    delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 /// The OpenAI error type of an upstream error that names none (no body, or one not JSON), by its
 /// status, as OpenAI types its own.
 fn openai_kind_of_status(status: u16) -> &'static str {

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Dropped, Echo, Refused, Upstream, refuse};
+use super::{Dropped, Echo, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 
 /// Request fields with no counterpart in Chat Completions that change nothing the client relies
 /// on: left out, each counted.
@@ -677,19 +677,9 @@ impl Stream {
         if let Some(reported) = event.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(reported));
         }
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
+        for choice in first_choices(choices) {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
-            for key in ["content", "refusal"] {
-                let Some(text) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                else {
-                    continue;
-                };
+            for (_, text) in delta_texts(delta) {
                 let message_open =
                     self.open && matches!(self.items.last(), Some(Item::Message { .. }));
                 if !message_open {
@@ -708,12 +698,7 @@ impl Stream {
                                     "delta": text, "logprobs": []});
                 self.push("response.output_text.delta", fields, out);
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if !self.calls.contains(&index) {
                     self.calls.push(index);

@@ -8,14 +8,33 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::api::sse::EventReader;
 
+/// The one translation `config` gives.
+fn translation(config: Value) -> Translation {
+    TranslateConfig::parse(&json!([config]))
+        .unwrap()
+        .translations
+        .remove(0)
+}
+
 fn chat_to_messages() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
         "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 1000,
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
+}
+
+/// What `translation`'s stream translator makes of `bytes` fed in chunks of random sizes.
+fn read_in_random_chunks(translation: &Translation, bytes: &[u8], rng: &mut StdRng) -> Vec<u8> {
+    let mut translator = translation.stream(1, true, &Default::default());
+    let mut reader = EventReader::default();
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
+        out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
+        rest = tail;
+    }
+    out
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -502,15 +521,7 @@ fn streams_and_whole_replies_agree_at_any_chunk_boundary() {
             stop,
             rng.random_range(1..6),
         ));
-        let mut translator = translation.stream(1, true, &Default::default());
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let (streamed_text, streamed_calls, finish, streamed_usage, done) = reassemble(&out);
         assert!(done);
         let message = &whole["choices"][0]["message"];
@@ -649,12 +660,9 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
 }
 
 fn messages_to_chat() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions",
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
 }
 
 fn up_to_chat(request: Value) -> Result<Upstream, Refused> {
@@ -987,15 +995,7 @@ fn chat_streams_and_whole_replies_agree_at_any_chunk_boundary() {
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o",
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true, &Default::default());
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let (blocks, stop, streamed_usage) = reassemble_messages(&out);
         assert_eq!(Value::Array(blocks), whole["content"]);
         assert_eq!(stop, whole["stop_reason"]);
@@ -1099,12 +1099,9 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
 }
 
 fn responses_to_chat() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions",
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
 }
 
 fn up_from_responses(request: Value) -> Result<Upstream, Refused> {
@@ -1314,15 +1311,7 @@ fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o", "created": 1,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true, &Default::default());
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let out = String::from_utf8(out).unwrap();
         let events: Vec<Value> = out
             .split("\n\n")

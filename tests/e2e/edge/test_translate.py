@@ -48,10 +48,15 @@ def anthropic_mock(start_envoy):
     return start_envoy(filter_config='{"mock": {"content": {"mode": "echo"}}}')
 
 
+def start_proxy(start_envoy, upstream_port: int, **options):
+    """The translating Envoy with both of its upstream clusters sent to `upstream_port`."""
+    return start_envoy(CONFIG, cluster_ports={"anthropic": upstream_port,
+                                              "openai_compatible": upstream_port}, **options)
+
+
 @pytest.fixture(scope="module")
 def proxy(start_envoy, anthropic_mock):
-    return start_envoy(CONFIG, cluster_ports={"anthropic": anthropic_mock.port,
-                                              "openai_compatible": anthropic_mock.port})
+    return start_proxy(start_envoy, anthropic_mock.port)
 
 
 @pytest.fixture()
@@ -82,9 +87,7 @@ def test_text_comes_back_as_a_chat_completion(sdk):
 def test_the_upstream_receives_anthropics_request(start_envoy):
     recorder = Upstream("anthropic")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port},
-                            extra_env={"ANTHROPIC_API_KEY": "sk-ant-from-envoy"})
+        envoy = start_proxy(start_envoy, recorder.port, extra_env={"ANTHROPIC_API_KEY": "sk-ant-from-envoy"})
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="client-key", max_retries=0) as client:
             client.chat.completions.create(
@@ -115,8 +118,7 @@ def test_the_upstream_receives_anthropics_request(start_envoy):
 def test_a_chat_model_outside_the_translation_goes_on_untranslated(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
             reply = client.chat.completions.create(model="gpt-4o", messages=user("hi"), extra_headers=tag)
@@ -298,9 +300,7 @@ def test_a_messages_client_gets_its_text(claude):
 def test_the_chat_upstream_receives_openais_request(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port},
-                            extra_env={"OPENAI_API_KEY": "sk-from-envoy"})
+        envoy = start_proxy(start_envoy, recorder.port, extra_env={"OPENAI_API_KEY": "sk-from-envoy"})
         test_id, tag = tagged()
         with anthropic.Anthropic(base_url=envoy.base_url, api_key="client-key", max_retries=0) as client:
             reply = client.messages.create(
@@ -439,8 +439,7 @@ def test_a_responses_client_gets_its_text_and_store_is_said_to_be_off(sdk):
 def test_the_chat_upstream_receives_a_responses_clients_request(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
             response = client.responses.create(model="gpt-4o", instructions="Be brief.", input="hi",
@@ -563,7 +562,7 @@ def test_parallel_tool_use_reaches_a_messages_client(claude):
 def test_images_go_up_in_the_upstreams_shape(start_envoy):
     recorder = Upstream("both")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port, "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         chat_id, chat_tag = tagged()
         claude_id, claude_tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
@@ -609,8 +608,7 @@ def test_a_chat_json_schema_becomes_anthropics_structured_output(sdk, proxy):
 def test_the_anthropic_upstream_receives_output_config(start_envoy):
     recorder = Upstream("anthropic")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
             # The recorder answers in chat's shape: only the request it got matters here.
@@ -676,8 +674,7 @@ class BareErrors:
 def test_an_upstream_error_without_a_json_body_names_its_status_in_each_dialect(start_envoy, status, body):
     upstream = BareErrors(status, body)
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": upstream.port,
-                                                   "openai_compatible": upstream.port})
+        envoy = start_proxy(start_envoy, upstream.port)
         message = f"The upstream answered {status}."
         openai_kind = "rate_limit_error" if status == 429 else "server_error"
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
