@@ -14,6 +14,7 @@ use llm_edge::surface::FilterConfig;
 use llm_edge::surface::MessagesRequest;
 use llm_edge::surface::ResponsesRequest;
 use llm_edge::surface::Tokenizer;
+use llm_edge::surface::TranslateConfig;
 use llm_edge::surface::guard::{self, Action, Detectors, Masker};
 use llm_edge::surface::mock::{self, Timing};
 use llm_edge::surface::sse;
@@ -72,9 +73,8 @@ fn parse_and_mock(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same 200-token reply in each API's wire shape, whole and streamed: what rendering costs
-/// per API (each renders from borrowed structs).
-fn mock_reply_by_api(c: &mut Criterion) {
+/// A mock that writes 200 tokens of lorem ipsum, its timing, and the warmed exact tokenizer.
+fn lorem_mock() -> (FilterConfig, Timing, Tokenizer) {
     let config = FilterConfig::from_json(
         br#"{"mock": {"content": {"mode": "lorem", "min_tokens": 200, "max_tokens": 200}}}"#,
     )
@@ -82,6 +82,13 @@ fn mock_reply_by_api(c: &mut Criterion) {
     let timing = Timing::from_config(&config.mock.latency);
     let tokenizer = Tokenizer::Exact;
     tokenizer.warm();
+    (config, timing, tokenizer)
+}
+
+/// The same 200-token reply in each API's wire shape, whole and streamed: what rendering costs
+/// per API (each renders from borrowed structs).
+fn mock_reply_by_api(c: &mut Criterion) {
+    let (config, timing, tokenizer) = lorem_mock();
     let no_header = |_: &str| None;
     let mut group = c.benchmark_group("mock reply of 200 tokens, by API");
     for stream in [false, true] {
@@ -167,12 +174,97 @@ fn token_counting(c: &mut Criterion) {
     group.finish();
 }
 
+/// Translation on the pass-through path, each direction: a 4 KB request up, and a realistic
+/// 200-token reply (rendered by the mock in the upstream's API) back, whole and streamed.
+fn translation(c: &mut Criterion) {
+    let (config, timing, tokenizer) = lorem_mock();
+    let no_header = |_: &str| None;
+    let translations = TranslateConfig::parse(&json!([
+        {"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages"},
+        {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"},
+        {"client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions"},
+    ]))
+    .expect("a valid translation")
+    .translations;
+    let text = prose(CLEAN, 4 * 1024);
+    let requests = [
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 1024,
+               "messages": [{"role": "system", "content": "You are terse."},
+                            {"role": "user", "content": text}]}),
+        json!({"model": "gpt-4o", "max_tokens": 1024, "system": "You are terse.",
+               "messages": [{"role": "user", "content": text}]}),
+        json!({"model": "gpt-4o", "instructions": "You are terse.", "input": text}),
+    ];
+    let upstream_reply = |translation: usize, stream: bool| {
+        let reply = if translation == 0 {
+            let request = json!({"model": "claude-sonnet-4-5", "stream": stream,
+                                 "max_tokens": 1024,
+                                 "messages": [{"role": "user", "content": PROMPT}]});
+            let request = MessagesRequest::parse(request.to_string().as_bytes());
+            let request = request.expect("a Messages request");
+            mock::anthropic_message(&config.mock, tokenizer, &timing, &request, no_header)
+        } else {
+            let mut request = json!({"model": "gpt-4o", "stream": stream, "seed": 7,
+                                     "messages": [{"role": "user", "content": PROMPT}]});
+            if stream {
+                request["stream_options"] = json!({"include_usage": true});
+            }
+            let request = ChatRequest::parse(request.to_string().as_bytes());
+            let request = request.expect("a chat request");
+            mock::chat_completion(&config.mock, tokenizer, &timing, &request, no_header)
+        };
+        reply.expect("a mock reply").steps
+    };
+    let mut group = c.benchmark_group("translate");
+    for (i, translation) in translations.iter().enumerate() {
+        let label = translation.label();
+        let request = requests[i].to_string().into_bytes();
+        group.throughput(Throughput::Bytes(request.len() as u64));
+        group.bench_function(format!("{label}: 4 KB request"), |b| {
+            b.iter(|| {
+                let fields = serde_json::from_slice(black_box(&request)).expect("an object");
+                let upstream = translation.request(fields).expect("a translatable request");
+                serde_json::to_vec(&upstream.body).expect("JSON")
+            })
+        });
+        let whole = upstream_reply(i, false).concat();
+        group.throughput(Throughput::Bytes(whole.len() as u64));
+        group.bench_function(format!("{label}: whole reply"), |b| {
+            b.iter(|| {
+                let reply: serde_json::Value =
+                    serde_json::from_slice(black_box(&whole)).expect("JSON");
+                let mut dropped = Default::default();
+                let reply = translation.reply(&reply, 1, &Default::default(), &mut dropped);
+                serde_json::to_vec(&reply).expect("JSON")
+            })
+        });
+        let steps = upstream_reply(i, true);
+        group.throughput(Throughput::Bytes(
+            steps.iter().map(Vec::len).sum::<usize>() as u64
+        ));
+        group.bench_function(format!("{label}: streamed reply"), |b| {
+            b.iter(|| {
+                let mut translator = translation.stream(1, true, &Default::default());
+                let mut reader = sse::EventReader::default();
+                let mut out = 0;
+                for (j, step) in steps.iter().enumerate() {
+                    let end = j + 1 == steps.len();
+                    out += translator.read(&mut reader, black_box(step), end).len();
+                }
+                out
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     parse_and_mock,
     mock_reply_by_api,
     sse_encode,
     masking,
-    token_counting
+    token_counting,
+    translation
 );
 criterion_main!(benches);

@@ -6,9 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::surface::TranslateConfig;
-use llm_edge::surface::sse::EventReader;
-use serde_json::{Value, json};
+
+mod translate_stream;
+
+use serde_json::Value;
 
 /// Asserts `stream` is a chat completion stream.
 fn assert_chat_stream(stream: &[u8]) {
@@ -64,28 +65,7 @@ fn assert_chat_stream(stream: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cuts, rest)) = data.split_first() else {
-        return;
-    };
-    let cuts = usize::from(cuts % 8).min(rest.len());
-    let (sizes, mut stream) = rest.split_at(cuts);
-    let mut chunks = Vec::new();
-    for &size in sizes {
-        let (chunk, tail) = stream.split_at(usize::from(size).min(stream.len()));
-        chunks.push(chunk);
-        stream = tail;
+    if let Some(out) = translate_stream::translate(data, "chat", "messages", "/v1/messages") {
+        assert_chat_stream(&out);
     }
-    chunks.push(stream);
-    let config = TranslateConfig::parse(&json!([
-        {"client": "chat", "upstream": "messages", "upstream_path": "/v1/messages"}
-    ]))
-    .expect("a valid translation");
-    let translation = &config.translations[0];
-    let mut translator = translation.stream(1, cuts % 2 == 0);
-    let mut reader = EventReader::default();
-    let mut out = Vec::new();
-    for (i, chunk) in chunks.iter().enumerate() {
-        out.extend(translator.read(&mut reader, chunk, i + 1 == chunks.len()));
-    }
-    assert_chat_stream(&out);
 });

@@ -7,9 +7,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_edge::surface::TranslateConfig;
-use llm_edge::surface::sse::EventReader;
-use serde_json::{Value, json};
+
+mod translate_stream;
+
+use serde_json::Value;
 
 /// Asserts `stream` is a Messages event stream in the order Anthropic's SDKs rely on.
 fn assert_messages_stream(stream: &[u8]) {
@@ -92,27 +93,8 @@ fn assert_messages_stream(stream: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cuts, rest)) = data.split_first() else {
-        return;
-    };
-    let cuts = usize::from(cuts % 8).min(rest.len());
-    let (sizes, mut stream) = rest.split_at(cuts);
-    let mut chunks = Vec::new();
-    for &size in sizes {
-        let (chunk, tail) = stream.split_at(usize::from(size).min(stream.len()));
-        chunks.push(chunk);
-        stream = tail;
+    if let Some(out) = translate_stream::translate(data, "messages", "chat", "/v1/chat/completions")
+    {
+        assert_messages_stream(&out);
     }
-    chunks.push(stream);
-    let config = TranslateConfig::parse(&json!([
-        {"client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions"}
-    ]))
-    .expect("a valid translation");
-    let mut translator = config.translations[0].stream(1, true);
-    let mut reader = EventReader::default();
-    let mut out = Vec::new();
-    for (i, chunk) in chunks.iter().enumerate() {
-        out.extend(translator.read(&mut reader, chunk, i + 1 == chunks.len()));
-    }
-    assert_messages_stream(&out);
 });

@@ -22,7 +22,7 @@ use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::translate::{self, Api, Dropped, StreamTranslator, Translation};
+use crate::translate::{self, Api, Dropped, Echo, StreamTranslator, Translation};
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).
@@ -64,6 +64,8 @@ struct Translating {
     error_status: Option<u16>,
     /// The translator of a streamed reply, once the reply is known to be one.
     stream: Option<StreamTranslator>,
+    /// What the reply repeats of the request.
+    echo: Echo,
 }
 
 /// What a forwarded reply is, as its content type says.
@@ -246,7 +248,8 @@ impl Filter {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if let Some(translation) = self.translation(endpoint, model).cloned() {
-            let essentials = self.translate_request(host, endpoint, translation, fields, body);
+            let essentials =
+                self.translate_request(host, endpoint, translation, fields, body, changed);
             return essentials.map(|essentials| Essentials {
                 recorded_request,
                 ..essentials
@@ -283,8 +286,9 @@ impl Filter {
     }
 
     /// Sends a transformed and guarded client request on in the upstream's API, to its path and
-    /// with its headers; `body` is left holding the client's request, which budgets count. `None`
-    /// after refusing a request that cannot be translated without changing its meaning.
+    /// with its headers; `body` is left holding the client's request, which budgets count (written
+    /// again only when `changed`). `None` after refusing a request that cannot be translated
+    /// without changing its meaning.
     fn translate_request(
         &mut self,
         host: &mut impl Host,
@@ -292,6 +296,7 @@ impl Filter {
         translation: Translation,
         fields: Map<String, Value>,
         body: &mut Vec<u8>,
+        changed: bool,
     ) -> Option<Essentials> {
         let model = fields.get("model").and_then(Value::as_str);
         let model = model.unwrap_or_default().to_owned();
@@ -299,8 +304,10 @@ impl Filter {
         if translation.upstream == Api::Messages {
             max_tokens = max_tokens.or(Some(translation.default_max_tokens.into()));
         }
-        body.clear();
-        json_writer::write_object(body, &fields);
+        if changed {
+            body.clear();
+            json_writer::write_object(body, &fields);
+        }
         let mut upstream = match translation.request(fields) {
             Ok(upstream) => upstream,
             Err(error) => {
@@ -323,6 +330,7 @@ impl Filter {
             translating: Some(Box::new(Translating {
                 translation,
                 include_usage: upstream.stream && upstream.include_usage,
+                echo: upstream.echo,
                 error_status: None,
                 stream: None,
             })),
@@ -407,7 +415,16 @@ impl Filter {
             host.set_response_header(name, Some(value));
         }
         if end_of_stream {
+            // An upstream error without a body still reaches the client in its API's envelope.
+            let failed = !forwarding.accounting.upstream_ok;
+            let translating = forwarding.translating.as_deref().filter(|_| failed);
+            let error = translating.map(|t| t.translation.error(upstream_status(host), b""));
             self.record_usage(host);
+            if let Some((status, body)) = error {
+                let headers = self.reply_headers(&[("content-type", "application/json")]);
+                host.send_response(status, &headers, &body, "llm_edge_upstream_error");
+                return HeadersStatus::StopIteration;
+            }
             return HeadersStatus::Continue;
         }
         let encoded = host
@@ -422,15 +439,12 @@ impl Filter {
         if let Some(translating) = forwarding.translating.as_deref_mut() {
             if !forwarding.accounting.upstream_ok {
                 // An error's body, whatever its type, is answered whole in the client's envelope.
-                let status = host.response_header(":status").unwrap_or_default();
-                let status = std::str::from_utf8(status)
-                    .ok()
-                    .and_then(|s| s.parse().ok());
-                translating.error_status = Some(status.unwrap_or(502));
+                translating.error_status = Some(upstream_status(host));
                 forwarding.kind = ReplyKind::Json;
             } else if forwarding.kind == ReplyKind::EventStream {
                 let translation = &translating.translation;
-                translating.stream = Some(translation.stream(now(), translating.include_usage));
+                let (created, usage, echo) = (now(), translating.include_usage, &translating.echo);
+                translating.stream = Some(translation.stream(created, usage, echo));
             }
         }
         let rewritten = forwarding.strip_usage_chunk || guards || translating;
@@ -573,7 +587,7 @@ impl Filter {
             match parse_value_noting_duplicates(&body) {
                 Ok((reply, _)) => {
                     forwarding.accounting.observe(&reply);
-                    translation.reply(&reply, now(), &mut dropped)
+                    translation.reply(&reply, now(), &translating.echo, &mut dropped)
                 }
                 Err(_) => {
                     self.refuse_reply(host, Unpassable::NotJson);
@@ -815,6 +829,15 @@ fn count_dropped(host: &mut impl Host, translation: &Translation, dropped: &mut 
             count,
         );
     }
+}
+
+/// The upstream reply's status (502 when it has none that reads as one).
+fn upstream_status(host: &impl Host) -> u16 {
+    let status = host.response_header(":status").unwrap_or_default();
+    std::str::from_utf8(status)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502)
 }
 
 /// Seconds since the Unix epoch, for the `created` of a reply whose upstream API has none.

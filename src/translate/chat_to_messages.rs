@@ -124,14 +124,9 @@ pub(super) fn request(
     }
     fields.remove("stream");
     fields.remove("stream_options");
-    match fields.remove("response_format") {
-        None | Some(Value::Null) => {}
-        Some(format) if format.get("type").and_then(Value::as_str) == Some("text") => {}
-        Some(_) => {
-            return Err(refuse(
-                "response_format",
-                "json_object and json_schema cannot be expressed in Anthropic Messages".into(),
-            ));
+    if let Some(format) = fields.remove("response_format").filter(|f| !f.is_null()) {
+        if let Some(format) = output_format(&format, &mut dropped)? {
+            out.insert("output_config".into(), json!({"format": format}));
         }
     }
     match fields.remove("n") {
@@ -175,6 +170,7 @@ pub(super) fn request(
         body: out,
         dropped,
         stream,
+        echo: Default::default(),
         include_usage,
     })
 }
@@ -394,6 +390,38 @@ fn tools(tools: Value, dropped: &mut Dropped) -> Result<Vec<Value>, Refused> {
         .collect()
 }
 
+/// `response_format` as `output_config.format`: a JSON schema is Anthropic's structured output
+/// (always held to the schema, so `strict` changes nothing; `name` and `description` have no
+/// place and are counted); `json_object` has no counterpart.
+fn output_format(format: &Value, dropped: &mut Dropped) -> Result<Option<Value>, Refused> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_schema") => {
+            let spec = format.get("json_schema");
+            let Some(schema) = spec.and_then(|s| s.get("schema")).filter(|s| s.is_object()) else {
+                return Err(refuse(
+                    "response_format.json_schema.schema",
+                    "Anthropic's structured outputs need a schema object".into(),
+                ));
+            };
+            for key in ["name", "strict", "description"] {
+                if spec.and_then(|s| s.get(key)).is_some_and(|v| !v.is_null()) {
+                    dropped.field(key);
+                }
+            }
+            Ok(Some(json!({"type": "json_schema", "schema": schema})))
+        }
+        Some("json_object") => Err(refuse(
+            "response_format",
+            "json_object has no counterpart in Anthropic Messages (a json_schema does)".into(),
+        )),
+        _ => Err(refuse(
+            "response_format.type",
+            "allowed: text, json_schema".into(),
+        )),
+    }
+}
+
 /// `tool_choice`: auto, none, required (Anthropic's any) or a named function.
 fn tool_choice(choice: &Value) -> Result<Value, Refused> {
     match choice {
@@ -507,8 +535,9 @@ pub(super) fn error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
             | "rate_limit_error"),
         ) => openai_kind(kind),
         Some("invalid_request_error" | "request_too_large") => "invalid_request_error",
-        _ if status < 500 => "invalid_request_error",
-        _ => "server_error",
+        Some(_) if status < 500 => "invalid_request_error",
+        Some(_) => "server_error",
+        None => super::openai_kind_of_status(status),
     };
     let error = ApiError {
         status,

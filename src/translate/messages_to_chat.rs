@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Dropped, Refused, Upstream, refuse};
+use super::{Dropped, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 use crate::api::anthropic;
 use crate::api::openai::ApiError;
 
@@ -20,6 +20,23 @@ const DROPPED: [&str; 6] = [
     "context_management",
     "inference_geo",
 ];
+
+/// `output_config` fields other than `format`, which Chat Completions has no place for.
+const DROPPED_OUTPUT_CONFIG: [&str; 1] = ["effort"];
+
+/// Anthropic's structured output format (a JSON schema) as chat's `response_format`, named
+/// `response` as chat requires a name; not `strict`, which refuses schemas Anthropic takes.
+fn response_format(format: &Value, param: &str) -> Result<Value, Refused> {
+    let schema = format.get("schema").filter(|s| s.is_object());
+    match (format.get("type").and_then(Value::as_str), schema) {
+        (Some("json_schema"), Some(schema)) => Ok(json!({"type": "json_schema",
+            "json_schema": {"name": "response", "schema": schema}})),
+        _ => Err(refuse(
+            param,
+            "must be a json_schema format with a schema object".into(),
+        )),
+    }
+}
 
 /// Translates a Messages request to a chat request.
 pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refused> {
@@ -116,6 +133,23 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
             out.insert("user".into(), user.clone());
         }
     }
+    // The older beta's top-level `output_format` is the same schema.
+    let output_format = fields.remove("output_format").filter(|f| !f.is_null());
+    let format = match fields.remove("output_config") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut config)) => {
+            let format = config.remove("format").filter(|f| !f.is_null());
+            dropped.rest(&config, &DROPPED_OUTPUT_CONFIG);
+            format
+        }
+        Some(_) => return Err(refuse("output_config", "must be an object".into())),
+    };
+    if let Some((param, format)) = format
+        .map(|f| ("output_config.format", f))
+        .or(output_format.map(|f| ("output_format", f)))
+    {
+        out.insert("response_format".into(), response_format(&format, param)?);
+    }
     if fields.remove("mcp_servers").is_some_and(|m| !m.is_null()) {
         return Err(refuse(
             "mcp_servers",
@@ -127,6 +161,7 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
         body: out,
         dropped,
         stream,
+        echo: Default::default(),
         include_usage: stream,
     })
 }
@@ -475,7 +510,12 @@ pub(super) fn error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         param: None,
         code: None,
     };
-    (status, anthropic::error_json(&error))
+    // Anthropic's envelope and type for the status, with the upstream's own message (or the
+    // status named): not the wording llm-edge gives its own errors, such as a 401's.
+    let mut envelope: Value =
+        serde_json::from_slice(&anthropic::error_json(&error)).expect("an envelope is JSON");
+    envelope["error"]["message"] = Value::String(error.message);
+    (status, envelope.to_string().into_bytes())
 }
 
 /// What the translator has open in the client's stream.
@@ -592,19 +632,9 @@ impl Stream {
             self.dropped.field("content_after_usage");
             return;
         }
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
+        for choice in first_choices(choices) {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
-            for key in ["content", "refusal"] {
-                let Some(text) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                else {
-                    continue;
-                };
+            for (key, text) in delta_texts(delta) {
                 if self.open != Open::Text {
                     self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 }
@@ -616,12 +646,7 @@ impl Stream {
                     self.finish = Some(json!("refusal"));
                 }
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if !self.calls_seen.contains(&index) {
                     self.calls_seen.push(index);

@@ -14,6 +14,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::api::json_writer;
 use crate::api::openai::ApiError;
 use crate::api::sse::{EventFate, EventReader};
 
@@ -35,6 +36,45 @@ fn refuse(param: &str, why: String) -> Refused {
         Some(param),
         Some("untranslatable_parameter"),
     )
+}
+
+/// The choices of a chat chunk that a client reads: the first (a translated request asks for
+/// one).
+fn first_choices(choices: &[Value]) -> impl Iterator<Item = &Value> {
+    choices
+        .iter()
+        .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+}
+
+/// A chat delta's text pieces in order, each with its key: `content`, then `refusal`, each when
+/// not empty.
+fn delta_texts(delta: &Value) -> impl Iterator<Item = (&'static str, &str)> {
+    ["content", "refusal"].into_iter().filter_map(|key| {
+        let text = delta.get(key).and_then(Value::as_str)?;
+        (!text.is_empty()).then_some((key, text))
+    })
+}
+
+/// A chat delta's tool-call pieces.
+fn delta_calls(delta: &Value) -> impl Iterator<Item = &Value> {
+    delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The OpenAI error type of an upstream error that names none (no body, or one not JSON), by its
+/// status, as OpenAI types its own.
+fn openai_kind_of_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    }
 }
 
 /// The fields a translation left out, by name (a fixed set of names: a field llm-edge does not
@@ -71,6 +111,18 @@ impl Dropped {
     }
 }
 
+/// What a reply repeats of its request when the client's API says so, as the client sent it
+/// (the Responses API's `instructions`, `tools` and `tool_choice`); empty for the other APIs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Echo(Map<String, Value>);
+
+impl Echo {
+    /// The client's value of `key`, or `default` when it gave none.
+    fn get(&self, key: &str, default: Value) -> Value {
+        self.0.get(key).cloned().unwrap_or(default)
+    }
+}
+
 /// A request translated for the upstream.
 #[derive(Debug)]
 pub struct Upstream {
@@ -82,6 +134,8 @@ pub struct Upstream {
     pub stream: bool,
     /// The client asked for a usage chunk at the end of its stream.
     pub include_usage: bool,
+    /// What the reply repeats of the request.
+    pub echo: Echo,
 }
 
 impl Translation {
@@ -108,12 +162,13 @@ impl Translation {
     }
 
     /// Translates a whole 2xx reply into the client's API; `created` stamps replies whose
-    /// client API carries a creation time the upstream's lacks.
-    pub fn reply(&self, reply: &Value, created: u64, dropped: &mut Dropped) -> Value {
+    /// client API carries a creation time the upstream's lacks, `echo` is the request's
+    /// ([`Upstream::echo`]).
+    pub fn reply(&self, reply: &Value, created: u64, echo: &Echo, dropped: &mut Dropped) -> Value {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => chat_to_messages::reply(reply, created, dropped),
             (Api::Messages, Api::Chat) => messages_to_chat::reply(reply, dropped),
-            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply),
+            (Api::Responses, Api::Chat) => responses_to_chat::reply(reply, echo),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
     }
@@ -129,8 +184,8 @@ impl Translation {
         }
     }
 
-    /// The translator of a streamed reply.
-    pub fn stream(&self, created: u64, include_usage: bool) -> StreamTranslator {
+    /// The translator of a streamed reply; `echo` is the request's ([`Upstream::echo`]).
+    pub fn stream(&self, created: u64, include_usage: bool, echo: &Echo) -> StreamTranslator {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => StreamTranslator(Direction::MessagesToChat(
                 chat_to_messages::Stream::new(created, include_usage),
@@ -139,7 +194,7 @@ impl Translation {
                 messages_to_chat::Stream::default(),
             )),
             (Api::Responses, Api::Chat) => StreamTranslator(Direction::ChatToResponses(
-                responses_to_chat::Stream::default(),
+                responses_to_chat::Stream::new(echo.clone()),
             )),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
         }
@@ -211,7 +266,15 @@ pub fn write_events(out: &mut Vec<u8>, events: &[Value]) {
             .is_none()
             .then(|| event.get("type").and_then(Value::as_str))
             .flatten();
-        crate::api::sse::write_event(out, kind, event);
+        if let Some(kind) = kind {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(kind.as_bytes());
+            out.push(b'\n');
+        }
+        // As `sse::write_event` writes it, with strings escaped a word at a time.
+        out.extend_from_slice(b"data: ");
+        json_writer::write_value(out, event);
+        out.extend_from_slice(b"\n\n");
     }
 }
 

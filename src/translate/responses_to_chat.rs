@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Dropped, Refused, Upstream, refuse};
+use super::{Dropped, Echo, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 
 /// Request fields with no counterpart in Chat Completions that change nothing the client relies
 /// on: left out, each counted.
@@ -41,6 +41,13 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
             "background",
             "llm-edge answers in the foreground".into(),
         ));
+    }
+    // The reply repeats these as the client sent them, as OpenAI's does.
+    let mut echo = Map::new();
+    for key in ["instructions", "tools", "tool_choice"] {
+        if let Some(value) = fields.get(key).filter(|v| !v.is_null()) {
+            echo.insert(key.into(), value.clone());
+        }
     }
     let mut messages = Vec::new();
     if let Some(instructions) = fields.remove("instructions").filter(|i| !i.is_null()) {
@@ -116,6 +123,7 @@ pub(super) fn request(mut fields: Map<String, Value>) -> Result<Upstream, Refuse
         dropped,
         stream,
         include_usage: stream,
+        echo: Echo(echo),
     })
 }
 
@@ -424,6 +432,7 @@ fn response(
     finish: Option<&str>,
     items: &[Item],
     usage: Option<Value>,
+    echo: &Echo,
 ) -> Value {
     let (status, incomplete) = match finish {
         None => ("in_progress", Value::Null),
@@ -434,20 +443,22 @@ fn response(
     let output: Vec<Value> = items.iter().map(|item| item.json("completed")).collect();
     json!({
         "id": id, "object": "response", "created_at": created, "status": status,
-        "error": null, "incomplete_details": incomplete, "instructions": null,
+        "error": null, "incomplete_details": incomplete,
+        "instructions": echo.get("instructions", Value::Null),
         "max_output_tokens": null, "model": model, "output": output,
         "parallel_tool_calls": true, "previous_response_id": null,
         "reasoning": {"effort": null, "summary": null},
         // llm-edge stores nothing: `store` was ignored, and the reply says so.
         "store": false,
-        "temperature": null, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
-        "tools": [], "top_p": null, "truncation": "disabled",
+        "temperature": null, "text": {"format": {"type": "text"}},
+        "tool_choice": echo.get("tool_choice", json!("auto")),
+        "tools": echo.get("tools", json!([])), "top_p": null, "truncation": "disabled",
         "usage": usage.unwrap_or(Value::Null), "user": null, "metadata": {},
     })
 }
 
-/// A whole chat completion as a `Response`.
-pub(super) fn reply(reply: &Value) -> Value {
+/// A whole chat completion as a `Response`, repeating `echo` of the request.
+pub(super) fn reply(reply: &Value, echo: &Echo) -> Value {
     let text_of = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or("");
     let chat_id = text_of("id");
     let choice = reply.pointer("/choices/0").unwrap_or(&Value::Null);
@@ -490,6 +501,7 @@ pub(super) fn reply(reply: &Value) -> Value {
         Some(finish),
         &items,
         usage,
+        echo,
     )
 }
 
@@ -502,8 +514,9 @@ pub(super) fn error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         text("message").map_or_else(|| format!("The upstream answered {status}."), str::to_owned);
     let kind = match text("type") {
         Some(kind) if kind.ends_with("_error") => kind.to_owned(),
-        _ if status < 500 => "invalid_request_error".to_owned(),
-        _ => "server_error".to_owned(),
+        Some(_) if status < 500 => "invalid_request_error".to_owned(),
+        Some(_) => "server_error".to_owned(),
+        None => super::openai_kind_of_status(status).to_owned(),
     };
     let envelope = json!({"error": {"message": message, "type": kind,
                                      "param": text("param"), "code": text("code")}});
@@ -528,11 +541,21 @@ pub(super) struct Stream {
     finish: Option<String>,
     usage: Option<Value>,
     done: bool,
+    /// What the responses repeat of the request.
+    echo: Echo,
     /// Content the client's API has no place for.
     pub(super) dropped: Dropped,
 }
 
 impl Stream {
+    /// A translator whose responses repeat `echo` of the request.
+    pub(super) fn new(echo: Echo) -> Self {
+        Self {
+            echo,
+            ..Self::default()
+        }
+    }
+
     fn push(&mut self, kind: &str, mut fields: Value, out: &mut Vec<Value>) {
         fields["type"] = json!(kind);
         fields["sequence_number"] = json!(self.sequence);
@@ -556,7 +579,15 @@ impl Stream {
         self.id = id("resp", &self.chat_id);
         self.model = text("model");
         self.created = chunk.get("created").and_then(Value::as_u64).unwrap_or(0);
-        let response = response(&self.id, &self.model, self.created, None, &[], None);
+        let response = response(
+            &self.id,
+            &self.model,
+            self.created,
+            None,
+            &[],
+            None,
+            &self.echo,
+        );
         for kind in ["response.created", "response.in_progress"] {
             self.push(kind, json!({"response": response}), out);
         }
@@ -620,6 +651,7 @@ impl Stream {
                 Some(&finish),
                 &self.items,
                 self.usage.clone(),
+                &self.echo,
             );
             let kind = if response["status"] == "incomplete" {
                 "response.incomplete"
@@ -645,19 +677,9 @@ impl Stream {
         if let Some(reported) = event.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(reported));
         }
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
+        for choice in first_choices(choices) {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
-            for key in ["content", "refusal"] {
-                let Some(text) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                else {
-                    continue;
-                };
+            for (_, text) in delta_texts(delta) {
                 let message_open =
                     self.open && matches!(self.items.last(), Some(Item::Message { .. }));
                 if !message_open {
@@ -676,12 +698,7 @@ impl Stream {
                                     "delta": text, "logprobs": []});
                 self.push("response.output_text.delta", fields, out);
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if !self.calls.contains(&index) {
                     self.calls.push(index);

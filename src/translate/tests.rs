@@ -8,14 +8,33 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::api::sse::EventReader;
 
+/// The one translation `config` gives.
+fn translation(config: Value) -> Translation {
+    TranslateConfig::parse(&json!([config]))
+        .unwrap()
+        .translations
+        .remove(0)
+}
+
 fn chat_to_messages() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
         "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 1000,
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
+}
+
+/// What `translation`'s stream translator makes of `bytes` fed in chunks of random sizes.
+fn read_in_random_chunks(translation: &Translation, bytes: &[u8], rng: &mut StdRng) -> Vec<u8> {
+    let mut translator = translation.stream(1, true, &Default::default());
+    let mut reader = EventReader::default();
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
+        out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
+        rest = tail;
+    }
+    out
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -137,6 +156,67 @@ fn tool_choices_map_and_unknown_fields_are_counted_as_other() {
 }
 
 #[test]
+fn a_json_schema_response_format_becomes_anthropics_structured_output() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    let sent = up(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "answer", "strict": true, "schema": schema}},
+    }))
+    .unwrap();
+    assert_eq!(
+        sent.body["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    let mut dropped = sent.dropped;
+    let mut counted: Vec<_> = dropped.drain().collect();
+    counted.sort_unstable();
+    assert_eq!(counted, [("name", 1), ("strict", 1)]);
+    let text = up(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                         "response_format": {"type": "text"}}),
+    )
+    .unwrap();
+    assert!(!text.body.contains_key("output_config"));
+}
+
+#[test]
+fn anthropics_structured_output_becomes_a_json_schema_response_format() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    let expected = json!({"type": "json_schema",
+                          "json_schema": {"name": "response", "schema": schema}});
+    let base =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for (key, value) in [
+        (
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}, "effort": "low"}),
+        ),
+        (
+            "output_format",
+            json!({"type": "json_schema", "schema": schema}),
+        ),
+    ] {
+        let mut request = base.clone();
+        request[key] = value;
+        let sent = up_to_chat(request).unwrap();
+        assert_eq!(sent.body["response_format"], expected, "{key}");
+        assert!(!sent.body.contains_key(key));
+    }
+    let mut request = base.clone();
+    request["output_config"] = json!({"effort": "low"});
+    let sent = up_to_chat(request).unwrap();
+    assert!(!sent.body.contains_key("response_format"));
+    let mut dropped = sent.dropped;
+    assert_eq!(dropped.drain().collect::<Vec<_>>(), [("effort", 1)]);
+    let mut request = base;
+    request["output_config"] = json!({"format": {"type": "json_object"}});
+    let error = up_to_chat(request).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("output_config.format"));
+}
+
+#[test]
 fn fields_whose_meaning_would_change_are_refused_naming_them() {
     let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     for (key, value) in [
@@ -145,7 +225,7 @@ fn fields_whose_meaning_would_change_are_refused_naming_them() {
         ("logprobs", json!(true)),
         (
             "response_format",
-            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
         ),
         ("response_format", json!({"type": "json_object"})),
         ("modalities", json!(["text", "audio"])),
@@ -204,6 +284,7 @@ fn a_messages_reply_becomes_a_chat_completion_with_cached_tokens() {
                       "cache_creation_input_tokens": 2},
         }),
         1_700_000_000,
+        &Default::default(),
         &mut dropped,
     );
     assert_eq!(
@@ -227,7 +308,12 @@ fn a_messages_reply_becomes_a_chat_completion_with_cached_tokens() {
         ("max_tokens", "length"),
         ("refusal", "content_filter"),
     ] {
-        let reply = chat_to_messages().reply(&json!({"stop_reason": stop}), 0, &mut dropped);
+        let reply = chat_to_messages().reply(
+            &json!({"stop_reason": stop}),
+            0,
+            &Default::default(),
+            &mut dropped,
+        );
         assert_eq!(reply["choices"][0]["finish_reason"], finish);
         assert_eq!(reply["choices"][0]["message"]["content"], "");
     }
@@ -426,7 +512,7 @@ fn streams_and_whole_replies_agree_at_any_chunk_boundary() {
         }
         let whole = translation.reply(
             &json!({"id": "msg_s", "model": "claude", "content": content, "stop_reason": stop, "usage": usage}),
-            1, &mut Dropped::default(),
+            1, &Default::default(), &mut Dropped::default(),
         );
         let bytes = sse(&messages_stream(
             &text,
@@ -435,15 +521,7 @@ fn streams_and_whole_replies_agree_at_any_chunk_boundary() {
             stop,
             rng.random_range(1..6),
         ));
-        let mut translator = translation.stream(1, true);
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let (streamed_text, streamed_calls, finish, streamed_usage, done) = reassemble(&out);
         assert!(done);
         let message = &whole["choices"][0]["message"];
@@ -528,6 +606,7 @@ fn a_round_trip_keeps_text_tools_arguments_and_usage() {
             &json!({"id": "msg", "model": "m", "content": content,
             "stop_reason": "end_turn", "usage": {"input_tokens": input, "output_tokens": 3}}),
             0,
+            &Default::default(),
             &mut Dropped::default(),
         );
         let message = &reply["choices"][0]["message"];
@@ -555,9 +634,11 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
     let translation = chat_to_messages();
     let usage = json!({"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": 0});
     let bytes = sse(&messages_stream("hi", &[], &usage, "max_tokens", 1));
-    let out = translation
-        .stream(1, false)
-        .read(&mut EventReader::default(), &bytes, true);
+    let out = translation.stream(1, false, &Default::default()).read(
+        &mut EventReader::default(),
+        &bytes,
+        true,
+    );
     let (text, _, finish, usage, done) = reassemble(&out);
     assert_eq!(
         (text.as_str(), finish, usage, done),
@@ -567,9 +648,11 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Busy."}}),
         json!({"type": "message_stop"}),
     ]);
-    let out = translation
-        .stream(1, true)
-        .read(&mut EventReader::default(), &error, true);
+    let out = translation.stream(1, true, &Default::default()).read(
+        &mut EventReader::default(),
+        &error,
+        true,
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "data: {\"error\":{\"code\":null,\"message\":\"Busy.\",\"param\":null,\"type\":\"server_error\"}}\n\n"
@@ -577,12 +660,9 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
 }
 
 fn messages_to_chat() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions",
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
 }
 
 fn up_to_chat(request: Value) -> Result<Upstream, Refused> {
@@ -715,6 +795,7 @@ fn a_chat_completion_becomes_a_messages_reply_with_cached_tokens() {
                       "prompt_tokens_details": {"cached_tokens": 5}},
         }),
         0,
+        &Default::default(),
         &mut dropped,
     );
     assert_eq!(
@@ -739,13 +820,14 @@ fn a_chat_completion_becomes_a_messages_reply_with_cached_tokens() {
         let reply = messages_to_chat().reply(
             &json!({"choices": [{"finish_reason": finish, "message": {}}]}),
             0,
+            &Default::default(),
             &mut dropped,
         );
         assert_eq!(reply["stop_reason"], stop);
     }
     let bad = json!({"choices": [{"message": {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1"}}]}}]});
     assert_eq!(
-        messages_to_chat().reply(&bad, 0, &mut dropped)["content"][0]["input"],
+        messages_to_chat().reply(&bad, 0, &Default::default(), &mut dropped)["content"][0]["input"],
         json!({})
     );
     assert_eq!(dropped.drain().collect::<Vec<_>>(), [("arguments", 1)]);
@@ -911,17 +993,9 @@ fn chat_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             message["tool_calls"] = Value::Array(tool_calls);
         }
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true);
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let (blocks, stop, streamed_usage) = reassemble_messages(&out);
         assert_eq!(Value::Array(blocks), whole["content"]);
         assert_eq!(stop, whole["stop_reason"]);
@@ -983,6 +1057,7 @@ fn a_messages_round_trip_keeps_text_tools_arguments_and_usage() {
             "message": {"content": question, "tool_calls": tool_calls}}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": 3}}),
             0,
+            &Default::default(),
             &mut Dropped::default(),
         );
         assert_eq!(reply["content"][0]["text"], question.as_str());
@@ -1015,7 +1090,7 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
     );
     stream.extend_from_slice(crate::api::sse::DONE);
     let out = messages_to_chat()
-        .stream(1, true)
+        .stream(1, true, &Default::default())
         .read(&mut EventReader::default(), &stream, true);
     assert_eq!(
         String::from_utf8(out).unwrap(),
@@ -1024,12 +1099,9 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
 }
 
 fn responses_to_chat() -> Translation {
-    TranslateConfig::parse(&json!([{
+    translation(json!({
         "client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions",
-    }]))
-    .unwrap()
-    .translations
-    .remove(0)
+    }))
 }
 
 fn up_from_responses(request: Value) -> Result<Upstream, Refused> {
@@ -1156,7 +1228,7 @@ fn a_chat_completion_becomes_a_response() {
             "usage": {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21,
                       "prompt_tokens_details": {"cached_tokens": 5}, "completion_tokens_details": {"reasoning_tokens": 2}},
         }),
-        0,
+        0, &Default::default(),
         &mut Dropped::default(),
     );
     assert_eq!(
@@ -1194,6 +1266,7 @@ fn a_chat_completion_becomes_a_response() {
     let cut = responses_to_chat().reply(
         &json!({"choices": [{"finish_reason": "length", "message": {"content": "a"}}]}),
         0,
+        &Default::default(),
         &mut Dropped::default(),
     );
     assert_eq!(
@@ -1236,17 +1309,9 @@ fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             message["tool_calls"] = Value::Array(tool_calls);
         }
         let whole = translation.reply(&json!({"id": "chatcmpl-s", "model": "gpt-4o", "created": 1,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &mut Dropped::default());
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}), 0, &Default::default(), &mut Dropped::default());
         let bytes = chat_stream(&text, &calls, &usage, finish, rng.random_range(1..6));
-        let mut translator = translation.stream(1, true);
-        let mut reader = EventReader::default();
-        let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len().min(17)));
-            out.extend(translator.read(&mut reader, chunk, tail.is_empty()));
-            rest = tail;
-        }
+        let out = read_in_random_chunks(&translation, &bytes, &mut rng);
         let out = String::from_utf8(out).unwrap();
         let events: Vec<Value> = out
             .split("\n\n")
@@ -1292,4 +1357,77 @@ fn responses_streams_and_whole_replies_agree_at_any_chunk_boundary() {
             calls.iter().map(|c| c.2.clone()).collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn an_error_without_a_body_names_the_upstream_status_typed_by_it() {
+    for (status, openai, anthropic) in [
+        (429, "rate_limit_error", "rate_limit_error"),
+        (401, "authentication_error", "authentication_error"),
+        (400, "invalid_request_error", "invalid_request_error"),
+        (502, "server_error", "api_error"),
+    ] {
+        let message = format!("The upstream answered {status}.");
+        for (translation, kind) in [
+            (chat_to_messages(), openai),
+            (responses_to_chat(), openai),
+            (messages_to_chat(), anthropic),
+        ] {
+            for body in [&b""[..], b"<html>Bad gateway</html>"] {
+                let (sent, body) = translation.error(status, body);
+                assert_eq!(sent, status);
+                let error = serde_json::from_slice::<Value>(&body).unwrap()["error"].clone();
+                assert_eq!(error["type"], kind, "{} {status}", translation.label());
+                assert_eq!(error["message"], message.as_str());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_response_repeats_the_requests_instructions_tools_and_tool_choice() {
+    let tools = json!([{"type": "function", "name": "look", "parameters": {"type": "object"},
+                        "strict": true}]);
+    let choice = json!({"type": "function", "name": "look"});
+    let sent = up_from_responses(
+        json!({"model": "gpt-4o", "input": "hi", "instructions": "Be brief.",
+                                        "tools": tools, "tool_choice": choice}),
+    )
+    .unwrap();
+    let chat = json!({"id": "chatcmpl-e", "model": "gpt-4o", "created": 1,
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": "ok"}}]});
+    let whole = responses_to_chat().reply(&chat, 0, &sent.echo, &mut Dropped::default());
+    let mut translator = responses_to_chat().stream(1, true, &sent.echo);
+    let stream = chat_stream(
+        "ok",
+        &[],
+        &json!({"prompt_tokens": 1, "completion_tokens": 1}),
+        "stop",
+        1,
+    );
+    let out = translator.read(&mut EventReader::default(), &stream, true);
+    let out = String::from_utf8(out).unwrap();
+    let responses: Vec<Value> = out
+        .split("\n\n")
+        .filter_map(|e| e.split_once("data: "))
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap())
+        .filter_map(|event| event.get("response").cloned())
+        .collect();
+    assert_eq!(responses.len(), 3, "created, in_progress, completed");
+    for response in responses.iter().chain([&whole]) {
+        assert_eq!(response["instructions"], "Be brief.");
+        assert_eq!(response["tools"], tools);
+        assert_eq!(response["tool_choice"], choice);
+    }
+    let bare = up_from_responses(json!({"model": "gpt-4o", "input": "hi"})).unwrap();
+    let whole = responses_to_chat().reply(&chat, 0, &bare.echo, &mut Dropped::default());
+    assert_eq!(
+        (
+            &whole["instructions"],
+            &whole["tools"],
+            &whole["tool_choice"]
+        ),
+        (&Value::Null, &json!([]), &json!("auto"))
+    );
 }

@@ -10,6 +10,8 @@ max tokens, errors in the client's dialect, and the guard and a budget on a tran
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
 import jsonschema
@@ -46,10 +48,15 @@ def anthropic_mock(start_envoy):
     return start_envoy(filter_config='{"mock": {"content": {"mode": "echo"}}}')
 
 
+def start_proxy(start_envoy, upstream_port: int, **options):
+    """The translating Envoy with both of its upstream clusters sent to `upstream_port`."""
+    return start_envoy(CONFIG, cluster_ports={"anthropic": upstream_port,
+                                              "openai_compatible": upstream_port}, **options)
+
+
 @pytest.fixture(scope="module")
 def proxy(start_envoy, anthropic_mock):
-    return start_envoy(CONFIG, cluster_ports={"anthropic": anthropic_mock.port,
-                                              "openai_compatible": anthropic_mock.port})
+    return start_proxy(start_envoy, anthropic_mock.port)
 
 
 @pytest.fixture()
@@ -80,9 +87,7 @@ def test_text_comes_back_as_a_chat_completion(sdk):
 def test_the_upstream_receives_anthropics_request(start_envoy):
     recorder = Upstream("anthropic")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port},
-                            extra_env={"ANTHROPIC_API_KEY": "sk-ant-from-envoy"})
+        envoy = start_proxy(start_envoy, recorder.port, extra_env={"ANTHROPIC_API_KEY": "sk-ant-from-envoy"})
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="client-key", max_retries=0) as client:
             client.chat.completions.create(
@@ -113,8 +118,7 @@ def test_the_upstream_receives_anthropics_request(start_envoy):
 def test_a_chat_model_outside_the_translation_goes_on_untranslated(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
             reply = client.chat.completions.create(model="gpt-4o", messages=user("hi"), extra_headers=tag)
@@ -296,9 +300,7 @@ def test_a_messages_client_gets_its_text(claude):
 def test_the_chat_upstream_receives_openais_request(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port},
-                            extra_env={"OPENAI_API_KEY": "sk-from-envoy"})
+        envoy = start_proxy(start_envoy, recorder.port, extra_env={"OPENAI_API_KEY": "sk-from-envoy"})
         test_id, tag = tagged()
         with anthropic.Anthropic(base_url=envoy.base_url, api_key="client-key", max_retries=0) as client:
             reply = client.messages.create(
@@ -437,8 +439,7 @@ def test_a_responses_client_gets_its_text_and_store_is_said_to_be_off(sdk):
 def test_the_chat_upstream_receives_a_responses_clients_request(start_envoy):
     recorder = Upstream("openai")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port,
-                                                   "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         test_id, tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
             response = client.responses.create(model="gpt-4o", instructions="Be brief.", input="hi",
@@ -561,7 +562,7 @@ def test_parallel_tool_use_reaches_a_messages_client(claude):
 def test_images_go_up_in_the_upstreams_shape(start_envoy):
     recorder = Upstream("both")
     try:
-        envoy = start_envoy(CONFIG, cluster_ports={"anthropic": recorder.port, "openai_compatible": recorder.port})
+        envoy = start_proxy(start_envoy, recorder.port)
         chat_id, chat_tag = tagged()
         claude_id, claude_tag = tagged()
         with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
@@ -588,3 +589,111 @@ def test_structured_output_reaches_a_responses_client(sdk):
                                     text={"format": {"type": "json_schema", "name": "weather", "schema": schema,
                                                      "strict": True}})
     jsonschema.validate(json.loads(response.output_text), schema)
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}},
+                  "required": ["city", "degrees"], "additionalProperties": False}
+
+
+def test_a_chat_json_schema_becomes_anthropics_structured_output(sdk, proxy):
+    reply = sdk.chat.completions.create(
+        model="claude-sonnet-4-6", messages=user("weather as JSON"),
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "weather", "strict": True, "schema": WEATHER_SCHEMA}})
+    jsonschema.validate(json.loads(reply.choices[0].message.content), WEATHER_SCHEMA)
+    proxy.wait_for_stat(
+        f"{MODULE_STATS}.translation_dropped_fields_total.direction.chat_to_messages.field.name", 1)
+
+
+def test_the_anthropic_upstream_receives_output_config(start_envoy):
+    recorder = Upstream("anthropic")
+    try:
+        envoy = start_proxy(start_envoy, recorder.port)
+        test_id, tag = tagged()
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            # The recorder answers in chat's shape: only the request it got matters here.
+            client.chat.completions.create(
+                model="claude-sonnet-4-6", messages=user("hi"), extra_headers=tag,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA}})
+        sent = json.loads(recorder.seen(test_id)["raw"])
+        assert sent["output_config"] == {"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}}
+        assert "response_format" not in sent
+    finally:
+        recorder.stop()
+
+
+def test_a_chat_json_object_toward_anthropic_is_refused_naming_it(sdk):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"),
+                                    response_format={"type": "json_object"})
+    error = raised.value.response.json()["error"]
+    assert error["param"] == "response_format" and error["code"] == "untranslatable_parameter"
+    assert "json_object" in error["message"]
+
+
+def test_a_messages_client_output_config_becomes_a_chat_json_schema(claude):
+    message = claude.messages.create(
+        model="gpt-4o", max_tokens=200, messages=user("weather as JSON"),
+        output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}})
+    (block,) = message.content
+    jsonschema.validate(json.loads(block.text), WEATHER_SCHEMA)
+
+
+# An upstream error with no body, or one that is not JSON.
+
+class BareErrors:
+    """An upstream answering every request with `status` and `body` (empty: no body at all)."""
+
+    def __init__(self, status: int, body: bytes = b"", content_type: str = "text/html"):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.send_response(status)
+                if body:
+                    self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "body"), [(429, b""), (503, b""), (502, b"<html>Bad gateway</html>")])
+def test_an_upstream_error_without_a_json_body_names_its_status_in_each_dialect(start_envoy, status, body):
+    upstream = BareErrors(status, body)
+    try:
+        envoy = start_proxy(start_envoy, upstream.port)
+        message = f"The upstream answered {status}."
+        openai_kind = "rate_limit_error" if status == 429 else "server_error"
+        with openai.OpenAI(base_url=envoy.base_url + "/v1", api_key="k", max_retries=0) as client:
+            with pytest.raises(openai.APIStatusError) as raised:
+                client.chat.completions.create(model="claude-sonnet-4-6", messages=user("hi"))
+            assert raised.value.status_code == status
+            error = raised.value.response.json()["error"]
+            assert error["message"] == message and error["type"] == openai_kind
+            with pytest.raises(openai.APIStatusError) as raised:
+                client.responses.create(model="gpt-4o", input="hi")
+            assert raised.value.status_code == status
+            error = raised.value.response.json()["error"]
+            assert error["message"] == message and error["type"] == openai_kind
+        anthropic_kind = {429: "rate_limit_error", 503: "overloaded_error"}.get(status, "api_error")
+        with anthropic.Anthropic(base_url=envoy.base_url, api_key="k", max_retries=0) as client:
+            with pytest.raises(anthropic.APIStatusError) as raised:
+                client.messages.create(model="gpt-4o", max_tokens=10, messages=user("hi"))
+            assert raised.value.status_code == status
+            reply = raised.value.response.json()
+            assert reply == {"type": "error", "error": {"type": anthropic_kind, "message": message}}
+    finally:
+        upstream.stop()
