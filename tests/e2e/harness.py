@@ -269,12 +269,19 @@ class Envoy:
         raise KeyError(name)
 
     def wait_for_stat(self, name: str, expected: int, timeout_s: float = 10.0) -> None:
-        """Polls a stat until it reads `expected`; fails with the last value after `timeout_s`."""
+        """Polls a stat until it reads `expected`; fails with the last value after `timeout_s`. A
+        stat the module has not defined yet (its first update is still to come) is not there."""
         deadline = time.monotonic() + timeout_s
-        while (value := self.stat(name)) != expected:
+        while (value := self._stat_or_none(name)) != expected:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} is {value}, expected {expected}")
             time.sleep(0.02)
+
+    def _stat_or_none(self, name: str) -> int | None:
+        try:
+            return self.stat(name)
+        except KeyError:
+            return None
 
     def log(self, since: int = 0) -> str:
         """Envoy's log, from byte `since` on: a `log_size()` taken before a test's own requests
