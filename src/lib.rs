@@ -80,7 +80,7 @@ pub mod surface {
         pub use crate::fixtures::format::{
             LineOut, RecordedEvent, RecordedUsage, VERSION, parse_utc,
         };
-        pub use crate::fixtures::index::{FixtureSet, Found, Reply, parse_file};
+        pub use crate::fixtures::index::{FixtureSet, Found, Reply, parse_file, read_file};
         pub use crate::fixtures::writer::{Recorder, Submitted, WriterSettings};
     }
 

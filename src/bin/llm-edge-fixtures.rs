@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_edge::surface::ConfigError;
-use llm_edge::surface::fixtures::{FixtureSet, Ignored, Reply, parse_file, parse_utc};
+use llm_edge::surface::fixtures::{FixtureSet, Ignored, Reply, parse_file, parse_utc, read_file};
 
 const USAGE: &str = "usage: llm-edge-fixtures (list | check) [--json] [--ignore FIELD]... FILE...
 
@@ -56,7 +56,7 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let mut fixtures = Vec::new();
     for file in &files {
-        let bytes = std::fs::read(file).map_err(|error| format!("{file}: {error}"))?;
+        let bytes = read_file(file).map_err(|error| format!("{file}: {error}"))?;
         let loaded = parse_file(file, &bytes, &ignored).map_err(|error| described(&error))?;
         if command == "check" {
             println!(

@@ -48,6 +48,7 @@ impl Recording {
     pub(super) fn new(endpoint: &'static str, request: Vec<u8>, model: String) -> Self {
         Self {
             endpoint,
+            kept: request.len(),
             request,
             model,
             sent_at: Instant::now(),
@@ -58,11 +59,13 @@ impl Recording {
             events: Vec::new(),
             splitter: EventSplitter::default(),
             unreadable: false,
-            kept: 0,
             too_large: false,
         }
     }
 }
+
+/// What each recorded event adds to its line besides its bytes, at least (`{"at_ms":…,"raw":…}`).
+const EVENT_OVERHEAD: usize = 24;
 
 /// Milliseconds, as a fixture stores them.
 fn millis(elapsed: Duration) -> u64 {
@@ -104,7 +107,9 @@ impl Filter {
         if recording.too_large {
             return;
         }
-        recording.kept += bytes.len();
+        // An event costs its line more than its bytes (its time, its escapes): at least this.
+        let overhead = if stream { EVENT_OVERHEAD } else { 0 };
+        recording.kept += bytes.len() + overhead;
         if recording.kept > limit {
             recording.too_large = true;
             recording.body = Vec::new();
@@ -164,7 +169,12 @@ impl Filter {
 
     /// The exchange as a fixture line, or why it cannot be one.
     fn fixture_line(&self, mut recording: Recording) -> Result<Vec<u8>, &'static str> {
-        if recording.too_large {
+        let limit = self
+            .config()
+            .record
+            .as_ref()
+            .map_or(0, |record| record.max_exchange_bytes);
+        if recording.too_large || recording.kept > limit {
             return Err("too_large");
         }
         let rest = recording.splitter.finish();
@@ -177,20 +187,34 @@ impl Filter {
         if recording.unreadable {
             return Err("unrecordable");
         }
-        // A reversible guard put this request's values back in the reply: they leave it again.
-        for event in &mut recording.events {
-            if let Cow::Owned(remasked) = self.remask(&event.raw)? {
-                event.raw = remasked;
+        // A reversible guard put this request's values back in the reply: they leave it again,
+        // in whatever form they took, and a recording that would still hold one is not written.
+        if let Some(remask) = self.masker.remasker() {
+            for event in &mut recording.events {
+                let remasked = remask.event(event.raw.as_bytes());
+                if remask.leaves_any(&remasked) {
+                    return Err("unrecordable");
+                }
+                if let Cow::Owned(remasked) = remasked {
+                    event.raw = String::from_utf8(remasked).map_err(|_| "unrecordable")?;
+                }
+            }
+            if !stream {
+                if let Cow::Owned(remasked) = remask.body(&recording.body) {
+                    recording.body = remasked;
+                }
+                if remask.leaves_any(&recording.body) {
+                    return Err("unrecordable");
+                }
             }
         }
         let (reply, body) = if stream {
             (None, None)
         } else {
-            let text = std::str::from_utf8(&recording.body).map_err(|_| "unrecordable")?;
-            let text = self.remask(text)?;
+            let text = String::from_utf8(recording.body).map_err(|_| "unrecordable")?;
             match format::minify(text.as_bytes()) {
                 Some(json) => (Some(json), None),
-                None => (None, Some(text.into_owned())),
+                None => (None, Some(text)),
             }
         };
         let request = format::minify(&recording.request).ok_or("unrecordable")?;
@@ -216,12 +240,12 @@ impl Filter {
                 completion_tokens,
             },
         };
-        Ok(line.to_line())
-    }
-
-    /// `text` with this request's masked values masked again, or why it cannot be recorded.
-    fn remask<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, &'static str> {
-        self.masker.remask_in_json(text).ok_or("unrecordable")
+        let line = line.to_line();
+        // Escapes can make a line longer than what it holds: the line is what is bounded.
+        if line.len() > limit {
+            return Err("too_large");
+        }
+        Ok(line)
     }
 
     fn recording_mut(&mut self) -> Option<&mut Recording> {

@@ -2,7 +2,6 @@
 //! reply (status, body or events, paced as configured), naming the fixture and its recording date
 //! in headers; a miss gets what `on_miss` says.
 
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -114,21 +113,20 @@ impl Filter {
             (RECORDED_AT_HEADER, fixture.recorded_at.as_str()),
         ]);
         let headers: Vec<(&str, &str)> = headers.into_iter().collect();
-        let restore = |bytes: &[u8]| -> Vec<u8> {
-            // A reversible guard's placeholders, as recorded, become this request's values.
-            match std::str::from_utf8(bytes) {
-                Ok(text) => match self.masker.restore_in_json(text) {
-                    Cow::Borrowed(_) => bytes.to_vec(),
-                    Cow::Owned(text) => text.into_bytes(),
-                },
-                Err(_) => bytes.to_vec(),
+        // A reversible guard's placeholders, as recorded, become this request's values.
+        let restorer = self.masker.restorer();
+        let restore = |bytes: &[u8], event: bool| -> Vec<u8> {
+            match &restorer {
+                Some(restorer) if event => restorer.event(bytes).into_owned(),
+                Some(restorer) => restorer.body(bytes).into_owned(),
+                None => bytes.to_vec(),
             }
         };
         let (steps, recorded): (Vec<Vec<u8>>, Vec<Duration>) = match &fixture.reply {
-            Reply::Whole(body) => (vec![restore(body)], vec![fixture.duration]),
+            Reply::Whole(body) => (vec![restore(body, false)], vec![fixture.duration]),
             Reply::Events(events) => events
                 .iter()
-                .map(|(at, event)| (restore(event), *at))
+                .map(|(at, event)| (restore(event, true), *at))
                 .unzip(),
         };
         let offsets = self.replay_offsets(fixtures, &recorded);

@@ -189,36 +189,11 @@ impl Masker {
         out
     }
 
-    /// Puts the original values back in place of this request's placeholders in JSON text
-    /// (a replayed reply's bytes): each original goes in JSON-escaped, so the text stays JSON.
-    /// Linear in the text.
-    pub fn restore_in_json<'t>(&self, json: &'t str) -> Cow<'t, str> {
-        if self.originals.is_empty() || !json.contains('[') {
-            return Cow::Borrowed(json);
-        }
-        let (placeholders, originals): (Vec<&str>, Vec<String>) = self
-            .originals
+    /// This request's placeholders and the values they stand for.
+    pub fn originals(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.originals
             .iter()
-            .map(|(placeholder, original)| (placeholder.as_str(), json_escaped(original)))
-            .unzip();
-        // Unrestored placeholders are safe to send: no original leaks if this cannot be built.
-        replace_all(json, &placeholders, &originals).unwrap_or(Cow::Borrowed(json))
-    }
-
-    /// Puts this request's placeholders back in place of its original values in JSON text (a
-    /// reply about to be recorded, restored for its client): no original value reaches a
-    /// fixture file. Linear in the text; `None` when it cannot be done (the reply must not be
-    /// recorded then).
-    pub fn remask_in_json<'t>(&self, json: &'t str) -> Option<Cow<'t, str>> {
-        if self.placeholders.is_empty() {
-            return Some(Cow::Borrowed(json));
-        }
-        let (originals, placeholders): (Vec<String>, Vec<&str>) = self
-            .placeholders
-            .iter()
-            .map(|(original, placeholder)| (json_escaped(original), placeholder.as_str()))
-            .unzip();
-        replace_all(json, &originals, &placeholders)
+            .map(|(placeholder, original)| (placeholder.as_str(), original.as_str()))
     }
 
     /// Where a placeholder of this request that holds `text[cut]` starts: a cut there would
@@ -244,31 +219,6 @@ impl Masker {
     }
 }
 
-/// A string as it reads inside a JSON string literal.
-fn json_escaped(text: &str) -> String {
-    let quoted = serde_json::to_string(text).expect("a string serializes");
-    quoted[1..quoted.len() - 1].to_owned()
-}
-
-/// Replaces every match of `from[i]` by `to[i]` in one pass, the longest match first where two
-/// start at one place; `None` when the matcher cannot be built.
-fn replace_all<'t>(
-    text: &'t str,
-    from: &[impl AsRef<str>],
-    to: &[impl AsRef<str>],
-) -> Option<Cow<'t, str>> {
-    let from: Vec<&str> = from.iter().map(AsRef::as_ref).collect();
-    let automaton = aho_corasick::AhoCorasick::builder()
-        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-        .build(&from)
-        .ok()?;
-    if !automaton.is_match(text) {
-        return Some(Cow::Borrowed(text));
-    }
-    let to: Vec<&str> = to.iter().map(AsRef::as_ref).collect();
-    Some(Cow::Owned(automaton.replace_all(text, &to)))
-}
-
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -285,28 +235,6 @@ mod tests {
         assert_eq!(masker.restore("reply to [EMAIL_2]"), "reply to b@y.io");
         assert_eq!(masker.placeholder_holdback("see [EMA"), 4);
         assert_eq!(masker.placeholder_holdback("see [x]"), 0);
-    }
-
-    #[test]
-    fn json_text_is_restored_and_remasked_escaped_and_round_trips() {
-        let detectors = detectors(&[("email", Action::Mask)]);
-        let mut masker = Masker::default();
-        masker.mask(&detectors, "a\"b@x.io and c@y.io").unwrap();
-        let recorded = r#"{"text":"to [EMAIL_1], cc [EMAIL_2], not [EMAIL_3]"}"#;
-        let restored = masker.restore_in_json(recorded);
-        let value: serde_json::Value = serde_json::from_str(&restored).unwrap();
-        assert_eq!(value["text"], "to b@x.io, cc c@y.io, not [EMAIL_3]");
-        let remasked = masker.remask_in_json(&restored).unwrap();
-        assert_eq!(remasked, recorded);
-        // An original that is also the start of a longer one: the longer is masked whole.
-        let mut masker = Masker::default();
-        masker.mask(&detectors, "b@x.io b@x.io.uk").unwrap();
-        let remasked = masker.remask_in_json(r#""b@x.io.uk, b@x.io""#).unwrap();
-        assert!(!remasked.contains("@x.io"), "{remasked}");
-        assert!(matches!(
-            Masker::default().remask_in_json("x"),
-            Some(Cow::Borrowed("x"))
-        ));
     }
 
     #[test]

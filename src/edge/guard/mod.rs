@@ -19,6 +19,7 @@ mod detect;
 mod fields;
 mod hold;
 mod masker;
+mod rewrite;
 mod stream;
 mod validators;
 
@@ -26,6 +27,7 @@ pub use config::{Action, CustomDetector, FieldRule, Guard, GuardConfig};
 pub use detect::{BUILT_IN, Detectors};
 pub use fields::{guard_reply, guard_request, guard_text};
 pub use masker::{Detection, Masker, Rejected};
+pub use rewrite::Rewriter;
 pub use stream::{DeltaGuard, append_final_events, write_events};
 
 /// What the tests of several of the guard's files build their detectors and configs from.

@@ -41,6 +41,8 @@ fn record(config: &str, path: &str, exchanges: &[(&[u8], Upstream<'_>)]) -> Vec<
 /// What the upstream answers.
 enum Upstream<'a> {
     Json(u16, &'a [u8]),
+    /// A reply that is not JSON.
+    Text(u16, &'a [u8]),
     Stream(&'a [&'a [u8]]),
     /// The stream is cut before it ends.
     Cut(&'a [u8]),
@@ -50,6 +52,7 @@ impl Upstream<'_> {
     fn reply(&self, filter: &mut Filter, host: &mut FakeHost) {
         let (status, kind) = match self {
             Self::Json(status, _) => (*status, "application/json"),
+            Self::Text(status, _) => (*status, "text/plain"),
             Self::Stream(_) | Self::Cut(_) => (200, "text/event-stream"),
         };
         host.response_headers = vec![
@@ -58,7 +61,7 @@ impl Upstream<'_> {
         ];
         filter.on_response_headers(host, false);
         match self {
-            Self::Json(_, body) => {
+            Self::Json(_, body) | Self::Text(_, body) => {
                 host.response_chunk = body.to_vec();
                 if filter.on_response_body(host, true) == BodyStatus::StopIterationAndBuffer {
                     host.response_buffered = std::mem::take(&mut host.response_chunk);
@@ -263,6 +266,96 @@ fn a_stream_llm_edge_is_asked_to_break_is_not_recorded() {
     assert_eq!(
         counted(&host, Counter::FixtureRecords),
         [(labels(&["fault_injected"]), 1)]
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"");
+}
+
+#[test]
+fn a_masked_value_in_any_form_never_reaches_the_file() {
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1234567890abcdef\n-----END RSA PRIVATE KEY-----";
+    let guard =
+        r#", "guard": {"detectors": {"email": "mask", "private_key": "mask"}, "reversible": true}"#;
+    let request = serde_json::to_vec(&serde_json::json!({"model": "m", "messages": [
+        {"role": "user", "content": format!("mail bob@corp.com the key {key}")}]}))
+    .unwrap();
+    // The upstream echoes the placeholders inside tool arguments, escaped, and as plain text.
+    let arguments = r#"{"to":"[EMAIL_1]","key":"[PRIVATE_KEY_1]"}"#;
+    let tool_call = serde_json::to_vec(&serde_json::json!({"choices": [{"message": {
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]}}]}))
+    .unwrap();
+    let escaped = br#"{"choices":[{"message":{"content":"to bob\u0040corp.com"}}]}"#;
+    let stream: &[&[u8]] = &[
+        b": upstream note [PRIVATE_KEY_1]\n\n",
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"bob\\u0040corp.com\"}}]}\n\ndata: [DONE]\n\n",
+    ];
+    let streamed = serde_json::to_vec(
+        &serde_json::json!({"model": "m", "stream": true, "messages": [
+        {"role": "user", "content": format!("mail bob@corp.com the key {key}")}]}),
+    )
+    .unwrap();
+    let path = fixture_path("every-form");
+    let hosts = record(
+        &record_config(&path, guard),
+        &path,
+        &[
+            (&request, Upstream::Json(200, &tool_call)),
+            (&request, Upstream::Json(200, escaped)),
+            (
+                &request,
+                Upstream::Text(500, format!("upstream failed on {key}").as_bytes()),
+            ),
+            (&streamed, Upstream::Stream(stream)),
+        ],
+    );
+    // The client got its values back in the tool call...
+    let client_saw: Value =
+        serde_json::from_slice(hosts[0].replaced_body.as_ref().unwrap()).unwrap();
+    let sent =
+        client_saw["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].clone();
+    let arguments: Value = serde_json::from_str(sent.as_str().unwrap()).unwrap();
+    assert_eq!(arguments["key"], key);
+    // ...and the file holds none of them, in any form.
+    let file = std::fs::read_to_string(&path).unwrap();
+    for secret in ["corp.com", "MIIEowIBAAKCAQEA", "bob\\u0040"] {
+        assert!(!file.contains(secret), "{secret} in {file}");
+    }
+    let written: usize = hosts
+        .iter()
+        .map(|host| {
+            counted(host, Counter::FixtureRecords)
+                .iter()
+                .filter(|(labels, _)| labels == &["queued"])
+                .count()
+        })
+        .sum();
+    assert_eq!(written, file.lines().count());
+}
+
+#[test]
+fn the_request_counts_towards_the_exchange_limit() {
+    let path = fixture_path("large-request");
+    let config = format!(
+        r#"{{"mode": "record", "record": {{"path": "{path}", "max_exchange_bytes": 2048}}}}"#
+    );
+    let large = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(4000)
+    );
+    let hosts = record(
+        &config,
+        &path,
+        &[(large.as_bytes(), Upstream::Json(200, b"{}"))],
+    );
+    assert_eq!(
+        counted(&hosts[0], Counter::FixtureRecords),
+        [(labels(&["too_large"]), 1)]
+    );
+    // Many tiny events cost their line more than their bytes.
+    let events = b"data: {}\n\n".repeat(150);
+    let hosts = record(&config, &path, &[(HELLO, Upstream::Stream(&[&events]))]);
+    assert_eq!(
+        counted(&hosts[0], Counter::FixtureRecords),
+        [(labels(&["too_large"]), 1)]
     );
     assert_eq!(std::fs::read(&path).unwrap(), b"");
 }
