@@ -78,7 +78,7 @@ pub mod surface {
     pub mod fixtures {
         pub use crate::fixtures::canonical::{Ignored, Key};
         pub use crate::fixtures::format::{
-            LineOut, RecordedEvent, RecordedUsage, VERSION, parse_utc,
+            LineOut, OneLineJson, RecordedEvent, RecordedUsage, VERSION, parse_utc,
         };
         pub use crate::fixtures::index::{FixtureSet, Found, Reply, parse_file, read_file};
         pub use crate::fixtures::writer::{Recorder, Submitted, WriterSettings};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{Filter, State};
 use crate::api::sse::EventSplitter;
-use crate::fixtures::format::{self, LineOut, RecordedEvent, RecordedUsage, VERSION};
+use crate::fixtures::format::{self, LineOut, OneLineJson, RecordedEvent, RecordedUsage, VERSION};
 use crate::fixtures::writer::Submitted;
 use crate::host::Host;
 use crate::host::stats::Counter;
@@ -211,13 +211,16 @@ impl Filter {
         let (reply, body) = if stream {
             (None, None)
         } else {
-            let text = String::from_utf8(recording.body).map_err(|_| "unrecordable")?;
-            match format::minify(text.as_bytes()) {
+            match OneLineJson::checked(&recording.body) {
                 Some(json) => (Some(json), None),
-                None => (None, Some(text)),
+                None => {
+                    let text = std::str::from_utf8(&recording.body);
+                    (None, Some(text.map_err(|_| "unrecordable")?))
+                }
             }
         };
-        let request = format::minify(&recording.request).ok_or("unrecordable")?;
+        // Parsed when it was forwarded (read, or written by the transforms): not checked again.
+        let request = OneLineJson::parsed(&recording.request).ok_or("unrecordable")?;
         let (prompt_tokens, completion_tokens) = match &self.state {
             State::Proxying(forwarding) => forwarding.accounting.reported(),
             _ => (None, None),
@@ -230,8 +233,8 @@ impl Filter {
             request: &request,
             status: recording.status,
             content_type: &recording.content_type,
-            reply: reply.as_deref(),
-            body: body.as_deref(),
+            reply: reply.as_ref(),
+            body,
             events: stream.then_some(recording.events.as_slice()),
             headers_ms: millis(recording.headers_at),
             duration_ms: millis(recording.sent_at.elapsed()),

@@ -4,7 +4,7 @@
 use super::*;
 use crate::filter::replay::{FIXTURE_HEADER, RECORDED_AT_HEADER};
 use crate::fixtures::canonical::{Ignored, Key};
-use crate::fixtures::format::{LineOut, RecordedEvent, RecordedUsage, VERSION, minify};
+use crate::fixtures::format::{LineOut, OneLineJson, RecordedEvent, RecordedUsage, VERSION};
 
 /// A file of fixture lines under the test's own name, in the temp dir.
 fn fixture_file(name: &str, lines: &[Vec<u8>]) -> String {
@@ -17,9 +17,10 @@ fn fixture_file(name: &str, lines: &[Vec<u8>]) -> String {
 
 /// A fixture line of `request` to chat completions: a JSON reply, or events.
 fn recorded(request: &[u8], status: u16, reply: Result<&str, &[(u64, &str)]>) -> Vec<u8> {
-    let request: Value = serde_json::from_slice(request).unwrap();
-    let request = serde_json::value::to_raw_value(&request).unwrap();
-    let raw = reply.ok().map(|json| minify(json.as_bytes()).unwrap());
+    let request = OneLineJson::checked(request).unwrap();
+    let raw = reply
+        .ok()
+        .map(|json| OneLineJson::checked(json.as_bytes()).unwrap());
     let events: Option<Vec<RecordedEvent>> = reply.err().map(|events| {
         let events = events.iter().map(|(at_ms, raw)| RecordedEvent {
             at_ms: *at_ms,
@@ -39,7 +40,7 @@ fn recorded(request: &[u8], status: u16, reply: Result<&str, &[(u64, &str)]>) ->
         } else {
             "application/json"
         },
-        reply: raw.as_deref(),
+        reply: raw.as_ref(),
         body: None,
         events: events.as_deref(),
         headers_ms: 3,
