@@ -22,7 +22,7 @@ use crate::api::sse::{Decide, EventFate, EventReader};
 use crate::edge::guard;
 use crate::host::stats::Counter;
 use crate::host::{BodyStatus, HeadersStatus, Host};
-use crate::translate::{self, Api, Dropped, Echo, StreamTranslator, Translation};
+use crate::translate::{Api, Dropped, Echo, Events, StreamTranslator, Translation};
 
 /// The most response bytes kept to read `usage` from a JSON reply; larger replies are not
 /// accounted (the reply itself still passes untouched).
@@ -64,6 +64,8 @@ struct Translating {
     error_status: Option<u16>,
     /// The translator of a streamed reply, once the reply is known to be one.
     stream: Option<StreamTranslator>,
+    /// The reader of the translated stream, which the guard reads as the client's own.
+    client_events: EventReader,
     /// What the reply repeats of the request.
     echo: Echo,
 }
@@ -333,6 +335,8 @@ impl Filter {
                 echo: upstream.echo,
                 error_status: None,
                 stream: None,
+                // The guard decides on every event, however large.
+                client_events: EventReader::new(true),
             })),
             recorded_request: None,
         })
@@ -518,39 +522,17 @@ impl Filter {
                 self.record_reply_bytes(&chunk, false);
             }
             ReplyKind::EventStream => {
-                let mut events = std::mem::take(&mut forwarding.events);
-                let context = &self.context;
-                let guard = &context.config.guard;
-                if guards {
-                    // Text held back is released before `[DONE]`, which clients stop reading at.
-                    events.offer_done();
-                }
+                let guard = guards.then_some(&self.context.config.guard);
+                let strip = forwarding.strip_usage_chunk;
                 let mut decider = StreamDecider {
-                    strip: forwarding.strip_usage_chunk,
-                    guard: guards.then_some(guard),
-                    masker: &mut self.masker,
-                    delta_guard: std::mem::take(&mut forwarding.delta_guard),
-                    accounting: &mut forwarding.accounting,
-                };
-                let mut emitted = events.read_with(&chunk, end_of_stream, &mut decider);
-                let StreamDecider {
                     strip,
-                    masker,
-                    mut delta_guard,
-                    ..
-                } = decider;
-                if guards && end_of_stream {
-                    // A body that ends without `[DONE]` (or a part's closing event) loses no text.
-                    let rest = delta_guard.finish(guard, masker);
-                    guard::append_final_events(&mut emitted, &rest);
-                }
-                let dropped = delta_guard.dropped() - forwarding.dropped_texts;
-                if dropped > 0 {
-                    host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
-                    forwarding.dropped_texts += dropped;
-                }
-                forwarding.events = events;
-                forwarding.delta_guard = delta_guard;
+                    guard,
+                    masker: &mut self.masker,
+                    delta_guard: &mut forwarding.delta_guard,
+                    accounting: Some(&mut forwarding.accounting),
+                };
+                let emitted = decider.read(&mut forwarding.events, &chunk, end_of_stream);
+                count_dropped_texts(host, &forwarding.delta_guard, &mut forwarding.dropped_texts);
                 if strip || guards {
                     host.replace_response_chunk(&emitted);
                 }
@@ -630,34 +612,30 @@ impl Filter {
         let Some(translator) = translating.stream.as_mut() else {
             return;
         };
-        let context = &self.context;
-        let guard = &context.config.guard;
         // A chat stream's `[DONE]` is an event to translate.
         forwarding.events.offer_done();
         let mut decider = TranslatingDecider {
             translator,
             accounting: &mut forwarding.accounting,
-            guard: guards.then_some(guard),
-            masker: &mut self.masker,
-            delta_guard: &mut forwarding.delta_guard,
-            out: Vec::new(),
+            out: Events::default(),
         };
         // Only the translated events go on: the upstream's own bytes (its comments, events
         // that are not JSON) have no place in the client's API.
         forwarding
             .events
             .read_with(chunk, end_of_stream, &mut decider);
-        let mut events = std::mem::take(&mut decider.out);
-        if guards && end_of_stream {
-            // A stream cut short loses none of the text held back.
-            events.extend(decider.delta_guard.finish(guard, decider.masker));
-        }
-        let mut emitted = Vec::new();
-        translate::write_events(&mut emitted, &events);
-        let dropped = forwarding.delta_guard.dropped() - forwarding.dropped_texts;
-        if dropped > 0 {
-            host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
-            forwarding.dropped_texts += dropped;
+        let mut emitted = decider.out.into_bytes();
+        if guards {
+            // Guarded as any stream in the client's API is, as the client will read it.
+            let mut decider = StreamDecider {
+                strip: false,
+                guard: Some(&self.context.config.guard),
+                masker: &mut self.masker,
+                delta_guard: &mut forwarding.delta_guard,
+                accounting: None,
+            };
+            emitted = decider.read(&mut translating.client_events, &emitted, end_of_stream);
+            count_dropped_texts(host, &forwarding.delta_guard, &mut forwarding.dropped_texts);
         }
         if let Some(translator) = translating.stream.as_mut() {
             count_dropped(host, &translating.translation, translator.dropped());
@@ -740,21 +718,41 @@ impl Unpassable {
     }
 }
 
-/// Decides on each event of a forwarded stream: reads its usage, drops the usage chunk llm-edge
-/// asked for, and, when replies are guarded, guards its text across events and every line that
-/// is not JSON data.
+/// Decides on each event of a stream in the client's API: reads its usage (unless it was read
+/// as the upstream sent it, before translation), drops the usage chunk llm-edge asked for, and,
+/// when replies are guarded, guards its text across events and every line that is not JSON data.
 struct StreamDecider<'a> {
     strip: bool,
     /// The guard, when replies are guarded.
     guard: Option<&'a guard::Guard>,
     masker: &'a mut guard::Masker,
-    delta_guard: guard::DeltaGuard,
-    accounting: &'a mut Accounting,
+    delta_guard: &'a mut guard::DeltaGuard,
+    accounting: Option<&'a mut Accounting>,
+}
+
+impl StreamDecider<'_> {
+    /// Reads a piece of the stream with `reader` and returns what goes on in its place; at the
+    /// end of the body, the text the guard still holds is released, so none is lost.
+    fn read(&mut self, reader: &mut EventReader, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        if self.guard.is_some() {
+            // Text held back is released before `[DONE]`, which clients stop reading at.
+            reader.offer_done();
+        }
+        let mut emitted = reader.read_with(chunk, end_of_stream, &mut *self);
+        if let Some(guard) = self.guard.filter(|_| end_of_stream) {
+            // A body that ends without `[DONE]` (or a part's closing event) loses no text.
+            let rest = self.delta_guard.finish(guard, self.masker);
+            guard::append_final_events(&mut emitted, &rest);
+        }
+        emitted
+    }
 }
 
 impl Decide for &mut StreamDecider<'_> {
     fn event(&mut self, event: &Value) -> EventFate {
-        self.accounting.observe_streamed(event);
+        if let Some(accounting) = self.accounting.as_deref_mut() {
+            accounting.observe_streamed(event);
+        }
         if self.strip && is_usage_only(event) {
             return EventFate::Drop;
         }
@@ -789,34 +787,28 @@ impl Decide for &mut StreamDecider<'_> {
 }
 
 /// Decides on each event of a translated stream: accounts it as the upstream sent it, and
-/// replaces it by the client events it becomes, guarded when replies are.
+/// replaces it by the client events it becomes (guarded after, as the client's own stream).
 struct TranslatingDecider<'a> {
     translator: &'a mut StreamTranslator,
     accounting: &'a mut Accounting,
-    /// The guard, when replies are guarded.
-    guard: Option<&'a guard::Guard>,
-    masker: &'a mut guard::Masker,
-    delta_guard: &'a mut guard::DeltaGuard,
     /// The client's events so far, in order.
-    out: Vec<Value>,
+    out: Events,
 }
 
 impl Decide for &mut TranslatingDecider<'_> {
     fn event(&mut self, event: &Value) -> EventFate {
         self.accounting.observe_streamed(event);
-        let start = self.out.len();
         self.translator.event(event, &mut self.out);
-        if let Some(guard) = self.guard {
-            let translated = self.out.split_off(start);
-            for mut client_event in translated {
-                let before = self
-                    .delta_guard
-                    .guard_event(&mut client_event, guard, self.masker);
-                self.out.extend(before);
-                self.out.push(client_event);
-            }
-        }
         EventFate::Drop
+    }
+}
+
+/// Counts the streamed texts the guard dropped since last counted.
+fn count_dropped_texts(host: &mut impl Host, delta_guard: &guard::DeltaGuard, counted: &mut u64) {
+    let dropped = delta_guard.dropped() - *counted;
+    if dropped > 0 {
+        host.count(Counter::GuardDroppedTexts, &["part_cap"], dropped);
+        *counted += dropped;
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::events::{Events, Fill, Template, fill_or_push};
 use super::{Dropped, Refused, Upstream, refuse};
 use crate::api::openai::ApiError;
 
@@ -573,8 +574,23 @@ pub(super) struct Stream {
     call_count: usize,
     /// The stream has ended (`message_stop` or an error): nothing more is emitted.
     done: bool,
+    /// The chunk of a text delta and of a piece of a call's arguments, cut once the stream's
+    /// id and model are known (`None` inside: cannot be cut, each is rendered whole).
+    text_chunk: Option<Option<Template>>,
+    arguments_chunk: Option<Option<Template>>,
     /// Content the client's API has no place for.
     pub(super) dropped: Dropped,
+}
+
+/// A chat chunk of the stream `id` and `model`, with one choice.
+fn chunk(id: &str, model: &str, created: u64, delta: Value, finish_reason: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    })
 }
 
 impl Stream {
@@ -588,17 +604,11 @@ impl Stream {
     }
 
     fn chunk(&self, delta: Value, finish_reason: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        })
+        chunk(&self.id, &self.model, self.created, delta, finish_reason)
     }
 
     /// The client events one upstream event becomes.
-    pub(super) fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
+    pub(super) fn event(&mut self, event: &Value, out: &mut Events) {
         if self.done {
             return;
         }
@@ -615,10 +625,11 @@ impl Stream {
                 };
                 self.id = text("id");
                 self.model = text("model");
+                (self.text_chunk, self.arguments_chunk) = (None, None);
                 if let Some(usage) = message.get("usage").and_then(Value::as_object) {
                     self.usage.clone_from(usage);
                 }
-                out.push(self.chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                out.push(&self.chunk(json!({"role": "assistant", "content": ""}), Value::Null));
             }
             "content_block_start" => {
                 let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -627,7 +638,7 @@ impl Stream {
                     Some("text") => {
                         let text = block.get("text").and_then(Value::as_str).unwrap_or("");
                         if !text.is_empty() {
-                            out.push(self.chunk(json!({"content": text}), Value::Null));
+                            self.text(text, out);
                         }
                     }
                     Some("tool_use") => {
@@ -644,7 +655,7 @@ impl Stream {
                                 "arguments": "",
                             },
                         }]});
-                        out.push(self.chunk(delta, Value::Null));
+                        out.push(&self.chunk(delta, Value::Null));
                     }
                     _ => self.dropped.field("content_block"),
                 }
@@ -656,7 +667,7 @@ impl Stream {
                     Some("text_delta") => {
                         let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
                         if !text.is_empty() {
-                            out.push(self.chunk(json!({"content": text}), Value::Null));
+                            self.text(text, out);
                         }
                     }
                     Some("input_json_delta") => {
@@ -664,11 +675,7 @@ impl Stream {
                         let call = self.calls.iter().find(|(block, _)| *block == index);
                         if let (Some(partial), Some(&(_, call))) = (partial, call) {
                             if !partial.is_empty() {
-                                let delta = json!({"tool_calls": [{
-                                    "index": call,
-                                    "function": {"arguments": partial},
-                                }]});
-                                out.push(self.chunk(delta, Value::Null));
+                                self.arguments(call, partial, out);
                             }
                         }
                     }
@@ -689,7 +696,7 @@ impl Stream {
                 }
                 let reason = event.pointer("/delta/stop_reason").and_then(Value::as_str);
                 if reason.is_some() {
-                    out.push(self.chunk(json!({}), finish_reason(reason)));
+                    out.push(&self.chunk(json!({}), finish_reason(reason)));
                 }
             }
             "message_stop" => {
@@ -697,17 +704,44 @@ impl Stream {
                     let mut last = self.chunk(json!({}), Value::Null);
                     last["choices"] = json!([]);
                     last["usage"] = usage(&Value::Object(self.usage.clone()));
-                    out.push(last);
+                    out.push(&last);
                 }
-                out.push(Value::String("[DONE]".into()));
+                out.push(&Value::String("[DONE]".into()));
                 self.done = true;
             }
             "error" => {
                 let (_, body) = error(500, event.to_string().as_bytes());
-                out.push(serde_json::from_slice(&body).unwrap_or_default());
+                out.push(&serde_json::from_slice(&body).unwrap_or_default());
                 self.done = true;
             }
             _ => {}
         }
+    }
+
+    /// The chunk of a piece of text.
+    fn text(&mut self, text: &str, out: &mut Events) {
+        let (id, model, created) = (&self.id, &self.model, self.created);
+        let make = |slots: &[Value]| {
+            chunk(
+                id,
+                model,
+                created,
+                json!({"content": slots[0]}),
+                Value::Null,
+            )
+        };
+        fill_or_push(out, &mut self.text_chunk, make, &[Fill::Str(text)]);
+    }
+
+    /// The chunk of a piece of the arguments of the chat tool call `call`.
+    fn arguments(&mut self, call: usize, partial: &str, out: &mut Events) {
+        let (id, model, created) = (&self.id, &self.model, self.created);
+        let make = |slots: &[Value]| {
+            let delta = json!({"tool_calls": [{"index": slots[0],
+                                               "function": {"arguments": slots[1]}}]});
+            chunk(id, model, created, delta, Value::Null)
+        };
+        let fills = [Fill::Num(call as u64), Fill::Str(partial)];
+        fill_or_push(out, &mut self.arguments_chunk, make, &fills);
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::events::{Events, Fill, Template, fill_or_push};
 use super::{Dropped, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 use crate::api::anthropic;
 use crate::api::openai::ApiError;
@@ -542,8 +543,23 @@ pub(super) struct Stream {
     delta_sent: bool,
     /// The stream has ended (`[DONE]` or an error): nothing more is emitted.
     done: bool,
+    /// The events of a piece of text and of a call's arguments, cut at their first use.
+    text_delta: Option<Option<Template>>,
+    arguments_delta: Option<Option<Template>>,
     /// Content the client's API has no place for.
     pub(super) dropped: Dropped,
+}
+
+/// The event of a piece of text (`slots`: the block's index, the text).
+fn text_delta(slots: &[Value]) -> Value {
+    json!({"type": "content_block_delta", "index": slots[0],
+           "delta": {"type": "text_delta", "text": slots[1]}})
+}
+
+/// The event of a piece of a tool call's arguments (`slots`: the block's index, the piece).
+fn arguments_delta(slots: &[Value]) -> Value {
+    json!({"type": "content_block_delta", "index": slots[0],
+           "delta": {"type": "input_json_delta", "partial_json": slots[1]}})
 }
 
 impl Default for Stream {
@@ -556,18 +572,20 @@ impl Default for Stream {
             finish: None,
             delta_sent: false,
             done: false,
+            text_delta: None,
+            arguments_delta: None,
             dropped: Dropped::default(),
         }
     }
 }
 
 impl Stream {
-    fn start(&mut self, chunk: &Value, out: &mut Vec<Value>) {
+    fn start(&mut self, chunk: &Value, out: &mut Events) {
         if self.started {
             return;
         }
         self.started = true;
-        out.push(json!({"type": "message_start", "message": {
+        out.push(&json!({"type": "message_start", "message": {
             "id": chunk.get("id").and_then(Value::as_str).unwrap_or(""),
             "type": "message", "role": "assistant",
             "model": chunk.get("model").and_then(Value::as_str).unwrap_or(""),
@@ -576,34 +594,34 @@ impl Stream {
         }}));
     }
 
-    fn close(&mut self, out: &mut Vec<Value>) {
+    fn close(&mut self, out: &mut Events) {
         if self.open != Open::Nothing {
-            out.push(json!({"type": "content_block_stop", "index": self.next_block - 1}));
+            out.push(&json!({"type": "content_block_stop", "index": self.next_block - 1}));
             self.open = Open::Nothing;
         }
     }
 
-    fn open(&mut self, open: Open, block: Value, out: &mut Vec<Value>) {
+    fn open(&mut self, open: Open, block: Value, out: &mut Events) {
         self.close(out);
         out.push(
-            json!({"type": "content_block_start", "index": self.next_block,
+            &json!({"type": "content_block_start", "index": self.next_block,
                         "content_block": block}),
         );
         self.next_block += 1;
         self.open = open;
     }
 
-    fn message_delta(&mut self, usage: &Value, out: &mut Vec<Value>) {
+    fn message_delta(&mut self, usage: &Value, out: &mut Events) {
         self.close(out);
         let stop = self.finish.clone().unwrap_or_else(|| json!("end_turn"));
-        out.push(json!({"type": "message_delta",
+        out.push(&json!({"type": "message_delta",
                         "delta": {"stop_reason": stop, "stop_sequence": null},
                         "usage": self::usage(usage)}));
         self.delta_sent = true;
     }
 
     /// The client events one upstream event becomes.
-    pub(super) fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
+    pub(super) fn event(&mut self, event: &Value, out: &mut Events) {
         if self.done {
             return;
         }
@@ -612,14 +630,14 @@ impl Stream {
             if !self.delta_sent {
                 self.message_delta(&Value::Null, out);
             }
-            out.push(json!({"type": "message_stop"}));
+            out.push(&json!({"type": "message_stop"}));
             self.done = true;
             return;
         }
         if let Some(error) = event.get("error") {
             let body = json!({"error": error}).to_string();
             let (_, body) = self::error(500, body.as_bytes());
-            out.push(serde_json::from_slice(&body).unwrap_or_default());
+            out.push(&serde_json::from_slice(&body).unwrap_or_default());
             self.done = true;
             return;
         }
@@ -638,10 +656,8 @@ impl Stream {
                 if self.open != Open::Text {
                     self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 }
-                out.push(
-                    json!({"type": "content_block_delta", "index": self.next_block - 1,
-                                "delta": {"type": "text_delta", "text": text}}),
-                );
+                let fills = [Fill::Num(self.next_block - 1), Fill::Str(text)];
+                fill_or_push(out, &mut self.text_delta, text_delta, &fills);
                 if key == "refusal" {
                     self.finish = Some(json!("refusal"));
                 }
@@ -663,8 +679,8 @@ impl Stream {
                     continue;
                 };
                 if self.open == Open::Tool(index) {
-                    out.push(json!({"type": "content_block_delta", "index": self.next_block - 1,
-                                    "delta": {"type": "input_json_delta", "partial_json": arguments}}));
+                    let fills = [Fill::Num(self.next_block - 1), Fill::Str(arguments)];
+                    fill_or_push(out, &mut self.arguments_delta, arguments_delta, &fills);
                 } else {
                     // A call resumed after another began: its block is closed.
                     self.dropped.field("tool_call_delta");

@@ -14,16 +14,17 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::json_writer;
 use crate::api::openai::ApiError;
 use crate::api::sse::{EventFate, EventReader};
 
 mod chat_to_messages;
 pub mod config;
+mod events;
 mod messages_to_chat;
 mod responses_to_chat;
 
 pub use config::{Api, TranslateConfig, Translation};
+pub(crate) use events::Events;
 
 /// A request refused because translating it would change its meaning: a 400 in the client's
 /// dialect.
@@ -219,7 +220,7 @@ enum Direction {
 impl StreamTranslator {
     /// Appends to `out` the client events that one complete upstream event becomes (the JSON
     /// string `"[DONE]"` stands for OpenAI's last event).
-    pub fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
+    pub(crate) fn event(&mut self, event: &Value, out: &mut Events) {
         match &mut self.0 {
             Direction::MessagesToChat(stream) => stream.event(event, out),
             Direction::ChatToMessages(stream) => stream.event(event, out),
@@ -240,41 +241,14 @@ impl StreamTranslator {
     /// every complete event is translated as it completes; anything that is not a JSON event
     /// (comments, pings' names, unreadable data) is not passed on.
     pub fn read(&mut self, reader: &mut EventReader, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut events = Vec::new();
+        let mut out = Events::default();
         // Chat streams end with `[DONE]`, which is an event of its own to translate.
         reader.offer_done();
         reader.read(chunk, end_of_stream, |event: &Value| {
-            self.event(event, &mut events);
+            self.event(event, &mut out);
             EventFate::Drop
         });
-        let mut out = Vec::new();
-        write_events(&mut out, &events);
-        out
-    }
-}
-
-/// Appends client events as server-sent events: `[DONE]` as OpenAI writes it, a typed event
-/// (Anthropic's, the Responses API's) with its `event:` line, a chat chunk as data alone.
-pub fn write_events(out: &mut Vec<u8>, events: &[Value]) {
-    for event in events {
-        if event.as_str() == Some("[DONE]") {
-            out.extend_from_slice(crate::api::sse::DONE);
-            continue;
-        }
-        let kind = event
-            .get("choices")
-            .is_none()
-            .then(|| event.get("type").and_then(Value::as_str))
-            .flatten();
-        if let Some(kind) = kind {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(kind.as_bytes());
-            out.push(b'\n');
-        }
-        // As `sse::write_event` writes it, with strings escaped a word at a time.
-        out.extend_from_slice(b"data: ");
-        json_writer::write_value(out, event);
-        out.extend_from_slice(b"\n\n");
+        out.into_bytes()
     }
 }
 

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::events::{Events, Fill, Template, fill_or_push};
 use super::{Dropped, Echo, Refused, Upstream, delta_calls, delta_texts, first_choices, refuse};
 
 /// Request fields with no counterpart in Chat Completions that change nothing the client relies
@@ -543,8 +544,26 @@ pub(super) struct Stream {
     done: bool,
     /// What the responses repeat of the request.
     echo: Echo,
+    /// The events of a piece of text and of a call's arguments, cut at their first use.
+    text_delta: Option<Option<Template>>,
+    arguments_delta: Option<Option<Template>>,
     /// Content the client's API has no place for.
     pub(super) dropped: Dropped,
+}
+
+/// The event of a piece of text (`slots`: the sequence number, the item's id, its output
+/// index, the text).
+fn text_delta(slots: &[Value]) -> Value {
+    json!({"type": "response.output_text.delta", "sequence_number": slots[0],
+           "item_id": slots[1], "output_index": slots[2], "content_index": 0,
+           "delta": slots[3], "logprobs": []})
+}
+
+/// The event of a piece of a call's arguments (`slots`: the sequence number, the item's id,
+/// its output index, the piece).
+fn arguments_delta(slots: &[Value]) -> Value {
+    json!({"type": "response.function_call_arguments.delta", "sequence_number": slots[0],
+           "item_id": slots[1], "output_index": slots[2], "delta": slots[3]})
 }
 
 impl Stream {
@@ -556,14 +575,14 @@ impl Stream {
         }
     }
 
-    fn push(&mut self, kind: &str, mut fields: Value, out: &mut Vec<Value>) {
+    fn push(&mut self, kind: &str, mut fields: Value, out: &mut Events) {
         fields["type"] = json!(kind);
         fields["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
-        out.push(fields);
+        out.push(&fields);
     }
 
-    fn start(&mut self, chunk: &Value, out: &mut Vec<Value>) {
+    fn start(&mut self, chunk: &Value, out: &mut Events) {
         if self.started {
             return;
         }
@@ -594,7 +613,7 @@ impl Stream {
     }
 
     /// Closes the open item with its `done` events.
-    fn close(&mut self, out: &mut Vec<Value>) {
+    fn close(&mut self, out: &mut Events) {
         if !self.open {
             return;
         }
@@ -621,7 +640,7 @@ impl Stream {
         self.push("response.output_item.done", done, out);
     }
 
-    fn open(&mut self, item: Item, out: &mut Vec<Value>) {
+    fn open(&mut self, item: Item, out: &mut Events) {
         self.close(out);
         let index = self.items.len();
         let added = json!({"output_index": index, "item": item.json("in_progress")});
@@ -636,7 +655,7 @@ impl Stream {
     }
 
     /// The client events one upstream event becomes.
-    pub(super) fn event(&mut self, event: &Value, out: &mut Vec<Value>) {
+    pub(super) fn event(&mut self, event: &Value, out: &mut Events) {
         if self.done {
             return;
         }
@@ -694,9 +713,14 @@ impl Stream {
                     continue;
                 };
                 all.push_str(text);
-                let fields = json!({"item_id": id, "output_index": index, "content_index": 0,
-                                    "delta": text, "logprobs": []});
-                self.push("response.output_text.delta", fields, out);
+                let fills = [
+                    Fill::Num(self.sequence),
+                    Fill::Str(id),
+                    Fill::Num(index as u64),
+                    Fill::Str(text),
+                ];
+                fill_or_push(out, &mut self.text_delta, text_delta, &fills);
+                self.sequence += 1;
             }
             for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -731,9 +755,14 @@ impl Stream {
                 match self.items.last_mut() {
                     Some(Item::Call { id, arguments, .. }) if current => {
                         arguments.push_str(piece);
-                        let fields =
-                            json!({"item_id": id, "output_index": output_index, "delta": piece});
-                        self.push("response.function_call_arguments.delta", fields, out);
+                        let fills = [
+                            Fill::Num(self.sequence),
+                            Fill::Str(id),
+                            Fill::Num(output_index as u64),
+                            Fill::Str(piece),
+                        ];
+                        fill_or_push(out, &mut self.arguments_delta, arguments_delta, &fills);
+                        self.sequence += 1;
                     }
                     _ => self.dropped.field("tool_call_delta"),
                 }
