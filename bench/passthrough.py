@@ -62,6 +62,62 @@ MESSAGES_ROUTE = {
     "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                  "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
 }
+# A streamed reply of 64 words, as each API streams it, for the contenders whose stand-in
+# provider streams (the proxies add STREAMED_HEADER to each request, which picks these routes).
+STREAMED_WORDS = [f"word{i} " for i in range(64)]
+STREAMED_HEADER = "x-bench-stream"
+
+
+def sse(events: list[tuple[str | None, object]]) -> str:
+    """Server-sent events: each with its `event:` line when named, then its data."""
+    return "".join((f"event: {name}\n" if name else "")
+                   + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+                   for name, data in events)
+
+
+def streamed_chat() -> str:
+    """The chat chunks of the streamed reply, with a usage chunk, as OpenAI streams them."""
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> dict:
+        choices = [] if usage else [{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}]
+        return {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+                "model": "gpt-4o", "choices": choices, "usage": usage}
+    return sse([(None, chunk({"role": "assistant", "content": ""}))]
+               + [(None, chunk({"content": word})) for word in STREAMED_WORDS]
+               + [(None, chunk({}, "stop")),
+                  (None, chunk({}, usage={"prompt_tokens": 1000, "completion_tokens": 64,
+                                          "total_tokens": 1064})),
+                  (None, "[DONE]")])
+
+
+def streamed_message() -> str:
+    """The same reply as Anthropic's Messages API streams it."""
+    return sse([("message_start", {"type": "message_start", "message": {
+                    "id": "msg_bench", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5", "content": [], "stop_reason": None,
+                    "stop_sequence": None, "usage": {"input_tokens": 1000, "output_tokens": 1}}}),
+                ("content_block_start", {"type": "content_block_start", "index": 0,
+                                         "content_block": {"type": "text", "text": ""}})]
+               + [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta", "text": word}})
+                  for word in STREAMED_WORDS]
+               + [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                  ("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                     "usage": {"output_tokens": 64}}),
+                  ("message_stop", {"type": "message_stop"})])
+
+
+def streamed_route(prefix: str, events: str) -> dict:
+    """A route of the stand-in provider answering `events` to requests marked STREAMED_HEADER."""
+    return {
+        "match": {"prefix": prefix, "headers": [{"name": STREAMED_HEADER, "present_match": True}]},
+        "direct_response": {"status": 200, "body": {"inline_string": events}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/event-stream"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }
+
+
 # Chat clients translated to an upstream that speaks Anthropic's Messages API.
 TRANSLATE = {
     "mode": "passthrough",
@@ -83,8 +139,10 @@ READ_WHOLE_BODY = {
 
 def upstream_config() -> dict:
     """The stand-in provider: reads the body, answers the canned completion (or, on Anthropic's
-    path, the canned message)."""
-    return bootstrap(listener([MESSAGES_ROUTE, UPSTREAM_ROUTE], [READ_WHOLE_BODY]))
+    path, the canned message), streamed to requests marked STREAMED_HEADER."""
+    return bootstrap(listener([streamed_route("/v1/messages", streamed_message()),
+                               streamed_route("/", streamed_chat()),
+                               MESSAGES_ROUTE, UPSTREAM_ROUTE], [READ_WHOLE_BODY]))
 
 
 def listener(routes: dict | list, http_filters: list) -> dict:
@@ -100,8 +158,10 @@ def listener(routes: dict | list, http_filters: list) -> dict:
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
                 }],
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                                                      "routes": routes if isinstance(routes, list) else [routes]}]},
+                # A streamed reply's events are larger than direct_response's default 4 KB limit.
+                "route_config": {"max_direct_response_body_size_bytes": 1 << 16,
+                                 "virtual_hosts": [{"name": "all", "domains": ["*"],
+                                                    "routes": routes if isinstance(routes, list) else [routes]}]},
             },
         }]}],
     }
@@ -139,6 +199,14 @@ def start(workdir: Path, name: str, config: dict, module_dir: Path = MODULE_DIR)
     path = directory / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     return Envoy(path, directory, module_dir=module_dir, concurrency=1)
+
+
+def streamed_chat_body(size: int) -> bytes:
+    """A streamed chat request of about `size` bytes of prose, asking for the usage chunk itself
+    (so that no contender has to ask for it)."""
+    body = json.loads(chat_body(size))
+    body.update({"stream": True, "stream_options": {"include_usage": True}})
+    return json.dumps(body).encode()
 
 
 def chat_body(size: int, sensitive: bool = True) -> bytes:
