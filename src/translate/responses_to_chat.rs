@@ -566,6 +566,27 @@ fn arguments_delta(slots: &[Value]) -> Value {
            "item_id": slots[1], "output_index": slots[2], "delta": slots[3]})
 }
 
+/// Appends the next event (`make`, through `template`) of a piece of the item `id` at
+/// `output_index`, numbering it.
+fn delta_event(
+    out: &mut Events,
+    template: &mut Option<Option<Template>>,
+    make: fn(&[Value]) -> Value,
+    sequence: &mut u64,
+    id: &str,
+    output_index: usize,
+    piece: &str,
+) {
+    let fills = [
+        Fill::Num(*sequence),
+        Fill::Str(id),
+        Fill::Num(output_index as u64),
+        Fill::Str(piece),
+    ];
+    fill_or_push(out, template, make, &fills);
+    *sequence += 1;
+}
+
 impl Stream {
     /// A translator whose responses repeat `echo` of the request.
     pub(super) fn new(echo: Echo) -> Self {
@@ -713,14 +734,16 @@ impl Stream {
                     continue;
                 };
                 all.push_str(text);
-                let fills = [
-                    Fill::Num(self.sequence),
-                    Fill::Str(id),
-                    Fill::Num(index as u64),
-                    Fill::Str(text),
-                ];
-                fill_or_push(out, &mut self.text_delta, text_delta, &fills);
-                self.sequence += 1;
+                let template = &mut self.text_delta;
+                delta_event(
+                    out,
+                    template,
+                    text_delta,
+                    &mut self.sequence,
+                    id,
+                    index,
+                    text,
+                );
             }
             for call in delta_calls(delta) {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -755,14 +778,17 @@ impl Stream {
                 match self.items.last_mut() {
                     Some(Item::Call { id, arguments, .. }) if current => {
                         arguments.push_str(piece);
-                        let fills = [
-                            Fill::Num(self.sequence),
-                            Fill::Str(id),
-                            Fill::Num(output_index as u64),
-                            Fill::Str(piece),
-                        ];
-                        fill_or_push(out, &mut self.arguments_delta, arguments_delta, &fills);
-                        self.sequence += 1;
+                        let template = &mut self.arguments_delta;
+                        let sequence = &mut self.sequence;
+                        delta_event(
+                            out,
+                            template,
+                            arguments_delta,
+                            sequence,
+                            id,
+                            output_index,
+                            piece,
+                        );
                     }
                     _ => self.dropped.field("tool_call_delta"),
                 }
