@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::config::{Action, Guard, GuardConfig, KNOWN_ROLES, PathToken};
 use super::detect::Detectors;
+use super::json_text::canonical_escapes;
 use super::masker::{Masker, Rejected};
 
 /// Guards a request body in place. `model` first: a value any enabled detector finds there
@@ -241,18 +242,25 @@ fn visit_reply_strings(
     }
 }
 
-/// Tool-call arguments: a JSON object or array is visited string by string and written back only
-/// if one changed, so the arguments stay valid JSON; anything else is visited as text.
+/// Tool-call arguments: JSON is visited string by string, decoded as the client reads it, and
+/// written back only if one changed, so the arguments stay valid JSON; anything else is visited
+/// as text, with the escapes JSON does not require written as their characters (a lenient
+/// reader decodes them).
 fn visit_arguments(arguments: &mut String, visit: &mut impl FnMut(&mut String) -> bool) -> bool {
     match serde_json::from_str::<Value>(arguments) {
-        Ok(mut parsed @ (Value::Object(_) | Value::Array(_))) => {
+        Ok(mut parsed) => {
             let changed = visit_json_strings(&mut parsed, visit);
             if changed {
                 *arguments = parsed.to_string();
             }
             changed
         }
-        _ => visit(arguments),
+        Err(_) => {
+            let canonical = canonical_escapes(arguments).into_owned();
+            let escaped = canonical != *arguments;
+            *arguments = canonical;
+            visit(arguments) || escaped
+        }
     }
 }
 
@@ -486,6 +494,11 @@ impl Walker<'_> {
     /// arguments stay valid JSON; not JSON, they are guarded as text.
     fn arguments(&mut self, arguments: &mut String) -> Result<(), Rejected> {
         let Ok(mut parsed) = serde_json::from_str::<Value>(arguments) else {
+            // Not JSON, yet a lenient reader decodes its escapes: read as it would.
+            if let Cow::Owned(canonical) = canonical_escapes(arguments) {
+                *arguments = canonical;
+                self.changed = true;
+            }
             return self.text(arguments);
         };
         let before = self.changed;
@@ -690,6 +703,41 @@ mod tests {
         ] {
             guard_reply(&mut event, &guard, &mut masker);
             assert_eq!(event.pointer(path).unwrap(), "a@x.io", "{event}");
+        }
+    }
+
+    /// Tool-call arguments that hide a value in JSON escapes (`\u0040` for `@`): a JSON
+    /// string rather than an object, or arguments that are not JSON at all, which a lenient
+    /// reader still decodes. Masked in a request and in a reply alike.
+    #[test]
+    fn escaped_values_in_arguments_of_any_shape_are_masked() {
+        let scalar = r#""bob\u0040evil.com""#;
+        let unfinished = r#"{"to": "bob\u0040evil.com""#;
+        for arguments in [scalar, unfinished] {
+            let call = serde_json::json!([{"function": {"arguments": arguments}}]);
+            let body = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": call}]});
+            let (outcome, out, _) = guard(emails(Action::Mask), body);
+            assert!(outcome.unwrap());
+            let sent = out.pointer("/messages/0/tool_calls/0/function/arguments");
+            let sent = sent.and_then(Value::as_str).unwrap();
+            assert!(
+                sent.contains("[EMAIL_1]") && !sent.contains("evil"),
+                "{sent}"
+            );
+
+            let guard = Guard::parse(GuardConfig {
+                responses: true,
+                ..emails(Action::Mask)
+            })
+            .unwrap();
+            let mut reply = serde_json::json!({"choices": [{"message": {"tool_calls": call}}]});
+            assert!(guard_reply(&mut reply, &guard, &mut Masker::default()));
+            let sent = reply.pointer("/choices/0/message/tool_calls/0/function/arguments");
+            let sent = sent.and_then(Value::as_str).unwrap();
+            assert!(
+                sent.contains("[EMAIL_1]") && !sent.contains("evil"),
+                "{sent}"
+            );
         }
     }
 

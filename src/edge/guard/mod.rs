@@ -18,6 +18,7 @@ mod config;
 mod detect;
 mod fields;
 mod hold;
+mod json_text;
 mod masker;
 mod rewrite;
 mod stream;

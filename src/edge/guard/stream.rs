@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::fields::CHAT_TEXTS;
+use super::json_text;
 use super::{Guard, Masker, guard_reply};
 
 /// The most parts one stream holds open at once: OpenAI's largest `n` (128 choices) times a
@@ -101,6 +102,27 @@ enum ChoiceField {
     ToolCall(u64),
     /// A legacy completion's `text`.
     Text,
+}
+
+/// Whether a part's text is JSON, which the client decodes: a tool call's arguments.
+fn carries_json(key: &PartKey, pointer: &str) -> bool {
+    match key {
+        PartKey::Choice {
+            field: ChoiceField::ToolCall(_),
+            ..
+        } => true,
+        PartKey::Output { kind, .. } => RESPONSES_TEXTS[*kind].ends_with("_arguments"),
+        PartKey::Block(_) => pointer.ends_with("/partial_json"),
+        PartKey::Choice { .. } => false,
+    }
+}
+
+/// JSON text with the escapes JSON does not require written as their characters.
+fn canonical(text: String) -> String {
+    match json_text::canonical_escapes(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(canonical) => canonical,
+    }
 }
 
 /// One open part: what it sent last, the text it holds back, and the event to release it in.
@@ -396,9 +418,12 @@ impl DeltaGuard {
         closing: bool,
         guarding: &mut Guarding<'_>,
     ) {
+        // A tool call's arguments are read as the client will decode them.
+        let json = carries_json(&key, pointer);
         if !self.parts.contains_key(&key) {
             if closing {
                 // The part's whole text, in one event: guarded whole, nothing to hold.
+                let new = if json { canonical(new) } else { new };
                 let mut context = String::new();
                 let guarded = guarding.guard_before(&mut context, &new, new.len());
                 put_text(event, pointer, guarded);
@@ -424,8 +449,16 @@ impl DeltaGuard {
         };
         let mut text = std::mem::take(&mut part.text);
         text.push_str(&new);
+        if json {
+            text = canonical(text);
+        }
         let cut = if closing {
             text.len()
+        } else if json {
+            // An unfinished escape at the end is judged as more text to come, like a pause.
+            let complete = json_text::escape_boundary(&text, text.len());
+            let cut = guarding.cut(&part.context, &text[..complete]);
+            json_text::escape_boundary(&text, cut)
         } else {
             guarding.cut(&part.context, &text)
         };
@@ -1023,6 +1056,71 @@ mod tests {
                 most = most.max(streamed - sent);
             }
             assert!(most > bound - 4, "{piece}: held at most {most}");
+        }
+    }
+
+    /// A value the model writes into a tool call's arguments with JSON escapes (`\u0040` for
+    /// `@`, any of its characters as `\uXXXX`), split into two events at every boundary and
+    /// into random pieces, never comes out of any arguments shape: the arguments the client
+    /// decodes hold a placeholder, and are the JSON they were.
+    #[test]
+    fn a_value_written_with_json_escapes_in_streamed_arguments_never_comes_out() {
+        let mut rng = StdRng::seed_from_u64(41);
+        let all = with_all(Action::Mask, false, true);
+        let arguments_shapes = [
+            Shape::ChatToolCall,
+            Shape::ResponsesArguments,
+            Shape::AnthropicToolInput,
+        ];
+        // Every value a detector finds that no character JSON must escape is part of.
+        let values = values().into_iter().filter(|v| !v.contains('\n'));
+        for value in values {
+            for all_escaped in [false, true] {
+                let escaped: String = value
+                    .chars()
+                    .map(|c| {
+                        if all_escaped || c == '@' || rng.random_bool(0.3) {
+                            let mut units = [0u16; 2];
+                            c.encode_utf16(&mut units)
+                                .iter()
+                                .map(|unit| format!("\\u{unit:04x}"))
+                                .collect()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
+                let text = format!(r#"{{"to": "{escaped}", "n": 1}}"#);
+                let mut cuts: Vec<Vec<&str>> = splits(&text)
+                    .map(|at| vec![&text[..at], &text[at..]])
+                    .collect();
+                for _ in 0..8 {
+                    let mut at = 0;
+                    let mut pieces = Vec::new();
+                    while at < text.len() {
+                        let end = (at + rng.random_range(1..5)).min(text.len());
+                        pieces.push(&text[at..end]);
+                        at = end;
+                    }
+                    cuts.push(pieces);
+                }
+                for shape in arguments_shapes {
+                    for pieces in &cuts {
+                        let mut masker = Masker::default();
+                        let out = run(events(shape, pieces, Ending::BodyEnds), &all, &mut masker);
+                        let (streamed, _) = texts(shape, &out);
+                        let decoded: Value = serde_json::from_str(&streamed)
+                            .unwrap_or_else(|e| panic!("{shape:?} {pieces:?}: {streamed:?} {e}"));
+                        let to = decoded["to"].as_str().unwrap();
+                        assert!(!to.contains(value.as_str()), "{shape:?} {pieces:?}: {to:?}");
+                        assert!(
+                            to.starts_with('[') && to.ends_with(']'),
+                            "{shape:?}: {to:?}"
+                        );
+                        assert_eq!(decoded["n"], 1);
+                    }
+                }
+            }
         }
     }
 

@@ -272,6 +272,18 @@ def test_a_value_streamed_a_character_a_delta_never_reaches_the_client(proxy, va
     assert chat_text(content, field) == said.replace(value, placeholder)
 
 
+def test_a_value_in_json_escapes_streamed_a_character_a_delta_in_arguments_is_masked(proxy):
+    # The model writes the address's `@` as JSON's `\u0040`, which the client decodes.
+    escaped = EMAIL.replace("@", "\\u0040").replace("e", "\\u0065", 1)
+    said = f'{{"to": "{escaped}", "cc": "a\\/b"}}'
+    status, _, content, _ = send(
+        proxy, "POST", "/v1/chat/completions", chat("who?", stream=True),
+        x_upstream_reply="stream", x_upstream_say=said, x_upstream_field="arguments",
+    )
+    assert status == 200
+    assert json.loads(chat_text(content, "arguments")) == {"to": "[EMAIL_1]", "cc": "a/b"}
+
+
 @pytest.mark.parametrize("end", ["finish", "done", "eof"])
 def test_held_back_text_is_released_however_the_stream_ends(proxy, end):
     said = "Hello wor"
