@@ -910,6 +910,29 @@ mod tests {
         (1..text.len()).filter(|&at| text.is_char_boundary(at))
     }
 
+    /// Ways to stream `text`: in two pieces at every char boundary (when `at_every_boundary`),
+    /// and eight times in random pieces of one to five bytes, each ending at a char boundary.
+    fn cuts<'a>(text: &'a str, at_every_boundary: bool, rng: &mut StdRng) -> Vec<Vec<&'a str>> {
+        let mut cuts: Vec<Vec<&str>> = splits(text)
+            .filter(|_| at_every_boundary)
+            .map(|at| vec![&text[..at], &text[at..]])
+            .collect();
+        for _ in 0..8 {
+            let mut at = 0;
+            let mut pieces = Vec::new();
+            while at < text.len() {
+                let mut end = (at + rng.random_range(1..6)).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                pieces.push(&text[at..end]);
+                at = end;
+            }
+            cuts.push(pieces);
+        }
+        cuts
+    }
+
     /// A value a reply plants, split into two events at every boundary and into random pieces,
     /// in every shape and however the stream ends, never comes out: not in the deltas, not in
     /// the finished texts. Masked (`responses`) and refused-in-requests detectors alike.
@@ -922,23 +945,7 @@ mod tests {
                 let text = format!("Note: {value} ok");
                 // A refused detector masks in replies as a masking one does: the same path, cut
                 // at random points only.
-                let mut cuts: Vec<Vec<&str>> = splits(&text)
-                    .filter(|_| action == Action::Mask)
-                    .map(|at| vec![&text[..at], &text[at..]])
-                    .collect();
-                for _ in 0..8 {
-                    let mut at = 0;
-                    let mut pieces = Vec::new();
-                    while at < text.len() {
-                        let mut end = (at + rng.random_range(1..6)).min(text.len());
-                        while !text.is_char_boundary(end) {
-                            end += 1;
-                        }
-                        pieces.push(&text[at..end]);
-                        at = end;
-                    }
-                    cuts.push(pieces);
-                }
+                let cuts = cuts(&text, action == Action::Mask, &mut rng);
                 for shape in SHAPES {
                     for ending in ENDINGS {
                         for pieces in &cuts {
@@ -1091,19 +1098,7 @@ mod tests {
                     })
                     .collect();
                 let text = format!(r#"{{"to": "{escaped}", "n": 1}}"#);
-                let mut cuts: Vec<Vec<&str>> = splits(&text)
-                    .map(|at| vec![&text[..at], &text[at..]])
-                    .collect();
-                for _ in 0..8 {
-                    let mut at = 0;
-                    let mut pieces = Vec::new();
-                    while at < text.len() {
-                        let end = (at + rng.random_range(1..5)).min(text.len());
-                        pieces.push(&text[at..end]);
-                        at = end;
-                    }
-                    cuts.push(pieces);
-                }
+                let cuts = cuts(&text, true, &mut rng);
                 for shape in arguments_shapes {
                     for pieces in &cuts {
                         let mut masker = Masker::default();
