@@ -150,6 +150,53 @@ pub struct DeltaGuard {
     next_order: u64,
     /// How many texts of parts past [`MAX_PARTS`] were dropped.
     dropped: u64,
+    /// The Responses stream's numbering as the client sees it: how many released events were
+    /// put in so far, which every later event's `sequence_number` is moved up by, and the
+    /// number the next event gets when the upstream's stream ends without one.
+    numbering: Numbering,
+}
+
+/// The client's `sequence_number`s of a stream that events are put into.
+#[derive(Debug, Default)]
+struct Numbering {
+    /// How many events were put in before the current one.
+    inserted: u64,
+    /// The number after the last one sent, once an event has had one.
+    next: Option<u64>,
+}
+
+impl Numbering {
+    /// Numbers `before` (put in ahead of `event`) and `event` itself, when the event is
+    /// numbered: the upstream's numbers stay in order and none repeats.
+    fn number(&mut self, before: &mut [Value], event: &mut Value) {
+        let Some(upstream) = event.get("sequence_number").and_then(Value::as_u64) else {
+            // `[DONE]`, or an event the upstream left unnumbered: what it releases follows on.
+            self.number_final(before);
+            return;
+        };
+        let mut next = upstream.saturating_add(self.inserted);
+        self.number_released(before, &mut next);
+        self.inserted += before.len() as u64;
+        event["sequence_number"] = next.into();
+        self.next = Some(next.saturating_add(1));
+    }
+
+    /// Numbers the events released at the end of the stream, after the last numbered one.
+    fn number_final(&mut self, released: &mut [Value]) {
+        if let Some(mut next) = self.next {
+            self.number_released(released, &mut next);
+            self.next = Some(next);
+        }
+    }
+
+    fn number_released(&self, released: &mut [Value], next: &mut u64) {
+        for event in released {
+            if event.get("sequence_number").is_some() {
+                event["sequence_number"] = (*next).into();
+                *next = next.saturating_add(1);
+            }
+        }
+    }
 }
 
 /// What guarding needs of the request.
@@ -222,6 +269,13 @@ impl DeltaGuard {
         guard: &Guard,
         masker: &mut Masker,
     ) -> Vec<Value> {
+        let mut before = self.guard_parts(event, guard, masker);
+        self.numbering.number(&mut before, event);
+        before
+    }
+
+    /// [`guard_event`](Self::guard_event) before numbering.
+    fn guard_parts(&mut self, event: &mut Value, guard: &Guard, masker: &mut Masker) -> Vec<Value> {
         let mut guarding = Guarding { guard, masker };
         if event.as_str() == Some("[DONE]") {
             return self.release(&mut guarding, |_| true);
@@ -265,7 +319,9 @@ impl DeltaGuard {
     /// (before `[DONE]`, or when the upstream's body ends without it).
     pub fn finish(&mut self, guard: &Guard, masker: &mut Masker) -> Vec<Value> {
         let mut guarding = Guarding { guard, masker };
-        self.release(&mut guarding, |_| true)
+        let mut released = self.release(&mut guarding, |_| true);
+        self.numbering.number_final(&mut released);
+        released
     }
 
     /// Whether any text is held back.
@@ -776,6 +832,9 @@ mod tests {
                     out.push(json!({"type": "response.completed",
                                     "response": {"output": [item]}}));
                 }
+                for (number, event) in out.iter_mut().enumerate() {
+                    event["sequence_number"] = json!(number);
+                }
             }
             Shape::AnthropicText | Shape::AnthropicToolInput | Shape::AnthropicThinking => {
                 let (kind, field) = match shape {
@@ -855,6 +914,13 @@ mod tests {
         }
         out.extend(guard.finish(all, masker));
         assert!(!guard.holds_text());
+        // The events put in to release held text are numbered in line: none repeats or skips.
+        let numbers: Vec<u64> = out
+            .iter()
+            .filter_map(|event| event.get("sequence_number")?.as_u64())
+            .collect();
+        let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+        assert_eq!(numbers, expected, "{out:?}");
         out
     }
 

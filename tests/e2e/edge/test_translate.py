@@ -516,6 +516,8 @@ def test_the_guard_and_a_budget_on_a_responses_route(guarded, start_envoy, anthr
     assert whole.output_text == f"Mail {EMAIL}"
     assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == f"Mail {EMAIL} now"
     assert streamed[-1].response.output_text == f"Mail {EMAIL} now"
+    # The deltas the guard held back and released come numbered in line with the rest.
+    assert [e.sequence_number for e in streamed] == list(range(len(streamed)))
     config = {"mode": "passthrough", "translate": TRANSLATE,
               "budgets": {"limits": [{"name": "tiny", "tokens": 1, "per": "hour", "key": "global"}]}}
     envoy = start_envoy(CONFIG, filter_config=json.dumps(config),
