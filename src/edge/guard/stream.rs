@@ -287,6 +287,13 @@ impl DeltaGuard {
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if kind == "error" || event.get("error").is_some_and(Value::is_object) {
+            // A stream's error event ends it for the client (OpenAI's `{"error":…}` chunk, the
+            // Responses and Anthropic `error` events): what is held goes out before it.
+            let before = self.release(&mut guarding, |_| true);
+            guard_reply(event, guard, guarding.masker);
+            return before;
+        }
         if let Some(kind) = kind.strip_prefix("response.") {
             let kind = kind.to_owned();
             return self.responses(&kind, event, &mut guarding);
@@ -1278,6 +1285,34 @@ mod tests {
                     .unwrap();
                 assert!(held_at < done_at, "{ending:?}: {out:?}");
             }
+        }
+    }
+
+    /// An error event ends the stream for the client: the text held before it goes out ahead of
+    /// it, in every shape and each API's error event.
+    #[test]
+    fn held_text_goes_out_before_an_error_event() {
+        let all = with_all(Action::Mask, true, true);
+        for shape in SHAPES {
+            let error = match shape {
+                Shape::ResponsesText | Shape::ResponsesArguments | Shape::ResponsesReasoning => {
+                    json!({"type": "error", "code": "server_error", "message": "m"})
+                }
+                Shape::AnthropicText | Shape::AnthropicToolInput | Shape::AnthropicThinking => {
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "m"}})
+                }
+                _ => json!({"error": {"message": "m", "type": "server_error"}}),
+            };
+            let mut stream = events(shape, &["Hello ", "wor"], Ending::BodyEnds);
+            stream.push(error.clone());
+            let mut masker = Masker::default();
+            let out = run(stream, &all, &mut masker);
+            let (streamed, _) = texts(shape, &out);
+            assert_eq!(streamed, "Hello wor", "{shape:?}");
+            let error_at = out
+                .iter()
+                .position(|e| e.get("error").is_some() || e["type"] == "error");
+            assert_eq!(error_at, Some(out.len() - 1), "{shape:?}: {out:?}");
         }
     }
 
