@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::accounting::prompt_tokens;
 use super::chaos::{Refusal, invalid_header};
 use super::claim::request_method;
+use super::passthrough::Prepared;
 use super::replay::Replayed;
 use super::{Filter, Outcome, State, StreamEnd};
 use crate::api::anthropic::MessagesRequest;
@@ -191,19 +192,24 @@ impl Filter {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
         match self.answer(host, endpoint.clone(), &body) {
-            Replayed::Forward => self.forward(host, &endpoint),
-            Replayed::Answered | Replayed::Mock => BodyStatus::StopIterationNoBuffer,
+            Some(prepared) => self.forward(host, &endpoint, Some(prepared)),
+            None => BodyStatus::StopIterationNoBuffer,
         }
     }
 
-    /// Answers a request to `endpoint` with its whole body (empty for a GET); `Forward` when a
-    /// fixture miss goes upstream instead.
-    fn answer(&mut self, host: &mut impl Host, endpoint: Endpoint, body: &[u8]) -> Replayed {
+    /// Answers a request to `endpoint` with its whole body (empty for a GET); when a fixture
+    /// miss goes upstream instead, the body as the transforms and the guard left it.
+    fn answer(
+        &mut self,
+        host: &mut impl Host,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Option<Prepared> {
         // Transforms and the guard run before the mock, so echo shows what a model would see.
         let transformed = match endpoint.method() {
             Method::Post => match self.prepared_body(host, body) {
                 Ok(transformed) => transformed,
-                Err(()) => return Replayed::Answered,
+                Err(()) => return None,
             },
             Method::Get => None,
         };
@@ -211,7 +217,8 @@ impl Filter {
         if endpoint.method() == Method::Post {
             match self.replay(host, &endpoint, body) {
                 Replayed::Mock => {}
-                replayed => return replayed,
+                Replayed::Answered => return None,
+                Replayed::Forward => return Some(Prepared(transformed)),
             }
         }
         match endpoint {
@@ -239,7 +246,7 @@ impl Filter {
                 }
             }
         }
-        Replayed::Answered
+        None
     }
 
     /// The body as a model would see it after the transforms and the guard (the way through runs

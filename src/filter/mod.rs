@@ -256,7 +256,7 @@ impl Filter {
     fn body_complete(&mut self, host: &mut impl Host) -> BodyStatus {
         match std::mem::replace(&mut self.state, State::Deciding) {
             State::Buffering(endpoint) => self.answer_body(host, endpoint),
-            State::Transforming(endpoint) => self.forward(host, &endpoint),
+            State::Transforming(endpoint) => self.forward(host, &endpoint, None),
             other => {
                 self.state = other;
                 BodyStatus::Continue

@@ -99,6 +99,11 @@ impl ReplyKind {
     }
 }
 
+/// A request body the mock path already ran the transforms and the guard over (a fixture miss
+/// sent upstream): forwarded as they left it, so neither runs, nor counts, twice. Holds the body
+/// they rewrote, `None` when they changed nothing.
+pub(super) struct Prepared(pub(super) Option<Vec<u8>>);
+
 impl Filter {
     /// Request headers of a claimed request in pass-through mode: hold a POST to a POST endpoint
     /// for its body; let everything else through untouched.
@@ -121,10 +126,24 @@ impl Filter {
         HeadersStatus::StopIteration
     }
 
-    /// The whole request body is in: transform it, route on its model, and send it on.
-    pub(super) fn forward(&mut self, host: &mut impl Host, endpoint: &Endpoint) -> BodyStatus {
+    /// The whole request body is in: transform it (unless `prepared` says it was), route on its
+    /// model, and send it on.
+    pub(super) fn forward(
+        &mut self,
+        host: &mut impl Host,
+        endpoint: &Endpoint,
+        prepared: Option<Prepared>,
+    ) -> BodyStatus {
         let mut body = Vec::with_capacity(host.request_body_len());
         host.read_request_body(&mut body);
+        // Whether the transforms and the guard ran already, and rewrote the body.
+        let prepared = prepared.map(|Prepared(rewritten)| match rewritten {
+            Some(rewritten) => {
+                body = rewritten;
+                true
+            }
+            None => false,
+        });
         let untouched = self.context.config.transform.is_empty()
             && !self.context.config.guard.is_active()
             && !self.may_translate(endpoint);
@@ -141,7 +160,7 @@ impl Filter {
                 }
                 essentials
             }
-            None => match self.rewrite(host, endpoint, &mut body) {
+            None => match self.rewrite(host, endpoint, &mut body, prepared) {
                 Some(essentials) => essentials,
                 None => return BodyStatus::StopIterationNoBuffer,
             },
@@ -213,13 +232,15 @@ impl Filter {
         BodyStatus::Continue
     }
 
-    /// Parses the body whole, transforms and guards it, asks for usage where needed, and replaces
-    /// the body when anything changed; `None` after answering an error.
+    /// Parses the body whole, transforms and guards it (unless `prepared`, which says whether
+    /// that rewrote it), asks for usage where needed, and replaces the body when anything
+    /// changed; `None` after answering an error.
     fn rewrite(
         &mut self,
         host: &mut impl Host,
         endpoint: &Endpoint,
         body: &mut Vec<u8>,
+        prepared: Option<bool>,
     ) -> Option<Essentials> {
         let (mut fields, duplicated) = match parse_object_noting_duplicates(body) {
             Ok(read) => read,
@@ -232,8 +253,13 @@ impl Filter {
         let header = |name: &str| host.request_header(name);
         // A key given twice goes on once, as it was read, guarded and charged.
         let mut changed = duplicated;
-        changed |= transform.apply(&mut fields, header);
-        changed |= self.guard_request(host, &mut fields)?;
+        match prepared {
+            Some(rewritten) => changed |= rewritten,
+            None => {
+                changed |= transform.apply(&mut fields, header);
+                changed |= self.guard_request(host, &mut fields)?;
+            }
+        }
         // Recorded as the model is asked it, in the client's API: masked, not yet translated
         // (and without the usage chunk llm-edge may ask for below).
         let recorded_request = self.records().then(|| {

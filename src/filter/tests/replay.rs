@@ -205,6 +205,34 @@ fn a_miss_goes_upstream_when_the_config_says_so() {
 }
 
 #[test]
+fn a_miss_sent_upstream_is_transformed_and_guarded_once() {
+    let file = fixture_file("guarded-miss", &[recorded(HELLO, 200, Ok(REPLY))]);
+    let config = format!(
+        r#"{{"guard": {{"detectors": {{"email": "mask", "phone": "monitor"}}}},
+            "transform": {{"system_prompts": [{{"position": "prepend", "content": "Be brief."}}]}},
+            "mock": {{"fixtures": {{"files": ["{file}"], "on_miss": "passthrough"}}}}}}"#
+    );
+    let sent =
+        br#"{"model":"gpt-4o","messages":[{"role":"user","content":"b@x.io +1 415-555-2671"}]}"#;
+    let mut filter = filter_with(&config);
+    let mut host = FakeHost::request("POST", CHAT);
+    let statuses = post(&mut filter, &mut host, &[sent]);
+    assert_eq!(statuses.last(), Some(&BodyStatus::Continue));
+    assert_eq!(
+        counted(&host, Counter::Detections),
+        [
+            (labels(&["email", "mask"]), 1),
+            (labels(&["phone", "monitor"]), 1)
+        ]
+    );
+    let forwarded: Value = serde_json::from_slice(host.forwarded_body.as_ref().unwrap()).unwrap();
+    let messages = forwarded["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "one system prompt: {forwarded}");
+    assert_eq!(messages[0]["content"], "Be brief.");
+    assert_eq!(messages[1]["content"], "[EMAIL_1] +1 415-555-2671");
+}
+
+#[test]
 fn a_reversible_guard_matches_on_placeholders_and_restores_them_in_the_replay() {
     let masked = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail [EMAIL_1]"}]}"#;
     let reply = r#"{"choices":[{"message":{"role":"assistant","content":"wrote to [EMAIL_1]"}}]}"#;
