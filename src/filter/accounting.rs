@@ -75,13 +75,22 @@ impl Accounting {
         if reply.trim_ascii_start().first() != Some(&b'{') {
             return;
         }
-        if let Ok(members) = serde_json::from_slice::<Members>(reply) {
-            let Members {
-                usage,
-                response,
-                message,
-            } = &members;
-            self.observe_members(usage.as_ref(), response.as_ref(), message.as_ref());
+        match serde_json::from_slice::<Members>(reply) {
+            Ok(members) => {
+                let Members {
+                    usage,
+                    response,
+                    message,
+                } = &members;
+                self.observe_members(usage.as_ref(), response.as_ref(), message.as_ref());
+            }
+            // A member given twice, which the struct refuses: read as the client's parser does
+            // (the last wins), so that a repeated key cannot hide the reply's usage.
+            Err(_) => {
+                if let Ok(reply) = serde_json::from_slice::<Value>(reply) {
+                    self.observe(&reply);
+                }
+            }
         }
     }
 
@@ -354,6 +363,8 @@ mod tests {
             r#"[{"prompt_tokens":1,"completion_tokens":1},null,null]"#,
             r#" {"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
             "not json",
+            r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":9,"completion_tokens":2}}"#,
+            r#"{"message":{},"id":"x","message":{"usage":{"input_tokens":7,"output_tokens":1}}}"#,
         ];
         for reply in replies {
             let mut whole = Accounting::default();
