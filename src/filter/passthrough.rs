@@ -56,7 +56,7 @@ pub(super) struct Forwarding {
 /// A translated request's reply, on its way back into the client's API.
 #[derive(Debug)]
 struct Translating {
-    translation: Translation,
+    translation: Arc<Translation>,
     /// The client asked for a usage chunk at the end of its stream.
     include_usage: bool,
     /// The upstream's status, when it answered an error: its body goes to the client in the
@@ -68,6 +68,21 @@ struct Translating {
     client_events: EventReader,
     /// What the reply repeats of the request.
     echo: Echo,
+}
+
+impl Translating {
+    /// The reply to a request sent on by `translation`, before its headers are in.
+    fn new(translation: Arc<Translation>, include_usage: bool, echo: Echo) -> Self {
+        Self {
+            translation,
+            include_usage,
+            error_status: None,
+            stream: None,
+            // The guard decides on every event, however large.
+            client_events: EventReader::new(true),
+            echo,
+        }
+    }
 }
 
 /// What a forwarded reply is, as its content type says.
@@ -144,22 +159,32 @@ impl Filter {
             }
             None => false,
         });
-        let untouched = self.context.config.transform.is_empty()
-            && !self.context.config.guard.is_active()
-            && !self.may_translate(endpoint);
-        let read = match untouched
-            .then(|| Essentials::read(&body, endpoint))
-            .flatten()
-        {
-            Some(mut essentials) => {
-                // Recorded as the client sent it: nothing here changes what the model is asked.
-                essentials.recorded_request = self.records().then(|| body.clone());
+        // Nothing to transform or guard: the body is read without building its tree when it can
+        // be, and passed on as it came or translated straight from its bytes.
+        let as_sent =
+            self.context.config.transform.is_empty() && !self.context.config.guard.is_active();
+        // Recorded as the client sent it: nothing on these ways changes what the model is asked.
+        let records = self.records();
+        let quick = match as_sent {
+            false => None,
+            true if self.may_translate(endpoint) => {
+                let translated = self.translate_plain(host, endpoint, &body);
+                translated.map(|essentials| Essentials {
+                    recorded_request: records.then(|| body.clone()),
+                    ..essentials
+                })
+            }
+            true => Essentials::read(&body, endpoint).map(|mut essentials| {
+                essentials.recorded_request = records.then(|| body.clone());
                 if essentials.strip_usage_chunk {
                     ask_for_usage_in_place(&mut body);
                     host.replace_request_body(&body);
                 }
                 essentials
-            }
+            }),
+        };
+        let read = match quick {
+            Some(essentials) => essentials,
             None => match self.rewrite(host, endpoint, &mut body, prepared) {
                 Some(essentials) => essentials,
                 None => return BodyStatus::StopIterationNoBuffer,
@@ -302,13 +327,47 @@ impl Filter {
         })
     }
 
+    /// Sends a plain conversation on in the upstream's API, translated straight from its bytes
+    /// ([`TranslateConfig::plain_request`](crate::translate::TranslateConfig::plain_request));
+    /// `None` when it is not one, or is not translated.
+    fn translate_plain(
+        &self,
+        host: &mut impl Host,
+        endpoint: &Endpoint,
+        body: &[u8],
+    ) -> Option<Essentials> {
+        let api = Api::of_endpoint(endpoint)?;
+        let (translation, upstream) = self.context.config.translate.plain_request(api, body)?;
+        host.replace_request_body(&upstream.body);
+        self.send_to(host, translation);
+        Some(Essentials {
+            model: upstream.model,
+            max_tokens: upstream.max_tokens,
+            strip_usage_chunk: false,
+            translating: Some(Box::new(Translating::new(
+                translation.clone(),
+                upstream.stream && upstream.include_usage,
+                Echo::default(),
+            ))),
+            recorded_request: None,
+        })
+    }
+
+    /// Sends the request to the translation's upstream path, with its headers.
+    fn send_to(&self, host: &mut impl Host, translation: &Translation) {
+        host.set_request_header(":path", Some(&translation.upstream_path));
+        for (name, value) in &translation.headers {
+            host.set_request_header(name, Some(value));
+        }
+    }
+
     /// Whether the config translates any of this endpoint's requests.
     fn may_translate(&self, endpoint: &Endpoint) -> bool {
         Api::of_endpoint(endpoint).is_some_and(|api| self.context.config.translate.translates(api))
     }
 
     /// The translation of this endpoint's requests for `model` (as the aliases resolved it).
-    fn translation(&self, endpoint: &Endpoint, model: &str) -> Option<&Translation> {
+    fn translation(&self, endpoint: &Endpoint, model: &str) -> Option<&Arc<Translation>> {
         let api = Api::of_endpoint(endpoint)?;
         self.context.config.translate.for_request(api, model)
     }
@@ -321,7 +380,7 @@ impl Filter {
         &mut self,
         host: &mut impl Host,
         endpoint: &Endpoint,
-        translation: Translation,
+        translation: Arc<Translation>,
         fields: Map<String, Value>,
         body: &mut Vec<u8>,
         changed: bool,
@@ -347,23 +406,16 @@ impl Filter {
         let mut sent = Vec::with_capacity(body.len());
         json_writer::write_object(&mut sent, &upstream.body);
         host.replace_request_body(&sent);
-        host.set_request_header(":path", Some(&translation.upstream_path));
-        for (name, value) in &translation.headers {
-            host.set_request_header(name, Some(value));
-        }
+        self.send_to(host, &translation);
         Some(Essentials {
             model,
             max_tokens,
             strip_usage_chunk: false,
-            translating: Some(Box::new(Translating {
+            translating: Some(Box::new(Translating::new(
                 translation,
-                include_usage: upstream.stream && upstream.include_usage,
-                echo: upstream.echo,
-                error_status: None,
-                stream: None,
-                // The guard decides on every event, however large.
-                client_events: EventReader::new(true),
-            })),
+                upstream.stream && upstream.include_usage,
+                upstream.echo,
+            ))),
             recorded_request: None,
         })
     }
@@ -586,6 +638,14 @@ impl Filter {
         let mut body = Vec::new();
         host.read_response_body(&mut body);
         let translation = &translating.translation;
+        let plain = (translating.error_status.is_none() && !guards)
+            .then(|| translation.plain_reply(&body, now()))
+            .flatten();
+        if let Some(plain) = plain {
+            forwarding.accounting.observe_reply(&body);
+            self.send_translated_reply(host, &plain);
+            return BodyStatus::Continue;
+        }
         let mut dropped = Dropped::default();
         let mut reply = if let Some(status) = translating.error_status {
             let (status, error) = translation.error(status, &body);
@@ -611,12 +671,17 @@ impl Filter {
         }
         body.clear();
         json_writer::write_value(&mut body, &reply);
-        host.set_response_header("content-type", Some("application/json"));
-        host.replace_response_body(&body);
         self.count_detections(host);
-        self.record_reply_bytes(&body, false);
-        self.record_usage(host);
+        self.send_translated_reply(host, &body);
         BodyStatus::Continue
+    }
+
+    /// Sends a whole reply translated into the client's API in place of the upstream's.
+    fn send_translated_reply(&mut self, host: &mut impl Host, body: &[u8]) {
+        host.set_response_header("content-type", Some("application/json"));
+        host.replace_response_body(body);
+        self.record_reply_bytes(body, false);
+        self.record_usage(host);
     }
 
     /// A chunk of a translated stream: each upstream event completed in it is accounted as the

@@ -1,10 +1,18 @@
 //! A client of OpenAI Chat Completions, an upstream of Anthropic Messages: the request up, the
 //! reply (whole or streamed) and its errors down.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write as _;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::events::{Events, Fill, Template, fill_or_push};
-use super::{Dropped, Refused, Upstream, refuse};
+use super::{Dropped, PlainUpstream, Refused, Upstream, refuse};
+use crate::api::json_writer;
 use crate::api::openai::ApiError;
 
 /// Request fields with no counterpart in Messages that change nothing the client relies on:
@@ -174,6 +182,228 @@ pub(super) fn request(
         echo: Default::default(),
         include_usage,
     })
+}
+
+/// A plain conversation, borrowed from the body: text messages of the four roles and the fields
+/// every Messages request has. Anything else (another field or role, a part array, a duplicate
+/// key, a value of another type) fails to read, and the request takes [`request`]'s way.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PlainChat<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    messages: Vec<PlainMessage<'a>>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<PlainStreamOptions>,
+    #[serde(borrow, default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    top_p: Option<&'a RawValue>,
+}
+
+/// A message of a plain conversation: a role and a text.
+struct PlainMessage<'a> {
+    role: &'a str,
+    /// A JSON string as the client wrote it: copied, never decoded.
+    content: &'a RawValue,
+}
+
+/// `stream_options` as [`request`] reads it: only `include_usage` counts.
+struct PlainStreamOptions {
+    include_usage: Option<bool>,
+}
+
+// Read by hand, from JSON objects only: serde's derived readers also take an array, field by
+// field, which `request` does not read as the same message. Keys and roles are borrowed: one
+// written with escapes fails to read, and takes the full way.
+impl<'de: 'a, 'a> Deserialize<'de> for PlainMessage<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PlainMessage<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a message of a role and a text")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut role, mut content) = (None, None);
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    let fresh = match key {
+                        "role" => role.replace(map.next_value::<&'de str>()?).is_none(),
+                        "content" => content
+                            .replace(map.next_value::<&'de RawValue>()?)
+                            .is_none(),
+                        _ => false,
+                    };
+                    if !fresh {
+                        return Err(de::Error::custom("not a plain message"));
+                    }
+                }
+                match (role, content) {
+                    (Some(role), Some(content)) => Ok(PlainMessage { role, content }),
+                    _ => Err(de::Error::custom("not a plain message")),
+                }
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlainStreamOptions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PlainStreamOptions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("stream options")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut include_usage = None;
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    if key == "include_usage" {
+                        if include_usage.is_some() {
+                            return Err(de::Error::custom("include_usage given twice"));
+                        }
+                        include_usage = Some(map.next_value::<Option<bool>>()?);
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(PlainStreamOptions {
+                    include_usage: include_usage.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'a> PlainChat<'a> {
+    /// The body as a plain conversation, or `None` when it is not one.
+    pub(super) fn read(body: &'a [u8]) -> Option<Self> {
+        // serde's derived reader would take an array too.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
+    }
+
+    /// The model asked for.
+    pub(super) fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// Writes a plain conversation as [`request`] translates it (the same JSON value), copying its
+/// texts as the client wrote them: no tree is built and no string decoded or escaped again.
+/// `None` for what [`request`] would refuse or count as dropped, which takes its way.
+pub(super) fn plain_request(chat: PlainChat<'_>, default_max_tokens: u32) -> Option<PlainUpstream> {
+    let max_tokens = match chat.max_completion_tokens.or(chat.max_tokens) {
+        Some(0) => return None,
+        given => given.unwrap_or(default_max_tokens.into()),
+    };
+    let temperature = plain_number(chat.temperature)?;
+    if temperature.is_some_and(|(_, t)| !(0.0..=1.0).contains(&t)) {
+        return None;
+    }
+    let top_p = plain_number(chat.top_p)?;
+    // Each text as an Anthropic text block, the blocks of a run of turns of one role together.
+    let mut system: Vec<&RawValue> = Vec::new();
+    let mut turns: Vec<(&str, Vec<&RawValue>)> = Vec::new();
+    for message in &chat.messages {
+        if !message.content.get().starts_with('"') {
+            return None;
+        }
+        let text = (message.content.get() != "\"\"").then_some(message.content);
+        let role = match message.role {
+            "system" | "developer" => {
+                system.extend(text);
+                continue;
+            }
+            "user" => "user",
+            "assistant" => "assistant",
+            _ => return None,
+        };
+        match turns.last_mut() {
+            Some((last, blocks)) if *last == role => blocks.extend(text),
+            _ => turns.push((role, text.into_iter().collect())),
+        }
+    }
+    let texts: usize = chat.messages.iter().map(|m| m.content.get().len()).sum();
+    let mut body = Vec::with_capacity(texts + 64 * chat.messages.len() + 128);
+    body.extend_from_slice(b"{\"model\":");
+    json_writer::write_str(&mut body, &chat.model);
+    if !system.is_empty() {
+        body.extend_from_slice(b",\"system\":");
+        write_text_blocks(&mut body, &system);
+    }
+    body.extend_from_slice(b",\"messages\":[");
+    for (i, (role, blocks)) in turns.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"role\":\"");
+        body.extend_from_slice(role.as_bytes());
+        body.extend_from_slice(b"\",\"content\":");
+        write_text_blocks(&mut body, blocks);
+        body.push(b'}');
+    }
+    write!(body, "],\"max_tokens\":{max_tokens}").expect("a Vec takes every byte");
+    for (key, raw) in [("temperature", temperature), ("top_p", top_p)] {
+        if let Some((raw, _)) = raw {
+            write!(body, ",\"{key}\":{}", raw.get()).expect("a Vec takes every byte");
+        }
+    }
+    let stream = chat.stream == Some(true);
+    if stream {
+        body.extend_from_slice(b",\"stream\":true");
+    }
+    body.push(b'}');
+    let include_usage = chat.stream_options.and_then(|o| o.include_usage) == Some(true);
+    Some(PlainUpstream {
+        body,
+        model: chat.model.into_owned(),
+        stream,
+        include_usage,
+        max_tokens: chat
+            .max_completion_tokens
+            .max(chat.max_tokens)
+            .or(Some(default_max_tokens.into())),
+    })
+}
+
+/// An optional number as written and its value; `None` when it is not a number.
+fn plain_number(raw: Option<&RawValue>) -> Option<Option<(&RawValue, f64)>> {
+    match raw {
+        None => Some(None),
+        // A number past f64's range is one `request`'s reader refuses.
+        Some(raw) => raw
+            .get()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(|n| Some((raw, n))),
+    }
+}
+
+/// `[{"type":"text","text":…},…]` of JSON strings as written.
+fn write_text_blocks(out: &mut Vec<u8>, texts: &[&RawValue]) {
+    out.push(b'[');
+    for (i, text) in texts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+        out.extend_from_slice(text.get().as_bytes());
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// The system blocks and the Messages turns of a chat conversation: system and developer
@@ -456,20 +686,153 @@ fn finish_reason(stop_reason: Option<&str>) -> Value {
     }
 }
 
+/// Chat's prompt tokens of Anthropic's three counts (an upstream's counts near `u64::MAX`
+/// saturate rather than wrap).
+fn prompt_tokens(input: u64, cached: u64, cache_creation: u64) -> u64 {
+    input.saturating_add(cached).saturating_add(cache_creation)
+}
+
 /// Anthropic's usage as chat's: prompt tokens include the cached and cache-written ones, as
 /// OpenAI counts them, with the cached ones named in `prompt_tokens_details`.
 pub(super) fn usage(usage: &Value) -> Value {
     let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
     let cached = count("cache_read_input_tokens");
-    let prompt = count("input_tokens") + cached + count("cache_creation_input_tokens");
+    let prompt = prompt_tokens(
+        count("input_tokens"),
+        cached,
+        count("cache_creation_input_tokens"),
+    );
     let completion = count("output_tokens");
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": {"cached_tokens": cached},
         "completion_tokens_details": {"reasoning_tokens": 0},
     })
+}
+
+/// A Messages reply of text blocks only, borrowed from the body. Any other reply (a tool use or
+/// another block, a field of another type, a known key given twice) fails to read, and takes
+/// [`reply`]'s way; keys [`reply`] does not read are passed over, as it does.
+#[derive(Deserialize)]
+pub(super) struct PlainReply<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    content: Vec<PlainText<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<PlainUsage>,
+}
+
+/// Anthropic's token counts, as [`usage`] reads them (other keys passed over).
+#[derive(Deserialize, Default)]
+struct PlainUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+/// A `text` block's text, a JSON string as the upstream wrote it.
+struct PlainText<'a>(&'a RawValue);
+
+// Read by hand, from JSON objects only (see `PlainMessage`); keys other than `type` and `text`
+// (citations) are passed over, as `reply` does.
+impl<'de: 'a, 'a> Deserialize<'de> for PlainText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PlainText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text block")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut text_type, mut text) = (false, None);
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    let fresh = match key {
+                        "type" => {
+                            let fresh = !text_type;
+                            text_type = map.next_value::<&'de str>()? == "text";
+                            fresh && text_type
+                        }
+                        "text" => text.replace(map.next_value::<&'de RawValue>()?).is_none(),
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            true
+                        }
+                    };
+                    if !fresh {
+                        return Err(de::Error::custom("not a text block"));
+                    }
+                }
+                match text {
+                    Some(text) if text_type && text.get().starts_with('"') => Ok(PlainText(text)),
+                    _ => Err(de::Error::custom("not a text block")),
+                }
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'a> PlainReply<'a> {
+    /// The body as a reply of text blocks, or `None` when it is not one.
+    pub(super) fn read(body: &'a [u8]) -> Option<Self> {
+        // serde's derived reader would take an array too.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
+    }
+}
+
+/// Writes a reply of text blocks as the chat completion [`reply`] makes of it (the same JSON
+/// value), its text copied as the upstream wrote it.
+pub(super) fn plain_reply(reply: PlainReply<'_>, created: u64) -> Vec<u8> {
+    let texts: usize = reply.content.iter().map(|text| text.0.get().len()).sum();
+    let mut out = Vec::with_capacity(texts + 512);
+    out.extend_from_slice(b"{\"id\":");
+    json_writer::write_str(&mut out, &reply.id);
+    write!(out, ",\"object\":\"chat.completion\",\"created\":{created}")
+        .expect("a Vec takes every byte");
+    out.extend_from_slice(b",\"model\":");
+    json_writer::write_str(&mut out, &reply.model);
+    out.extend_from_slice(
+        b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
+    );
+    // The texts of the blocks, one after the other: each is a JSON string, quotes cut off.
+    for text in &reply.content {
+        let quoted = text.0.get().as_bytes();
+        out.extend_from_slice(&quoted[1..quoted.len() - 1]);
+    }
+    out.extend_from_slice(b"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
+    json_writer::write_value(&mut out, &finish_reason(reply.stop_reason.as_deref()));
+    let counts = reply.usage.unwrap_or_default();
+    let cached = counts.cache_read_input_tokens.unwrap_or(0);
+    let prompt = prompt_tokens(
+        counts.input_tokens.unwrap_or(0),
+        cached,
+        counts.cache_creation_input_tokens.unwrap_or(0),
+    );
+    let completion = counts.output_tokens.unwrap_or(0);
+    let total = prompt.saturating_add(completion);
+    write!(
+        out,
+        "}}],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\
+         \"total_tokens\":{total},\"prompt_tokens_details\":{{\"cached_tokens\":{cached}}},\
+         \"completion_tokens_details\":{{\"reasoning_tokens\":0}}}}}}"
+    )
+    .expect("a Vec takes every byte");
+    out
 }
 
 /// A whole Messages reply as a chat completion.

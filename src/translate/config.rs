@@ -8,6 +8,8 @@
 //! ]
 //! ```
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::api::routes::Endpoint;
@@ -117,8 +119,9 @@ fn default_max_tokens() -> u32 {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct TranslateConfig {
-    /// The translations, in the order given.
-    pub translations: Vec<Translation>,
+    /// The translations, in the order given (shared: each translated request's reply holds
+    /// its own).
+    pub translations: Vec<Arc<Translation>>,
 }
 
 impl TranslateConfig {
@@ -245,7 +248,7 @@ impl TranslateConfig {
     }
 
     /// The translation of requests in `client`'s API for `model`, if any.
-    pub fn for_request(&self, client: Api, model: &str) -> Option<&Translation> {
+    pub fn for_request(&self, client: Api, model: &str) -> Option<&Arc<Translation>> {
         self.translations
             .iter()
             .find(|t| t.client == client && t.serves(model))
@@ -264,7 +267,7 @@ impl TranslateConfig {
     /// This config with `route`'s translations added: a route's translations of a client API
     /// replace the listener's.
     pub fn extended_with(&self, route: &Self) -> Self {
-        let mut translations: Vec<Translation> = self
+        let mut translations: Vec<Arc<Translation>> = self
             .translations
             .iter()
             .filter(|t| !route.translates(t.client))

@@ -139,6 +139,45 @@ pub struct Upstream {
     pub echo: Echo,
 }
 
+/// A request translated straight from its bytes (see [`TranslateConfig::plain_request`]).
+#[derive(Debug)]
+pub struct PlainUpstream {
+    /// The body to send, in the upstream's API.
+    pub body: Vec<u8>,
+    /// The model asked for.
+    pub model: String,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// The client asked for a usage chunk at the end of its stream.
+    pub include_usage: bool,
+    /// The completion tokens the request may use at most, as budgets reserve them.
+    pub max_tokens: Option<u64>,
+}
+
+impl TranslateConfig {
+    /// A request of `client`'s API that is a plain conversation (text messages and the common
+    /// sampling fields), translated straight from its bytes: the same JSON value as
+    /// [`Translation::request`] gives, without building a tree or decoding a text, so that
+    /// translating the most common request costs little more than passing it on. `None` when
+    /// the request is not plain, or no translation serves its model: the full way reads it.
+    pub fn plain_request(
+        &self,
+        client: Api,
+        body: &[u8],
+    ) -> Option<(&std::sync::Arc<Translation>, PlainUpstream)> {
+        match client {
+            Api::Chat => {
+                let chat = chat_to_messages::PlainChat::read(body)?;
+                let translation = self.for_request(client, chat.model())?;
+                let upstream =
+                    chat_to_messages::plain_request(chat, translation.default_max_tokens)?;
+                Some((translation, upstream))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Translation {
     /// The stats label of this direction, such as `chat_to_messages`.
     pub fn label(&self) -> &'static str {
@@ -159,6 +198,20 @@ impl Translation {
             (Api::Messages, Api::Chat) => messages_to_chat::request(fields),
             (Api::Responses, Api::Chat) => responses_to_chat::request(fields),
             _ => unreachable!("the config admits only the directions llm-edge makes"),
+        }
+    }
+
+    /// A whole 2xx reply of text only, translated straight from its bytes: the same JSON value
+    /// as [`Translation::reply`] gives, nothing dropped, without building a tree or decoding
+    /// its text. `None` when the reply is not plain text, or this direction has no plain way:
+    /// the full way reads it.
+    pub fn plain_reply(&self, body: &[u8], created: u64) -> Option<Vec<u8>> {
+        match (self.client, self.upstream) {
+            (Api::Chat, Api::Messages) => {
+                let reply = chat_to_messages::PlainReply::read(body)?;
+                Some(chat_to_messages::plain_reply(reply, created))
+            }
+            _ => None,
         }
     }
 

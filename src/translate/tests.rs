@@ -9,14 +9,14 @@ use super::*;
 use crate::api::sse::EventReader;
 
 /// The one translation `config` gives.
-fn translation(config: Value) -> Translation {
+fn translation(config: Value) -> std::sync::Arc<Translation> {
     TranslateConfig::parse(&json!([config]))
         .unwrap()
         .translations
         .remove(0)
 }
 
-fn chat_to_messages() -> Translation {
+fn chat_to_messages() -> std::sync::Arc<Translation> {
     translation(json!({
         "client": "chat", "upstream": "messages", "upstream_path": "/v1/messages",
         "headers": {"anthropic-version": "2023-06-01"}, "default_max_tokens": 1000,
@@ -266,6 +266,222 @@ fn fields_whose_meaning_would_change_are_refused_naming_them() {
     );
     let no_id = json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]});
     assert!(up(no_id).is_err());
+}
+
+/// A JSON string of random text, each character written as itself, its required escape or a
+/// `\u` escape (a surrogate pair past the BMP), as clients write them.
+fn random_json_string(rng: &mut StdRng) -> String {
+    const CHARS: [char; 10] = ['a', ' ', '"', '\\', '\n', '\u{1}', '’', '😀', '/', '@'];
+    let mut out = String::from("\"");
+    for _ in 0..rng.random_range(0..12) {
+        let c = CHARS[rng.random_range(0..CHARS.len())];
+        if rng.random_bool(0.3) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            let written = serde_json::to_string(&c.to_string()).unwrap();
+            out.push_str(&written[1..written.len() - 1]);
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A chat request as JSON text: mostly a plain conversation, often not quite one (another role,
+/// a part array, a field or value of another kind, a key given twice, an array for an object).
+fn random_chat_request(rng: &mut StdRng) -> String {
+    let pick =
+        |rng: &mut StdRng, options: &[&str]| options[rng.random_range(0..options.len())].to_owned();
+    let model = pick(
+        rng,
+        &[
+            "\"claude-sonnet-4-6\"",
+            "\"cl\\u0061ude\"",
+            "\"claude\"",
+            "7",
+        ],
+    );
+    let mut fields = vec![format!("\"model\":{model}")];
+    let mut messages = Vec::new();
+    for _ in 0..rng.random_range(0..5) {
+        let role = match rng.random_range(0..40) {
+            0 => "\"tool\"".to_owned(),
+            1 => "\"User\"".to_owned(),
+            2 => "\"\\u0075ser\"".to_owned(),
+            _ => pick(
+                rng,
+                &["\"system\"", "\"developer\"", "\"user\"", "\"assistant\""],
+            ),
+        };
+        let content = match rng.random_range(0..30) {
+            0 => "\"\"".to_owned(),
+            1 => "[{\"type\":\"text\",\"text\":\"t\"}]".to_owned(),
+            2 => "null".to_owned(),
+            _ => random_json_string(rng),
+        };
+        messages.push(match rng.random_range(0..60) {
+            0 => format!("{{\"role\":{role},\"content\":{content},\"name\":\"n\"}}"),
+            1 => format!("{{\"role\":{role},\"role\":{role},\"content\":{content}}}"),
+            2 => format!("[{role},{content}]"),
+            3 => format!("{{\"role\":{role}}}"),
+            _ => format!("{{ \"content\" : {content} , \"role\" : {role} }}"),
+        });
+    }
+    fields.push(format!("\"messages\":[{}]", messages.join(",")));
+    let optional: [(&str, &[&str]); 9] = [
+        ("max_tokens", &["0", "5", "null", "\"7\"", "3.5"]),
+        ("max_completion_tokens", &["9", "null", "0"]),
+        ("stream", &["true", "false", "null", "\"yes\""]),
+        (
+            "stream_options",
+            &[
+                "{\"include_usage\":true}",
+                "{\"include_usage\":false,\"x\":1}",
+                "{}",
+                "[true]",
+                "null",
+            ],
+        ),
+        (
+            "temperature",
+            &["0", "0.50", "1", "1.5", "null", "\"0.5\"", "1e0", "1e999"],
+        ),
+        ("top_p", &["0.9", "null", "\"x\"", "1e999"]),
+        ("stop", &["\"END\""]),
+        ("user", &["\"u\""]),
+        ("model", &["\"again\""]),
+    ];
+    for (key, values) in optional {
+        if rng.random_bool(0.15) {
+            fields.push(format!("\"{key}\":{}", pick(rng, values)));
+        }
+    }
+    let body = format!("{{{}}}", fields.join(","));
+    if rng.random_bool(0.02) {
+        format!("[{body}]")
+    } else {
+        body
+    }
+}
+
+/// The plain way writes every plain conversation as the full way translates it (the same JSON
+/// value, the same stream, usage and budget); whatever the full way refuses or drops takes it.
+#[test]
+fn a_plain_conversation_is_translated_from_its_bytes_as_the_full_way_does() {
+    let config = TranslateConfig {
+        translations: vec![chat_to_messages()],
+    };
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut plain = 0;
+    for _ in 0..5000 {
+        let body = random_chat_request(&mut rng);
+        let Some((_, quick)) = config.plain_request(Api::Chat, body.as_bytes()) else {
+            continue;
+        };
+        plain += 1;
+        let fields: Map<String, Value> = serde_json::from_str(&body).expect(&body);
+        let full = up(Value::Object(fields.clone())).expect(&body);
+        let written: Value = serde_json::from_slice(&quick.body).expect(&body);
+        assert_eq!(written, Value::Object(full.body), "{body}");
+        assert!(full.dropped.is_empty(), "{body}");
+        assert_eq!(
+            (quick.stream, quick.include_usage),
+            (full.stream, full.include_usage),
+            "{body}"
+        );
+        assert_eq!(quick.model, fields["model"].as_str().unwrap(), "{body}");
+        let limit = |key: &str| fields.get(key).and_then(Value::as_u64);
+        let reserved = limit("max_completion_tokens")
+            .max(limit("max_tokens"))
+            .or(Some(1000));
+        assert_eq!(quick.max_tokens, reserved, "{body}");
+    }
+    assert!((800..4000).contains(&plain), "{plain} of 5000 were plain");
+}
+
+/// A Messages reply as JSON text: mostly text blocks, often not only (a tool use, a block of
+/// another type or shape, a field of another type, a key given twice, keys `reply` ignores).
+fn random_messages_reply(rng: &mut StdRng) -> String {
+    let pick =
+        |rng: &mut StdRng, options: &[&str]| options[rng.random_range(0..options.len())].to_owned();
+    let mut blocks = Vec::new();
+    for _ in 0..rng.random_range(0..4) {
+        let text = random_json_string(rng);
+        blocks.push(match rng.random_range(0..40) {
+            0 => r#"{"type":"tool_use","id":"t","name":"f","input":{}}"#.to_owned(),
+            1 => format!(r#"{{"type":"thinking","thinking":{text}}}"#),
+            2 => format!(r#"{{"type":"text","text":{text},"type":"text"}}"#),
+            3 => r#"{"type":"text","text":7}"#.to_owned(),
+            4 => format!("[\"text\",{text}]"),
+            5 => format!(r#"{{"text":{text},"citations":[{{"x":1}}],"type":"text"}}"#),
+            6 => format!(r#"{{"type":"text","t\u0065xt":{text}}}"#),
+            _ => format!(r#"{{"type":"text","text":{text}}}"#),
+        });
+    }
+    let mut fields = vec![
+        format!(
+            "\"id\":{}",
+            pick(rng, &["\"msg_1\"", "\"m\\u0073g\"", "\"msg_2\"", "3"])
+        ),
+        format!("\"content\":[{}]", blocks.join(",")),
+    ];
+    let optional: [(&str, &[&str]); 7] = [
+        (
+            "model",
+            &["\"claude-sonnet-4-6\"", "\"claude-sonnet-4-6\"", "null"],
+        ),
+        (
+            "stop_reason",
+            &["\"end_turn\"", "\"max_tokens\"", "\"refusal\"", "null", "5"],
+        ),
+        (
+            "usage",
+            &[
+                r#"{"input_tokens":5,"output_tokens":2,"cache_read_input_tokens":3}"#,
+                r#"{"input_tokens":5,"service_tier":"standard","cache_creation":{"x":1}}"#,
+                r#"{"input_tokens":18446744073709551615,"cache_creation_input_tokens":2}"#,
+                r#"{"output_tokens":-1}"#,
+                r#"{"output_tokens":1,"output_tokens":2}"#,
+                "null",
+                "\"x\"",
+            ],
+        ),
+        ("type", &["\"message\""]),
+        ("stop_sequence", &["null", "\"END\""]),
+        ("container", &["{\"id\":\"c\"}"]),
+        ("id", &["\"again\""]),
+    ];
+    for (key, values) in optional {
+        if rng.random_bool(if key == "model" { 0.9 } else { 0.3 }) {
+            fields.push(format!("\"{key}\":{}", pick(rng, values)));
+        }
+    }
+    format!("{{ {} }}", fields.join(" , "))
+}
+
+/// The plain way writes every reply of text blocks as the full way translates it (the same
+/// JSON value, nothing dropped); whatever else the upstream sends takes the full way.
+#[test]
+fn a_reply_of_text_is_translated_from_its_bytes_as_the_full_way_does() {
+    let translation = chat_to_messages();
+    let mut rng = StdRng::seed_from_u64(22);
+    let mut plain = 0;
+    for _ in 0..5000 {
+        let body = random_messages_reply(&mut rng);
+        let Some(quick) = translation.plain_reply(body.as_bytes(), 17) else {
+            continue;
+        };
+        plain += 1;
+        let reply: Value = serde_json::from_str(&body).expect(&body);
+        let mut dropped = Dropped::default();
+        let full = translation.reply(&reply, 17, &Default::default(), &mut dropped);
+        let written: Value = serde_json::from_slice(&quick).expect(&body);
+        assert_eq!(written, full, "{body}");
+        assert!(dropped.is_empty(), "{body}");
+    }
+    assert!((800..4000).contains(&plain), "{plain} of 5000 were plain");
 }
 
 #[test]
@@ -659,7 +875,7 @@ fn a_stream_without_usage_asked_ends_without_a_usage_chunk_and_errors_end_it() {
     );
 }
 
-fn messages_to_chat() -> Translation {
+fn messages_to_chat() -> std::sync::Arc<Translation> {
     translation(json!({
         "client": "messages", "upstream": "chat", "upstream_path": "/v1/chat/completions",
     }))
@@ -1098,7 +1314,7 @@ fn a_chat_stream_error_ends_the_messages_stream_with_an_error_event() {
     );
 }
 
-fn responses_to_chat() -> Translation {
+fn responses_to_chat() -> std::sync::Arc<Translation> {
     translation(json!({
         "client": "responses", "upstream": "chat", "upstream_path": "/v1/chat/completions",
     }))

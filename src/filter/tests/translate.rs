@@ -60,6 +60,30 @@ fn a_translated_request_goes_to_the_upstreams_path_in_its_api() {
 }
 
 #[test]
+fn a_plain_conversation_goes_up_as_written_and_any_other_the_full_way() {
+    // The plain way copies the client's text as written, escapes and all; the full way decodes
+    // it and writes it again. The upstream reads the same request either way.
+    let plain =
+        br#"{"model":"m","messages":[{"role":"user","content":"it\u2019s"}],"stream":true}"#;
+    let with_stop = br#"{"model":"m","messages":[{"role":"user","content":"it\u2019s"}],"stream":true,"stop":"x"}"#;
+    for (body, as_written) in [(&plain[..], true), (&with_stop[..], false)] {
+        let (_, host, status) = forward(TO_ANTHROPIC, &[], body);
+        assert_eq!(status, BodyStatus::Continue);
+        let sent = host.forwarded_body.clone().unwrap();
+        let sent = String::from_utf8(sent).unwrap();
+        assert_eq!(sent.contains(r"it\u2019s"), as_written, "{sent}");
+        let sent: Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(sent["messages"][0]["content"][0]["text"], "it\u{2019}s");
+        assert_eq!(sent["stream"], true);
+        assert_eq!(header_of(&host, ":path"), Some(&b"/v1/messages"[..]));
+        assert_eq!(
+            header_of(&host, "anthropic-version"),
+            Some(&b"2023-06-01"[..])
+        );
+    }
+}
+
+#[test]
 fn a_guarded_translated_stream_restores_a_value_split_at_any_byte() {
     let email = "ada@example.com";
     let body = format!(
