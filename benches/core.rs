@@ -227,8 +227,21 @@ fn translation(c: &mut Criterion) {
                 serde_json::to_vec(&upstream.body).expect("JSON")
             })
         });
+        let config = TranslateConfig {
+            translations: vec![translation.clone()],
+        };
+        if config.plain_request(translation.client, &request).is_some() {
+            group.bench_function(format!("{label}: 4 KB request, from its bytes"), |b| {
+                b.iter(|| config.plain_request(translation.client, black_box(&request)))
+            });
+        }
         let whole = upstream_reply(i, false).concat();
         group.throughput(Throughput::Bytes(whole.len() as u64));
+        if translation.plain_reply(&whole, 1).is_some() {
+            group.bench_function(format!("{label}: whole reply, from its bytes"), |b| {
+                b.iter(|| translation.plain_reply(black_box(&whole), 1))
+            });
+        }
         group.bench_function(format!("{label}: whole reply"), |b| {
             b.iter(|| {
                 let reply: serde_json::Value =
