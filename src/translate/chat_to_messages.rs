@@ -317,7 +317,7 @@ pub(super) fn plain_request(chat: PlainChat<'_>, default_max_tokens: u32) -> Opt
     let mut system: Vec<&RawValue> = Vec::new();
     let mut turns: Vec<(&str, Vec<&RawValue>)> = Vec::new();
     for message in &chat.messages {
-        if !message.content.get().starts_with('"') {
+        if !message.content.get().starts_with('"') || !decodes(message.content) {
             return None;
         }
         let text = (message.content.get() != "\"\"").then_some(message.content);
@@ -376,6 +376,16 @@ pub(super) fn plain_request(chat: PlainChat<'_>, default_max_tokens: u32) -> Opt
             .max(chat.max_tokens)
             .or(Some(default_max_tokens.into())),
     })
+}
+
+/// Whether a JSON string reads as a string: serde_json passes over half a surrogate pair in a
+/// string it only skips, which [`request`]'s and [`reply`]'s readers refuse. Only a string with
+/// a `\u` escape of a surrogate is decoded to tell.
+fn decodes(string: &RawValue) -> bool {
+    let raw = string.get().as_bytes();
+    let surrogate = memchr::memmem::find_iter(raw, br"\u")
+        .any(|at| matches!(raw.get(at + 2), Some(b'd' | b'D')));
+    !surrogate || serde_json::from_str::<Cow<'_, str>>(string.get()).is_ok()
 }
 
 /// An optional number as written and its value; `None` when it is not a number.
@@ -775,7 +785,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for PlainText<'a> {
                     }
                 }
                 match text {
-                    Some(text) if text_type && text.get().starts_with('"') => Ok(PlainText(text)),
+                    Some(text) if text_type && text.get().starts_with('"') && decodes(text) => {
+                        Ok(PlainText(text))
+                    }
                     _ => Err(de::Error::custom("not a text block")),
                 }
             }
