@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::Write as _;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -272,7 +272,7 @@ impl<'de> Deserialize<'de> for PlainStreamOptions {
                         }
                         include_usage = Some(map.next_value::<Option<bool>>()?);
                     } else {
-                        map.next_value::<de::IgnoredAny>()?;
+                        map.next_value::<Checked>()?;
                     }
                 }
                 Ok(PlainStreamOptions {
@@ -386,6 +386,50 @@ fn decodes(string: &RawValue) -> bool {
     let surrogate = memchr::memmem::find_iter(raw, br"\u")
         .any(|at| matches!(raw.get(at + 2), Some(b'd' | b'D')));
     !surrogate || serde_json::from_str::<Cow<'_, str>>(string.get()).is_ok()
+}
+
+/// Any JSON value, read as the full way's reader reads one (strings decoded, numbers in range,
+/// nesting within serde_json's limit) and kept nowhere: what a plain reader passes over must
+/// still be JSON that the full way accepts, which serde's `IgnoredAny` does not check.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Checked;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
 }
 
 /// An optional number as written and its value; `None` when it is not a number.
@@ -723,9 +767,11 @@ pub(super) fn usage(usage: &Value) -> Value {
 }
 
 /// A Messages reply of text blocks only, borrowed from the body. Any other reply (a tool use or
-/// another block, a field of another type, a known key given twice) fails to read, and takes
-/// [`reply`]'s way; keys [`reply`] does not read are passed over, as it does.
+/// another block, a field of another type or one it does not know, a known key given twice)
+/// fails to read, and takes [`reply`]'s way; the fields [`reply`] does not use are checked as
+/// its reader checks them.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PlainReply<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
@@ -737,19 +783,60 @@ pub(super) struct PlainReply<'a> {
     stop_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<PlainUsage>,
+    #[serde(default, rename = "type")]
+    _type: Option<Checked>,
+    #[serde(default, rename = "role")]
+    _role: Option<Checked>,
+    #[serde(default, rename = "stop_sequence")]
+    _stop_sequence: Option<Checked>,
+    #[serde(default, rename = "container")]
+    _container: Option<Checked>,
 }
 
-/// Anthropic's token counts, as [`usage`] reads them (other keys passed over).
-#[derive(Deserialize, Default)]
+/// Anthropic's token counts, as [`usage`] reads them; its other keys are checked and passed over.
+#[derive(Default)]
 struct PlainUsage {
-    #[serde(default)]
     input_tokens: Option<u64>,
-    #[serde(default)]
     output_tokens: Option<u64>,
-    #[serde(default)]
     cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+}
+
+// Read by hand, from a JSON object only (see `PlainMessage`): [`usage`] reads nothing of an array.
+impl<'de> Deserialize<'de> for PlainUsage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PlainUsage;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("token counts")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut usage = PlainUsage::default();
+                let mut seen = [false; 4];
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    let (slot, count) = match key {
+                        "input_tokens" => (0, &mut usage.input_tokens),
+                        "output_tokens" => (1, &mut usage.output_tokens),
+                        "cache_read_input_tokens" => (2, &mut usage.cache_read_input_tokens),
+                        "cache_creation_input_tokens" => {
+                            (3, &mut usage.cache_creation_input_tokens)
+                        }
+                        _ => {
+                            map.next_value::<Checked>()?;
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(&mut seen[slot], true) {
+                        return Err(de::Error::custom("a count given twice"));
+                    }
+                    *count = map.next_value::<Option<u64>>()?;
+                }
+                Ok(usage)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// A `text` block's text, a JSON string as the upstream wrote it.
@@ -776,7 +863,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for PlainText<'a> {
                         }
                         "text" => text.replace(map.next_value::<&'de RawValue>()?).is_none(),
                         _ => {
-                            map.next_value::<de::IgnoredAny>()?;
+                            map.next_value::<Checked>()?;
                             true
                         }
                     };

@@ -1652,3 +1652,291 @@ fn a_response_repeats_the_requests_instructions_tools_and_tool_choice() {
         (&Value::Null, &json!([]), &json!("auto"))
     );
 }
+
+/// The full way of a request as the filter takes it: read (refusing what does not read as
+/// JSON, the last of two keys winning), then translate.
+fn full_request(body: &[u8]) -> Result<Upstream, String> {
+    let (value, _) = crate::api::json_read::parse_value_noting_duplicates(body)
+        .map_err(|e| format!("parse: {e}"))?;
+    let Value::Object(fields) = value else {
+        return Err("not an object".into());
+    };
+    chat_to_messages()
+        .request(fields)
+        .map_err(|e| format!("refused: {e:?}"))
+}
+
+/// What breaks the plain way's contract on a request, if anything: a panic, output that is not
+/// JSON, a request the full way refuses, or another translation.
+fn check_request(name: &str, body: &[u8]) -> Option<String> {
+    let config = TranslateConfig {
+        translations: vec![chat_to_messages()],
+    };
+    let quick = std::panic::catch_unwind(|| config.plain_request(Api::Chat, body).map(|(_, q)| q));
+    let quick = match quick {
+        Err(_) => return Some(format!("{name}: PANIC in plain way")),
+        Ok(None) => return None,
+        Ok(Some(q)) => q,
+    };
+    let plain_text = String::from_utf8_lossy(&quick.body).into_owned();
+    let written: Result<Value, _> = serde_json::from_slice(&quick.body);
+    let full = full_request(body);
+    let full = match full {
+        Err(e) => return Some(format!("{name}: BREAK plain={plain_text} full={e}")),
+        Ok(f) => f,
+    };
+    let written = match written {
+        Err(e) => {
+            return Some(format!(
+                "{name}: BREAK plain output not JSON ({e}): {plain_text}"
+            ));
+        }
+        Ok(w) => w,
+    };
+    let full_body = Value::Object(full.body.clone());
+    if written != full_body
+        || !full.dropped.is_empty()
+        || (quick.stream, quick.include_usage) != (full.stream, full.include_usage)
+    {
+        return Some(format!(
+            "{name}: BREAK plain={plain_text} ({},{}) full={full_body} ({},{}) dropped_empty={}",
+            quick.stream,
+            quick.include_usage,
+            full.stream,
+            full.include_usage,
+            full.dropped.is_empty()
+        ));
+    }
+    None
+}
+
+/// [`check_request`] for a reply.
+fn check_reply(name: &str, body: &[u8]) -> Option<String> {
+    let translation = chat_to_messages();
+    let quick = std::panic::catch_unwind(|| translation.plain_reply(body, 17));
+    let quick = match quick {
+        Err(_) => return Some(format!("{name}: PANIC in plain way")),
+        Ok(None) => return None,
+        Ok(Some(q)) => q,
+    };
+    let plain_text = String::from_utf8_lossy(&quick).into_owned();
+    let reply = match crate::api::json_read::parse_value_noting_duplicates(body) {
+        Err(e) => {
+            return Some(format!(
+                "{name}: BREAK plain={plain_text} full=parse refused ({e})"
+            ));
+        }
+        Ok((v, _)) => v,
+    };
+    let mut dropped = Dropped::default();
+    let full = translation.reply(&reply, 17, &Default::default(), &mut dropped);
+    match serde_json::from_slice::<Value>(&quick) {
+        Err(e) => Some(format!(
+            "{name}: BREAK plain output not JSON ({e}): {plain_text}"
+        )),
+        Ok(w) if w != full || !dropped.is_empty() => Some(format!(
+            "{name}: BREAK plain={plain_text} full={full} dropped_empty={}",
+            dropped.is_empty()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Inputs an attacker would try on the plain ways (an adversarial review's list): keys twice or
+/// escaped, arrays for objects, odd numbers, half surrogate pairs, invalid UTF-8 and deep nesting
+/// in values the plain readers pass over, usage as an array. Each is declined, or written as
+/// the full way writes it; none is accepted where the full way refuses.
+#[test]
+fn hostile_inputs_take_the_full_way_or_agree_with_it() {
+    let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let reqs: Vec<(&str, Vec<u8>)> = vec![
+        ("baseline", format!(r#"{{"model":"m",{m}}}"#).into_bytes()),
+        ("dup model", format!(r#"{{"model":"m","model":"n",{m}}}"#).into_bytes()),
+        ("escaped key model", format!(r#"{{"mod\u0065l":"m",{m}}}"#).into_bytes()),
+        ("escaped dup key", format!(r#"{{"model":"m","mod\u0065l":"n",{m}}}"#).into_bytes()),
+        ("dup message key", br#"{"model":"m","messages":[{"role":"user","role":"user","content":"hi"}]}"#.to_vec()),
+        ("message as array", br#"{"model":"m","messages":[["user","hi"]]}"#.to_vec()),
+        ("top-level array", br#"["m",[{"role":"user","content":"hi"}]]"#.to_vec()),
+        ("leading ws", format!(" \n\t{{\"model\":\"m\",{m}}}  ").into_bytes()),
+        ("form feed", format!("\x0c{{\"model\":\"m\",{m}}}").into_bytes()),
+        ("bom", format!("\u{feff}{{\"model\":\"m\",{m}}}").into_bytes()),
+        ("trailing junk", format!(r#"{{"model":"m",{m}}}x"#).into_bytes()),
+        ("max_tokens -0", format!(r#"{{"model":"m",{m},"max_tokens":-0}}"#).into_bytes()),
+        ("max_tokens 1e2", format!(r#"{{"model":"m",{m},"max_tokens":1e2}}"#).into_bytes()),
+        ("max_tokens 1.0", format!(r#"{{"model":"m",{m},"max_tokens":1.0}}"#).into_bytes()),
+        ("max_tokens u64max", format!(r#"{{"model":"m",{m},"max_tokens":18446744073709551615}}"#).into_bytes()),
+        ("max_tokens u64max+1", format!(r#"{{"model":"m",{m},"max_tokens":18446744073709551616}}"#).into_bytes()),
+        ("max_tokens 0", format!(r#"{{"model":"m",{m},"max_tokens":0}}"#).into_bytes()),
+        ("mct 5 mt 0", format!(r#"{{"model":"m",{m},"max_completion_tokens":5,"max_tokens":0}}"#).into_bytes()),
+        ("mct 0 mt 5", format!(r#"{{"model":"m",{m},"max_completion_tokens":0,"max_tokens":5}}"#).into_bytes()),
+        ("mct null mt 5", format!(r#"{{"model":"m",{m},"max_completion_tokens":null,"max_tokens":5}}"#).into_bytes()),
+        ("mct 5 mt 9", format!(r#"{{"model":"m",{m},"max_completion_tokens":5,"max_tokens":9}}"#).into_bytes()),
+        ("temp -0", format!(r#"{{"model":"m",{m},"temperature":-0}}"#).into_bytes()),
+        ("temp -0.0", format!(r#"{{"model":"m",{m},"temperature":-0.0}}"#).into_bytes()),
+        ("temp 1e-400", format!(r#"{{"model":"m",{m},"temperature":1e-400}}"#).into_bytes()),
+        ("temp 1e400", format!(r#"{{"model":"m",{m},"temperature":1e400}}"#).into_bytes()),
+        ("temp near 1", format!(r#"{{"model":"m",{m},"temperature":1.000000000000000111}}"#).into_bytes()),
+        ("temp long", format!(r#"{{"model":"m",{m},"temperature":0.{}}}"#, "9".repeat(400)).into_bytes()),
+        ("temp string", format!(r#"{{"model":"m",{m},"temperature":"0.5"}}"#).into_bytes()),
+        ("temp null", format!(r#"{{"model":"m",{m},"temperature":null}}"#).into_bytes()),
+        ("top_p 1e400", format!(r#"{{"model":"m",{m},"top_p":1e400}}"#).into_bytes()),
+        ("top_p -1e308", format!(r#"{{"model":"m",{m},"top_p":-1e308}}"#).into_bytes()),
+        ("top_p huge int", format!(r#"{{"model":"m",{m},"top_p":123456789012345678901234567890}}"#).into_bytes()),
+        ("top_p 2.5e-324", format!(r#"{{"model":"m",{m},"top_p":2.5e-324}}"#).into_bytes()),
+        ("stream null", format!(r#"{{"model":"m",{m},"stream":null}}"#).into_bytes()),
+        ("stream_options array", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":[true]}}"#).into_bytes()),
+        ("stream_options null iu", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"include_usage":null}}}}"#).into_bytes()),
+        ("stream_options escaped key", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"include_\u0075sage":true}}}}"#).into_bytes()),
+        ("stream_options dup other", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"x":1,"x":2,"include_usage":true}}}}"#).into_bytes()),
+        ("stream_options nested", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"o":{{"include_usage":false}},"include_usage":true}}}}"#).into_bytes()),
+        ("stream_options lone surrogate", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"x":"\ud800","include_usage":true}}}}"#).into_bytes()),
+        ("stream_options 1e400", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"x":1e400}}}}"#).into_bytes()),
+        ("stream_options deep", format!(r#"{{"model":"m",{m},"stream":true,"stream_options":{{"x":{deep}}}}}"#).into_bytes()),
+        ("stream_options bad utf8", { let mut b = format!(r#"{{"model":"m",{m},"stream_options":{{"x":"A"#).into_bytes(); b.push(0xff); b.extend_from_slice(b"\"}}"); b }),
+        ("stream_options control char", format!("{{\"model\":\"m\",{m},\"stream_options\":{{\"x\":\"a\x01b\"}}}}").into_bytes()),
+        ("role User", br#"{"model":"m","messages":[{"role":"User","content":"hi"}]}"#.to_vec()),
+        ("role escaped", br#"{"model":"m","messages":[{"role":"\u0075ser","content":"hi"}]}"#.to_vec()),
+        ("role tool", br#"{"model":"m","messages":[{"role":"tool","content":"hi"}]}"#.to_vec()),
+        ("model number", br#"{"model":5,"messages":[]}"#.to_vec()),
+        ("model null", br#"{"model":null,"messages":[]}"#.to_vec()),
+        ("model missing", br#"{"messages":[]}"#.to_vec()),
+        ("model empty", br#"{"model":"","messages":[]}"#.to_vec()),
+        ("model escapes", br#"{"model":"a\"\\\/\b\f\n\r\t\u0001\u007f\u2028\ud83d\ude00","messages":[]}"#.to_vec()),
+        ("model lone surrogate", br#"{"model":"\ud800","messages":[]}"#.to_vec()),
+        ("messages empty", br#"{"model":"m","messages":[]}"#.to_vec()),
+        ("messages null", br#"{"model":"m","messages":null}"#.to_vec()),
+        ("content every escape", br#"{"model":"m","messages":[{"role":"user","content":"a\"\\\/\b\f\n\r\t\u0000\u001F\u007f\u2028\uD83D\uDE00\ud83d\ude00"}]}"#.to_vec()),
+        ("content lone high", br#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#.to_vec()),
+        ("content lone low", br#"{"model":"m","messages":[{"role":"user","content":"\uDC00x"}]}"#.to_vec()),
+        ("content reversed pair", br#"{"model":"m","messages":[{"role":"user","content":"\ude00\ud83d"}]}"#.to_vec()),
+        ("content escaped backslash u", br#"{"model":"m","messages":[{"role":"user","content":"\\ud800"}]}"#.to_vec()),
+        ("content raw utf8", "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"h\u{e9}\u{1F600}\"}]}".as_bytes().to_vec()),
+        ("content bad utf8", { let mut b = br#"{"model":"m","messages":[{"role":"user","content":"a"#.to_vec(); b.push(0xed); b.push(0xa0); b.push(0x80); b.extend_from_slice(b"\"}]}"); b }),
+        ("content raw control", b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\x01\"}]}".to_vec()),
+        ("content empty", br#"{"model":"m","messages":[{"role":"user","content":""},{"role":"system","content":""}]}"#.to_vec()),
+        ("content null", br#"{"model":"m","messages":[{"role":"user","content":null}]}"#.to_vec()),
+        ("content number", br#"{"model":"m","messages":[{"role":"user","content":5}]}"#.to_vec()),
+        ("merging", br#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"developer","content":"d"},{"role":"user","content":"b"},{"role":"assistant","content":""},{"role":"assistant","content":"c"},{"role":"user","content":""}]}"#.to_vec()),
+        ("content first then role", br#"{"model":"m","messages":[{"content":"hi","role":"assistant"}]}"#.to_vec()),
+        ("unknown field", format!(r#"{{"model":"m",{m},"n":1}}"#).into_bytes()),
+        ("whitespace around values", b"{ \"model\" : \"m\" , \"messages\" : [ { \"role\" : \"user\" , \"content\" : \"hi\" } ] , \"temperature\" : 0.5 , \"top_p\" : 1 }".to_vec()),
+    ];
+    let d = "{\"type\":\"text\",\"text\":\"hi\"}";
+    let replies: Vec<(&str, Vec<u8>)> = vec![
+        ("baseline", format!(r#"{{"id":"i","model":"c","content":[{d}]}}"#).into_bytes()),
+        ("usage array", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":[5,6,7,8]}}"#).into_bytes()),
+        ("usage empty array", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":[]}}"#).into_bytes()),
+        ("usage float", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"input_tokens":1.0}}}}"#).into_bytes()),
+        ("usage overflow sum", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"output_tokens":18446744073709551615}}}}"#).into_bytes()),
+        ("usage null fields", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"input_tokens":null,"output_tokens":3}}}}"#).into_bytes()),
+        ("usage escaped key", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"input_t\u006fkens":4}}}}"#).into_bytes()),
+        ("usage ignored lone surrogate", format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"service_tier":"\ud800"}}}}"#).into_bytes()),
+        ("top ignored lone surrogate", format!(r#"{{"id":"i","model":"c","content":[{d}],"stop_sequence":"\udfff"}}"#).into_bytes()),
+        ("top ignored 1e400", format!(r#"{{"id":"i","model":"c","content":[{d}],"x":1e400}}"#).into_bytes()),
+        ("top ignored deep", format!(r#"{{"id":"i","model":"c","content":[{d}],"x":{deep}}}"#).into_bytes()),
+        ("top ignored bad utf8", { let mut b = format!(r#"{{"id":"i","model":"c","content":[{d}],"x":"A"#).into_bytes(); b.push(0xff); b.extend_from_slice(b"\"}"); b }),
+        ("block citations lone surrogate", br#"{"id":"i","model":"c","content":[{"type":"text","text":"hi","citations":[{"cited_text":"\ud800"}]}]}"#.to_vec()),
+        ("block citations deep", format!(r#"{{"id":"i","model":"c","content":[{{"type":"text","text":"hi","citations":{deep}}}]}}"#).into_bytes()),
+        ("block citations 1e400", br#"{"id":"i","model":"c","content":[{"type":"text","text":"hi","citations":1e400}]}"#.to_vec()),
+        ("block text dup via ignored", br#"{"id":"i","model":"c","content":[{"type":"text","text":"hi","x":1,"x":2}]}"#.to_vec()),
+        ("block type twice same", br#"{"id":"i","model":"c","content":[{"type":"text","type":"text","text":"hi"}]}"#.to_vec()),
+        ("block type non-text then text", br#"{"id":"i","model":"c","content":[{"type":"tool_use","type":"text","text":"hi"}]}"#.to_vec()),
+        ("block type text then other", br#"{"id":"i","model":"c","content":[{"type":"text","text":"hi","type":"tool_use"}]}"#.to_vec()),
+        ("two texts pair split", br#"{"id":"i","model":"c","content":[{"type":"text","text":"\ud83d"},{"type":"text","text":"\ude00"}]}"#.to_vec()),
+        ("texts escapes", br#"{"id":"i","model":"c","content":[{"type":"text","text":"a\"\\\/\b\f\n\r\t\u0000\u2028"},{"type":"text","text":"\\"},{"type":"text","text":"\""}]}"#.to_vec()),
+        ("text ends in escaped backslash", br#"{"id":"i","model":"c","content":[{"type":"text","text":"a\\"},{"type":"text","text":"u0041"}]}"#.to_vec()),
+        ("stop_reason null", format!(r#"{{"id":"i","model":"c","content":[{d}],"stop_reason":null}}"#).into_bytes()),
+        ("stop_reason tool_use no calls", format!(r#"{{"id":"i","model":"c","content":[{d}],"stop_reason":"tool_use"}}"#).into_bytes()),
+        ("id escaped", format!(r#"{{"id":"\u0069\n","model":"c","content":[{d}]}}"#).into_bytes()),
+        ("content empty", br#"{"id":"i","model":"c","content":[]}"#.to_vec()),
+        ("content null", br#"{"id":"i","model":"c","content":null}"#.to_vec()),
+        ("model missing", format!(r#"{{"id":"i","content":[{d}]}}"#).into_bytes()),
+        ("top dup unknown", format!(r#"{{"id":"i","model":"c","content":[{d}],"type":"message","type":"x"}}"#).into_bytes()),
+        ("top escaped known key", format!(r#"{{"id":"i","model":"c","content":[{d}],"\u0069d":"j"}}"#).into_bytes()),
+        ("bom", format!("\u{feff}{{\"id\":\"i\",\"model\":\"c\",\"content\":[{d}]}}").into_bytes()),
+    ];
+    let mut breaks = Vec::new();
+    for (name, body) in &reqs {
+        breaks.extend(check_request(&format!("request/{name}"), body));
+    }
+    for (name, body) in &replies {
+        breaks.extend(check_reply(&format!("reply/{name}"), body));
+    }
+    assert!(breaks.is_empty(), "{breaks:#?}");
+}
+
+/// A key given first as `null`, then with a value: the plain readers must not take the first.
+#[test]
+fn a_key_given_twice_after_a_null_takes_the_full_way_or_agrees_with_it() {
+    let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+    let d = "{\"type\":\"text\",\"text\":\"hi\"}";
+    let mut breaks = Vec::new();
+    for (name, body) in [
+        (
+            "dup stream null then true",
+            format!(r#"{{"model":"m",{m},"stream":null,"stream":true}}"#),
+        ),
+        (
+            "dup max_tokens null then 5",
+            format!(r#"{{"model":"m",{m},"max_tokens":null,"max_tokens":5}}"#),
+        ),
+        (
+            "dup temperature null then 2",
+            format!(r#"{{"model":"m",{m},"temperature":null,"temperature":2}}"#),
+        ),
+        (
+            "dup include_usage null then true",
+            format!(
+                r#"{{"model":"m",{m},"stream":true,"stream_options":{{"include_usage":null,"include_usage":true}}}}"#
+            ),
+        ),
+        (
+            "dup stream_options null then obj",
+            format!(
+                r#"{{"model":"m",{m},"stream":true,"stream_options":null,"stream_options":{{"include_usage":true}}}}"#
+            ),
+        ),
+    ] {
+        breaks.extend(check_request(name, body.as_bytes()));
+    }
+    for (name, body) in [
+        (
+            "dup stop_reason null then max",
+            format!(
+                r#"{{"id":"i","model":"c","content":[{d}],"stop_reason":null,"stop_reason":"max_tokens"}}"#
+            ),
+        ),
+        (
+            "dup usage null then obj",
+            format!(
+                r#"{{"id":"i","model":"c","content":[{d}],"usage":null,"usage":{{"input_tokens":3}}}}"#
+            ),
+        ),
+        (
+            "dup usage field null then 3",
+            format!(
+                r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"input_tokens":null,"input_tokens":3}}}}"#
+            ),
+        ),
+        (
+            "dup content",
+            format!(r#"{{"id":"i","model":"c","content":[],"content":[{d}]}}"#),
+        ),
+        (
+            "usage ignored deep",
+            format!(
+                r#"{{"id":"i","model":"c","content":[{d}],"usage":{{"cache_creation":{}{}}}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+        ),
+        (
+            "usage seq of one",
+            format!(r#"{{"id":"i","model":"c","content":[{d}],"usage":[42]}}"#),
+        ),
+    ] {
+        breaks.extend(check_reply(name, body.as_bytes()));
+    }
+    assert!(breaks.is_empty(), "{breaks:#?}");
+}
