@@ -21,6 +21,7 @@ mod chat_to_messages;
 pub mod config;
 mod events;
 mod messages_to_chat;
+mod plain;
 mod responses_to_chat;
 
 pub use config::{Api, TranslateConfig, Translation};
@@ -167,10 +168,9 @@ impl TranslateConfig {
     ) -> Option<(&std::sync::Arc<Translation>, PlainUpstream)> {
         match client {
             Api::Chat => {
-                let chat = chat_to_messages::PlainChat::read(body)?;
+                let chat = plain::PlainChat::read(body)?;
                 let translation = self.for_request(client, chat.model())?;
-                let upstream =
-                    chat_to_messages::plain_request(chat, translation.default_max_tokens)?;
+                let upstream = plain::plain_request(chat, translation.default_max_tokens)?;
                 Some((translation, upstream))
             }
             _ => None,
@@ -208,8 +208,8 @@ impl Translation {
     pub fn plain_reply(&self, body: &[u8], created: u64) -> Option<Vec<u8>> {
         match (self.client, self.upstream) {
             (Api::Chat, Api::Messages) => {
-                let reply = chat_to_messages::PlainReply::read(body)?;
-                Some(chat_to_messages::plain_reply(reply, created))
+                let reply = plain::PlainReply::read(body)?;
+                Some(plain::plain_reply(reply, created))
             }
             _ => None,
         }
