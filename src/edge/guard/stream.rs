@@ -171,31 +171,30 @@ impl Numbering {
     fn number(&mut self, before: &mut [Value], event: &mut Value) {
         let Some(upstream) = event.get("sequence_number").and_then(Value::as_u64) else {
             // `[DONE]`, or an event the upstream left unnumbered: what it releases follows on.
-            self.number_final(before);
+            self.number_released(before);
             return;
         };
-        let mut next = upstream.saturating_add(self.inserted);
-        self.number_released(before, &mut next);
-        self.inserted += before.len() as u64;
+        self.next = Some(upstream.saturating_add(self.inserted));
+        self.number_released(before);
+        let next = self.next.unwrap_or_default();
         event["sequence_number"] = next.into();
         self.next = Some(next.saturating_add(1));
     }
 
-    /// Numbers the events released at the end of the stream, after the last numbered one.
-    fn number_final(&mut self, released: &mut [Value]) {
-        if let Some(mut next) = self.next {
-            self.number_released(released, &mut next);
-            self.next = Some(next);
-        }
-    }
-
-    fn number_released(&self, released: &mut [Value], next: &mut u64) {
+    /// Numbers the released events that carry a number (their part's first event did), from
+    /// the next number on; each moves every later upstream number up by one.
+    fn number_released(&mut self, released: &mut [Value]) {
+        let Some(mut next) = self.next else {
+            return;
+        };
         for event in released {
             if event.get("sequence_number").is_some() {
-                event["sequence_number"] = (*next).into();
-                *next = next.saturating_add(1);
+                event["sequence_number"] = next.into();
+                next = next.saturating_add(1);
+                self.inserted += 1;
             }
         }
+        self.next = Some(next);
     }
 }
 
@@ -327,7 +326,7 @@ impl DeltaGuard {
     pub fn finish(&mut self, guard: &Guard, masker: &mut Masker) -> Vec<Value> {
         let mut guarding = Guarding { guard, masker };
         let mut released = self.release(&mut guarding, |_| true);
-        self.numbering.number_final(&mut released);
+        self.numbering.number_released(&mut released);
         released
     }
 
@@ -1285,6 +1284,45 @@ mod tests {
                     .unwrap();
                 assert!(held_at < done_at, "{ending:?}: {out:?}");
             }
+        }
+    }
+
+    /// A Responses stream whose upstream leaves some events unnumbered (the event that releases
+    /// held text, or the delta that opens a part) is still numbered in line: none repeats or skips.
+    #[test]
+    fn events_the_upstream_left_unnumbered_keep_the_numbering_in_line() {
+        let all = with_all(Action::Mask, false, true);
+        let delta = |piece: &str| {
+            json!({"type": "response.output_text.delta", "item_id": "i", "output_index": 0,
+                   "content_index": 0, "delta": piece})
+        };
+        let numbered = |mut event: Value, number: u64| {
+            event["sequence_number"] = json!(number);
+            event
+        };
+        let done = json!({"type": "response.output_text.done", "item_id": "i", "output_index": 0,
+                          "content_index": 0, "text": "Hello wor"});
+        let part_done = json!({"type": "response.content_part.done", "output_index": 0,
+                               "content_index": 0});
+        let streams = [
+            // The release comes at an unnumbered `.done`.
+            vec![
+                numbered(delta("Hello wor"), 0),
+                done.clone(),
+                numbered(part_done.clone(), 1),
+            ],
+            // The part opens with an unnumbered delta: its released text carries no number.
+            vec![
+                delta("Hello wor"),
+                numbered(done.clone(), 0),
+                numbered(part_done.clone(), 1),
+            ],
+        ];
+        for stream in streams {
+            let mut masker = Masker::default();
+            let out = run(stream, &all, &mut masker);
+            let (streamed, _) = texts(Shape::ResponsesText, &out);
+            assert_eq!(streamed, "Hello wor", "{out:?}");
         }
     }
 
