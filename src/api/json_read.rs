@@ -9,6 +9,13 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+/// Whether `body` opens as a JSON object (after whitespace). serde's derived readers of a struct
+/// also take an array, field by field, so a reader of a request or reply as a struct checks this
+/// first.
+pub(crate) fn opens_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{')
+}
+
 /// Any JSON value, as `serde_json::from_slice` reads it, and whether any object in it names a
 /// key twice.
 pub(crate) fn parse_value_noting_duplicates(body: &[u8]) -> serde_json::Result<(Value, bool)> {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{Filter, Outcome, State};
 use crate::accounting::budgets::Claim;
 use crate::accounting::tokens::Tokenizer;
+use crate::api::json_read;
 use crate::api::openai::chat::ChatRequest;
 use crate::api::openai::generation::Usage;
 use crate::api::openai::parse_object;
@@ -71,8 +72,7 @@ impl Accounting {
             response: Option<Value>,
             message: Option<Value>,
         }
-        // Serde also reads a struct from an array, by position: a reply is an object.
-        if reply.trim_ascii_start().first() != Some(&b'{') {
+        if !json_read::opens_object(reply) {
             return;
         }
         match serde_json::from_slice::<Members>(reply) {

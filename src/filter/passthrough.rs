@@ -14,7 +14,7 @@ use super::chaos::ChaosStream;
 use super::claim::request_method;
 use super::record::Recording;
 use super::{Filter, Outcome, State, budgets};
-use crate::api::json_read::parse_value_noting_duplicates;
+use crate::api::json_read::{self, parse_value_noting_duplicates};
 use crate::api::json_writer;
 use crate::api::openai::{self, ApiError, parse_object_noting_duplicates};
 use crate::api::routes::{Endpoint, Method};
@@ -975,8 +975,7 @@ impl Essentials {
     /// type or a duplicate (to keep the full path's reading of it), or `stream_options` without
     /// `include_usage: true` (a rewrite of an object).
     fn read(body: &[u8], endpoint: &Endpoint) -> Option<Self> {
-        // serde would read a struct from a JSON array too.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !json_read::opens_object(body) {
             return None;
         }
         let fields: Borrowed<'_> = serde_json::from_slice(body).ok()?;

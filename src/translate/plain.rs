@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 
 use super::PlainUpstream;
 use super::chat_to_messages::{finish_reason, prompt_tokens};
-use crate::api::json_writer;
+use crate::api::{json_read, json_writer};
 
 /// A type read from a JSON object only, entry by entry.
 trait FromObject<'de>: Sized {
@@ -148,8 +148,7 @@ impl<'de> Deserialize<'de> for PlainStreamOptions {
 impl<'a> PlainChat<'a> {
     /// The body as a plain conversation, or `None` when it is not one.
     pub(super) fn read(body: &'a [u8]) -> Option<Self> {
-        // serde's derived reader would take an array too.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !json_read::opens_object(body) {
             return None;
         }
         serde_json::from_slice(body).ok()
@@ -435,8 +434,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for PlainText<'a> {
 impl<'a> PlainReply<'a> {
     /// The body as a reply of text blocks, or `None` when it is not one.
     pub(super) fn read(body: &'a [u8]) -> Option<Self> {
-        // serde's derived reader would take an array too.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !json_read::opens_object(body) {
             return None;
         }
         serde_json::from_slice(body).ok()
